@@ -1,0 +1,52 @@
+"""torchvision ResNet backbones without the classifier, with an optional reduced width for CPU runs.
+
+``build_backbone("resnet18", base_width=16)`` keeps torchvision's module names (so state_dicts stay in the
+torchvision layout every tool reads) and scales every stage's channels by ``base_width / 64``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models import resnet
+
+ARCHS = {"resnet18": (resnet.BasicBlock, [2, 2, 2, 2]), "resnet34": (resnet.BasicBlock, [3, 4, 6, 3]),
+         "resnet50": (resnet.Bottleneck, [3, 4, 6, 3]), "resnet101": (resnet.Bottleneck, [3, 4, 23, 3])}
+
+
+class _ScaledResNet(resnet.ResNet):
+    """torchvision's ResNet with every stage's planes scaled by ``base_width / 64``."""
+
+    def __init__(self, block: type[nn.Module], layers: list[int], base_width: int, **kwargs):
+        self._scale = base_width / 64
+        self._stem = base_width
+        super().__init__(block, layers, **kwargs)
+        # torchvision builds a 64-channel stem before the stages; rebuild it at the reduced width.
+        self.conv1 = nn.Conv2d(3, base_width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = self._norm_layer(base_width)
+
+    def _make_layer(self, block, planes, blocks, stride=1, dilate=False):  # noqa: ANN001 - torchvision's signature
+        if planes == 64:  # first stage: its input is the stem
+            self.inplanes = self._stem
+        return super()._make_layer(block, max(1, round(planes * self._scale)), blocks, stride, dilate)
+
+
+def build_backbone(arch: str = "resnet50", base_width: int = 64, zero_init_residual: bool = True) -> nn.Module:
+    """A ResNet whose forward returns the pooled feature (``fc`` is Identity); ``.feature_dim`` gives its size."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown backbone '{arch}'; available: {', '.join(ARCHS)}")
+    if base_width < 1:
+        raise ValueError(f"base_width must be positive, got {base_width}")
+    block, layers = ARCHS[arch]
+    if base_width == 64:
+        model = resnet.ResNet(block, layers, zero_init_residual=zero_init_residual)
+    else:
+        model = _ScaledResNet(block, layers, base_width, zero_init_residual=zero_init_residual)
+    # fc is built before the width change, so read the width off the last stage.
+    model.feature_dim = max(1, round(512 * base_width / 64)) * block.expansion
+    model.fc = nn.Identity()
+    return model
+
+
+def backbone_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The backbone's tensors in torchvision layout, without ``fc``."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("fc.")}

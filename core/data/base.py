@@ -1,0 +1,68 @@
+"""The one interface every image data set of the suite implements.
+
+An item is ``(image, target)``: ``image`` a ``torch.uint8`` tensor of shape ``[3, H, W]`` (RGB, after the
+optional ``transform``), ``target`` a ``dict[str, int]`` of labels (empty for unlabelled data). Views for
+pretraining are built on the uint8 tensors; classification reads the labels by name.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+log = logging.getLogger("core.data")
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+class DataError(ValueError):
+    """A data set cannot be used as configured; the message names the problem and the fix."""
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Base class: subclasses set ``label_names`` and implement ``__len__`` and ``_load(index)``."""
+
+    #: label name -> number of classes; empty when the data set has no labels.
+    label_names: dict[str, int] = {}
+
+    def __init__(self, transform: Transform | None = None):
+        self.transform = transform
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _load(self, index: int) -> tuple[torch.Tensor, dict[str, int]]:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, int]]:
+        image, target = self._load(index)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, target
+
+
+def require_path(path: str | Path, what: str) -> Path:
+    """Return ``path`` as a Path, or raise a one-line DataError naming it when it does not exist."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"{what} not found: {path} (check data.root or pass --set data.root=PATH)")
+    return path
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """Any PIL image (grayscale, palette, RGBA, CMYK, 16-bit) as a ``[3, H, W]`` uint8 RGB tensor."""
+    if image.mode in ("P", "LA", "PA") or (image.mode == "RGBA"):
+        # Composite transparency on black so that palette/alpha images never keep an alpha channel.
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        scale = 255.0 / max(float(array.max()), 1.0)
+        image = Image.fromarray((array * scale).round().astype(np.uint8), mode="L")
+    array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()

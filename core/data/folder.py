@@ -1,0 +1,103 @@
+"""Images from a folder: ImageNet layout (one sub-folder per class) or a flat/unlabelled tree.
+
+Any size and mode (grayscale, palette, RGBA, 16-bit) is read and converted to RGB. An unreadable file is
+skipped (logged and counted in ``n_skipped``; the next readable image takes its place so batches keep their
+size), or raises with ``on_bad_image="error"``. ``verify=True`` decodes every file up front and drops the bad
+ones, so that ``len()`` counts only readable images.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from core.data.base import DataError, ImageDataset, Transform, pil_to_tensor, require_path
+from core.logs import progress
+
+log = logging.getLogger("core.data")
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+_DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def _images_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """Decode one file to a ``[3, H, W]`` uint8 RGB tensor (raises on unreadable files)."""
+    with Image.open(path) as image:
+        image.load()
+        return pil_to_tensor(image)
+
+
+class ImageFolderDataset(ImageDataset):
+    def __init__(self, root: str | Path, part: str | None = None,
+                 labels: Literal["auto", "subfolders", "none"] = "auto",
+                 on_bad_image: Literal["skip", "error"] = "skip", verify: bool = False,
+                 transform: Transform | None = None):
+        super().__init__(transform)
+        root = require_path(root, "image folder")
+        if part and (root / part).is_dir():
+            root = root / part
+        self.root, self.on_bad_image = root, on_bad_image
+        class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        loose = [p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
+        use_classes = labels == "subfolders" or (labels == "auto" and class_dirs and not loose)
+        if labels == "subfolders" and not class_dirs:
+            raise DataError(f"{root} has no class sub-folders (set data.folder_labels: none for unlabelled images)")
+        self.classes = [d.name for d in class_dirs] if use_classes else []
+        if use_classes:
+            self.samples = [(p, k) for k, d in enumerate(class_dirs) for p in _images_under(d)]
+        else:
+            self.samples = [(p, -1) for p in _images_under(root)]
+        if not self.samples:
+            raise DataError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found under {root}")
+        self.label_names = {"class": len(self.classes)} if use_classes else {}
+        self.bad_files: set[Path] = set()
+        if verify:
+            self._drop_unreadable()
+
+    @property
+    def n_skipped(self) -> int:
+        """Unreadable files met so far in this process."""
+        return len(self.bad_files)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _bad(self, path: Path, exc: Exception) -> None:
+        if self.on_bad_image == "error":
+            raise DataError(f"unreadable image {path}: {exc} (set data.on_bad_image: skip to skip such files)")
+        if path not in self.bad_files:
+            self.bad_files.add(path)
+            log.warning("skipping unreadable image %s (%s); %d skipped so far", path, exc, len(self.bad_files))
+
+    def _drop_unreadable(self) -> None:
+        good = []
+        for path, label in progress(self.samples, desc=f"verify {self.root.name}"):
+            try:
+                with Image.open(path) as image:
+                    image.load()
+                good.append((path, label))
+            except _DECODE_ERRORS as exc:
+                self._bad(path, exc)
+        if not good:
+            raise DataError(f"no readable images under {self.root}")
+        self.samples = good
+        if self.bad_files:
+            log.warning("%s: %d unreadable image(s) skipped, %d kept", self.root, len(self.bad_files), len(good))
+
+    def _load(self, index: int) -> tuple[torch.Tensor, dict[str, int]]:
+        for offset in range(len(self.samples)):
+            path, label = self.samples[(index + offset) % len(self.samples)]
+            try:
+                image = read_image(path)
+            except _DECODE_ERRORS as exc:
+                self._bad(path, exc)
+                continue
+            return image, ({"class": label} if self.classes else {})
+        raise DataError(f"no readable images under {self.root}")

@@ -55,6 +55,7 @@ wheel=$(ls "$wheel_dir"/mmcv-*.whl 2>/dev/null | head -n 1 || true)
 
 if [[ -z "$wheel" ]]; then
   say "no cached mmcv wheel for $key: building mmcv $MMCV_VERSION from source (about 17 minutes on 2 cores)"
+  build_start=$(date +%s)
   build=$(mktemp -d)
   trap 'rm -rf "$build"' EXIT
   "${PIP[@]}" download -q --no-deps --no-build-isolation --no-binary mmcv "mmcv==$MMCV_VERSION" -d "$build/sdist"
@@ -72,7 +73,7 @@ if [[ -z "$wheel" ]]; then
   cp "$built" "$wheel_dir/.partial.whl"
   mv "$wheel_dir/.partial.whl" "$wheel_dir/$(basename "$built")"
   wheel="$wheel_dir/$(basename "$built")"
-  say "cached $wheel"
+  say "built and cached $wheel in $(( $(date +%s) - build_start )) s"
 else
   say "using cached mmcv wheel $wheel"
 fi

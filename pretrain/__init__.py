@@ -1,0 +1,1 @@
+"""MAST and VICReg pretraining: views, model, losses, optimisation, training loop."""

@@ -1,0 +1,105 @@
+"""MAST: one embedding, one learnable mask per augmentation op, uncertainty-weighted invariance.
+
+Implements the loss of ``docs/method.md`` (our reconstruction; the paper's equations are not public):
+
+  e_ij      = (z_ij - z'_ij)^2                                  per-dimension squared difference
+  m_k       = sigmoid(theta_k)                                  mask of op k over the d dimensions
+  l_ik      = sum_j m_kj e_ij / sum_j m_kj                      subspace error (mask-weighted mean)
+  s_ik      = (sigma^2_ik + sigma'^2_ik) / 2                    pair variance from the uncertainty head
+  l~_ik     = l_ik / s_ik + log s_ik                            (l~_ik = l_ik without uncertainty)
+  L_inv     = mean_i [ sum_k w_ik l~_ik / max(1, sum_k w_ik) ]  w_ik: gate of op k for sample i
+  V, C      = VICReg's variance and covariance on the full, unmasked embeddings of every view
+  R         = sum_k (mean_j m_kj - rho)^2                       mask density
+  L         = lam L_inv + mu V + nu C + beta R
+
+Views: ``z`` holds V views; ``pairs[k] = (a, b)`` says which two views subspace k compares. Pair mode uses
+the same pair (0, 1) for every op; factorized mode compares the anchor 0 with view k + 1. With V views the
+variance term is the mean over views and the covariance term 2/V times the sum, which is VICReg's
+scaling when V = 2.
+
+Variants: ``uncertainty=False`` (``mast_nounc``), ``masks="fixed"`` with a random partition of the
+dimensions (``mast_fixed``), or explicit ``fixed_masks`` (the reduction identity: K = 1, all ones).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from core.distributed import gather_with_grad
+from pretrain.losses.terms import covariance_term, variance_term
+
+LOG_VAR_RANGE = (-6.0, 6.0)
+
+
+def random_partition(num_ops: int, dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A [K, d] 0/1 matrix assigning every dimension to exactly one op, in near-equal shares."""
+    owner = torch.arange(dim) % num_ops
+    owner = owner[torch.randperm(dim, generator=generator)]
+    return torch.nn.functional.one_hot(owner, num_ops).T.float()
+
+
+class MASTLoss(nn.Module):
+    def __init__(self, num_ops: int, dim: int, lam: float = 25.0, mu: float = 25.0, nu: float = 1.0,
+                 beta: float = 1.0, rho: float = 0.5, uncertainty: bool = True,
+                 masks: Literal["learned", "fixed"] = "learned", mask_init_std: float = 0.01,
+                 fixed_masks: torch.Tensor | None = None, eps: float = 1e-4, seed: int = 0):
+        """``lam, mu, nu, beta, rho`` as in method.md; ``num_ops`` = K, ``dim`` = d of the embedding."""
+        super().__init__()
+        self.num_ops, self.dim = num_ops, dim
+        self.lam, self.mu, self.nu, self.beta, self.rho = lam, mu, nu, beta, rho
+        self.uncertainty, self.eps = uncertainty, eps
+        generator = torch.Generator().manual_seed(seed)
+        if fixed_masks is not None or masks == "fixed":
+            if fixed_masks is None:
+                fixed_masks = random_partition(num_ops, dim, generator)
+            if fixed_masks.shape != (num_ops, dim):
+                raise ValueError(f"fixed_masks must have shape {(num_ops, dim)}, got {tuple(fixed_masks.shape)}")
+            self.register_buffer("fixed_masks", fixed_masks.float())
+            self.mask_logits = None
+        else:
+            self.fixed_masks = None
+            self.mask_logits = nn.Parameter(torch.randn(num_ops, dim, generator=generator) * mask_init_std)
+
+    def masks(self) -> torch.Tensor:
+        """The [K, d] masks in [0, 1]."""
+        return self.fixed_masks if self.mask_logits is None else torch.sigmoid(self.mask_logits)
+
+    def subspace_errors(self, z: torch.Tensor, pairs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """l_ik for every sample i and op k: [B, K]."""
+        weights = masks / masks.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        if bool((pairs == pairs[0]).all()):  # pair mode: one error matrix for every op
+            a, b = pairs[0].tolist()
+            return (z[a] - z[b]).pow(2) @ weights.T
+        errors = (z[pairs[:, 0]] - z[pairs[:, 1]]).pow(2)  # [K, B, d]
+        return torch.einsum("kbd,kd->bk", errors, weights)
+
+    def forward(self, z: torch.Tensor, pairs: torch.Tensor, gates: torch.Tensor,
+                log_var: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``z`` [V, B, d] embeddings; ``pairs`` [K, 2] view indices; ``gates`` [B, K] w_ik;
+        ``log_var`` [V, B, K] log sigma^2 from the uncertainty head (required when uncertainty is on)."""
+        views, batch, dim = z.shape
+        if pairs.shape != (self.num_ops, 2) or gates.shape != (batch, self.num_ops) or dim != self.dim:
+            raise ValueError(f"MAST loss got z {tuple(z.shape)}, pairs {tuple(pairs.shape)}, gates "
+                             f"{tuple(gates.shape)}; expected d={self.dim}, K={self.num_ops}")
+        masks = self.masks()
+        errors = self.subspace_errors(z, pairs, masks)
+        stats: dict[str, torch.Tensor] = {}
+        if self.uncertainty:
+            if log_var is None:
+                raise ValueError("MAST loss with uncertainty needs log_var from the uncertainty head")
+            log_var = log_var.clamp(*LOG_VAR_RANGE)
+            ops = torch.arange(self.num_ops, device=z.device)
+            s = (log_var[pairs[:, 0], :, ops].exp() + log_var[pairs[:, 1], :, ops].exp()).T / 2  # [B, K]
+            errors = errors / s + s.log()
+            stats["s_mean"] = s.detach().mean(0)
+        weighted = (gates * errors).sum(1) / gates.sum(1).clamp_min(1.0)
+        invariance = weighted.mean()
+        gathered = [gather_with_grad(z[v]) for v in range(views)]
+        variance = torch.stack([variance_term(g, self.eps) for g in gathered]).mean()
+        covariance = torch.stack([covariance_term(g) for g in gathered]).sum() * 2 / views
+        density = (masks.mean(dim=1) - self.rho).pow(2).sum()
+        total = self.lam * invariance + self.mu * variance + self.nu * covariance + self.beta * density
+        stats.update(mask_density=masks.detach().mean(1), gate_rate=(gates.detach() > 0).float().mean(0))
+        return total, {"inv": invariance, "var": variance, "cov": covariance, "density": density, **stats}

@@ -1,0 +1,123 @@
+"""Loss parity: VICReg against an independent transcription of the official formula, MAST against a
+per-sample, per-op loop of method.md, and the reduction identity MAST(K=1, mask 1, no uncertainty) == VICReg."""
+import pytest
+import torch
+
+from pretrain.losses.mast import MASTLoss, random_partition
+from pretrain.losses.vicreg import VICRegLoss
+
+
+def reference_vicreg(x, y, sim=25.0, std=25.0, cov=1.0):
+    """VICReg as the official main_vicreg.py computes it, written independently (torch.cov, masks)."""
+    repr_loss = ((x - y) ** 2).mean()
+    d = x.shape[1]
+    off = ~torch.eye(d, dtype=torch.bool)
+    std_loss = sum(torch.relu(1 - torch.sqrt(t.var(dim=0, unbiased=True) + 1e-4)).mean() / 2 for t in (x, y))
+    cov_loss = sum(torch.cov(t.T)[off].pow(2).sum() / d for t in (x, y))
+    return sim * repr_loss + std * std_loss + cov * cov_loss
+
+
+def reference_mast(z, pairs, gates, theta, log_var, lam=25.0, mu=25.0, nu=1.0, beta=1.0, rho=0.5, unc=True):
+    """method.md written as loops over samples i and ops k."""
+    views, batch, d = z.shape
+    k_ops = theta.shape[0]
+    m = torch.sigmoid(theta)
+    per_sample = []
+    for i in range(batch):
+        num, den = 0.0, 0.0
+        for k in range(k_ops):
+            a, b = pairs[k]
+            e = (z[a, i] - z[b, i]) ** 2
+            l_ik = (m[k] * e).sum() / m[k].sum()
+            if unc:
+                lv = log_var.clamp(-6, 6)
+                s = (torch.exp(lv[a, i, k]) + torch.exp(lv[b, i, k])) / 2
+                l_ik = l_ik / s + torch.log(s)
+            num = num + gates[i, k] * l_ik
+            den = den + gates[i, k]
+        per_sample.append(num / max(1.0, float(den)))
+    inv = torch.stack(per_sample).mean()
+    off = ~torch.eye(d, dtype=torch.bool)
+    var = torch.stack([torch.relu(1 - torch.sqrt(z[v].var(0) + 1e-4)).mean() for v in range(views)]).mean()
+    cov = sum(torch.cov(z[v].T)[off].pow(2).sum() / d for v in range(views)) * 2 / views
+    dens = sum((m[k].mean() - rho) ** 2 for k in range(k_ops))
+    return lam * inv + mu * var + nu * cov + beta * dens
+
+
+def test_vicreg_matches_official_formula():
+    torch.manual_seed(0)
+    x = torch.randn(32, 16, dtype=torch.float64, requires_grad=True)
+    y = (x.detach() * 0.5 + 0.3 * torch.randn(32, 16, dtype=torch.float64)).requires_grad_(True)
+    total, terms = VICRegLoss()(x, y)
+    expected = reference_vicreg(x, y)
+    assert total.item() == pytest.approx(expected.item(), rel=1e-10)
+    assert set(terms) == {"inv", "var", "cov"}
+    assert total.item() == pytest.approx((25 * terms["inv"] + 25 * terms["var"] + terms["cov"]).item(), rel=1e-10)
+    gx, gy = torch.autograd.grad(total, (x, y))
+    rx, ry = torch.autograd.grad(expected, (x, y))
+    assert torch.allclose(gx, rx, atol=1e-12) and torch.allclose(gy, ry, atol=1e-12)
+
+
+def test_vicreg_variance_is_halved_per_branch():
+    z = torch.zeros(8, 4)  # collapsed: std = sqrt(1e-4) = 0.01, hinge 0.99 in every dimension
+    _, terms = VICRegLoss()(z, z)
+    assert terms["var"].item() == pytest.approx(0.99)  # (0.99 + 0.99) / 2, not 1.98
+
+
+def test_reduction_identity_value_and_gradient():
+    torch.manual_seed(1)
+    z = torch.randn(2, 24, 10, dtype=torch.float64, requires_grad=True)
+    mast = MASTLoss(num_ops=1, dim=10, uncertainty=False, fixed_masks=torch.ones(1, 10)).double()
+    total, terms = mast(z, torch.tensor([[0, 1]]), torch.ones(24, 1, dtype=torch.float64))
+    expected, _ = VICRegLoss()(z[0], z[1])
+    # The density term is a constant of the fixed mask (here (1 - 0.5)^2); VICReg has no such term.
+    assert terms["density"].item() == pytest.approx(0.25)
+    assert (total - terms["density"]).item() == pytest.approx(expected.item(), rel=1e-12)
+    (g_mast,) = torch.autograd.grad(total, z)
+    (g_vicreg,) = torch.autograd.grad(expected, z)
+    assert torch.allclose(g_mast, g_vicreg, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["pair", "factorized"])
+@pytest.mark.parametrize("uncertainty", [True, False])
+def test_mast_matches_loops(mode, uncertainty):
+    torch.manual_seed(2)
+    k_ops, batch, d = 4, 12, 8
+    views = 2 if mode == "pair" else k_ops + 1
+    pairs = torch.tensor([[0, 1]] * k_ops) if mode == "pair" else torch.tensor([[0, k + 1] for k in range(k_ops)])
+    z = torch.randn(views, batch, d, dtype=torch.float64, requires_grad=True)
+    gates = (torch.rand(batch, k_ops) > 0.4).double()
+    gates[0] = 0  # a sample no op was resampled for: contributes zero, divided by max(1, 0)
+    log_var = (torch.randn(views, batch, k_ops, dtype=torch.float64) * 4).requires_grad_(True)  # some clamp
+    loss = MASTLoss(k_ops, d, beta=0.7, uncertainty=uncertainty).double()
+    with torch.no_grad():
+        loss.mask_logits.normal_()
+    total, terms = loss(z, pairs, gates, log_var if uncertainty else None)
+    expected = reference_mast(z, pairs.tolist(), gates, loss.mask_logits, log_var, beta=0.7, unc=uncertainty)
+    assert total.item() == pytest.approx(expected.item(), rel=1e-10)
+    inputs = (z, loss.mask_logits, log_var) if uncertainty else (z, loss.mask_logits)
+    got = torch.autograd.grad(total, inputs)
+    want = torch.autograd.grad(expected, inputs)
+    for g, w in zip(got, want):
+        assert torch.allclose(g, w, atol=1e-10)
+    assert got[1].abs().sum() > 0  # the masks get gradients
+    if uncertainty:
+        assert got[2].abs().sum() > 0 and terms["s_mean"].shape == (k_ops,)
+    assert terms["mask_density"].shape == (k_ops,) and terms["gate_rate"][0] <= 1
+
+
+def test_fixed_partition_masks():
+    masks = random_partition(6, 64, torch.Generator().manual_seed(0))
+    assert masks.shape == (6, 64) and torch.equal(masks.sum(0), torch.ones(64))
+    assert set(masks.sum(1).tolist()) <= {10.0, 11.0}
+    loss = MASTLoss(6, 64, masks="fixed")
+    assert loss.mask_logits is None and torch.equal(loss.masks(), loss.fixed_masks)
+    assert not any(p.requires_grad for p in loss.parameters())
+
+
+def test_shape_errors_are_explained():
+    loss = MASTLoss(3, 8)
+    with pytest.raises(ValueError, match="expected d=8, K=3"):
+        loss(torch.randn(2, 4, 8), torch.tensor([[0, 1]] * 2), torch.ones(4, 2))
+    with pytest.raises(ValueError, match="needs log_var"):
+        loss(torch.randn(2, 4, 8), torch.tensor([[0, 1]] * 3), torch.ones(4, 3))

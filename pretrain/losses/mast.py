@@ -17,12 +17,10 @@ the same pair (0, 1) for every op; factorized mode compares the anchor 0 with vi
 variance term is the mean over views and the covariance term 2/V times the sum, which is VICReg's
 scaling when V = 2.
 
-Variants: ``uncertainty=False`` (``mast_nounc``), ``masks="fixed"`` with a random partition of the
-dimensions (``mast_fixed``), or explicit ``fixed_masks`` (the reduction identity: K = 1, all ones).
+Variants: ``uncertainty=False`` (``mast_nounc``); fixed masks, e.g. a random partition of the dimensions
+(``mast_fixed``, see ``random_partition``) or K = 1 all ones (the reduction identity to VICReg).
 """
 from __future__ import annotations
-
-from typing import Literal
 
 import torch
 from torch import nn
@@ -30,7 +28,7 @@ from torch import nn
 from core.distributed import gather_with_grad
 from pretrain.losses.terms import covariance_term, variance_term
 
-LOG_VAR_RANGE = (-6.0, 6.0)
+LOG_VAR_RANGE = (-6.0, 6.0)  # clamp of log sigma^2, as method.md states
 
 
 def random_partition(num_ops: int, dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -41,30 +39,15 @@ def random_partition(num_ops: int, dim: int, generator: torch.Generator | None =
 
 
 class MASTLoss(nn.Module):
-    def __init__(self, num_ops: int, dim: int, lam: float = 25.0, mu: float = 25.0, nu: float = 1.0,
-                 beta: float = 1.0, rho: float = 0.5, uncertainty: bool = True,
-                 masks: Literal["learned", "fixed"] = "learned", mask_init_std: float = 0.01,
-                 fixed_masks: torch.Tensor | None = None, eps: float = 1e-4, seed: int = 0):
-        """``lam, mu, nu, beta, rho`` as in method.md; ``num_ops`` = K, ``dim`` = d of the embedding."""
+    """The loss only: the masks (``pretrain.model.MaskBank``) and the uncertainty head belong to the model,
+    so that DDP averages their gradients with the rest of the network."""
+
+    def __init__(self, lam: float = 25.0, mu: float = 25.0, nu: float = 1.0, beta: float = 1.0,
+                 rho: float = 0.5, uncertainty: bool = True, eps: float = 1e-4):
+        """``lam, mu, nu, beta, rho`` as in method.md; ``uncertainty=False`` gives ``mast_nounc``."""
         super().__init__()
-        self.num_ops, self.dim = num_ops, dim
         self.lam, self.mu, self.nu, self.beta, self.rho = lam, mu, nu, beta, rho
         self.uncertainty, self.eps = uncertainty, eps
-        generator = torch.Generator().manual_seed(seed)
-        if fixed_masks is not None or masks == "fixed":
-            if fixed_masks is None:
-                fixed_masks = random_partition(num_ops, dim, generator)
-            if fixed_masks.shape != (num_ops, dim):
-                raise ValueError(f"fixed_masks must have shape {(num_ops, dim)}, got {tuple(fixed_masks.shape)}")
-            self.register_buffer("fixed_masks", fixed_masks.float())
-            self.mask_logits = None
-        else:
-            self.fixed_masks = None
-            self.mask_logits = nn.Parameter(torch.randn(num_ops, dim, generator=generator) * mask_init_std)
-
-    def masks(self) -> torch.Tensor:
-        """The [K, d] masks in [0, 1]."""
-        return self.fixed_masks if self.mask_logits is None else torch.sigmoid(self.mask_logits)
 
     def subspace_errors(self, z: torch.Tensor, pairs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """l_ik for every sample i and op k: [B, K]."""
@@ -75,22 +58,22 @@ class MASTLoss(nn.Module):
         errors = (z[pairs[:, 0]] - z[pairs[:, 1]]).pow(2)  # [K, B, d]
         return torch.einsum("kbd,kd->bk", errors, weights)
 
-    def forward(self, z: torch.Tensor, pairs: torch.Tensor, gates: torch.Tensor,
+    def forward(self, z: torch.Tensor, pairs: torch.Tensor, gates: torch.Tensor, masks: torch.Tensor,
                 log_var: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``z`` [V, B, d] embeddings; ``pairs`` [K, 2] view indices; ``gates`` [B, K] w_ik;
-        ``log_var`` [V, B, K] log sigma^2 from the uncertainty head (required when uncertainty is on)."""
+        """``z`` [V, B, d] embeddings; ``pairs`` [K, 2] view indices; ``gates`` [B, K] w_ik; ``masks``
+        [K, d] in [0, 1]; ``log_var`` [V, B, K] log sigma^2 from the uncertainty head (with uncertainty)."""
         views, batch, dim = z.shape
-        if pairs.shape != (self.num_ops, 2) or gates.shape != (batch, self.num_ops) or dim != self.dim:
+        num_ops = masks.shape[0]
+        if pairs.shape != (num_ops, 2) or gates.shape != (batch, num_ops) or masks.shape[1] != dim:
             raise ValueError(f"MAST loss got z {tuple(z.shape)}, pairs {tuple(pairs.shape)}, gates "
-                             f"{tuple(gates.shape)}; expected d={self.dim}, K={self.num_ops}")
-        masks = self.masks()
+                             f"{tuple(gates.shape)}, masks {tuple(masks.shape)}: they disagree on K or d")
         errors = self.subspace_errors(z, pairs, masks)
         stats: dict[str, torch.Tensor] = {}
         if self.uncertainty:
             if log_var is None:
                 raise ValueError("MAST loss with uncertainty needs log_var from the uncertainty head")
             log_var = log_var.clamp(*LOG_VAR_RANGE)
-            ops = torch.arange(self.num_ops, device=z.device)
+            ops = torch.arange(num_ops, device=z.device)
             s = (log_var[pairs[:, 0], :, ops].exp() + log_var[pairs[:, 1], :, ops].exp()).T / 2  # [B, K]
             errors = errors / s + s.log()
             stats["s_mean"] = s.detach().mean(0)

@@ -1,0 +1,365 @@
+"""Augmentations that record their parameters: every view is a pure function of (image, parameter vector).
+
+Six ops are applied in a fixed order, VICReg's pipeline: ``crop`` (RandomResizedCrop), ``flip``,
+``color_jitter`` (p = 0.8), ``grayscale`` (p = 0.2), ``blur`` and ``solarize``. ``sample_params`` draws one
+view's parameters from a ``torch.Generator`` (never from a global RNG, so a ``(seed, index)`` pair gives the
+same view again); ``apply_params`` renders them. The parameter vector is flat float32 with a fixed layout
+(``PARAM_SLICES``, ``PARAM_NAMES``)::
+
+    crop          top, left, height, width     the box actually cropped, in fractions of the source image
+    flip          applied                      0/1
+    color_jitter  applied, brightness, contrast, saturation, hue, order
+                  multiplicative factors actually used (1 = neutral), hue shift in turns (0 = neutral),
+                  order = index into ``JITTER_ORDERS`` of the sequence the four sub-ops ran in
+    grayscale     applied
+    blur          applied, sigma               sigma in pixels of the output view, 0 when not applied
+    solarize      applied                      pixels >= 128 inverted (PIL's ImageOps.solarize)
+
+An op that is not applied, or not listed in ``AugmentConfig.ops``, has neutral parameters (``neutral``)
+and leaves the image unchanged; the neutral crop is the whole image (still resized to ``out_size``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+from torchvision.transforms.v2 import functional as F
+
+from core.config import ConfigError
+
+OPS: tuple[str, ...] = ("crop", "flip", "color_jitter", "grayscale", "blur", "solarize")
+
+#: Field names of each op's parameters, in layout order.
+OP_FIELDS: dict[str, tuple[str, ...]] = {
+    "crop": ("top", "left", "height", "width"),
+    "flip": ("applied",),
+    "color_jitter": ("applied", "brightness", "contrast", "saturation", "hue", "order"),
+    "grayscale": ("applied",),
+    "blur": ("applied", "sigma"),
+    "solarize": ("applied",),
+}
+
+
+def _layout() -> dict[str, slice]:
+    slices, start = {}, 0
+    for op in OPS:
+        slices[op] = slice(start, start + len(OP_FIELDS[op]))
+        start += len(OP_FIELDS[op])
+    return slices
+
+
+PARAM_SLICES: dict[str, slice] = _layout()
+PARAM_DIM: int = sum(len(fields) for fields in OP_FIELDS.values())
+PARAM_NAMES: tuple[str, ...] = tuple(f"{op}.{field}" for op in OPS for field in OP_FIELDS[op])
+
+#: Colour-jitter sub-ops, numbered as torchvision's ColorJitter numbers them.
+JITTER_SUBOPS: tuple[str, ...] = ("brightness", "contrast", "saturation", "hue")
+#: Every order of the four sub-ops; ``color_jitter.order`` indexes this list.
+JITTER_ORDERS: tuple[tuple[int, ...], ...] = tuple(itertools.permutations(range(4)))
+_ORDER_INDEX = {perm: i for i, perm in enumerate(JITTER_ORDERS)}
+
+#: Parameters of an op that does nothing.
+NEUTRAL: dict[str, tuple[float, ...]] = {
+    "crop": (0.0, 0.0, 1.0, 1.0),
+    "flip": (0.0,),
+    "color_jitter": (0.0, 1.0, 1.0, 1.0, 0.0, 0.0),
+    "grayscale": (0.0,),
+    "blur": (0.0, 0.0),
+    "solarize": (0.0,),
+}
+
+#: Solarize threshold on uint8 pixels (pixels >= threshold are inverted, as PIL's ImageOps.solarize).
+SOLARIZE_THRESHOLD = 128
+#: Interpolation of the resized crop (VICReg uses bicubic).
+DEFAULT_INTERPOLATION = "bicubic"
+
+
+# ------------------------------------------------------------------------------------------------ config
+@dataclasses.dataclass
+class AugmentConfig:
+    """Which ops may be applied and how strongly (defaults: VICReg's). Per-view fields hold (view 1, view 2)."""
+
+    #: Ops that may be applied; an op not listed is never applied (neutral parameters), e.g. for ablations.
+    ops: list[str] = dataclasses.field(default_factory=lambda: list(OPS))
+    #: RandomResizedCrop: range of the crop's area as a fraction of the image, and of its aspect ratio w/h.
+    crop_scale: tuple[float, ...] = (0.08, 1.0)
+    crop_ratio: tuple[float, ...] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    #: Colour jitter: probability, then factor ranges [1-x, 1+x] (hue: shift in [-x, x] turns).
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    #: Gaussian blur probability per view, and the range of sigma (pixels of the output view).
+    blur_p: tuple[float, ...] = (1.0, 0.1)
+    blur_sigma: tuple[float, ...] = (0.1, 2.0)
+    #: Solarize probability per view.
+    solarize_p: tuple[float, ...] = (0.0, 0.2)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+def _fail(message: str) -> None:
+    raise ConfigError(f"augment config: {message}")
+
+
+def _check_prob(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        _fail(f"{name} = {value!r} must be a probability in [0, 1]")
+
+
+def _check_pair(name: str, value: Sequence[float]) -> tuple[float, float]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
+        _fail(f"{name} = {value!r} must be a pair of numbers (two values)")
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in value):
+        _fail(f"{name} = {value!r} must hold two finite numbers")
+    return float(value[0]), float(value[1])
+
+
+def validate(cfg: AugmentConfig) -> None:
+    """Raise ``ConfigError`` (a ValueError) naming the first bad field of ``cfg``."""
+    if isinstance(cfg.ops, str) or not isinstance(cfg.ops, Sequence):
+        _fail(f"ops = {cfg.ops!r} must be a list of op names from {list(OPS)}")
+    unknown = [op for op in cfg.ops if op not in OPS]
+    if unknown:
+        _fail(f"unknown op(s) {unknown} in ops; valid ops: {', '.join(OPS)}")
+    duplicates = sorted({op for op in cfg.ops if list(cfg.ops).count(op) > 1})
+    if duplicates:
+        _fail(f"op(s) {duplicates} listed more than once in ops")
+    lo, hi = _check_pair("crop_scale", cfg.crop_scale)
+    if not 0.0 < lo <= hi <= 1.0:
+        _fail(f"crop_scale = {cfg.crop_scale!r} must satisfy 0 < min <= max <= 1")
+    lo, hi = _check_pair("crop_ratio", cfg.crop_ratio)
+    if not 0.0 < lo <= hi:
+        _fail(f"crop_ratio = {cfg.crop_ratio!r} must satisfy 0 < min <= max")
+    for name in ("flip_p", "jitter_p", "grayscale_p"):
+        _check_prob(name, getattr(cfg, name))
+    for name in ("brightness", "contrast", "saturation"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) < math.inf:
+            _fail(f"{name} = {value!r} must be a number >= 0 (factors are drawn from [max(0, 1-x), 1+x])")
+    if isinstance(cfg.hue, bool) or not isinstance(cfg.hue, (int, float)) or not 0.0 <= float(cfg.hue) <= 0.5:
+        _fail(f"hue = {cfg.hue!r} must be in [0, 0.5] (a shift in turns)")
+    for name in ("blur_p", "solarize_p"):
+        for view, p in enumerate(_check_pair(name, getattr(cfg, name))):
+            _check_prob(f"{name}[{view}]", p)
+    lo, hi = _check_pair("blur_sigma", cfg.blur_sigma)
+    if not 0.0 < lo <= hi:
+        _fail(f"blur_sigma = {cfg.blur_sigma!r} must satisfy 0 < min <= max")
+
+
+# ---------------------------------------------------------------------------------------------- sampling
+def _uniform(generator: torch.Generator, n: int) -> list[float]:
+    """``n`` draws from U[0, 1) using only ``generator``."""
+    return torch.rand(n, generator=generator, dtype=torch.float64).tolist()
+
+
+def _check_view(view: int, height: int, width: int) -> None:
+    if view not in (0, 1) or isinstance(view, bool):
+        raise ValueError(f"view must be 0 or 1 (selects the per-view probabilities), got {view!r}")
+    if int(height) < 1 or int(width) < 1:
+        raise ValueError(f"image size must be positive, got {height}x{width}")
+
+
+def sample_crop_box(generator: torch.Generator, height: int, width: int, scale: Sequence[float],
+                    ratio: Sequence[float]) -> tuple[int, int, int, int]:
+    """RandomResizedCrop's box in pixels ``(top, left, h, w)``: 10 tries, then a centre-crop fallback.
+
+    Each try draws an area fraction ~ U(scale) and a log-uniform aspect ratio w/h ~ exp(U(log ratio)); the
+    first box that fits is placed uniformly. If none fits, the whole image is taken, narrowed to the
+    nearest allowed aspect ratio when the image's own is outside ``ratio``, and centred.
+    """
+    area = float(height * width)
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(10):
+        u_area, u_ratio, u_top, u_left = _uniform(generator, 4)
+        target = area * (scale[0] + (scale[1] - scale[0]) * u_area)
+        aspect = math.exp(log_lo + (log_hi - log_lo) * u_ratio)
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = min(int(u_top * (height - h + 1)), height - h)
+            left = min(int(u_left * (width - w + 1)), width - w)
+            return top, left, h, w
+    own = width / height
+    if own < ratio[0]:
+        w, h = width, min(height, max(1, int(round(width / ratio[0]))))
+    elif own > ratio[1]:
+        h, w = height, min(width, max(1, int(round(height * ratio[1]))))
+    else:
+        h, w = height, width
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def sample_op(cfg: AugmentConfig, generator: torch.Generator, op: str, view: int, height: int,
+              width: int) -> torch.Tensor:
+    """One op's parameters (its ``PARAM_SLICES[op]`` part) for a view of a ``height`` x ``width`` image."""
+    if op not in OPS:
+        raise ValueError(f"unknown op {op!r}; valid ops: {', '.join(OPS)}")
+    _check_view(view, height, width)
+    if op not in cfg.ops:
+        values: Sequence[float] = NEUTRAL[op]
+    elif op == "crop":
+        top, left, h, w = sample_crop_box(generator, height, width, cfg.crop_scale, cfg.crop_ratio)
+        values = (top / height, left / width, h / height, w / width)
+    elif op == "flip":
+        values = (float(_uniform(generator, 1)[0] < cfg.flip_p),)
+    elif op == "color_jitter":
+        u_apply, u_b, u_c, u_s, u_h = _uniform(generator, 5)
+        order = tuple(torch.randperm(4, generator=generator).tolist())
+        if u_apply < cfg.jitter_p:
+            def factor(strength: float, u: float) -> float:
+                lo = max(0.0, 1.0 - strength)
+                return lo + (1.0 + strength - lo) * u
+            values = (1.0, factor(cfg.brightness, u_b), factor(cfg.contrast, u_c), factor(cfg.saturation, u_s),
+                      cfg.hue * (2.0 * u_h - 1.0), float(_ORDER_INDEX[order]))
+        else:
+            values = NEUTRAL["color_jitter"]
+    elif op == "grayscale":
+        values = (float(_uniform(generator, 1)[0] < cfg.grayscale_p),)
+    elif op == "blur":
+        u_apply, u_sigma = _uniform(generator, 2)
+        if u_apply < cfg.blur_p[view]:
+            values = (1.0, cfg.blur_sigma[0] + (cfg.blur_sigma[1] - cfg.blur_sigma[0]) * u_sigma)
+        else:
+            values = NEUTRAL["blur"]
+    else:  # solarize
+        values = (float(_uniform(generator, 1)[0] < cfg.solarize_p[view]),)
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def sample_params(cfg: AugmentConfig, generator: torch.Generator, view: int, height: int,
+                  width: int) -> torch.Tensor:
+    """A view's full parameter vector ``[PARAM_DIM]`` (float32): every op's part, in ``OPS`` order."""
+    return torch.cat([sample_op(cfg, generator, op, view, height, width) for op in OPS])
+
+
+def neutral_params() -> torch.Tensor:
+    """The parameters of the identity view (whole image, nothing else applied)."""
+    return torch.tensor([v for op in OPS for v in NEUTRAL[op]], dtype=torch.float32)
+
+
+# ----------------------------------------------------------------------------------------------- applying
+def blur_kernel_size(sigma: float, height: int, width: int) -> int:
+    """Odd kernel size 2*ceil(3*sigma)+1, clamped to the largest odd size that fits the image."""
+    size = 2 * math.ceil(3.0 * sigma) + 1
+    limit = min(height, width)
+    limit -= 1 - limit % 2  # largest odd number <= the smaller side
+    return max(1, min(size, limit))
+
+
+def _check_params(params: torch.Tensor) -> list[float]:
+    if not isinstance(params, torch.Tensor) or params.shape != (PARAM_DIM,):
+        shape = tuple(params.shape) if isinstance(params, torch.Tensor) else type(params).__name__
+        raise ValueError(f"params must be a tensor of shape [{PARAM_DIM}], got {shape}")
+    # float32 first, so that float64 or list round trips of a recorded vector give the same pixels.
+    return params.detach().to("cpu", torch.float32).double().tolist()
+
+
+def apply_params(image: torch.Tensor, params: torch.Tensor, out_size: int,
+                 interpolation: str = DEFAULT_INTERPOLATION) -> torch.Tensor:
+    """Render a view: uint8 ``[3, H, W]`` -> uint8 ``[3, out_size, out_size]``, determined by ``params`` alone."""
+    if not isinstance(image, torch.Tensor) or image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
+        what = f"{image.dtype} {tuple(image.shape)}" if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"image must be a uint8 tensor [3, H, W], got {what}")
+    if int(out_size) < 1:
+        raise ValueError(f"out_size must be positive, got {out_size}")
+    p = _check_params(params)
+    s = PARAM_SLICES
+    height, width = image.shape[-2:]
+
+    top, left, h, w = p[s["crop"]]
+    ch = min(max(int(round(h * height)), 1), height)
+    cw = min(max(int(round(w * width)), 1), width)
+    ct = min(max(int(round(top * height)), 0), height - ch)
+    cl = min(max(int(round(left * width)), 0), width - cw)
+    out = F.resized_crop(image, ct, cl, ch, cw, [out_size, out_size], interpolation=interpolation, antialias=True)
+
+    if p[s["flip"]][0] >= 0.5:
+        out = F.horizontal_flip(out)
+
+    applied, brightness, contrast, saturation, hue, order = p[s["color_jitter"]]
+    if applied >= 0.5:
+        index = int(round(order))
+        if not 0 <= index < len(JITTER_ORDERS):
+            raise ValueError(f"color_jitter.order must be an index in 0..{len(JITTER_ORDERS) - 1}, got {order}")
+        if not -0.5 <= hue <= 0.5:
+            raise ValueError(f"color_jitter.hue must be a shift in [-0.5, 0.5] turns, got {hue}")
+        for sub in JITTER_ORDERS[index]:
+            # A neutral factor is skipped: the identity, and exactly so (hue's HSV round trip is not).
+            if sub == 0 and brightness != 1.0:
+                out = F.adjust_brightness(out, brightness)
+            elif sub == 1 and contrast != 1.0:
+                out = F.adjust_contrast(out, contrast)
+            elif sub == 2 and saturation != 1.0:
+                out = F.adjust_saturation(out, saturation)
+            elif sub == 3 and hue != 0.0:
+                out = F.adjust_hue(out, hue)
+
+    if p[s["grayscale"]][0] >= 0.5:
+        out = F.rgb_to_grayscale(out, num_output_channels=3)
+
+    applied, sigma = p[s["blur"]]
+    if applied >= 0.5 and sigma > 0.0:
+        k = blur_kernel_size(sigma, out_size, out_size)
+        if k > 1:
+            out = F.gaussian_blur(out, [k, k], [sigma, sigma])
+
+    if p[s["solarize"]][0] >= 0.5:
+        out = F.solarize(out, SOLARIZE_THRESHOLD)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _check_ops(ops: Iterable[str]) -> list[str]:
+    if isinstance(ops, str):
+        ops = [ops]
+    ops = list(ops)
+    unknown = [op for op in ops if op not in OPS]
+    if unknown:
+        raise ValueError(f"unknown op(s) {unknown}; valid ops: {', '.join(OPS)}")
+    return ops
+
+
+def with_ops_from(base: torch.Tensor, other: torch.Tensor, ops: Iterable[str]) -> torch.Tensor:
+    """A copy of ``base`` whose parts for ``ops`` come from ``other`` (also for batches ``[..., PARAM_DIM]``)."""
+    ops = _check_ops(ops)
+    if base.shape != other.shape or base.shape[-1:] != (PARAM_DIM,):
+        raise ValueError(f"base and other must have the same shape [..., {PARAM_DIM}], "
+                         f"got {tuple(base.shape)} and {tuple(other.shape)}")
+    out = base.clone()
+    for op in ops:
+        out[..., PARAM_SLICES[op]] = other[..., PARAM_SLICES[op]].to(out.dtype)
+    return out
+
+
+def describe(params: torch.Tensor) -> dict[str, float]:
+    """``{"crop.top": ..., ...}``: the parameter vector by name, for logs."""
+    return dict(zip(PARAM_NAMES, _check_params(params)))
+
+
+class Augment:
+    """The pipeline's common case: a fixed config and output size; ``sample`` then ``__call__`` (replayable)."""
+
+    def __init__(self, cfg: AugmentConfig, out_size: int, interpolation: str = DEFAULT_INTERPOLATION):
+        validate(cfg)
+        if isinstance(out_size, bool) or not isinstance(out_size, int) or out_size < 1:
+            raise ValueError(f"out_size must be a positive integer, got {out_size!r}")
+        self.cfg = cfg
+        self.out_size = out_size
+        self.interpolation = interpolation
+
+    def sample(self, generator: torch.Generator, view: int, height: int, width: int) -> torch.Tensor:
+        return sample_params(self.cfg, generator, view, height, width)
+
+    def __call__(self, image: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        return apply_params(image, params, self.out_size, self.interpolation)
+
+    def __repr__(self) -> str:
+        return f"Augment(out_size={self.out_size}, ops={list(self.cfg.ops)}, interpolation={self.interpolation!r})"

@@ -1,0 +1,78 @@
+"""MAST / VICReg pretraining.
+
+  python -m pretrain --config FILE --out DIR [--resume] [--set key=value ...]
+      train; DIR gets config.yaml (resolved), run.json, log.jsonl (one line per logged step), last.pt
+      (replaced atomically every epoch), masks/epoch_<n>.pt, and epoch_<n>.pt when train.keep_every asks.
+      --resume continues from DIR/last.pt (with DIR/config.yaml when --config is not given).
+  python -m pretrain export CKPT OUT.pth
+      write the bare backbone state_dict that torchvision.models.resnetXX() loads (fc aside).
+
+Several GPUs or processes: torchrun --nproc_per_node N -m pretrain --config FILE --out DIR
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from core.checkpoints import CheckpointError, export_backbone
+from core.cli import add_common_args, config_from_args, prepare_out_dir
+from core.config import ConfigError
+from core.data.base import DataError
+from core.logs import setup_logging
+from pretrain.config import PretrainConfig
+
+
+def export_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pretrain export", description="Export the bare backbone.")
+    parser.add_argument("ckpt", type=Path)
+    parser.add_argument("out", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        print(export_backbone(args.ckpt, args.out))
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["export"]:
+        return export_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m pretrain", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser, PretrainConfig)
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    args = parser.parse_args(argv)
+    if args.resume and args.config is None and (args.out / "config.yaml").exists():
+        args.config = args.out / "config.yaml"
+    cfg = config_from_args(PretrainConfig, args)
+
+    from core import distributed as dist
+    from pretrain.train import ResumeError, Trainer, TrainingDiverged
+
+    info = dist.env_dist_info()
+    setup_logging(rank=info.rank)
+    try:
+        if info.is_main:
+            prepare_out_dir(args.out, cfg, stage="pretrain")
+        trainer = Trainer(cfg, args.out)
+        if args.resume:
+            trainer.resume()
+        stats = trainer.fit()
+    except (ConfigError, DataError, CheckpointError, ResumeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    finally:
+        dist.destroy()
+    if info.is_main:
+        print(f"done: step {stats.get('step')}, loss {stats.get('loss', float('nan')):.4f}; checkpoint {args.out / 'last.pt'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The pretraining config: every open choice of method.md is a key here."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from core.augment import AugmentConfig
+from core.config import DataConfig, RunConfig, TrainConfig
+from pretrain.views import ViewsConfig
+
+METHODS = ("vicreg", "mast", "mast_nounc", "mast_fixed")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    arch: str = "resnet50"
+    #: Channels of the first ResNet stage (64 = torchvision's network; 16 or 32 for CPU runs).
+    base_width: int = 64
+    #: Expander layer sizes, VICReg's notation; the last is the embedding dimension d.
+    expander: str = "8192-8192-8192"
+    uncertainty_hidden: int = 512
+    mask_init_std: float = 0.01
+
+
+@dataclasses.dataclass
+class LossConfig:
+    """Weights of method.md: L = lam L_inv + mu V + nu C + beta R; rho = mask density target."""
+
+    lam: float = 25.0
+    mu: float = 25.0
+    nu: float = 1.0
+    beta: float = 1.0
+    rho: float = 0.5
+    #: w_ik = 1[d_ik > 0] (binary) or d_ik (strength).
+    gate: Literal["binary", "strength"] = "binary"
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    name: Literal["lars", "sgd", "adamw"] = "lars"
+    #: lr = base_lr x batch_size / 256 (VICReg's rule).
+    base_lr: float = 0.2
+    weight_decay: float = 1e-6
+    momentum: float = 0.9
+    eta: float = 0.001
+    #: Base lr of the masks and the uncertainty head (null: base_lr); scaled by batch / 256 too.
+    mask_lr: float | None = None
+    warmup_epochs: float = 10.0
+
+
+@dataclasses.dataclass
+class PretrainTrainConfig(TrainConfig):
+    epochs: int = 100
+    batch_size: int = 256
+    #: Stop after this many steps in total (a checkpoint is written there); null: run every epoch.
+    max_steps: int | None = None
+    #: Also checkpoint every N steps (0: at the end of every epoch only).
+    checkpoint_every_steps: int = 0
+    #: Keep epoch_<n>.pt every N epochs besides last.pt (0: keep none).
+    keep_every: int = 0
+    log_every: int = 10
+    #: CUDA only: autocast dtype, channels_last memory format, SyncBatchNorm across GPUs.
+    amp: Literal["none", "bf16", "fp16"] = "bf16"
+    channels_last: bool = True
+    sync_bn: bool = True
+
+
+@dataclasses.dataclass
+class PretrainDataConfig(DataConfig):
+    #: The part pretraining reads (STL-10: train+unlabeled; ImageNet folders: train).
+    part: str = "train"
+
+
+@dataclasses.dataclass
+class PretrainConfig(RunConfig):
+    method: Literal["vicreg", "mast", "mast_nounc", "mast_fixed"] = "mast"
+    data: PretrainDataConfig = dataclasses.field(default_factory=PretrainDataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    views: ViewsConfig = dataclasses.field(default_factory=ViewsConfig)
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    train: PretrainTrainConfig = dataclasses.field(default_factory=PretrainTrainConfig)
+
+    @property
+    def uses_masks(self) -> bool:
+        return self.method != "vicreg"
+
+    @property
+    def mask_kind(self) -> Literal["none", "learned", "fixed"]:
+        return "none" if self.method == "vicreg" else "fixed" if self.method == "mast_fixed" else "learned"
+
+    @property
+    def uses_uncertainty(self) -> bool:
+        return self.method in ("mast", "mast_fixed")

@@ -1,0 +1,64 @@
+"""Pretraining batches: multi-view samples whose randomness depends only on (seed, epoch, index).
+
+The sampler yields keys ``epoch * N + index``; the data set derives the image index and a per-sample
+generator from the key, so views are the same whatever the number of workers or processes, and a resumed
+run sees exactly the batches an uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from core.data.base import ImageDataset
+from pretrain.views import ViewMaker
+
+
+def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """A torch generator seeded from (seed, epoch, index) through numpy's SeedSequence mixing."""
+    state = np.random.SeedSequence([seed, epoch, index]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+class ViewDataset(Dataset):
+    def __init__(self, images: ImageDataset, views: ViewMaker, seed: int):
+        self.images, self.views, self.seed = images, views, seed
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = divmod(int(key), len(self.images))
+        image, _ = self.images[index]
+        return self.views(image, sample_generator(self.seed, epoch, index))
+
+
+class EpochSampler(Sampler[int]):
+    """Shuffled keys of one epoch for this process (equal shares, remainder dropped), from ``skip`` on.
+
+    Call ``set_epoch(epoch, skip)`` before each epoch; ``skip`` drops that many of this process's samples
+    (used when resuming in the middle of an epoch)."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.per_rank = (size // (batch_size * world_size)) * batch_size  # whole batches only
+        if self.per_rank == 0:
+            raise ValueError(f"{size} images cannot fill one batch of {batch_size} on {world_size} process(es): "
+                             "lower train.batch_size or use more data")
+        self.epoch, self.skip = 0, 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.per_rank // self.batch_size
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def __iter__(self):
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch))
+        mine = order[self.rank::self.world_size][: self.per_rank]
+        return iter((mine[self.skip:] + self.epoch * self.size).tolist())
+
+    def __len__(self) -> int:
+        return self.per_rank - self.skip

@@ -1,0 +1,93 @@
+"""The network pretraining optimises: backbone, VICReg expander, MAST masks and uncertainty head.
+
+``PretrainModel.forward(views)`` takes the V views of a batch and returns the embeddings of every view and,
+when the method has them, the masks and the uncertainty head's log-variances. The masks are part of the
+model (not the loss) so that DDP averages their gradients with the rest.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from core.backbones import build_backbone
+from pretrain.losses.mast import random_partition
+
+
+def parse_spec(spec: str) -> list[int]:
+    """``"8192-8192-8192"`` -> [8192, 8192, 8192]; a malformed spec is a ValueError naming it."""
+    try:
+        sizes = [int(part) for part in spec.split("-")]
+    except ValueError:
+        raise ValueError(f"expander spec '{spec}' must be layer sizes joined by '-', e.g. 8192-8192-8192") from None
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"expander spec '{spec}' must list positive layer sizes")
+    return sizes
+
+
+def build_expander(in_dim: int, spec: str) -> nn.Sequential:
+    """VICReg's expander: (Linear, BatchNorm1d, ReLU) for every hidden size, then a Linear without bias."""
+    sizes = [in_dim, *parse_spec(spec)]
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-2], sizes[1:-1]):
+        layers += [nn.Linear(a, b), nn.BatchNorm1d(b), nn.ReLU(inplace=True)]
+    layers.append(nn.Linear(sizes[-2], sizes[-1], bias=False))
+    return nn.Sequential(*layers)
+
+
+class UncertaintyHead(nn.Module):
+    """u: y -> hidden -> K (Linear, BN, ReLU, Linear): log sigma^2 of each op's subspace for one view."""
+
+    def __init__(self, in_dim: int, num_ops: int, hidden: int = 512):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(hidden, num_ops))
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.net(y)
+
+
+class MaskBank(nn.Module):
+    """K masks over the d embedding dimensions: learned (sigmoid of logits) or a fixed random partition."""
+
+    def __init__(self, num_ops: int, dim: int, kind: Literal["learned", "fixed"] = "learned",
+                 init_std: float = 0.01, seed: int = 0):
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.kind = kind
+        if kind == "learned":
+            # method.md: logits start at 0 plus N(0, 0.01) noise, i.e. every mask at about 0.5.
+            self.logits = nn.Parameter(torch.randn(num_ops, dim, generator=generator) * init_std)
+        else:
+            self.register_buffer("fixed", random_partition(num_ops, dim, generator))
+
+    def forward(self) -> torch.Tensor:
+        return torch.sigmoid(self.logits) if self.kind == "learned" else self.fixed
+
+
+class PretrainModel(nn.Module):
+    def __init__(self, arch: str = "resnet18", base_width: int = 64, expander: str = "8192-8192-8192",
+                 num_ops: int = 0, masks: Literal["none", "learned", "fixed"] = "none",
+                 uncertainty: bool = False, uncertainty_hidden: int = 512, mask_init_std: float = 0.01,
+                 seed: int = 0):
+        super().__init__()
+        self.backbone = build_backbone(arch, base_width)
+        self.expander = build_expander(self.backbone.feature_dim, expander)
+        self.embed_dim = parse_spec(expander)[-1]
+        self.masks = MaskBank(num_ops, self.embed_dim, masks, mask_init_std, seed) if masks != "none" else None
+        self.uncertainty_head = (UncertaintyHead(self.backbone.feature_dim, num_ops, uncertainty_hidden)
+                                 if uncertainty else None)
+
+    def forward(self, views: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``views`` [V, B, 3, H, W] float -> ``z`` [V, B, d], optional ``masks`` [K, d], ``log_var`` [V, B, K].
+
+        Each view goes through the network on its own, as in the official VICReg code, so BatchNorm
+        statistics are per view."""
+        ys = [self.backbone(view) for view in views]
+        out = {"z": torch.stack([self.expander(y) for y in ys])}
+        if self.masks is not None:
+            out["masks"] = self.masks()
+        if self.uncertainty_head is not None:
+            out["log_var"] = torch.stack([self.uncertainty_head(y) for y in ys])
+        return out

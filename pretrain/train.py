@@ -1,0 +1,244 @@
+"""The pretraining loop: views -> model -> loss -> optimiser, with logs, checkpoints, resume and DDP."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from core import distributed as dist
+from core.checkpoints import FORMAT, load_checkpoint, save_checkpoint
+from core.cli import git_commit
+from core.config import to_dict
+from core.data import build_dataset
+from core.data.transforms import to_float
+from core.device import select_device
+from core.logs import JsonlLogger, progress
+from core.seeding import rng_state, seed_everything, set_rng_state, worker_init_fn
+from pretrain.config import PretrainConfig
+from pretrain.data import EpochSampler, ViewDataset
+from pretrain.losses import MASTLoss, VICRegLoss
+from pretrain.model import PretrainModel
+from pretrain.optim import build_optimizer, lr_factor, set_lr
+from pretrain.views import ViewMaker, gates_from, pair_strengths
+
+log = logging.getLogger("pretrain")
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss term became NaN or infinite; the message names the step and the term."""
+
+
+class ResumeError(RuntimeError):
+    """The run folder cannot be resumed as configured."""
+
+
+def build_model(cfg: PretrainConfig, num_ops: int) -> PretrainModel:
+    return PretrainModel(cfg.model.arch, cfg.model.base_width, cfg.model.expander, num_ops=num_ops,
+                         masks=cfg.mask_kind, uncertainty=cfg.uses_uncertainty,
+                         uncertainty_hidden=cfg.model.uncertainty_hidden, mask_init_std=cfg.model.mask_init_std,
+                         seed=cfg.seed)
+
+
+def build_loss(cfg: PretrainConfig) -> torch.nn.Module:
+    if cfg.method == "vicreg":
+        return VICRegLoss(cfg.loss.lam, cfg.loss.mu, cfg.loss.nu)
+    return MASTLoss(cfg.loss.lam, cfg.loss.mu, cfg.loss.nu, cfg.loss.beta, cfg.loss.rho,
+                    uncertainty=cfg.uses_uncertainty)
+
+
+def checkpoint_state(cfg: PretrainConfig, model: PretrainModel, optimizer, scaler, ops: list[str],
+                     epoch: int, step: int, world_size: int) -> dict[str, Any]:
+    masks = None
+    if model.masks is not None:
+        masks = (model.masks.logits if model.masks.kind == "learned" else model.masks.fixed).detach().cpu()
+    head = model.uncertainty_head
+    return {
+        "format": FORMAT, "backbone": {k: v.cpu() for k, v in model.backbone.state_dict().items()},
+        "arch": cfg.model.arch, "base_width": cfg.model.base_width, "method": cfg.method,
+        "expander": model.expander.state_dict(), "masks": masks, "mask_kind": cfg.mask_kind,
+        "aug_names": ops, "uncertainty_head": head.state_dict() if head is not None else None,
+        "config": to_dict(cfg), "epoch": epoch, "step": step, "world_size": world_size,
+        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
+        "git_commit": git_commit(),
+    }
+
+
+def restore(state: dict[str, Any], model: PretrainModel, optimizer, scaler) -> None:
+    model.backbone.load_state_dict(state["backbone"])
+    model.expander.load_state_dict(state["expander"])
+    if model.masks is not None:
+        target = model.masks.logits if model.masks.kind == "learned" else model.masks.fixed
+        target.data.copy_(state["masks"])
+    if model.uncertainty_head is not None:
+        model.uncertainty_head.load_state_dict(state["uncertainty_head"])
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+
+
+def _check_finite(total: torch.Tensor, terms: dict[str, torch.Tensor], step: int) -> None:
+    if torch.isfinite(total):
+        return
+    bad = [f"{name}={value.item():.4g}" for name, value in terms.items()
+           if value.ndim == 0 and not torch.isfinite(value)]
+    raise TrainingDiverged(f"loss is not finite at step {step} (terms: {', '.join(bad) or 'total'}); "
+                           "the last checkpoint is kept: lower optim.base_lr or check the data, then --resume")
+
+
+def _step_stats(terms: dict[str, torch.Tensor], strengths: torch.Tensor | None, ops: list[str]) -> dict[str, Any]:
+    stats: dict[str, Any] = {k: v.item() for k, v in terms.items() if v.ndim == 0}
+    per_op = {"gate_rate": "gate_rate", "s_mean": "uncertainty", "mask_density": "mask_density"}
+    for key, name in per_op.items():
+        if key in terms:
+            stats[name] = dict(zip(ops, terms[key].tolist()))
+    if strengths is not None:
+        stats["strength"] = dict(zip(ops, strengths.mean(0).tolist()))
+    return stats
+
+
+class Trainer:
+    def __init__(self, cfg: PretrainConfig, out: Path):
+        self.cfg, self.out = cfg, Path(out)
+        self.info = dist.init_distributed(use_cuda=cfg.device != "cpu" and torch.cuda.is_available())
+        self.device = select_device(cfg.device, self.info.local_rank)
+        seed_everything(cfg.seed)
+        world = self.info.world_size
+        if cfg.train.batch_size % world:
+            raise ValueError(f"train.batch_size={cfg.train.batch_size} must divide by the {world} processes")
+        self.views = ViewMaker(cfg.augment, cfg.views, cfg.data.image_size)
+        self.ops, self.pairs = self.views.ops, self.views.pairs()
+        images = build_dataset(cfg.data, part=cfg.data.part, progress=self.info.is_main)
+        self.sampler = EpochSampler(len(images), cfg.train.batch_size // world, cfg.seed, self.info.rank, world)
+        self.loader = torch.utils.data.DataLoader(
+            ViewDataset(images, self.views, cfg.seed), batch_size=cfg.train.batch_size // world,
+            sampler=self.sampler, num_workers=cfg.data.num_workers, worker_init_fn=worker_init_fn,
+            pin_memory=self.device.type == "cuda", persistent_workers=cfg.data.num_workers > 0, drop_last=True)
+        self.model = build_model(cfg, len(self.ops)).to(self.device)
+        self.cuda = self.device.type == "cuda"
+        if self.cuda and cfg.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if self.cuda and world > 1 and cfg.train.sync_bn:
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.net = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.cuda else None)
+                    if world > 1 else self.model)
+        self.loss = build_loss(cfg)
+        scale = cfg.train.batch_size / 256
+        mask_lr = (cfg.optim.mask_lr if cfg.optim.mask_lr is not None else cfg.optim.base_lr) * scale
+        self.optimizer = build_optimizer(self.model, cfg.optim.name, cfg.optim.base_lr * scale,
+                                         cfg.optim.weight_decay, mask_lr, cfg.optim.momentum, cfg.optim.eta)
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp) if self.cuda else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.per_epoch = self.sampler.batches_per_epoch
+        self.total_steps = cfg.train.epochs * self.per_epoch
+        self.warmup_steps = min(int(cfg.optim.warmup_epochs * self.per_epoch), self.total_steps // 2)
+        self.step = 0
+
+    # ------------------------------------------------------------------------------------------ state
+    def save(self, path: Path) -> None:
+        if self.info.is_main:
+            state = checkpoint_state(self.cfg, self.model, self.optimizer, self.scaler, self.ops,
+                                     self.step // self.per_epoch, self.step, self.info.world_size)
+            save_checkpoint(state, path)
+
+    def resume(self) -> None:
+        path = self.out / "last.pt"
+        if not path.exists():
+            raise ResumeError(f"--resume: no checkpoint at {path}; start without --resume")
+        state = load_checkpoint(path, map_location="cpu")
+        if state["world_size"] != self.info.world_size:
+            raise ResumeError(f"{path} was written by {state['world_size']} process(es), this run has "
+                              f"{self.info.world_size}: resume with the same number of processes")
+        if state["method"] != self.cfg.method or state["aug_names"] != self.ops:
+            raise ResumeError(f"{path} holds method {state['method']} with ops {state['aug_names']}, the config "
+                              f"asks for {self.cfg.method} with {self.ops}")
+        restore(state, self.model, self.optimizer, self.scaler)
+        self.step = int(state["step"])
+        log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.step // self.per_epoch)
+
+    # ------------------------------------------------------------------------------------------ steps
+    def train_step(self, views: torch.Tensor, params: torch.Tensor) -> dict[str, Any]:
+        views = views.to(self.device, non_blocking=True).transpose(0, 1)  # [V, B, 3, S, S]
+        images = torch.stack([to_float(v) for v in views])
+        if self.cuda and self.cfg.train.channels_last:
+            images = torch.stack([v.contiguous(memory_format=torch.channels_last) for v in images])
+        set_lr(self.optimizer, lr_factor(self.step, self.total_steps, self.warmup_steps))
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            out = self.net(images)
+        z = out["z"].float()
+        strengths = None
+        if self.cfg.method == "vicreg":
+            total, terms = self.loss(z[0], z[1])
+        else:
+            strengths = pair_strengths(params.float(), self.pairs, self.cfg.augment, self.ops).to(self.device)
+            log_var = out["log_var"].float() if "log_var" in out else None
+            total, terms = self.loss(z, self.pairs.to(self.device), gates_from(strengths, self.cfg.loss.gate),
+                                     out["masks"].float(), log_var)
+        _check_finite(total, terms, self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        stats = _step_stats(terms, strengths, self.ops)
+        stats.update(loss=total.item(), lr=self.optimizer.param_groups[0]["lr"])
+        return stats
+
+    def snapshot_masks(self, epoch: int) -> None:
+        if self.info.is_main and self.model.masks is not None:
+            masks = self.model.masks().detach().cpu().half()
+            save_checkpoint_free(self.out / "masks" / f"epoch_{epoch:04d}.pt", {"epoch": epoch, "ops": self.ops,
+                                                                             "masks": masks})
+
+    def fit(self) -> dict[str, Any]:
+        cfg, out = self.cfg, self.out
+        stop = min(self.total_steps, cfg.train.max_steps or self.total_steps)
+        logger = JsonlLogger(out / "log.jsonl", enabled=self.info.is_main)
+        self.model.train()
+        last: dict[str, Any] = {}
+        bar = progress(range(self.step, stop), desc=f"pretrain {cfg.method}", total=stop, rank=self.info.rank,
+                       initial=self.step)
+        bar_iter = iter(bar)
+        images_per_step = cfg.train.batch_size
+        while self.step < stop:
+            epoch, offset = divmod(self.step, self.per_epoch)
+            self.sampler.set_epoch(epoch, skip=offset * (cfg.train.batch_size // self.info.world_size))
+            tick = time.perf_counter()
+            for views, params in self.loader:
+                stats = self.train_step(views, params)
+                now = time.perf_counter()
+                stats.update(step=self.step, epoch=epoch, img_per_s=images_per_step / max(now - tick, 1e-9))
+                tick = now
+                next(bar_iter, None)
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix(loss=f"{stats['loss']:.3f}", img_s=f"{stats['img_per_s']:.0f}")
+                if self.step % cfg.train.log_every == 0 or self.step == stop:
+                    logger.log(**stats)
+                last = stats
+                every = cfg.train.checkpoint_every_steps
+                if self.step == stop or (every and self.step % every == 0):
+                    self.save(out / "last.pt")
+                if self.step == stop or self.step % self.per_epoch == 0:
+                    break
+            if self.step % self.per_epoch == 0:
+                finished = self.step // self.per_epoch
+                self.save(out / "last.pt")
+                self.snapshot_masks(finished)
+                if cfg.train.keep_every and finished % cfg.train.keep_every == 0:
+                    self.save(out / f"epoch_{finished}.pt")
+                logger.log(event="epoch_end", epoch=finished, step=self.step)
+        if hasattr(bar, "close"):
+            bar.close()
+        logger.close()
+        dist.barrier()
+        return last
+
+
+def save_checkpoint_free(path: Path, obj: dict[str, Any]) -> None:
+    """Atomic torch.save of a small non-checkpoint object (mask snapshots)."""
+    from core.io import atomic_write
+
+    atomic_write(path, lambda handle: torch.save(obj, handle))

@@ -1,0 +1,125 @@
+"""Which views a batch holds, how they differ, and how strongly (method.md, "Views").
+
+``pair`` mode: view 1 samples every op; view 2 samples ``base`` ops (crop) afresh and, for the other ops,
+follows ``resample``: ``one`` (exactly one other op, uniform per sample), ``bernoulli`` (each with
+``resample_p``) or ``all`` (VICReg's pair). ``factorized`` mode: an anchor plus one view per op in which
+only that op is resampled. The difference strength d_ik in [0, 1] of every op between the two views a
+subspace compares is computed from the recorded parameters alone, so analysis can recompute it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import torch
+
+from core.augment import OPS, PARAM_SLICES, Augment, AugmentConfig, with_ops_from
+
+
+@dataclasses.dataclass
+class ViewsConfig:
+    mode: Literal["pair", "factorized"] = "pair"
+    #: Ops view 2 always samples afresh (pair mode).
+    base: list[str] = dataclasses.field(default_factory=lambda: ["crop"])
+    #: How view 2 treats the other ops: one (exactly one resampled), bernoulli, all (VICReg).
+    resample: Literal["one", "bernoulli", "all"] = "one"
+    #: Probability of resampling each non-base op under ``bernoulli``.
+    resample_p: float = 0.5
+
+
+class ViewMaker:
+    """Samples, records and renders the views of one image."""
+
+    def __init__(self, augment: AugmentConfig, views: ViewsConfig, out_size: int):
+        unknown = [op for op in views.base if op not in OPS]
+        if unknown:
+            raise ValueError(f"views.base has unknown ops {unknown}; valid: {', '.join(OPS)}")
+        self.augment, self.views = Augment(augment, out_size), views
+        self.ops = [op for op in OPS if op in augment.ops]  # the K ops in use, in canonical order
+        self.others = [op for op in self.ops if op not in views.base]
+
+    @property
+    def num_views(self) -> int:
+        return 2 if self.views.mode == "pair" else len(self.ops) + 1
+
+    def pairs(self) -> torch.Tensor:
+        """[K, 2]: the two views subspace k compares."""
+        if self.views.mode == "pair":
+            return torch.tensor([[0, 1]] * len(self.ops))
+        return torch.tensor([[0, k + 1] for k in range(len(self.ops))])
+
+    def _resampled_ops(self, generator: torch.Generator) -> list[str]:
+        policy = self.views.resample
+        if policy == "all":
+            return list(self.ops)
+        if policy == "one":
+            picked = [self.others[int(torch.randint(len(self.others), (1,), generator=generator))]] if self.others else []
+        else:
+            draws = torch.rand(len(self.others), generator=generator)
+            picked = [op for op, u in zip(self.others, draws.tolist()) if u < self.views.resample_p]
+        return [op for op in self.ops if op in self.views.base] + picked
+
+    def sample(self, generator: torch.Generator, height: int, width: int) -> torch.Tensor:
+        """Parameters [V, P] of every view of one image."""
+        first = self.augment.sample(generator, 0, height, width)
+        if self.views.mode == "pair":
+            fresh = self.augment.sample(generator, 1, height, width)
+            return torch.stack([first, with_ops_from(first, fresh, self._resampled_ops(generator))])
+        rows = [first]
+        for op in self.ops:
+            fresh = self.augment.sample(generator, 1, height, width)
+            rows.append(with_ops_from(first, fresh, [op]))
+        return torch.stack(rows)
+
+    def __call__(self, image: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 [3, H, W] -> (views uint8 [V, 3, S, S], params float [V, P])."""
+        params = self.sample(generator, image.shape[-2], image.shape[-1])
+        return torch.stack([self.augment(image, p) for p in params]), params
+
+
+def _field(params: torch.Tensor, op: str, index: int) -> torch.Tensor:
+    return params[..., PARAM_SLICES[op]][..., index]
+
+
+def _crop_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    top_a, left_a, h_a, w_a = a.unbind(-1)
+    top_b, left_b, h_b, w_b = b.unbind(-1)
+    inter_h = (torch.minimum(top_a + h_a, top_b + h_b) - torch.maximum(top_a, top_b)).clamp_min(0)
+    inter_w = (torch.minimum(left_a + w_a, left_b + w_b) - torch.maximum(left_a, left_b)).clamp_min(0)
+    inter = inter_h * inter_w
+    return inter / (h_a * w_a + h_b * w_b - inter).clamp_min(1e-12)
+
+
+def difference_strength(a: torch.Tensor, b: torch.Tensor, cfg: AugmentConfig, ops: list[str]) -> torch.Tensor:
+    """d_ik in [0, 1] for parameter rows ``a``, ``b`` [..., P] and each op of ``ops``: [..., K]."""
+    columns = []
+    for op in ops:
+        pa, pb = a[..., PARAM_SLICES[op]], b[..., PARAM_SLICES[op]]
+        if op == "crop":
+            d = 1 - _crop_iou(pa, pb)
+        elif op == "color_jitter":
+            # Factors 1..4 (brightness, contrast, saturation, hue), each over its full range 2 x strength;
+            # a non-applied jitter records neutral factors, so it compares as "no change".
+            ranges = torch.tensor([2 * cfg.brightness, 2 * cfg.contrast, 2 * cfg.saturation, 2 * cfg.hue],
+                                  dtype=a.dtype, device=a.device)
+            used = ranges > 0
+            diffs = (pa[..., 1:5] - pb[..., 1:5]).abs()[..., used] / ranges[used]
+            d = diffs.mean(-1) if bool(used.any()) else torch.zeros(a.shape[:-1], dtype=a.dtype, device=a.device)
+        elif op == "blur":
+            d = (pa[..., 1] - pb[..., 1]).abs() / max(cfg.blur_sigma)
+        else:  # flip, grayscale, solarize: applied or not
+            d = (pa[..., 0] - pb[..., 0]).abs()
+        columns.append(d.clamp(0, 1))
+    return torch.stack(columns, dim=-1)
+
+
+def pair_strengths(params: torch.Tensor, pairs: torch.Tensor, cfg: AugmentConfig, ops: list[str]) -> torch.Tensor:
+    """d_ik for the pair subspace k compares: ``params`` [B, V, P] -> [B, K]."""
+    full = [difference_strength(params[:, a], params[:, b], cfg, [op])[..., 0]
+            for op, (a, b) in zip(ops, pairs.tolist())]
+    return torch.stack(full, dim=-1)
+
+
+def gates_from(strength: torch.Tensor, kind: Literal["binary", "strength"]) -> torch.Tensor:
+    """w_ik: 1[d_ik > 0] (binary) or d_ik itself (strength)."""
+    return (strength > 0).to(strength.dtype) if kind == "binary" else strength

@@ -53,6 +53,8 @@ class EpochSampler(Sampler[int]):
         return self.per_rank // self.batch_size
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        if not 0 <= skip <= self.per_rank:
+            raise ValueError(f"cannot skip {skip} samples of an epoch of {self.per_rank} on this process")
         self.epoch, self.skip = epoch, skip
 
     def __iter__(self):

@@ -177,7 +177,7 @@ class Trainer:
             log_var = out["log_var"].float() if "log_var" in out else None
             total, terms = self.loss(z, self.pairs.to(self.device), gates_from(strengths, self.cfg.loss.gate),
                                      out["masks"].float(), log_var)
-        _check_finite(total, terms, self.step)
+        _check_finite(total, terms, self.step + 1)  # 1-based, as in the log
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.step(self.optimizer)

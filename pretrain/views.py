@@ -34,6 +34,9 @@ class ViewMaker:
         unknown = [op for op in views.base if op not in OPS]
         if unknown:
             raise ValueError(f"views.base has unknown ops {unknown}; valid: {', '.join(OPS)}")
+        if views.resample not in ("one", "bernoulli", "all") or not 0 <= views.resample_p <= 1:
+            raise ValueError(f"views.resample must be one, bernoulli or all and views.resample_p in [0, 1]; got "
+                             f"{views.resample!r}, {views.resample_p}")
         self.augment, self.views = Augment(augment, out_size), views
         self.ops = [op for op in OPS if op in augment.ops]  # the K ops in use, in canonical order
         self.others = [op for op in self.ops if op not in views.base]
@@ -96,7 +99,7 @@ def difference_strength(a: torch.Tensor, b: torch.Tensor, cfg: AugmentConfig, op
     for op in ops:
         pa, pb = a[..., PARAM_SLICES[op]], b[..., PARAM_SLICES[op]]
         if op == "crop":
-            d = 1 - _crop_iou(pa, pb)
+            d = torch.where((pa == pb).all(-1), 0.0, 1 - _crop_iou(pa, pb))  # equal boxes: exactly 0
         elif op == "color_jitter":
             # Factors 1..4 (brightness, contrast, saturation, hue), each over its full range 2 x strength;
             # a non-applied jitter records neutral factors, so it compares as "no change".
@@ -122,4 +125,6 @@ def pair_strengths(params: torch.Tensor, pairs: torch.Tensor, cfg: AugmentConfig
 
 def gates_from(strength: torch.Tensor, kind: Literal["binary", "strength"]) -> torch.Tensor:
     """w_ik: 1[d_ik > 0] (binary) or d_ik itself (strength)."""
+    if kind not in ("binary", "strength"):
+        raise ValueError(f"unknown gate '{kind}': use binary or strength")
     return (strength > 0).to(strength.dtype) if kind == "binary" else strength

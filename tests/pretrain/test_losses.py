@@ -67,8 +67,9 @@ def test_vicreg_variance_is_halved_per_branch():
 def test_reduction_identity_value_and_gradient():
     torch.manual_seed(1)
     z = torch.randn(2, 24, 10, dtype=torch.float64, requires_grad=True)
-    mast = MASTLoss(num_ops=1, dim=10, uncertainty=False, fixed_masks=torch.ones(1, 10)).double()
-    total, terms = mast(z, torch.tensor([[0, 1]]), torch.ones(24, 1, dtype=torch.float64))
+    mast = MASTLoss(uncertainty=False)
+    ones = torch.ones(1, 10, dtype=torch.float64)
+    total, terms = mast(z, torch.tensor([[0, 1]]), torch.ones(24, 1, dtype=torch.float64), ones)
     expected, _ = VICRegLoss()(z[0], z[1])
     # The density term is a constant of the fixed mask (here (1 - 0.5)^2); VICReg has no such term.
     assert terms["density"].item() == pytest.approx(0.25)
@@ -89,13 +90,12 @@ def test_mast_matches_loops(mode, uncertainty):
     gates = (torch.rand(batch, k_ops) > 0.4).double()
     gates[0] = 0  # a sample no op was resampled for: contributes zero, divided by max(1, 0)
     log_var = (torch.randn(views, batch, k_ops, dtype=torch.float64) * 4).requires_grad_(True)  # some clamp
-    loss = MASTLoss(k_ops, d, beta=0.7, uncertainty=uncertainty).double()
-    with torch.no_grad():
-        loss.mask_logits.normal_()
-    total, terms = loss(z, pairs, gates, log_var if uncertainty else None)
-    expected = reference_mast(z, pairs.tolist(), gates, loss.mask_logits, log_var, beta=0.7, unc=uncertainty)
+    theta = torch.randn(k_ops, d, dtype=torch.float64, requires_grad=True)
+    loss = MASTLoss(beta=0.7, uncertainty=uncertainty)
+    total, terms = loss(z, pairs, gates, torch.sigmoid(theta), log_var if uncertainty else None)
+    expected = reference_mast(z, pairs.tolist(), gates, theta, log_var, beta=0.7, unc=uncertainty)
     assert total.item() == pytest.approx(expected.item(), rel=1e-10)
-    inputs = (z, loss.mask_logits, log_var) if uncertainty else (z, loss.mask_logits)
+    inputs = (z, theta, log_var) if uncertainty else (z, theta)
     got = torch.autograd.grad(total, inputs)
     want = torch.autograd.grad(expected, inputs)
     for g, w in zip(got, want):
@@ -110,14 +110,11 @@ def test_fixed_partition_masks():
     masks = random_partition(6, 64, torch.Generator().manual_seed(0))
     assert masks.shape == (6, 64) and torch.equal(masks.sum(0), torch.ones(64))
     assert set(masks.sum(1).tolist()) <= {10.0, 11.0}
-    loss = MASTLoss(6, 64, masks="fixed")
-    assert loss.mask_logits is None and torch.equal(loss.masks(), loss.fixed_masks)
-    assert not any(p.requires_grad for p in loss.parameters())
 
 
 def test_shape_errors_are_explained():
-    loss = MASTLoss(3, 8)
-    with pytest.raises(ValueError, match="expected d=8, K=3"):
-        loss(torch.randn(2, 4, 8), torch.tensor([[0, 1]] * 2), torch.ones(4, 2))
+    loss = MASTLoss()
+    with pytest.raises(ValueError, match="disagree on K or d"):
+        loss(torch.randn(2, 4, 8), torch.tensor([[0, 1]] * 2), torch.ones(4, 2), torch.ones(3, 8))
     with pytest.raises(ValueError, match="needs log_var"):
-        loss(torch.randn(2, 4, 8), torch.tensor([[0, 1]] * 3), torch.ones(4, 3))
+        loss(torch.randn(2, 4, 8), torch.tensor([[0, 1]] * 3), torch.ones(4, 3), torch.ones(3, 8))

@@ -1,0 +1,173 @@
+"""The pretraining loop end to end on tiny FactorShapes runs: checkpoints, logs, resume, NaN, DDP, export."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from core.checkpoints import load_checkpoint
+from core.config import load_config
+from pretrain.__main__ import main
+from pretrain.config import PretrainConfig
+from pretrain.losses import MASTLoss, VICRegLoss
+from pretrain.train import Trainer, TrainingDiverged
+
+TINY = ["data.image_size=32", "data.n=64", "data.num_workers=0", "model.arch=resnet18", "model.base_width=4",
+        "model.expander=32-32", "optim.name=adamw", "optim.base_lr=0.01", "optim.warmup_epochs=1",
+        "train.epochs=3", "train.batch_size=16", "train.log_every=1"]
+DESIGN_KEYS = {"format", "backbone", "arch", "method", "expander", "masks", "aug_names", "uncertainty_head",
+               "config", "epoch", "step", "optimizer", "scaler", "rng", "git_commit"}
+
+
+@pytest.fixture
+def data_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("MAST_DATA_CACHE", str(tmp_path_factory.getbasetemp() / "data"))
+
+
+def tiny(*extra: str) -> PretrainConfig:
+    return load_config(PretrainConfig, None, [*TINY, *extra])
+
+
+def fit(cfg: PretrainConfig, out: Path, resume: bool = False) -> Trainer:
+    trainer = Trainer(cfg, out)
+    if resume:
+        trainer.resume()
+    trainer.fit()
+    return trainer
+
+
+@pytest.mark.parametrize("method", ["mast", "vicreg", "mast_nounc", "mast_fixed"])
+def test_run_writes_checkpoint_and_log(tmp_path, data_cache, method):
+    trainer = fit(tiny(f"method={method}"), tmp_path)
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert DESIGN_KEYS <= set(state) and state["method"] == method and state["step"] == 12 and state["epoch"] == 3
+    assert state["aug_names"] == ["crop", "flip", "color_jitter", "grayscale", "blur", "solarize"]
+    assert (state["masks"] is None) == (method == "vicreg")
+    assert (state["uncertainty_head"] is None) == (method in ("vicreg", "mast_nounc"))
+    if method == "mast_fixed":
+        assert torch.equal(state["masks"].sum(0), torch.ones(32))
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in steps] == list(range(1, 13)) and all(r["img_per_s"] > 0 for r in steps)
+    assert {"inv", "var", "cov"} <= set(steps[0])
+    if method != "vicreg":
+        assert set(steps[0]["gate_rate"]) == set(state["aug_names"]) and "strength" in steps[0]
+        assert len(list((tmp_path / "masks").glob("epoch_*.pt"))) == 3
+    assert trainer.step == 12
+
+
+def test_resume_after_interruption_equals_uninterrupted(tmp_path, data_cache):
+    fit(tiny(), tmp_path / "straight")
+    fit(tiny("train.max_steps=6"), tmp_path / "broken")  # stops mid-epoch 2 (4 steps per epoch)
+    assert load_checkpoint(tmp_path / "broken" / "last.pt")["step"] == 6
+    fit(tiny(), tmp_path / "broken", resume=True)
+    a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(tmp_path / "broken" / "last.pt")
+    assert a["step"] == b["step"] == 12
+    for part in ("backbone", "expander", "uncertainty_head"):
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs after resume"
+    assert torch.equal(a["masks"], b["masks"])
+
+
+def test_same_seed_same_weights_other_seed_differs(tmp_path, data_cache):
+    fit(tiny("train.max_steps=3"), tmp_path / "a")
+    fit(tiny("train.max_steps=3"), tmp_path / "b")
+    fit(tiny("train.max_steps=3", "seed=1"), tmp_path / "c")
+    a, b, c = (load_checkpoint(tmp_path / n / "last.pt")["backbone"]["conv1.weight"] for n in "abc")
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_nan_stops_with_step_and_term_and_keeps_checkpoint(tmp_path, data_cache, monkeypatch):
+    real = MASTLoss.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        total, terms = real(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 6:
+            terms["inv"] = terms["inv"] * float("nan")
+            total = total + terms["inv"]
+        return total, terms
+
+    monkeypatch.setattr(MASTLoss, "forward", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"not finite at step 6 \(terms: inv=nan\)"):
+        fit(tiny(), tmp_path)
+    state = load_checkpoint(tmp_path / "last.pt")  # the epoch-1 checkpoint, intact
+    assert state["step"] == 4
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "pretrain", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_cli_errors_are_one_line(tmp_path, data_cache):
+    typo = run_cli("--out", str(tmp_path / "a"), "--set", "train.epoch=3")
+    assert typo.returncode != 0 and typo.stderr.strip().splitlines()[-1].startswith(
+        "config error: unknown config key 'train.epoch' (did you mean 'epochs'?)")
+    missing = run_cli("--out", str(tmp_path / "b"), "--set", *TINY, "data.dataset=folder",
+                      f"data.root={tmp_path / 'nowhere'}")
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines()[-1] == f"error: image folder not found: {tmp_path / 'nowhere'} " \
+        "(check data.root or pass --set data.root=PATH)"
+    assert not (tmp_path / "b" / "last.pt").exists()
+    no_ckpt = run_cli("--out", str(tmp_path / "c"), "--resume", "--set", *TINY)
+    assert no_ckpt.returncode == 2 and "--resume: no checkpoint at" in no_ckpt.stderr
+
+
+def test_export_matches_torchvision_features(tmp_path, data_cache):
+    fit(tiny("model.base_width=64", "train.max_steps=1", "method=vicreg"), tmp_path)
+    assert main(["export", str(tmp_path / "last.pt"), str(tmp_path / "backbone.pth")]) == 0
+    reference = torchvision.models.resnet18()
+    result = reference.load_state_dict(torch.load(tmp_path / "backbone.pth", weights_only=True), strict=False)
+    assert result.missing_keys == ["fc.weight", "fc.bias"] and not result.unexpected_keys
+    reference.fc = torch.nn.Identity()
+    from core.backbones import build_backbone
+    ours = build_backbone("resnet18")
+    ours.load_state_dict(load_checkpoint(tmp_path / "last.pt")["backbone"])
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.equal(ours.eval()(x), reference.eval()(x))
+
+
+def torchrun(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--standalone", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OMP_NUM_THREADS": "1",
+                               "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+
+
+def test_two_process_losses_equal_one_process(tmp_path):
+    result = torchrun(str(Path(__file__).with_name("ddp_worker.py")), str(tmp_path / "rank"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    torch.manual_seed(0)
+    z = torch.randn(2, 16, 12, dtype=torch.float64, requires_grad=True)
+    log_var = torch.randn(2, 16, 3, dtype=torch.float64, requires_grad=True)
+    gates = (torch.rand(16, 3) > 0.3).double()
+    theta = torch.randn(3, 12, dtype=torch.float64, requires_grad=True)
+    vicreg, _ = VICRegLoss()(z[0], z[1])
+    (g_vicreg,) = torch.autograd.grad(vicreg, z)
+    mast, _ = MASTLoss()(z, torch.tensor([[0, 1]] * 3), gates, torch.sigmoid(theta), log_var)
+    g_z, g_lv, g_theta = torch.autograd.grad(mast, (z, log_var, theta))
+    # DDP averages gradients over processes, so the one-process loss is the mean of the process losses,
+    # each process's embedding gradient (which sums every process's loss) / 2 is its rows' gradient, and the
+    # masks' gradient is the mean over processes.
+    assert (ranks[0]["vicreg"] + ranks[1]["vicreg"]).item() / 2 == pytest.approx(vicreg.item(), abs=1e-5)
+    assert (ranks[0]["mast"] + ranks[1]["mast"]).item() / 2 == pytest.approx(mast.item(), abs=1e-5)
+    for r, rows in enumerate((slice(0, 8), slice(8, 16))):
+        assert torch.allclose(ranks[r]["g_vicreg"] / 2, g_vicreg[:, rows], atol=1e-5)
+        assert torch.allclose(ranks[r]["g_z"] / 2, g_z[:, rows], atol=1e-5)
+        assert torch.allclose(ranks[r]["g_lv"] / 2, g_lv[:, rows], atol=1e-5)
+    assert torch.allclose((ranks[0]["g_theta"] + ranks[1]["g_theta"]) / 2, g_theta, atol=1e-5)
+
+
+def test_two_process_training_run(tmp_path, data_cache):
+    result = torchrun("-m", "pretrain", "--out", str(tmp_path), "--set", *TINY, "train.epochs=1", "device=cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["world_size"] == 2 and state["step"] == 4  # 64 images, 2 processes x 8 per step
+    assert "done: step 4" in result.stdout

@@ -45,7 +45,18 @@ test-all: $(STAMP)
 all: $(STAMP)
 	@bash scripts/run_all.sh
 
-pretrain eval-cls eval-detection eval-segmentation analysis bench compare: $(STAMP)
+PRETRAIN_CONFIG = $(or $(CONFIG),configs/pretrain/mast_r18w16_b128_16e_shapes.yaml)
+SEED ?= 0
+PRETRAIN_OUT = $(RESULTS)/runs/$(basename $(notdir $(PRETRAIN_CONFIG)))_s$(SEED)
+# Resumes an interrupted run and leaves a finished one alone; FORCE=1 starts over.
+pretrain: $(STAMP)
+	$(if $(FORCE),rm -rf $(PRETRAIN_OUT),)
+	$(PY) -m pretrain --config $(PRETRAIN_CONFIG) --set seed=$(SEED) $(ARGS:--set=) --out $(PRETRAIN_OUT) --auto-resume
+
+bench: $(STAMP)
+	$(PY) -m bench $(ARGS)
+
+eval-cls eval-detection eval-segmentation analysis compare: $(STAMP)
 	@echo "make $@: this stage is not built yet (see the open issues); 'make all' runs the stages that exist" >&2
 	@exit 2
 

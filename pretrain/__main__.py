@@ -3,7 +3,8 @@
   python -m pretrain --config FILE --out DIR [--resume] [--set key=value ...]
       train; DIR gets config.yaml (resolved), run.json, log.jsonl (one line per logged step), last.pt
       (replaced atomically every epoch), masks/epoch_<n>.pt, and epoch_<n>.pt when train.keep_every asks.
-      --resume continues from DIR/last.pt (with DIR/config.yaml when --config is not given).
+      --resume continues from DIR/last.pt (with DIR/config.yaml when --config is not given);
+      --auto-resume does so only when DIR/last.pt exists (a finished run is left as it is).
   python -m pretrain export CKPT OUT.pth
       write the bare backbone state_dict that torchvision.models.resnetXX() loads (fc aside).
 
@@ -44,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser, PretrainConfig)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--auto-resume", action="store_true",
+                        help="continue from OUT/last.pt when it exists, else start (a finished run does nothing)")
     args = parser.parse_args(argv)
+    if args.auto_resume:
+        args.resume = (args.out / "last.pt").exists()
     if args.resume and args.config is None and (args.out / "config.yaml").exists():
         args.config = args.out / "config.yaml"
     cfg = config_from_args(PretrainConfig, args)
@@ -70,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         dist.destroy()
     if info.is_main:
-        print(f"done: step {stats.get('step')}, loss {stats.get('loss', float('nan')):.4f}; checkpoint {args.out / 'last.pt'}")
+        summary = f"step {trainer.step}" + (f", loss {stats['loss']:.4f}" if "loss" in stats else " (already finished)")
+        print(f"done: {summary}; checkpoint {args.out / 'last.pt'}")
     return 0
 
 

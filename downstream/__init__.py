@@ -1,0 +1,1 @@
+"""Transfer stages: classification (linear, kNN, fine-tune) and MMDetection detection/segmentation."""

@@ -1,0 +1,1 @@
+"""Classification transfer: frozen features, linear probes, kNN."""

@@ -1,0 +1,123 @@
+"""Probe the pilot checkpoints of scripts/pilot_pretrain.sh (and random-init floors) on FactorShapes.
+
+For every finished run under results/runs/pilot/ and a random-init backbone per seed: linear-lbfgs on the 8
+labels of cls-upright and on orient of cls-rot, plus the mean per-dimension std of the final embedding
+(backbone + expander, on 1,024 unaugmented pretrain images). Writes one record per number to
+results/records/pilot.jsonl and the mean +/- std table to results/pilot/README.md.
+
+  python -m scripts.pilot_probe [--runs results/runs/pilot] [--out results]
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+from core.checkpoints import load_checkpoint
+from core.config import DataConfig
+from core.data import build_dataset
+from core.data.factorshapes import FACTOR_TASKS, FACTORS
+from core.data.transforms import to_float
+from core.io import atomic_write_text
+from core.records import append_record, checkpoint_ref, make_record, read_records
+from downstream.classification.features import extract, load_suite_backbone
+from downstream.classification.linear import linear_probe
+from pretrain.model import build_expander
+
+TASK_ORDER = ["shape", "hue", "orient", "chiral", "texture", "size", "pos", "bg", "light"]
+
+
+def features_for(backbone, split: str) -> dict[str, tuple]:
+    parts = {}
+    for part in ("train", "val", "test"):
+        data = build_dataset(DataConfig(split=split, image_size=64), part=part, progress=False)
+        parts[part] = extract(backbone, data, desc=f"{split}/{part}")
+    return parts
+
+
+@torch.no_grad()
+def embedding_std(path: Path) -> float:
+    state = load_checkpoint(path)
+    backbone = load_suite_backbone(str(path))
+    cfg = state["config"]["model"]
+    expander = build_expander(backbone.feature_dim, cfg["expander"])
+    expander.load_state_dict(state["expander"])
+    images = build_dataset(DataConfig(split="pretrain", image_size=64), part="train", progress=False)
+    batch = torch.stack([images[i][0] for i in range(1024)])
+    z = expander.eval()(backbone(to_float(batch)))
+    return z.std(0).mean().item()
+
+
+def probe(backbone, label: str, seed: int, ckpt: Path | None, out: Path, epochs: int | None) -> None:
+    by_split = {split: features_for(backbone, split) for split in ("cls-upright", "cls-rot")}
+    for split, task in FACTOR_TASKS:
+        parts = by_split[split]
+        result = linear_probe(*((parts[p][0], parts[p][1][task]) for p in ("train", "val", "test")), FACTORS[task])
+        append_record(out / "records" / "pilot.jsonl", make_record(
+            stage="pilot-probe", method=label, arch="resnet18w16", pretrain_ckpt=checkpoint_ref(ckpt),
+            pretrain_epochs=epochs, dataset=f"factorshapes/{split}", task=task, protocol="linear-lbfgs", seed=seed,
+            metric="top1", value=100 * result.accuracy, n_train=len(parts["train"][0]) + len(parts["val"][0]),
+            n_test=len(parts["test"][0]), config={"l2": result.l2}))
+        print(f"{label} s{seed} {task}: {100 * result.accuracy:.1f}")
+    if ckpt is not None:
+        append_record(out / "records" / "pilot.jsonl", make_record(
+            stage="pilot-probe", method=label, arch="resnet18w16", pretrain_ckpt=checkpoint_ref(ckpt),
+            pretrain_epochs=epochs, dataset="factorshapes/pretrain", task="embedding", protocol="embedding-std",
+            seed=seed, metric="mean_std", value=embedding_std(ckpt)))
+
+
+def table(out: Path) -> str:
+    frame = read_records(out / "records" / "pilot.jsonl")
+    top1 = frame[frame.metric == "top1"]
+    stats = top1.groupby(["method", "task"]).value.agg(["mean", "std", "count"])
+    methods = ["random-init", "vicreg", "vicreg_nojitter", "vicreg_noblur", "mast"]
+    lines = ["| method | " + " | ".join(TASK_ORDER) + " | embedding std |", "|---" * (len(TASK_ORDER) + 2) + "|"]
+    emb = frame[frame.metric == "mean_std"].groupby("method").value.agg(["mean", "std"])
+    for method in [m for m in methods if m in stats.index.get_level_values(0)]:
+        cells = []
+        for task in TASK_ORDER:
+            row = stats.loc[(method, task)]
+            cells.append(f"{row['mean']:.1f} ± {0 if row['count'] < 2 else row['std']:.1f} (n={int(row['count'])})")
+        e = f"{emb.loc[method, 'mean']:.2f}" if method in emb.index else "-"
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {e} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scripts.pilot_probe", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=Path, default=Path("results/runs/pilot"))
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--table-only", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    records = args.out / "records" / "pilot.jsonl"
+    done = set()
+    if records.exists():
+        frame = read_records(records)
+        done = {(m, s) for m, s in zip(frame.method, frame.seed)}
+    if not args.table_only:
+        for seed in (0, 1, 2):
+            if ("random-init", seed) not in done:
+                probe(load_suite_backbone(None, "resnet18", 16, seed), "random-init", seed, None, args.out, None)
+        for run in sorted(args.runs.glob("*_s*/done")):
+            name, seed = re.fullmatch(r"(.+)_s(\d+)", run.parent.name).groups()
+            if (name, int(seed)) in done:
+                continue
+            ckpt = run.parent / "last.pt"
+            epochs = load_checkpoint(ckpt)["epoch"]
+            probe(load_suite_backbone(str(ckpt)), name, int(seed), ckpt, args.out, epochs)
+    text = ("# Pilot: embedded default budget, linear-lbfgs top-1 (%) on FactorShapes\n\n"
+            "Generated by `python -m scripts.pilot_probe` from `results/records/pilot.jsonl`; mean ± std over "
+            "seeds. Labels of cls-upright except orient (cls-rot). Embedding std: mean per-dimension std of "
+            "the expander output on 1,024 unaugmented pretrain images.\n\n" + table(args.out) + "\n")
+    atomic_write_text(args.out / "pilot" / "README.md", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

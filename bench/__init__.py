@@ -1,0 +1,1 @@
+"""Performance benchmarks behind `make bench`; results go to results/bench/ (JSON + Markdown)."""

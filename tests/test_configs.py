@@ -1,0 +1,27 @@
+"""Every shipped config loads strictly, and its name says its method, batch and epochs."""
+import re
+from pathlib import Path
+
+import pytest
+
+from core.config import load_config
+from pretrain.config import PretrainConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+PRETRAIN = sorted((ROOT / "configs" / "pretrain").glob("*.yaml"))
+
+
+def test_there_are_configs():
+    names = {p.stem for p in PRETRAIN}
+    assert {"mast_r18w16_b128_16e_shapes", "vicreg_r18w16_b128_16e_shapes", "vicreg_r50_b512_100e_imagenet",
+            "vicreg_r50_b2048_1000e_imagenet", "mast_r18_b256_200e_stl10"} <= names
+
+
+@pytest.mark.parametrize("path", PRETRAIN, ids=lambda p: p.stem)
+def test_pretrain_config_matches_its_name(path):
+    cfg = load_config(PretrainConfig, path)
+    method, arch, batch, epochs, data = re.fullmatch(r"(\w+?)_(r\d+\w*)_b(\d+)_(\d+)e_(\w+)", path.stem).groups()
+    assert cfg.method == method and cfg.train.batch_size == int(batch) and cfg.train.epochs == int(epochs)
+    assert cfg.model.arch == f"resnet{re.match(r'r(\d+)', arch).group(1)}"
+    assert {"shapes": "factorshapes", "imagenet": "folder", "stl10": "stl10"}[data] == cfg.data.dataset
+    assert (cfg.views.resample == "all") == (method == "vicreg")

@@ -22,6 +22,7 @@ def test_pretrain_config_matches_its_name(path):
     cfg = load_config(PretrainConfig, path)
     method, arch, batch, epochs, data = re.fullmatch(r"(\w+?)_(r\d+\w*)_b(\d+)_(\d+)e_(\w+)", path.stem).groups()
     assert cfg.method == method and cfg.train.batch_size == int(batch) and cfg.train.epochs == int(epochs)
-    assert cfg.model.arch == f"resnet{re.match(r'r(\d+)', arch).group(1)}"
+    depth = re.match(r"r(\d+)", arch).group(1)
+    assert cfg.model.arch == f"resnet{depth}"
     assert {"shapes": "factorshapes", "imagenet": "folder", "stl10": "stl10"}[data] == cfg.data.dataset
     assert (cfg.views.resample == "all") == (method == "vicreg")

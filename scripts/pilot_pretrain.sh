@@ -14,7 +14,7 @@ declare -A VARIANT=(
   [mast]="configs/pretrain/mast_r18w16_b128_16e_shapes.yaml|"
 )
 for seed in $SEEDS; do
-  for name in vicreg vicreg_nojitter vicreg_noblur mast; do
+  for name in mast vicreg vicreg_nojitter vicreg_noblur; do
     IFS='|' read -r config extra <<< "${VARIANT[$name]}"
     dir="$OUT/${name}_s${seed}"
     if [[ -f "$dir/done" ]]; then echo "[pilot] $dir done"; continue; fi

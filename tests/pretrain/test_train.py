@@ -1,6 +1,7 @@
 """The pretraining loop end to end on tiny FactorShapes runs: checkpoints, logs, resume, NaN, DDP, export."""
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -134,10 +135,17 @@ def test_export_matches_torchvision_features(tmp_path, data_cache):
 
 
 def torchrun(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--standalone", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "OMP_NUM_THREADS": "1",
-                               "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    """Run torchrun in its own process group, so that a hang kills its workers too, not just torchrun."""
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1",
+                                 "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 def test_two_process_losses_equal_one_process(tmp_path):

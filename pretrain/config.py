@@ -33,6 +33,9 @@ class LossConfig:
     rho: float = 0.5
     #: w_ik = 1[d_ik > 0] (binary) or d_ik (strength).
     gate: Literal["binary", "strength"] = "binary"
+    #: How s weights the invariance (pretrain/losses/mast.py): detach (head fits s to detached errors, the
+    #: embedding gets 1/s weights of mean 1), batch (log s centred over the batch), none (l/s + log s as is).
+    uncertainty_norm: Literal["detach", "batch", "none"] = "detach"
 
 
 @dataclasses.dataclass

@@ -47,7 +47,7 @@ def build_loss(cfg: PretrainConfig) -> torch.nn.Module:
     if cfg.method == "vicreg":
         return VICRegLoss(cfg.loss.lam, cfg.loss.mu, cfg.loss.nu)
     return MASTLoss(cfg.loss.lam, cfg.loss.mu, cfg.loss.nu, cfg.loss.beta, cfg.loss.rho,
-                    uncertainty=cfg.uses_uncertainty)
+                    uncertainty=cfg.uses_uncertainty, uncertainty_norm=cfg.loss.uncertainty_norm)
 
 
 def checkpoint_state(cfg: PretrainConfig, model: PretrainModel, optimizer, scaler, ops: list[str],
@@ -91,7 +91,8 @@ def _check_finite(total: torch.Tensor, terms: dict[str, torch.Tensor], step: int
 
 def _step_stats(terms: dict[str, torch.Tensor], strengths: torch.Tensor | None, ops: list[str]) -> dict[str, Any]:
     stats: dict[str, Any] = {k: v.item() for k, v in terms.items() if v.ndim == 0}
-    per_op = {"gate_rate": "gate_rate", "s_mean": "uncertainty", "mask_density": "mask_density"}
+    per_op = {"gate_rate": "gate_rate", "s_mean": "uncertainty", "weight_spread": "uncertainty_spread",
+              "mask_density": "mask_density"}
     for key, name in per_op.items():
         if key in terms:
             stats[name] = dict(zip(ops, terms[key].tolist()))

@@ -6,6 +6,7 @@ Implements the loss of ``docs/method.md`` (our reconstruction; the paper's equat
   m_k       = sigmoid(theta_k)                                  mask of op k over the d dimensions
   l_ik      = sum_j m_kj e_ij / sum_j m_kj                      subspace error (mask-weighted mean)
   s_ik      = (sigma^2_ik + sigma'^2_ik) / 2                    pair variance from the uncertainty head
+              (how s enters depends on uncertainty_norm, see below; "none" is the formula here)
   l~_ik     = l_ik / s_ik + log s_ik                            (l~_ik = l_ik without uncertainty)
   L_inv     = mean_i [ sum_k w_ik l~_ik / max(1, sum_k w_ik) ]  w_ik: gate of op k for sample i
   V, C      = VICReg's variance and covariance on the full, unmasked embeddings of every view
@@ -16,6 +17,16 @@ Views: ``z`` holds V views; ``pairs[k] = (a, b)`` says which two views subspace 
 the same pair (0, 1) for every op; factorized mode compares the anchor 0 with view k + 1. With V views the
 variance term is the mean over views and the covariance term 2/V times the sum, which is VICReg's
 scaling when V = 2.
+
+``uncertainty_norm`` (why not the raw formula): with l~ = l / s + log s the optimum is s_ik = l_ik, so the
+invariance term becomes sum log l_ik, whose pull grows without bound as errors shrink: on the embedded
+config s ran to the clamp (e^-6) within ~100 steps, the invariance was weighted ~400 x and the embedding's
+variance collapsed (``none``). Centring log s per op over the batch (``batch``) fixes the overall scale
+but keeps the log-loss optimum (weights spread over e^+-6). The default, ``detach``, separates the two
+jobs: the head fits s to the observed errors by the same heteroscedastic likelihood with the errors
+detached (so s estimates the expected error of a pair: its difficulty), and the embedding gets the errors
+weighted by 1 / s (detached) normalised to mean 1 over the batch per op: ambiguous pairs are down-weighted,
+the total weight of the invariance term is unchanged.
 
 Variants: ``uncertainty=False`` (``mast_nounc``); fixed masks, e.g. a random partition of the dimensions
 (``mast_fixed``, see ``random_partition``) or K = 1 all ones (the reduction identity to VICReg).
@@ -29,6 +40,7 @@ from core.distributed import gather_with_grad
 from pretrain.losses.terms import covariance_term, variance_term
 
 LOG_VAR_RANGE = (-6.0, 6.0)  # clamp of log sigma^2, as method.md states
+NORMS = ("detach", "batch", "none")
 
 
 def random_partition(num_ops: int, dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -43,11 +55,14 @@ class MASTLoss(nn.Module):
     so that DDP averages their gradients with the rest of the network."""
 
     def __init__(self, lam: float = 25.0, mu: float = 25.0, nu: float = 1.0, beta: float = 1.0,
-                 rho: float = 0.5, uncertainty: bool = True, eps: float = 1e-4):
-        """``lam, mu, nu, beta, rho`` as in method.md; ``uncertainty=False`` gives ``mast_nounc``."""
+                 rho: float = 0.5, uncertainty: bool = True, uncertainty_norm: str = "detach", eps: float = 1e-4):
+        """``lam, mu, nu, beta, rho`` as in method.md; ``uncertainty=False`` gives ``mast_nounc``;
+        ``uncertainty_norm``: ``detach`` (default), ``batch`` or ``none`` (see the module docstring)."""
         super().__init__()
+        if uncertainty_norm not in NORMS:
+            raise ValueError(f"uncertainty_norm must be one of {', '.join(NORMS)}, got {uncertainty_norm!r}")
         self.lam, self.mu, self.nu, self.beta, self.rho = lam, mu, nu, beta, rho
-        self.uncertainty, self.eps = uncertainty, eps
+        self.uncertainty, self.uncertainty_norm, self.eps = uncertainty, uncertainty_norm, eps
 
     def subspace_errors(self, z: torch.Tensor, pairs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """l_ik for every sample i and op k: [B, K]."""
@@ -75,8 +90,17 @@ class MASTLoss(nn.Module):
             log_var = log_var.clamp(*LOG_VAR_RANGE)
             ops = torch.arange(num_ops, device=z.device)
             s = (log_var[pairs[:, 0], :, ops].exp() + log_var[pairs[:, 1], :, ops].exp()).T / 2  # [B, K]
-            errors = errors / s + s.log()
-            stats["s_mean"] = s.detach().mean(0)
+            log_s = s.log()
+            stats["s_mean"] = s.detach().mean(0)  # the head's raw scale, logged before any centring
+            if self.uncertainty_norm == "detach":
+                inv_s = torch.exp(-log_s).detach()
+                weights = inv_s / gather_with_grad(inv_s).mean(0)
+                errors = errors * weights + (errors.detach() * torch.exp(-log_s) + log_s)
+            else:
+                if self.uncertainty_norm == "batch":
+                    log_s = log_s - gather_with_grad(log_s).mean(0)
+                errors = errors * torch.exp(-log_s) + log_s
+            stats["weight_spread"] = log_s.detach().std(0) if batch > 1 else torch.zeros_like(log_s[0])
         weighted = (gates * errors).sum(1) / gates.sum(1).clamp_min(1.0)
         invariance = weighted.mean()
         gathered = [gather_with_grad(z[v]) for v in range(views)]

@@ -17,11 +17,21 @@ def reference_vicreg(x, y, sim=25.0, std=25.0, cov=1.0):
     return sim * repr_loss + std * std_loss + cov * cov_loss
 
 
-def reference_mast(z, pairs, gates, theta, log_var, lam=25.0, mu=25.0, nu=1.0, beta=1.0, rho=0.5, unc=True):
-    """method.md written as loops over samples i and ops k."""
+def reference_mast(z, pairs, gates, theta, log_var, lam=25.0, mu=25.0, nu=1.0, beta=1.0, rho=0.5, unc=True,
+                   norm="none"):
+    """method.md written as loops over samples i and ops k. norm="batch": log s centred per op over i;
+    norm="detach": errors weighted by detached 1/s normalised to mean 1 over i, plus the head's likelihood
+    of the detached errors."""
     views, batch, d = z.shape
     k_ops = theta.shape[0]
     m = torch.sigmoid(theta)
+    lv = log_var.clamp(-6, 6)
+    log_s = [[torch.log((torch.exp(lv[pairs[k][0], i, k]) + torch.exp(lv[pairs[k][1], i, k])) / 2)
+              for k in range(k_ops)] for i in range(batch)]
+    if norm == "batch":
+        centre = [sum(log_s[i][k] for i in range(batch)) / batch for k in range(k_ops)]
+        log_s = [[log_s[i][k] - centre[k] for k in range(k_ops)] for i in range(batch)]
+    mean_inv_s = [sum(torch.exp(-log_s[i][k]).item() for i in range(batch)) / batch for k in range(k_ops)]
     per_sample = []
     for i in range(batch):
         num, den = 0.0, 0.0
@@ -29,10 +39,11 @@ def reference_mast(z, pairs, gates, theta, log_var, lam=25.0, mu=25.0, nu=1.0, b
             a, b = pairs[k]
             e = (z[a, i] - z[b, i]) ** 2
             l_ik = (m[k] * e).sum() / m[k].sum()
-            if unc:
-                lv = log_var.clamp(-6, 6)
-                s = (torch.exp(lv[a, i, k]) + torch.exp(lv[b, i, k])) / 2
-                l_ik = l_ik / s + torch.log(s)
+            if unc and norm == "detach":
+                weight = torch.exp(-log_s[i][k]).item() / mean_inv_s[k]  # a plain number: no gradient
+                l_ik = weight * l_ik + (l_ik.item() / torch.exp(log_s[i][k]) + log_s[i][k])
+            elif unc:
+                l_ik = l_ik / torch.exp(log_s[i][k]) + log_s[i][k]
             num = num + gates[i, k] * l_ik
             den = den + gates[i, k]
         per_sample.append(num / max(1.0, float(den)))
@@ -80,8 +91,8 @@ def test_reduction_identity_value_and_gradient():
 
 
 @pytest.mark.parametrize("mode", ["pair", "factorized"])
-@pytest.mark.parametrize("uncertainty", [True, False])
-def test_mast_matches_loops(mode, uncertainty):
+@pytest.mark.parametrize("uncertainty, norm", [(True, "detach"), (True, "batch"), (True, "none"), (False, "detach")])
+def test_mast_matches_loops(mode, uncertainty, norm):
     torch.manual_seed(2)
     k_ops, batch, d = 4, 12, 8
     views = 2 if mode == "pair" else k_ops + 1
@@ -91,9 +102,9 @@ def test_mast_matches_loops(mode, uncertainty):
     gates[0] = 0  # a sample no op was resampled for: contributes zero, divided by max(1, 0)
     log_var = (torch.randn(views, batch, k_ops, dtype=torch.float64) * 4).requires_grad_(True)  # some clamp
     theta = torch.randn(k_ops, d, dtype=torch.float64, requires_grad=True)
-    loss = MASTLoss(beta=0.7, uncertainty=uncertainty)
+    loss = MASTLoss(beta=0.7, uncertainty=uncertainty, uncertainty_norm=norm)
     total, terms = loss(z, pairs, gates, torch.sigmoid(theta), log_var if uncertainty else None)
-    expected = reference_mast(z, pairs.tolist(), gates, theta, log_var, beta=0.7, unc=uncertainty)
+    expected = reference_mast(z, pairs.tolist(), gates, theta, log_var, beta=0.7, unc=uncertainty, norm=norm)
     assert total.item() == pytest.approx(expected.item(), rel=1e-10)
     inputs = (z, theta, log_var) if uncertainty else (z, theta)
     got = torch.autograd.grad(total, inputs)
@@ -116,5 +127,27 @@ def test_shape_errors_are_explained():
     loss = MASTLoss()
     with pytest.raises(ValueError, match="disagree on K or d"):
         loss(torch.randn(2, 4, 8), torch.tensor([[0, 1]] * 2), torch.ones(4, 2), torch.ones(3, 8))
+    with pytest.raises(ValueError, match="uncertainty_norm must be one of detach, batch, none"):
+        MASTLoss(uncertainty_norm="global")
     with pytest.raises(ValueError, match="needs log_var"):
         loss(torch.randn(2, 4, 8), torch.tensor([[0, 1]] * 3), torch.ones(4, 3), torch.ones(3, 8))
+
+
+@pytest.mark.parametrize("norm", ["batch", "detach"])
+def test_normalised_uncertainty_cannot_inflate_the_invariance_weight(norm):
+    """Lowering every log sigma^2 by the same amount leaves the embedding's gradient unchanged under the
+    normalised modes, while the raw formula rewards it (the runaway seen on the embedded config)."""
+    torch.manual_seed(3)
+    z = torch.randn(2, 16, 8, dtype=torch.float64) * 0.1
+    log_var = torch.randn(2, 16, 2, dtype=torch.float64)
+    args = (z, torch.tensor([[0, 1]] * 2), torch.ones(16, 2, dtype=torch.float64), torch.full((2, 8), 0.5, dtype=torch.float64))
+    normalised, raw = MASTLoss(uncertainty_norm=norm), MASTLoss(uncertainty_norm="none")
+
+    def grad_z(loss, lv):
+        zz = args[0].clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(loss(zz, *args[1:], lv)[0], zz)
+        return g
+
+    assert torch.allclose(grad_z(normalised, log_var), grad_z(normalised, log_var - 3), atol=1e-10)
+    assert grad_z(raw, log_var - 3).abs().sum() > 10 * grad_z(raw, log_var).abs().sum()
+    assert raw(*args, log_var - 3)[0].item() < raw(*args, log_var)[0].item() - 10

@@ -43,7 +43,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest
 
 all: $(STAMP)
-	@bash scripts/run_all.sh
+	@FORCE=$(FORCE) RESULTS=$(RESULTS) PY=$(PY) bash scripts/run_all.sh
 
 PRETRAIN_CONFIG = $(or $(CONFIG),configs/pretrain/mast_r18w16_b128_16e_shapes.yaml)
 SEED ?= 0

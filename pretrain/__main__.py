@@ -16,7 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from core.checkpoints import CheckpointError, export_backbone
+from core.checkpoints import CheckpointError
+from core.checkpoints import main as checkpoints_main
 from core.cli import add_common_args, config_from_args, prepare_out_dir
 from core.config import ConfigError
 from core.data.base import DataError
@@ -24,23 +25,10 @@ from core.logs import setup_logging
 from pretrain.config import PretrainConfig
 
 
-def export_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pretrain export", description="Export the bare backbone.")
-    parser.add_argument("ckpt", type=Path)
-    parser.add_argument("out", type=Path)
-    args = parser.parse_args(argv)
-    try:
-        print(export_backbone(args.ckpt, args.out))
-    except CheckpointError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["export"]:
-        return export_main(argv[1:])
+    if argv[:1] == ["export"]:  # the same command as `python -m core.checkpoints export CKPT OUT`
+        return checkpoints_main(argv)
     parser = argparse.ArgumentParser(prog="python -m pretrain", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser, PretrainConfig)

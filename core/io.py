@@ -51,6 +51,13 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
+def atomic_torch_save(obj: object, path: str | Path) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically (torch is imported here, not at module load)."""
+    import torch
+
+    return atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file, read in chunks."""
     digest = hashlib.sha256()

@@ -29,6 +29,12 @@ def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, ra
     return tqdm(iterable, desc=desc, total=total, disable=disable, dynamic_ncols=True, mininterval=1.0, **kwargs)
 
 
+def progress_bar(total: int, desc: str = "", rank: int = 0, initial: int = 0) -> tqdm:
+    """A manually updated tqdm bar (``bar.update(n)``), with the same quiet rules as ``progress``."""
+    disable = rank != 0 or os.environ.get("MAST_NO_PROGRESS", "0") == "1"
+    return tqdm(total=total, initial=initial, desc=desc, disable=disable, dynamic_ncols=True, mininterval=1.0)
+
+
 def _plain(value: Any) -> Any:
     if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
         value = value.item()

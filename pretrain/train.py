@@ -16,7 +16,8 @@ from core.config import to_dict
 from core.data import build_dataset
 from core.data.transforms import to_float
 from core.device import select_device
-from core.logs import JsonlLogger, progress
+from core.io import atomic_torch_save
+from core.logs import JsonlLogger, progress_bar
 from core.seeding import rng_state, seed_everything, set_rng_state, worker_init_fn
 from pretrain.config import PretrainConfig
 from pretrain.data import EpochSampler, ViewDataset
@@ -191,55 +192,49 @@ class Trainer:
     def snapshot_masks(self, epoch: int) -> None:
         if self.info.is_main and self.model.masks is not None:
             masks = self.model.masks().detach().cpu().half()
-            save_checkpoint_free(self.out / "masks" / f"epoch_{epoch:04d}.pt", {"epoch": epoch, "ops": self.ops,
-                                                                             "masks": masks})
+            atomic_torch_save({"epoch": epoch, "ops": self.ops, "masks": masks},
+                              self.out / "masks" / f"epoch_{epoch:04d}.pt")
+
+    def end_epoch(self, logger: JsonlLogger) -> None:
+        """Checkpoint (last.pt, and epoch_<n>.pt when asked), mask snapshot and an epoch line in the log."""
+        finished = self.step // self.per_epoch
+        self.save(self.out / "last.pt")
+        self.snapshot_masks(finished)
+        if self.cfg.train.keep_every and finished % self.cfg.train.keep_every == 0:
+            self.save(self.out / f"epoch_{finished}.pt")
+        logger.log(event="epoch_end", epoch=finished, step=self.step)
 
     def fit(self) -> dict[str, Any]:
-        cfg, out = self.cfg, self.out
+        """Train from ``self.step`` to the end (or ``train.max_steps``); return the last step's stats."""
+        cfg = self.cfg
         stop = min(self.total_steps, cfg.train.max_steps or self.total_steps)
-        logger = JsonlLogger(out / "log.jsonl", enabled=self.info.is_main)
+        every = cfg.train.checkpoint_every_steps
+        logger = JsonlLogger(self.out / "log.jsonl", enabled=self.info.is_main)
+        bar = progress_bar(stop, f"pretrain {cfg.method}", self.info.rank, initial=self.step)
         self.model.train()
         last: dict[str, Any] = {}
-        bar = progress(range(self.step, stop), desc=f"pretrain {cfg.method}", total=stop, rank=self.info.rank,
-                       initial=self.step)
-        bar_iter = iter(bar)
-        images_per_step = cfg.train.batch_size
         while self.step < stop:
             epoch, offset = divmod(self.step, self.per_epoch)
-            self.sampler.set_epoch(epoch, skip=offset * (cfg.train.batch_size // self.info.world_size))
+            self.sampler.set_epoch(epoch, skip=offset * self.loader.batch_size)
             tick = time.perf_counter()
             for views, params in self.loader:
-                stats = self.train_step(views, params)
+                last = self.train_step(views, params)
                 now = time.perf_counter()
-                stats.update(step=self.step, epoch=epoch, img_per_s=images_per_step / max(now - tick, 1e-9))
+                last.update(step=self.step, epoch=epoch, img_per_s=cfg.train.batch_size / max(now - tick, 1e-9))
                 tick = now
-                next(bar_iter, None)
-                if hasattr(bar, "set_postfix"):
-                    bar.set_postfix(loss=f"{stats['loss']:.3f}", img_s=f"{stats['img_per_s']:.0f}")
+                bar.update(1)
+                bar.set_postfix(loss=f"{last['loss']:.3f}", img_s=f"{last['img_per_s']:.0f}", refresh=False)
                 if self.step % cfg.train.log_every == 0 or self.step == stop:
-                    logger.log(**stats)
-                last = stats
-                every = cfg.train.checkpoint_every_steps
-                if self.step == stop or (every and self.step % every == 0):
-                    self.save(out / "last.pt")
-                if self.step == stop or self.step % self.per_epoch == 0:
+                    logger.log(**last)
+                if self.step == stop:
                     break
+                if every and self.step % every == 0 and self.step % self.per_epoch:  # epoch ends save anyway
+                    self.save(self.out / "last.pt")
             if self.step % self.per_epoch == 0:
-                finished = self.step // self.per_epoch
-                self.save(out / "last.pt")
-                self.snapshot_masks(finished)
-                if cfg.train.keep_every and finished % cfg.train.keep_every == 0:
-                    self.save(out / f"epoch_{finished}.pt")
-                logger.log(event="epoch_end", epoch=finished, step=self.step)
-        if hasattr(bar, "close"):
-            bar.close()
+                self.end_epoch(logger)
+            else:  # stopped inside an epoch (train.max_steps)
+                self.save(self.out / "last.pt")
+        bar.close()
         logger.close()
         dist.barrier()
         return last
-
-
-def save_checkpoint_free(path: Path, obj: dict[str, Any]) -> None:
-    """Atomic torch.save of a small non-checkpoint object (mask snapshots)."""
-    from core.io import atomic_write
-
-    atomic_write(path, lambda handle: torch.save(obj, handle))

@@ -187,6 +187,8 @@ class Trainer:
         self.step += 1
         stats = _step_stats(terms, strengths, self.ops)
         stats.update(loss=total.item(), lr=self.optimizer.param_groups[0]["lr"])
+        if "unc_fit" in terms:  # the part of the loss the embedding optimises (the head's fit aside)
+            stats["embedding_loss"] = stats["loss"] - self.cfg.loss.lam * stats["unc_fit"]
         return stats
 
     def snapshot_masks(self, epoch: int) -> None:

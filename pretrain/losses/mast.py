@@ -11,7 +11,7 @@ Implements the loss of ``docs/method.md`` (our reconstruction; the paper's equat
   L_inv     = mean_i [ sum_k w_ik l~_ik / max(1, sum_k w_ik) ]  w_ik: gate of op k for sample i
   V, C      = VICReg's variance and covariance on the full, unmasked embeddings of every view
   R         = sum_k (mean_j m_kj - rho)^2                       mask density
-  L         = lam L_inv + mu V + nu C + beta R
+  L         = lam L_inv + mu V + nu C + beta R (+ lam L_fit, the uncertainty head's fit in detach mode)
 
 Views: ``z`` holds V views; ``pairs[k] = (a, b)`` says which two views subspace k compares. Pair mode uses
 the same pair (0, 1) for every op; factorized mode compares the anchor 0 with view k + 1. With V views the
@@ -84,6 +84,7 @@ class MASTLoss(nn.Module):
                              f"{tuple(gates.shape)}, masks {tuple(masks.shape)}: they disagree on K or d")
         errors = self.subspace_errors(z, pairs, masks)
         stats: dict[str, torch.Tensor] = {}
+        head_fit = None  # the uncertainty head's own likelihood term (detach mode), reported apart
         if self.uncertainty:
             if log_var is None:
                 raise ValueError("MAST loss with uncertainty needs log_var from the uncertainty head")
@@ -95,18 +96,26 @@ class MASTLoss(nn.Module):
             if self.uncertainty_norm == "detach":
                 inv_s = torch.exp(-log_s).detach()
                 weights = inv_s / gather_with_grad(inv_s).mean(0)
-                errors = errors * weights + (errors.detach() * torch.exp(-log_s) + log_s)
+                head_fit = errors.detach() * torch.exp(-log_s) + log_s
+                errors = errors * weights
             else:
                 if self.uncertainty_norm == "batch":
                     log_s = log_s - gather_with_grad(log_s).mean(0)
                 errors = errors * torch.exp(-log_s) + log_s
             stats["weight_spread"] = log_s.detach().std(0) if batch > 1 else torch.zeros_like(log_s[0])
-        weighted = (gates * errors).sum(1) / gates.sum(1).clamp_min(1.0)
-        invariance = weighted.mean()
+        def gated_mean(values: torch.Tensor) -> torch.Tensor:
+            return ((gates * values).sum(1) / gates.sum(1).clamp_min(1.0)).mean()
+
+        invariance = gated_mean(errors)
         gathered = [gather_with_grad(z[v]) for v in range(views)]
         variance = torch.stack([variance_term(g, self.eps) for g in gathered]).mean()
         covariance = torch.stack([covariance_term(g) for g in gathered]).sum() * 2 / views
         density = (masks.mean(dim=1) - self.rho).pow(2).sum()
         total = self.lam * invariance + self.mu * variance + self.nu * covariance + self.beta * density
+        if head_fit is not None:
+            # Same weight as the invariance it estimates; it moves only the head. Logged as "unc_fit": the
+            # embedding's objective is the rest of the total.
+            stats["unc_fit"] = gated_mean(head_fit)
+            total = total + self.lam * stats["unc_fit"]
         stats.update(mask_density=masks.detach().mean(1), gate_rate=(gates.detach() > 0).float().mean(0))
         return total, {"inv": invariance, "var": variance, "cov": covariance, "density": density, **stats}

@@ -106,6 +106,9 @@ def test_mast_matches_loops(mode, uncertainty, norm):
     total, terms = loss(z, pairs, gates, torch.sigmoid(theta), log_var if uncertainty else None)
     expected = reference_mast(z, pairs.tolist(), gates, theta, log_var, beta=0.7, unc=uncertainty, norm=norm)
     assert total.item() == pytest.approx(expected.item(), rel=1e-10)
+    parts = 25 * (terms["inv"] + terms.get("unc_fit", 0)) + 25 * terms["var"] + terms["cov"] + 0.7 * terms["density"]
+    assert total.item() == pytest.approx(parts.item(), rel=1e-10)
+    assert ("unc_fit" in terms) == (uncertainty and norm == "detach")
     inputs = (z, theta, log_var) if uncertainty else (z, theta)
     got = torch.autograd.grad(total, inputs)
     want = torch.autograd.grad(expected, inputs)

@@ -1,7 +1,7 @@
 """Probe the pilot checkpoints of scripts/pilot_pretrain.sh (and random-init floors) on FactorShapes.
 
 For every finished run under results/runs/pilot/ and a random-init backbone per seed: linear-lbfgs on the 8
-labels of cls-upright and on orient of cls-rot, plus the mean per-dimension std of the final embedding
+labels of cls-upright and on orient of cls-rot (and knn, k=20, T=0.07, recorded too), plus the mean per-dimension std of the final embedding
 (backbone + expander, on 1,024 unaugmented pretrain images). Writes one record per number to
 results/records/pilot.jsonl and the mean +/- std table to results/pilot/README.md.
 
@@ -24,6 +24,7 @@ from core.data.transforms import to_float
 from core.io import atomic_write_text
 from core.records import append_record, checkpoint_ref, make_record, read_records
 from downstream.classification.features import extract, load_suite_backbone
+from downstream.classification.knn import knn_accuracy
 from downstream.classification.linear import linear_probe
 from pretrain.model import build_expander
 
@@ -61,7 +62,14 @@ def probe(backbone, label: str, seed: int, ckpt: Path | None, out: Path, epochs:
             pretrain_epochs=epochs, dataset=f"factorshapes/{split}", task=task, protocol="linear-lbfgs", seed=seed,
             metric="top1", value=100 * result.accuracy, n_train=len(parts["train"][0]) + len(parts["val"][0]),
             n_test=len(parts["test"][0]), config={"l2": result.l2}))
-        print(f"{label} s{seed} {task}: {100 * result.accuracy:.1f}")
+        knn = knn_accuracy((parts["train"][0], parts["train"][1][task]), (parts["test"][0], parts["test"][1][task]),
+                           FACTORS[task])
+        append_record(out / "records" / "pilot.jsonl", make_record(
+            stage="pilot-probe", method=label, arch="resnet18w16", pretrain_ckpt=checkpoint_ref(ckpt),
+            pretrain_epochs=epochs, dataset=f"factorshapes/{split}", task=task, protocol="knn", seed=seed,
+            metric="top1", value=100 * knn, n_train=len(parts["train"][0]), n_test=len(parts["test"][0]),
+            config={"k": 20, "temperature": 0.07}))
+        print(f"{label} s{seed} {task}: linear {100 * result.accuracy:.1f}, knn {100 * knn:.1f}")
     if ckpt is not None:
         append_record(out / "records" / "pilot.jsonl", make_record(
             stage="pilot-probe", method=label, arch="resnet18w16", pretrain_ckpt=checkpoint_ref(ckpt),
@@ -71,7 +79,7 @@ def probe(backbone, label: str, seed: int, ckpt: Path | None, out: Path, epochs:
 
 def table(out: Path) -> str:
     frame = read_records(out / "records" / "pilot.jsonl")
-    top1 = frame[frame.metric == "top1"]
+    top1 = frame[(frame.metric == "top1") & (frame.protocol == "linear-lbfgs")]
     stats = top1.groupby(["method", "task"]).value.agg(["mean", "std", "count"])
     methods = ["random-init", "vicreg", "vicreg_nojitter", "vicreg_noblur", "mast"]
     lines = ["| method | " + " | ".join(TASK_ORDER) + " | embedding std |", "|---" * (len(TASK_ORDER) + 2) + "|"]

@@ -30,9 +30,10 @@ class ConfigError(ValueError):
 class DataConfig:
     """Where images come from. Names other tools rely on: dataset, root, image_size."""
 
-    dataset: Literal["factorshapes", "folder", "stl10"] = "factorshapes"
+    dataset: Literal["factorshapes", "folder", "stl10", "cifar10", "cifar100", "fashion_mnist"] = "factorshapes"
     #: factorshapes: cache folder (default: $MAST_DATA_CACHE or ~/.cache/mast-suite/data);
-    #: folder: an ImageNet-layout or flat image folder; stl10: the folder holding stl10_binary/.
+    #: folder: an ImageNet-layout or flat image folder; stl10: the folder holding stl10_binary/;
+    #: cifar10/cifar100: the folder holding cifar-10-batches-py/ or cifar-100-python/; fashion_mnist: the IDX files.
     root: str | None = None
     #: factorshapes: pretrain | cls-upright | cls-rot | det | det-upright. folder/stl10: unused.
     split: str = "pretrain"

@@ -36,4 +36,13 @@ def build_dataset(cfg: DataConfig, part: str = "train", transform: Transform | N
         from core.data.stl10 import STL10Dataset
 
         return STL10Dataset(cfg.root, part=part, transform=transform)
-    raise DataError(f"unknown data.dataset '{cfg.dataset}'; valid: factorshapes, folder, stl10")
+    if cfg.dataset in ("cifar10", "cifar100"):
+        from core.data.cifar import CIFARDataset
+
+        return CIFARDataset(cfg.root, cfg.dataset, part=part, transform=transform)
+    if cfg.dataset == "fashion_mnist":
+        from core.data.idx import IDXDataset
+
+        return IDXDataset(cfg.root, part=part, transform=transform)
+    raise DataError(f"unknown data.dataset '{cfg.dataset}'; valid: factorshapes, folder, stl10, cifar10, cifar100, "
+                    "fashion_mnist")

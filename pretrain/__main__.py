@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from core.checkpoints import CheckpointError
 from core.checkpoints import main as checkpoints_main

@@ -15,7 +15,7 @@ from torch import nn
 from core.backbones import backbone_state_dict, build_backbone
 from core.checkpoint_import import extract_backbone
 from core.checkpoints import (FORMAT, CheckpointError, ImportReport, convert, detect_format, import_backbone,
-                              load_checkpoint, main, save_checkpoint)
+                              load_checkpoint, main)
 
 WIDTH = 8
 

@@ -36,7 +36,7 @@ def _step_seconds(trainer: Trainer, batch, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def run(overrides: list[str], warmup: int = 3, steps: int = 5, repeats: int = 5) -> dict[str, object]:
+def run(overrides: list[str], warmup: int = 3, steps: int = 5, repeats: int = 9) -> dict[str, object]:
     trainers, batches = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, (config, extra) in VARIANTS.items():

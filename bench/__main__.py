@@ -1,6 +1,6 @@
 """Benchmarks (`make bench`): write results/bench/<name>.json and results/bench/README.md.
 
-  python -m bench [--only pretrain] [--repeats 5] [--steps 5] [--set key=value ...]
+  python -m bench [--only pretrain] [--repeats 9] [--steps 5] [--set key=value ...]
 
 Benchmarks are not tests: they assert nothing; they measure and record, with the machine described.
 """

@@ -22,17 +22,20 @@ def setup_logging(level: int = logging.INFO, rank: int = 0) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
+def progress_disabled(rank: int = 0) -> bool:
+    """Bars are off on non-main processes and when MAST_NO_PROGRESS=1."""
+    return rank != 0 or os.environ.get("MAST_NO_PROGRESS", "0") == "1"
+
+
 def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, rank: int = 0,
              **kwargs: Any) -> Iterator[T]:
     """A tqdm bar on the main process (off when MAST_NO_PROGRESS=1 or rank > 0)."""
-    disable = rank != 0 or os.environ.get("MAST_NO_PROGRESS", "0") == "1"
-    return tqdm(iterable, desc=desc, total=total, disable=disable, dynamic_ncols=True, mininterval=1.0, **kwargs)
+    return tqdm(iterable, desc=desc, total=total, disable=progress_disabled(rank), dynamic_ncols=True, mininterval=1.0, **kwargs)
 
 
 def progress_bar(total: int, desc: str = "", rank: int = 0, initial: int = 0) -> tqdm:
     """A manually updated tqdm bar (``bar.update(n)``), with the same quiet rules as ``progress``."""
-    disable = rank != 0 or os.environ.get("MAST_NO_PROGRESS", "0") == "1"
-    return tqdm(total=total, initial=initial, desc=desc, disable=disable, dynamic_ncols=True, mininterval=1.0)
+    return tqdm(total=total, initial=initial, desc=desc, disable=progress_disabled(rank), dynamic_ncols=True, mininterval=1.0)
 
 
 def _plain(value: Any) -> Any:

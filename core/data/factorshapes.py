@@ -39,7 +39,8 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from core.data.base import DataError, ImageDataset, Transform, pil_to_tensor, require_path
-from core.io import sha256_file
+from core.io import TMP_PREFIX, sha256_file
+from core.logs import progress_disabled
 
 log = logging.getLogger("core.data")
 
@@ -104,7 +105,6 @@ COCO_FACTORS: dict[str, str] = {"shape": "shape", "color": "hue", "orient": "ori
 CATEGORY_NAMES: dict[str, tuple[str, ...]] = {
     "shape": SHAPE_NAMES, "hue": tuple(f"hue{45 * k:03d}" for k in range(8)),
     "orient": tuple(f"orient{45 * k:03d}" for k in range(8)), "chiral": ("canonical", "mirrored")}
-TMP_PREFIX = ".tmp-"
 
 
 def _canonical(vertices: Iterable[tuple[float, float]]) -> np.ndarray:
@@ -456,7 +456,7 @@ def _generate(tmp: Path, split: str, part: str, n: int, size: int, seed: int, wo
     chunk = max(16, min(256, math.ceil(n / (4 * max(workers, 1)))))
     jobs = [(split, part, seed, size, start, min(start + chunk, n), str(tmp / "images") if det else None)
             for start in range(0, n, chunk)]
-    disable = not progress or os.environ.get("MAST_NO_PROGRESS", "0") == "1"
+    disable = not progress or progress_disabled()
     with tqdm(total=n, desc=f"FactorShapes {split}/{part}", unit="img", disable=disable, dynamic_ncols=True,
               mininterval=1.0) as bar:
         results = _run_jobs(jobs, workers, bar)

@@ -21,6 +21,9 @@ help:
 	@echo "make test               set-up + the fast test suite (make test-all: slow tests too)"
 	@echo "make data               generate the FactorShapes splits into the data cache"
 	@echo "make check              run the stack check (ResNet-50 forward, mmcv RoIAlign/nms on CPU)"
+	@echo "make pretrain           pretrain the embedded MAST default (CONFIG=, SEED=, ARGS=, FORCE=1)"
+	@echo "make eval-cls           classification records for every finished run (+ floor, ceiling; CKPT=)"
+	@echo "make bench              benchmarks into results/bench/"
 	@echo "make clean              remove generated outputs under results/runs (not the venv or caches)"
 
 # The stamp is rewritten by the set-up script when the lock file or the script change.
@@ -56,7 +59,17 @@ pretrain: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench $(ARGS)
 
-eval-cls eval-detection eval-segmentation analysis compare: $(STAMP)
+CLS_CONFIG = $(or $(CONFIG),configs/classification/linear_knn_shapes.yaml)
+CKPT ?=
+# Default: every finished checkpoint under results/runs without records yet, plus the random-init floor and
+# the supervised ceiling (trained once, then reused). CKPT="a.pt b.pth" evaluates those files instead.
+eval-cls: $(STAMP)
+	$(PY) -m downstream.classification --config $(CLS_CONFIG) \
+	  $(if $(CKPT),$(addprefix --ckpt ,$(CKPT)),--runs $(RESULTS)/runs) --floor --ceiling \
+	  --records $(RESULTS)/records/classification.jsonl --ceiling-dir $(RESULTS)/runs/ceiling \
+	  --out $(RESULTS)/runs/classification $(ARGS)
+
+eval-detection eval-segmentation analysis compare: $(STAMP)
 	@echo "make $@: this stage is not built yet (see the open issues); 'make all' runs the stages that exist" >&2
 	@exit 2
 

@@ -65,6 +65,9 @@ def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any
         ) from None
     except (RuntimeError, EOFError, OSError) as exc:
         raise CheckpointError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): {exc}") from None
+    except Exception as exc:  # e.g. a plain pickle: torch's restricted unpickler fails in its own ways
+        raise CheckpointError(f"{path} is not a readable torch checkpoint (a plain pickle, truncated or corrupt?): "
+                              f"{type(exc).__name__}") from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

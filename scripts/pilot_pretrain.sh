@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Pilot of issue 3: the embedded default budget for vicreg, vicreg without colour jitter/grayscale, vicreg
 # without blur, and mast, over seeds 0-2, into results/runs/pilot/<variant>_s<seed>/. Finished runs are
-# skipped; an interrupted run resumes. Then `python -m scripts.pilot_probe` probes the checkpoints.
+# skipped; an interrupted run resumes. SEEDS and VARIANTS (space-separated) pick a subset. Then `python -m scripts.pilot_probe` probes the checkpoints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-results/runs/pilot}
 SEEDS=${SEEDS:-"0 1 2"}
+VARIANTS=${VARIANTS:-"mast vicreg vicreg_nojitter vicreg_noblur"}
 declare -A VARIANT=(
   [vicreg]="configs/pretrain/vicreg_r18w16_b128_16e_shapes.yaml|"
   [vicreg_nojitter]="configs/pretrain/vicreg_r18w16_b128_16e_shapes.yaml|augment.ops=[crop,flip,blur,solarize]"
@@ -14,7 +15,7 @@ declare -A VARIANT=(
   [mast]="configs/pretrain/mast_r18w16_b128_16e_shapes.yaml|"
 )
 for seed in $SEEDS; do
-  for name in mast vicreg vicreg_nojitter vicreg_noblur; do
+  for name in $VARIANTS; do
     IFS='|' read -r config extra <<< "${VARIANT[$name]}"
     dir="$OUT/${name}_s${seed}"
     if [[ -f "$dir/done" ]]; then echo "[pilot] $dir done"; continue; fi

@@ -38,6 +38,19 @@ class ImageDataset(torch.utils.data.Dataset):
     def _load(self, index: int) -> tuple[torch.Tensor, dict[str, int]]:
         raise NotImplementedError
 
+    def targets(self, name: str) -> np.ndarray:
+        """Every sample's label ``name`` as int64, without decoding images where the data set allows it."""
+        if name not in self.label_names:
+            raise DataError(f"no label '{name}' in this data set; labels: {', '.join(self.label_names) or 'none'}")
+        stored = self._stored_targets(name)
+        if stored is not None:
+            return np.asarray(stored, dtype=np.int64)
+        return np.array([self._load(i)[1][name] for i in range(len(self))], dtype=np.int64)
+
+    def _stored_targets(self, name: str) -> np.ndarray | None:
+        """Subclasses that hold their labels in memory return them here."""
+        return None
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, int]]:
         image, target = self._load(index)
         if self.transform is not None:

@@ -70,5 +70,8 @@ class CIFARDataset(ImageDataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def _stored_targets(self, name: str) -> np.ndarray:
+        return self.labels[name]
+
     def _load(self, index: int) -> tuple[torch.Tensor, dict[str, int]]:
         return torch.from_numpy(self.images[index].copy()), {k: int(v[index]) for k, v in self.labels.items()}

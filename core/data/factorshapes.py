@@ -581,6 +581,9 @@ class FactorShapesDataset(ImageDataset):
     def __len__(self) -> int:
         return int(self.meta["n"])
 
+    def _stored_targets(self, name: str) -> np.ndarray:
+        return self.labels[name]
+
     def _load(self, index: int) -> tuple[torch.Tensor, dict[str, int]]:
         if not 0 <= index < len(self):
             raise IndexError(index)

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
@@ -90,6 +91,9 @@ class ImageFolderDataset(ImageDataset):
         self.samples = good
         if self.bad_files:
             log.warning("%s: %d unreadable image(s) skipped, %d kept", self.root, len(self.bad_files), len(good))
+
+    def _stored_targets(self, name: str) -> np.ndarray:
+        return np.array([label for _, label in self.samples], dtype=np.int64)
 
     def _load(self, index: int) -> tuple[torch.Tensor, dict[str, int]]:
         for offset in range(len(self.samples)):

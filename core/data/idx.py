@@ -51,6 +51,9 @@ class IDXDataset(ImageDataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def _stored_targets(self, name: str) -> np.ndarray:
+        return self.labels
+
     def _load(self, index: int) -> tuple[torch.Tensor, dict[str, int]]:
         image = torch.from_numpy(self.images[index].copy())
         return image.unsqueeze(0).expand(3, -1, -1).contiguous(), {"class": int(self.labels[index])}

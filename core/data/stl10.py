@@ -51,6 +51,9 @@ class STL10Dataset(ImageDataset):
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
+    def _stored_targets(self, name: str) -> np.ndarray:
+        return self.labels
+
     def _load(self, index: int) -> tuple[torch.Tensor, dict[str, int]]:
         if not 0 <= index < len(self):
             raise IndexError(index)

@@ -57,21 +57,23 @@ def head(*names: str) -> dict:
 
 # ---------------------------------------------------------------- layouts, one builder each: (obj, source)
 
-def suite_layout():
-    model = random_model()
-    return {"format": FORMAT, "backbone": backbone_state_dict(model), "arch": "resnet18", "base_width": WIDTH,
+def suite_layout(model=None):
+    model = random_model() if model is None else model
+    return {"format": FORMAT, "backbone": backbone_state_dict(model), "arch": "resnet18",
+            "base_width": model.conv1.out_channels,
             "method": "mast", "config": {}, "epoch": 3}, model
 
 
-def torchvision_layout():
-    model = random_model()
+def torchvision_layout(model=None):
+    model = random_model() if model is None else model
     state = backbone_state_dict(model)
-    state.update({"fc.weight": torch.randn(10, 8 * WIDTH), "fc.bias": torch.randn(10)})
+    dim = model.fc.in_features if isinstance(model.fc, nn.Linear) else model.feature_dim
+    state.update({"fc.weight": torch.randn(10, dim), "fc.bias": torch.randn(10)})
     return state, model
 
 
-def moco_layout():  # MoCo v2: fc is the 2-layer MLP head, encoder_k the momentum copy, queue a buffer
-    model = random_model()
+def moco_layout(model=None):  # MoCo v2: fc is the 2-layer MLP head, encoder_k the momentum copy, queue a buffer
+    model = random_model() if model is None else model
     q = backbone_state_dict(model)
     state = {**prefixed(q, "module.encoder_q."), **head("module.encoder_q.fc.0.weight", "module.encoder_q.fc.0.bias",
                                                         "module.encoder_q.fc.2.weight", "module.encoder_q.fc.2.bias"),
@@ -82,8 +84,8 @@ def moco_layout():  # MoCo v2: fc is the 2-layer MLP head, encoder_k the momentu
     return {"epoch": 200, "arch": "resnet18", "state_dict": state, "optimizer": optimizer}, model
 
 
-def mocov3_layout():
-    model = random_model()
+def mocov3_layout(model=None):
+    model = random_model() if model is None else model
     state = {**prefixed(backbone_state_dict(model), "module.base_encoder."),
              **head("module.base_encoder.fc.0.weight", "module.base_encoder.fc.1.weight",
                     "module.base_encoder.fc.3.weight"),
@@ -92,8 +94,8 @@ def mocov3_layout():
     return {"epoch": 100, "arch": "resnet18", "state_dict": state, "optimizer": {}}, model
 
 
-def lightning_layout():  # solo-learn
-    model = random_model()
+def lightning_layout(model=None):  # solo-learn
+    model = random_model() if model is None else model
     state = {**prefixed(backbone_state_dict(model), "backbone."),
              **prefixed(backbone_state_dict(random_model(seed=7)), "momentum_backbone."),
              **head("projector.0.weight", "projector.1.weight", "momentum_projector.0.weight", "classifier.weight")}
@@ -101,16 +103,16 @@ def lightning_layout():  # solo-learn
             "hyper_parameters": {"cfg": {"method": "vicreg", "lr": 0.3}}, "loops": {}, "callbacks": {}}, model
 
 
-def lightly_layout():  # backbone = nn.Sequential(*list(resnet.children())[:-1])
-    resnet = random_model()
+def lightly_layout(model=None):  # backbone = nn.Sequential(*list(resnet.children())[:-1])
+    resnet = random_model() if model is None else model
     sequential = nn.Sequential(*list(resnet.children())[:-1])
     source = nn.Sequential(sequential, nn.Flatten(1))
     state = {**prefixed(sequential.state_dict(), "backbone."), **head("projection_head.layers.0.weight")}
     return {"epoch": 1, "global_step": 10, "pytorch-lightning_version": "2.1.0", "state_dict": state}, source
 
 
-def mmselfsup_layout(prefix: str = "backbone."):
-    model = random_model()
+def mmselfsup_layout(model=None, prefix: str = "backbone."):
+    model = random_model() if model is None else model
     state = {**prefixed(backbone_state_dict(model), prefix), **head("neck.mlp.0.weight", "head.predictor.0.weight"),
              **prefixed(backbone_state_dict(random_model(seed=8)), "target_net.0.")}
     return {"meta": {"epoch": 200, "mmselfsup_version": "1.0.0"}, "state_dict": state}, model
@@ -183,7 +185,7 @@ def test_lightly_sequential_indices_are_renamed(tmp_path):
 
 @pytest.mark.parametrize("prefix", ["module.backbone.", "model.backbone."])
 def test_mmselfsup_other_prefixes(prefix, tmp_path):
-    obj, source = mmselfsup_layout(prefix)
+    obj, source = mmselfsup_layout(prefix=prefix)
     del obj["meta"]
     backbone, report = import_backbone(save(obj, tmp_path))
     assert (report.format, report.prefix) == ("mmselfsup", prefix)

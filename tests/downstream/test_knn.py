@@ -1,3 +1,5 @@
+import math
+
 import torch
 
 from downstream.classification.knn import knn_accuracy, knn_predict
@@ -25,3 +27,28 @@ def test_scale_invariance_and_chunks():
     assert torch.equal(scaled, knn_predict(x[:200], y[:200], x[200:], 4))
     noise = torch.randn(300, 16, generator=g)
     assert knn_accuracy((noise[:200], y[:200]), (noise[200:], y[200:]), classes=4) < 0.45
+
+
+def brute_force_knn(train_x, train_y, test_x, classes, k, temperature):
+    """The protocol written out sample by sample: cosine similarity to every training sample, the k most
+    similar vote with weight exp(similarity / T), the heaviest class wins."""
+    predictions = []
+    for query in test_x:
+        sims = [float(query @ t / (query.norm() * t.norm())) for t in train_x]
+        order = sorted(range(len(sims)), key=lambda i: -sims[i])[:k]
+        votes = [0.0] * classes
+        for i in order:
+            votes[int(train_y[i])] += math.exp(sims[i] / temperature)
+        predictions.append(max(range(classes), key=lambda c: votes[c]))
+    return predictions
+
+
+def test_matches_brute_force_reference():
+    g = torch.Generator().manual_seed(5)
+    centres = torch.randn(5, 12, generator=g)
+    train_y = torch.randint(5, (150,), generator=g)
+    train_x = centres[train_y] + 1.5 * torch.randn(150, 12, generator=g)
+    test_x = centres[torch.randint(5, (60,), generator=g)] + 1.5 * torch.randn(60, 12, generator=g)
+    for k, temperature in ((20, 0.07), (7, 0.5), (200, 0.1)):
+        expected = brute_force_knn(train_x.double(), train_y, test_x.double(), 5, min(k, 150), temperature)
+        assert knn_predict(train_x, train_y, test_x, 5, k, temperature, chunk=16).tolist() == expected

@@ -67,7 +67,7 @@ eval-cls: $(STAMP)
 	$(PY) -m downstream.classification --config $(CLS_CONFIG) \
 	  $(if $(CKPT),$(addprefix --ckpt ,$(CKPT)),--runs $(RESULTS)/runs) --floor --ceiling \
 	  --records $(RESULTS)/records/classification.jsonl --ceiling-dir $(RESULTS)/runs/ceiling \
-	  --out $(RESULTS)/runs/classification $(ARGS)
+	  --out $(RESULTS)/runs/classification --set cache=$(RESULTS)/runs/cache/features $(ARGS)
 
 eval-detection eval-segmentation analysis compare: $(STAMP)
 	@echo "make $@: this stage is not built yet (see the open issues); 'make all' runs the stages that exist" >&2

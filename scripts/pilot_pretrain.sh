@@ -13,6 +13,9 @@ declare -A VARIANT=(
   [vicreg_nojitter]="configs/pretrain/vicreg_r18w16_b128_16e_shapes.yaml|augment.ops=[crop,flip,blur,solarize]"
   [vicreg_noblur]="configs/pretrain/vicreg_r18w16_b128_16e_shapes.yaml|augment.ops=[crop,flip,color_jitter,grayscale,solarize]"
   [mast]="configs/pretrain/mast_r18w16_b128_16e_shapes.yaml|"
+  # A lever for `shape` (docs/defaults.md): twice the steps at the same epochs and about the same time.
+  [vicreg_b64]="configs/pretrain/vicreg_r18w16_b128_16e_shapes.yaml|train.batch_size=64"
+  [mast_b64]="configs/pretrain/mast_r18w16_b128_16e_shapes.yaml|train.batch_size=64"
 )
 for seed in $SEEDS; do
   for name in $VARIANTS; do

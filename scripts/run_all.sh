@@ -7,7 +7,7 @@ PY=${PY:-.venv/bin/python}
 RESULTS=${RESULTS:-results}
 LOG="$RESULTS/runs/make_all.jsonl"
 mkdir -p "$RESULTS/runs"
-stages_total=4
+stages_total=5
 n=0
 start_all=$(date +%s)
 
@@ -32,8 +32,16 @@ for method in mast vicreg; do
     "$PY" -m pretrain --config "$config" --out "$out" --auto-resume
 done
 
+stage "classification (9 FactorShapes tasks, linear-lbfgs + knn, floor, ceiling; reuses records and features)" \
+  "$PY" -m downstream.classification --config configs/classification/linear_knn_shapes.yaml \
+    --ckpt "$RESULTS/runs/mast_r18w16_b128_16e_shapes_s0/last.pt" \
+    --ckpt "$RESULTS/runs/vicreg_r18w16_b128_16e_shapes_s0/last.pt" --floor --ceiling \
+    --records "$RESULTS/records/classification.jsonl" --ceiling-dir "$RESULTS/runs/ceiling" \
+    --out "$RESULTS/runs/classification" --set cache="$RESULTS/runs/cache/features"
+
 printf '\n[make all] finished in %d s. Outputs:\n' "$(( $(date +%s) - start_all ))"
 printf '  data summary     %s/runs/data/summary.json\n' "$RESULTS"
 printf '  checkpoints      %s/runs/{mast,vicreg}_r18w16_b128_16e_shapes_s0/last.pt (logs: log.jsonl)\n' "$RESULTS"
 printf '  stage timings    %s\n' "$LOG"
-printf 'Transfer and analysis stages are added by later issues (see README.md).\n'
+printf '  classification   %s/records/classification.jsonl (features: %s/runs/cache/features)\n' "$RESULTS" "$RESULTS"
+printf 'Detection, segmentation and analysis stages are added by later issues (see README.md).\n'

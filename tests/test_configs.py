@@ -26,3 +26,18 @@ def test_pretrain_config_matches_its_name(path):
     assert cfg.model.arch == f"resnet{depth}"
     assert {"shapes": "factorshapes", "imagenet": "folder", "stl10": "stl10"}[data] == cfg.data.dataset
     assert (cfg.views.resample == "all") == (method == "vicreg")
+
+
+CLASSIFICATION = sorted((ROOT / "configs" / "classification").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CLASSIFICATION, ids=lambda p: p.stem)
+def test_classification_config_matches_its_name(path):
+    """``<protocols>_<data>.yaml``: the protocols and the data set the name promises."""
+    from downstream.classification.config import ClassificationConfig
+
+    cfg = load_config(ClassificationConfig, path)
+    protocols, data = re.fullmatch(r"(linear_knn|linear-sgd|finetune)_(\w+)", path.stem).groups()
+    assert cfg.protocols == {"linear_knn": ["linear-lbfgs", "knn"], "linear-sgd": ["linear-sgd"],
+                             "finetune": ["finetune"]}[protocols]
+    assert {"shapes": "factorshapes", "in1k": "folder"}.get(data, data) == cfg.data.dataset

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from core.config import ConfigError, DataConfig, RunConfig
+from core.config import ConfigError, DataConfig
 
 PROTOCOLS = ("linear-lbfgs", "knn", "linear-sgd", "finetune")
 Protocol = Literal["linear-lbfgs", "knn", "linear-sgd", "finetune"]
@@ -29,15 +29,11 @@ class KnnConfig:
 
 
 @dataclasses.dataclass
-class SgdConfig:
-    """A supervised training run on images (linear-sgd head, fine-tuning, the ceiling): SGD, cosine, no restarts."""
+class ImageTrainingConfig:
+    """Training on images (SGD with momentum, cosine schedule to 0, no restarts)."""
 
     epochs: int = 100
     batch_size: int = 256
-    lr: float = 0.02
-    #: Fine-tuning only: learning rate of the backbone (the head uses ``lr``); one value per subset fraction.
-    backbone_lr: list[float] = dataclasses.field(default_factory=list)
-    head_lr: list[float] = dataclasses.field(default_factory=list)
     weight_decay: float = 1e-6
     momentum: float = 0.9
     #: Random-resized-crop scale range; null trains on the centre images (no augmentation).
@@ -46,9 +42,21 @@ class SgdConfig:
 
 
 @dataclasses.dataclass
-class FinetuneConfig(SgdConfig):
+class SgdConfig(ImageTrainingConfig):
+    """linear-sgd: a linear head on the frozen backbone."""
+
+    lr: float = 0.02
+
+
+@dataclasses.dataclass
+class FinetuneConfig(ImageTrainingConfig):
+    """finetune: the whole network on labelled subsets, one run per fraction."""
+
     #: Labelled fractions of the train split (class-balanced subsets, fixed per seed and recorded).
     fractions: list[float] = dataclasses.field(default_factory=lambda: [0.01, 0.1])
+    #: Learning rates of the backbone and of the head, one per fraction.
+    backbone_lr: list[float] = dataclasses.field(default_factory=lambda: [0.03, 0.01])
+    head_lr: list[float] = dataclasses.field(default_factory=lambda: [0.08, 0.1])
 
 
 @dataclasses.dataclass
@@ -63,9 +71,12 @@ class CeilingConfig:
 
 
 @dataclasses.dataclass
-class ClassificationConfig(RunConfig):
+class ClassificationConfig:
     """``seed`` seeds what the evaluation draws (subsets, heads, shuffles), not the pretraining."""
 
+    seed: int = 0
+    #: auto (CUDA if available, else CPU), cpu, cuda, cuda:N, mps.
+    device: str = "auto"
     data: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(split="cls-upright", num_workers=0))
     #: ``split/label`` pairs (FactorShapes) or label names; empty: FactorShapes' 9 factor tasks, or every label.
     tasks: list[str] = dataclasses.field(default_factory=list)
@@ -80,8 +91,7 @@ class ClassificationConfig(RunConfig):
     lbfgs: LbfgsConfig = dataclasses.field(default_factory=LbfgsConfig)
     knn: KnnConfig = dataclasses.field(default_factory=KnnConfig)
     linear_sgd: SgdConfig = dataclasses.field(default_factory=SgdConfig)
-    finetune: FinetuneConfig = dataclasses.field(default_factory=lambda: FinetuneConfig(
-        epochs=20, lr=0.1, backbone_lr=[0.03, 0.01], head_lr=[0.08, 0.1], weight_decay=0.0))
+    finetune: FinetuneConfig = dataclasses.field(default_factory=lambda: FinetuneConfig(epochs=20, weight_decay=0.0))
     #: Random-init backbones of each evaluated architecture (the floor), one per seed.
     floor_seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
     ceiling: CeilingConfig = dataclasses.field(default_factory=CeilingConfig)

@@ -169,8 +169,6 @@ class Evaluator:
     def _linear_sgd(self, bb, bb_hash, task, ckpt_ref) -> None:
         cfg = self.cfg.linear_sgd
         config = {**to_dict(cfg), **self._view_config(), "eval_seed": self.cfg.seed}
-        for unused in ("backbone_lr", "head_lr"):
-            config.pop(unused)
         base = self._base(bb, task, "linear-sgd", config, ckpt_ref)
         if not self._pending(base):
             return

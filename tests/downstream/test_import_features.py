@@ -80,6 +80,7 @@ def test_missing_and_unexpected_keys_are_listed(source, tmp_path):
     assert "unexpected backbone keys [layer5.0.conv1.weight]" in _one_line_error(tmp_path / "extra.pt")
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on the plain pickle below
 def test_not_a_checkpoint_and_pickle_only(tmp_path):
     (tmp_path / "notes.pt").write_text("this is not a checkpoint\n")
     assert "not a readable torch checkpoint" in _one_line_error(tmp_path / "notes.pt")

@@ -6,6 +6,7 @@ feature cache, so a new protocol on an evaluated backbone costs no extraction.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -16,10 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.backbones import build_backbone
 from core.checkpoints import FORMAT, load_checkpoint, save_checkpoint
 from core.config import to_dict
+from core.data.transforms import resize_center_crop
 from core.device import select_device
-from core.io import sha256_file
+from core.io import atomic_write_text
 from core.logs import JsonlLogger
 from core.records import append_record, checkpoint_ref, make_record, read_records
 from downstream.classification.config import ClassificationConfig
@@ -29,8 +32,6 @@ from downstream.classification.linear import linear_probe
 from downstream.classification.tasks import (Task, balanced_subset, build_part, data_identity, resolve_tasks,
                                              split_indices)
 from downstream.classification.train import LabelView, evaluate, fit, train_transform
-from core.backbones import build_backbone
-from core.data.transforms import resize_center_crop
 
 log = logging.getLogger("downstream.classification")
 STAGE = "classification"
@@ -174,8 +175,8 @@ class Evaluator:
             return
         train, train_idx, test = self._image_parts(task)
         torch.manual_seed(self.cfg.seed)
-        head = nn.Linear(_feature_dim(bb.model), task.classes)
-        backbone = _copy(bb.model)
+        head = nn.Linear(bb.model.feature_dim, task.classes)
+        backbone = copy.deepcopy(bb.model)
         data = LabelView(train, task.label, train_idx, self._train_transform(cfg))
         fit(backbone, head, data, epochs=cfg.epochs, batch_size=cfg.batch_size, groups=[(list(head.parameters()), cfg.lr)],
             weight_decay=cfg.weight_decay, momentum=cfg.momentum, train_backbone=False, device=self.device,
@@ -199,7 +200,7 @@ class Evaluator:
                 continue
             self._save_subset(task, fraction, subset, subset_hash)
             torch.manual_seed(self.cfg.seed)
-            backbone, head = _copy(bb.model), nn.Linear(_feature_dim(bb.model), task.classes)
+            backbone, head = copy.deepcopy(bb.model), nn.Linear(bb.model.feature_dim, task.classes)
             data = LabelView(train, task.label, subset, self._train_transform(cfg))
             fit(backbone, head, data, epochs=cfg.epochs, batch_size=cfg.batch_size,
                 groups=[(list(backbone.parameters()), backbone_lr), (list(head.parameters()), head_lr)],
@@ -213,8 +214,6 @@ class Evaluator:
 
     def _save_subset(self, task: Task, fraction: float, subset: np.ndarray, digest: str) -> None:
         """Keep the exact subset beside the feature cache (a record names it by its hash)."""
-        from core.io import atomic_write_text
-
         path = Path(self.cfg.cache).parent / "subsets" / f"{task.dataset_name.replace('/', '_')}_{task.label}_" \
             f"{_percent(fraction)}_s{self.cfg.seed}_{digest[:12]}.json"
         if not path.exists():
@@ -258,7 +257,7 @@ class Evaluator:
         cfg = self.cfg.ceiling
         train, train_idx, test = self._image_parts(task)
         torch.manual_seed(self.cfg.seed)
-        head = nn.Linear(_feature_dim(bb.model), task.classes)
+        head = nn.Linear(bb.model.feature_dim, task.classes)
         data = LabelView(train, task.label, train_idx, self._eval_transform())
         fit(bb.model, head, data, epochs=cfg.epochs, batch_size=cfg.batch_size,
             groups=[(list(bb.model.parameters()) + list(head.parameters()), cfg.lr)], optimizer="adamw",
@@ -277,16 +276,6 @@ def _load_ceiling(path: Path, arch: str, base_width: int) -> nn.Module:
     model = build_backbone(arch, base_width)
     model.load_state_dict(load_checkpoint(path)["backbone"])
     return model.eval()
-
-
-def _feature_dim(model: nn.Module) -> int:
-    return model.feature_dim
-
-
-def _copy(model: nn.Module) -> nn.Module:
-    import copy
-
-    return copy.deepcopy(model)
 
 
 def _percent(fraction: float) -> str:

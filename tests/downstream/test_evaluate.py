@@ -170,3 +170,30 @@ def test_cli_evaluates_a_checkpoint_then_adds_nothing(tiny_shapes, tmp_path, rep
     second = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert "0 new records" in second.stdout and len(read_records(tmp_path / "r.jsonl")) == 2
     assert (tmp_path / "out" / "config.yaml").is_file()
+
+
+def write_colour_cifar(root, per_batch=24):
+    """A CIFAR-10 python layout whose 4 classes are 4 colours (plus noise): learnable from any features."""
+    import pickle
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    colours = np.array([[220, 30, 30], [30, 220, 30], [30, 30, 220], [220, 220, 30]])
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = rng.integers(0, 4, per_batch)
+        x = colours[labels][:, :, None, None] + rng.integers(-25, 25, (per_batch, 3, 32, 32))
+        with open(folder / name, "wb") as handle:
+            pickle.dump({b"data": np.clip(x, 0, 255).astype(np.uint8).reshape(per_batch, -1),
+                         b"labels": labels.tolist()}, handle)
+
+
+def test_data_set_without_validation_part(tmp_path):
+    write_colour_cifar(tmp_path)
+    data = DataConfig(dataset="cifar10", root=str(tmp_path), image_size=32, num_workers=0)
+    cfg = config(data, tmp_path, tasks=[])
+    assert Evaluator(cfg, tmp_path / "r.jsonl").evaluate_backbone(random_backbone("resnet18", 8, 0)) == 2
+    frame = read_records(tmp_path / "r.jsonl")
+    assert set(frame.dataset) == {"cifar10"} and set(frame.task) == {"class"}
+    assert set(frame.n_train) == {120} and set(frame.n_test) == {24}  # 108 train + 12 held out, all refit
+    assert (frame.value > 90).all()

@@ -1,0 +1,136 @@
+"""Train and evaluate one detection protocol with mmengine's Runner: protocol card + backbone -> metrics.
+
+The card (``downstream/detection/configs/<protocol>.py``) states the schedule, head, BN and data; this module
+composes the full mmengine config (model from ``models.detector_config``, COCO data sets, SGD with linear
+warm-up and steps), checks the backbone hand-off before the first step, trains, and evaluates in the same
+process (mmengine's own checkpoints do not load under ``weights_only``; see docs/detection-notes.md).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from mmengine.config import Config, ConfigDict
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+from downstream.detection.handoff import check_handoff, export_for_mmdet
+from downstream.detection.models import detector_config
+
+log = logging.getLogger("downstream.detection")
+CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def load_card(protocol: str | Path, overrides: dict[str, Any] | None = None) -> ConfigDict:
+    """A protocol card by id (``embedded-frcnn``) or path, with ``overrides`` merged in."""
+    path = Path(protocol)
+    if not path.suffix:
+        path = CONFIGS / f"{protocol}.py"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in CONFIGS.glob("*.py")))
+        raise FileNotFoundError(f"no protocol card {protocol!r}; known protocols: {known}")
+    card = Config.fromfile(str(path))
+    if overrides:
+        card.merge_from_dict(overrides)
+    return ConfigDict(card.to_dict())
+
+
+@HOOKS.register_module()
+class HandoffCheckHook(Hook):
+    """Before the first training step, fail unless the detector's ResNet holds the pretrained tensors."""
+
+    priority = "VERY_HIGH"
+
+    def __init__(self, weights_file: str):
+        self.weights_file = weights_file
+
+    def before_train(self, runner) -> None:
+        weights = torch.load(self.weights_file, map_location="cpu", weights_only=True)
+        model = getattr(runner.model, "module", runner.model)
+        checked = check_handoff(model, weights, source=self.weights_file)
+        runner.logger.info(f"hand-off check: {checked} ResNet tensors equal {self.weights_file}")
+
+
+def coco_part(image_dir: str | Path, ann_file: str | Path) -> dict[str, Any]:
+    """One COCO part: its images folder, annotation file and class names (in category-id order)."""
+    categories = json.loads(Path(ann_file).read_text())["categories"]
+    classes = tuple(c["name"] for c in sorted(categories, key=lambda c: c["id"]))
+    return {"img": str(image_dir), "ann": str(ann_file), "classes": classes}
+
+
+def factorshapes_parts(card: ConfigDict, root: str | None = None) -> dict[str, dict[str, Any]]:
+    """The train and val parts of the card's FactorShapes det split (generated on first use)."""
+    from core.data import default_data_root
+    from core.data.factorshapes import coco_files, ensure_split
+
+    spec = card.data
+    parts = {}
+    for part in ("train", "val"):
+        folder = ensure_split(root or default_data_root(), spec.split, part, spec.get("n"), spec.image_size, 0)
+        files = coco_files(folder)
+        if spec.categories not in files:
+            raise ValueError(f"no '{spec.categories}' categories for split {spec.split}; choose one of {', '.join(files)}")
+        parts[part] = coco_part(folder / "images", files[spec.categories])
+    return parts
+
+
+def _dataset(part: dict[str, Any], pipeline: list, test_mode: bool) -> dict[str, Any]:
+    return dict(type="CocoDataset", data_root="", ann_file=part["ann"], data_prefix=dict(img=part["img"] + "/"),
+                metainfo=dict(classes=part["classes"]), test_mode=test_mode, pipeline=pipeline,
+                filter_cfg=None if test_mode else dict(filter_empty_gt=True, min_size=1))
+
+
+def mmengine_config(card: ConfigDict, parts: dict[str, dict[str, Any]], arch: str, base_width: int,
+                    pretrained: str | None, work_dir: str | Path, seed: int, workers: int = 0) -> Config:
+    """The complete mmengine config of one run."""
+    masks = bool(card.masks)
+    load = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations", with_bbox=True, with_mask=masks)]
+    resize = dict(type="Resize", scale=tuple(card.image_scale), keep_ratio=True)
+    train_pipeline = load + [resize, *card.train_augment, dict(type="PackDetInputs")]
+    test_pipeline = [load[0], resize, load[1], dict(
+        type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor"))]
+    model = detector_config(arch, base_width, len(parts["train"]["classes"]), card.head, masks, pretrained,
+                            card.norm, card.frozen_stages, card.norm_eval)
+    loader = dict(num_workers=workers, persistent_workers=workers > 0)
+    hooks = [dict(type="HandoffCheckHook", weights_file=pretrained)] if pretrained else []
+    return Config(dict(
+        default_scope="mmdet", model=model, work_dir=str(work_dir), custom_hooks=hooks,
+        train_dataloader=dict(batch_size=card.batch_size, sampler=dict(type="InfiniteSampler", shuffle=True),
+                              batch_sampler=dict(type="AspectRatioBatchSampler"),
+                              dataset=_dataset(parts["train"], train_pipeline, False), **loader),
+        val_dataloader=dict(batch_size=card.batch_size, drop_last=False, sampler=dict(type="DefaultSampler", shuffle=False),
+                            dataset=_dataset(parts["val"], test_pipeline, True), **loader),
+        val_evaluator=dict(type="CocoMetric", ann_file=parts["val"]["ann"], metric=list(card.metrics)),
+        train_cfg=dict(type="IterBasedTrainLoop", max_iters=card.max_iters, val_interval=card.max_iters + 1),
+        val_cfg=dict(type="ValLoop"),
+        optim_wrapper=dict(type="OptimWrapper", optimizer=dict(type="SGD", lr=card.lr, momentum=card.momentum,
+                                                               weight_decay=card.weight_decay)),
+        param_scheduler=[
+            dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0, end=max(1, card.warmup_iters)),
+            dict(type="MultiStepLR", by_epoch=False, begin=0, end=card.max_iters, milestones=list(card.milestones),
+                 gamma=0.1)],
+        default_hooks=dict(timer=dict(type="IterTimerHook"), logger=dict(type="LoggerHook", interval=20),
+                           param_scheduler=dict(type="ParamSchedulerHook"),
+                           checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=card.max_iters,
+                                           max_keep_ckpts=1),
+                           sampler_seed=dict(type="DistSamplerSeedHook")),
+        log_processor=dict(type="LogProcessor", window_size=20, by_epoch=False),
+        env_cfg=dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
+                     dist_cfg=dict(backend="nccl" if torch.cuda.is_available() else "gloo")),
+        randomness=dict(seed=seed, deterministic=False), launcher="none", log_level="INFO"))
+
+
+def run(card: ConfigDict, parts: dict[str, dict[str, Any]], ckpt: str | Path | None, arch: str, base_width: int,
+        work_dir: str | Path, seed: int = 0) -> dict[str, float]:
+    """Train the card's detector from ``ckpt``'s backbone (None: random init) and return the val metrics."""
+    from mmengine.runner import Runner
+
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    pretrained = str(export_for_mmdet(ckpt, work_dir / "backbone.pth")[0]) if ckpt is not None else None
+    runner = Runner.from_cfg(mmengine_config(card, parts, arch, base_width, pretrained, work_dir, seed))
+    runner.train()
+    return runner.val()

@@ -18,7 +18,7 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
 from downstream.detection.handoff import check_handoff, export_for_mmdet
-from downstream.detection.models import detector_config
+from downstream.detection.models import detector_config, shrink_fpn_heads
 
 log = logging.getLogger("downstream.detection")
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -94,6 +94,8 @@ def mmengine_config(card: ConfigDict, parts: dict[str, dict[str, Any]], arch: st
         type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor"))]
     model = detector_config(arch, base_width, len(parts["train"]["classes"]), card.head, masks, pretrained,
                             card.norm, card.frozen_stages, card.norm_eval)
+    if card.get("heads"):
+        model = shrink_fpn_heads(model, **card.heads)
     loader = dict(num_workers=workers, persistent_workers=workers > 0)
     hooks = [dict(type="HandoffCheckHook", weights_file=pretrained)] if pretrained else []
     return Config(dict(

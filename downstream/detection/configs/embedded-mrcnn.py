@@ -1,26 +1,6 @@
-# Protocol card `embedded-mrcnn`: Mask R-CNN + FPN on the FactorShapes `det` split (128 px, 2,000 train /
-# 500 val images, 1-6 objects each), every backbone layer trained with plain BN, a few hundred iterations on
-# CPU. Categories: `shape` by default; `color`, `orient` (and `chiral` on det-upright) are the other COCO files.
-# Flips and photometric distortion are off: a flip turns a chiral shape into its mirror, colour distortion
-# changes the `color` category, and the shape classes include chiral ones.
-# Read by downstream.detection (mmengine Config.fromfile); keys are overridable with --set.
+# Protocol card `embedded-mrcnn`: Mask R-CNN + FPN under the schedule, data and CPU-scale heads of
+# `embedded-frcnn` (see there); scored by box and mask AP on the FactorShapes `det` val part.
+_base_ = ["./embedded-frcnn.py"]
 protocol = "embedded-mrcnn"
-head = "fpn"
 masks = True
-norm = "BN"            # "SyncBN" under torchrun with several GPUs; on CPU it is plain BN
-frozen_stages = -1     # nothing frozen (MoCo's transfer protocol)
-norm_eval = False
-data = dict(type="factorshapes", split="det", categories="shape", image_size=128)
-max_iters = 300
-warmup_iters = 50
-milestones = [225, 275]
-batch_size = 8
-lr = 0.01              # 0.02 at batch 16, scaled linearly
-momentum = 0.9
-weight_decay = 1e-4
-image_scale = (128, 128)
-train_augment = []     # no flip, no photometric distortion (see above)
-# CPU-scale heads (models.shrink_fpn_heads): mmdet's 256-channel FPN, 1024-wide box head and 1,000 test
-# proposals per image make one evaluation of the 500 val images take many minutes on 2 cores.
-heads = dict(neck_channels=64, fc_channels=256, rpn_train_proposals=300, rpn_test_proposals=100, roi_samples=128)
 metrics = ["bbox", "segm"]

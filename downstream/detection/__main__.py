@@ -70,9 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    from core.checkpoint_import import import_backbone
     from downstream.classification.__main__ import parse_arch
-    from downstream.classification.features import load_backbone
+    from downstream.classification.features import load_backbone, random_backbone
     from downstream.detection.runner import factorshapes_parts, load_card, run
 
     try:
@@ -83,31 +82,25 @@ def main(argv: list[str] | None = None) -> int:
         card = load_card(args.protocol, overrides)
         records = args.records or Path("results/records") / f"{'segmentation' if card.masks else 'detection'}.jsonl"
         parts = factorshapes_parts(card, args.data_root)
-        runs = []
-        for ckpt in args.ckpt:
-            _, report = import_backbone(ckpt)
-            runs.append((ckpt, report.arch, report.base_width))
+        runs = [load_backbone(ckpt) for ckpt in args.ckpt]  # each checkpoint read once
         if args.floor:
-            archs = {(a, w) for _, a, w in runs} or ({parse_arch(args.arch)} if args.arch else set())
+            archs = {(bb.arch, bb.base_width) for bb in runs} or ({parse_arch(args.arch)} if args.arch else set())
             if not archs:
                 parser.error("--floor needs a --ckpt or --arch to know the architecture")
-            runs += [(None, a, w) for a, w in sorted(archs)]
+            runs += [random_backbone(a, w, args.seed) for a, w in sorted(archs)]
         if not runs:
             parser.error("nothing to train: give --ckpt and/or --floor")
         n_train, n_test = (len(json.loads(Path(parts[p]["ann"]).read_text())["images"]) for p in ("train", "val"))
-        for ckpt, arch, width in runs:
-            bb = load_backbone(ckpt) if ckpt else None
-            method = bb.method if bb else "random-init"
-            label = f"{method}_{arch}w{width}".replace(":", "-")
+        for bb in runs:
+            label = f"{bb.method}_{bb.arch}w{bb.base_width}".replace(":", "-")
             start = time.time()
-            metrics = run(card, parts, ckpt, arch, width, args.out / f"{card.protocol}_{label}_s{args.seed}", args.seed)
-            arch_label = arch if width == 64 else f"{arch}w{width}"
-            written = record_runs(card, metrics, method=method, arch=arch_label, ckpt=ckpt, seed=args.seed,
-                                  records=records, n_train=n_train, n_test=n_test,
-                                  epochs=bb.pretrain_epochs if bb else 0)
+            metrics = run(card, parts, bb.ckpt, bb.arch, bb.base_width,
+                          args.out / f"{card.protocol}_{label}_s{args.seed}", args.seed)
+            written = record_runs(card, metrics, method=bb.method, arch=bb.arch_label, ckpt=bb.ckpt, seed=args.seed,
+                                  records=records, n_train=n_train, n_test=n_test, epochs=bb.pretrain_epochs)
             summary = ", ".join(f"{k.split('/')[1]} {100 * v:.1f}" for k, v in metrics.items() if "mAP" in k
                                 and not k.endswith(("_s", "_m", "_l")))
-            print(f"{card.protocol} {method} {arch_label}: {summary} ({written} records, {time.time() - start:.0f} s)")
+            print(f"{card.protocol} {bb.method} {bb.arch_label}: {summary} ({written} records, {time.time() - start:.0f} s)")
     except (ConfigError, CheckpointError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

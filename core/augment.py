@@ -254,66 +254,170 @@ def blur_kernel_size(sigma: float, height: int, width: int) -> int:
     return max(1, min(size, limit))
 
 
-def _check_params(params: torch.Tensor) -> list[float]:
-    if not isinstance(params, torch.Tensor) or params.shape != (PARAM_DIM,):
+def _check_batch(images: Sequence[torch.Tensor] | torch.Tensor, params: torch.Tensor, out_size: int) -> torch.Tensor:
+    if not isinstance(params, torch.Tensor) or params.ndim != 2 or params.shape[1] != PARAM_DIM:
         shape = tuple(params.shape) if isinstance(params, torch.Tensor) else type(params).__name__
-        raise ValueError(f"params must be a tensor of shape [{PARAM_DIM}], got {shape}")
+        raise ValueError(f"params must be a tensor of shape [N, {PARAM_DIM}], got {shape}")
+    if len(images) != params.shape[0]:
+        raise ValueError(f"{len(images)} images but {params.shape[0]} parameter rows: give one row per image")
+    for image in images:
+        if (not isinstance(image, torch.Tensor) or image.dtype != torch.uint8 or image.ndim != 3
+                or image.shape[0] != 3):
+            what = f"{image.dtype} {tuple(image.shape)}" if isinstance(image, torch.Tensor) else type(image).__name__
+            raise ValueError(f"image must be a uint8 tensor [3, H, W], got {what}")
+    if isinstance(out_size, bool) or int(out_size) < 1:
+        raise ValueError(f"out_size must be positive, got {out_size}")
     # float32 first, so that float64 or list round trips of a recorded vector give the same pixels.
-    return params.detach().to("cpu", torch.float32).double().tolist()
+    p = params.detach().to("cpu", torch.float32)
+    jitter = p[:, PARAM_SLICES["color_jitter"]]
+    on = jitter[:, 0] >= 0.5
+    order = jitter[:, 5].round()
+    if bool((on & ((order < 0) | (order >= len(JITTER_ORDERS)))).any()):
+        raise ValueError(f"color_jitter.order must be an index in 0..{len(JITTER_ORDERS) - 1}, "
+                         f"got {jitter[on, 5].tolist()}")
+    if bool((on & (jitter[:, 4].abs() > 0.5)).any()):
+        raise ValueError(f"color_jitter.hue must be a shift in [-0.5, 0.5] turns, got {jitter[on, 4].tolist()}")
+    return p
+
+
+def _crops(images: Sequence[torch.Tensor], p: torch.Tensor, out_size: int, interpolation: str) -> torch.Tensor:
+    """Each image's recorded box, resized to ``out_size`` (antialiased, on uint8): [N, 3, S, S] uint8."""
+    out = []
+    for image, (top, left, h, w) in zip(images, p[:, PARAM_SLICES["crop"]].double().tolist()):
+        height, width = image.shape[-2:]
+        ch = min(max(int(round(h * height)), 1), height)
+        cw = min(max(int(round(w * width)), 1), width)
+        ct = min(max(int(round(top * height)), 0), height - ch)
+        cl = min(max(int(round(left * width)), 0), width - cw)
+        out.append(F.resized_crop(image, ct, cl, ch, cw, [out_size, out_size], interpolation=interpolation,
+                                  antialias=True))
+    return torch.stack(out)
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601 luma of float images [n, 3, H, W] -> [n, 1, H, W] (torchvision's weights)."""
+    r, g, b = x.unbind(-3)
+    return r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).unsqueeze(-3)
+
+
+def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """``factor * x + (1 - factor) * other`` in [0, 1]; ``factor`` [n] is one value per image."""
+    f = factor.view(-1, 1, 1, 1)
+    return (x * f + other * (1.0 - f)).clamp_(0.0, 1.0)
+
+
+def _shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the HSV hue of float images [n, 3, H, W] by ``shift`` [n] turns (value and saturation kept)."""
+    value, _ = x.max(-3)
+    low, _ = x.min(-3)
+    chroma = value - low
+    safe = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
+    r, g, b = x.unbind(-3)
+    # Hue in sixths of a turn, from whichever channel is largest (red first on ties, as PIL).
+    hue = torch.where(value == r, (g - b) / safe,
+                      torch.where(value == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe))
+    hue = torch.where(chroma > 0, hue, torch.zeros_like(hue))
+    hue = torch.remainder(hue / 6.0 + shift.view(-1, 1, 1), 1.0)
+    # Back to RGB: each channel n in (5, 3, 1) is value - chroma * clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6.
+    channels = []
+    for n in (5.0, 3.0, 1.0):
+        k = torch.remainder(n + hue * 6.0, 6.0)
+        channels.append(value - chroma * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0))
+    return torch.stack(channels, dim=-3).clamp_(0.0, 1.0)
+
+
+def _jitter_subop(x: torch.Tensor, sub: int, factor: torch.Tensor) -> torch.Tensor:
+    if sub == 0:  # brightness: blend with black
+        return (x * factor.view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
+    if sub == 1:  # contrast: blend with the mean luma of each image
+        return _blend(x, _gray(x).mean(dim=(-3, -2, -1), keepdim=True), factor)
+    if sub == 2:  # saturation: blend with the image's own luma
+        return _blend(x, _gray(x), factor)
+    return _shift_hue(x, factor)
+
+
+def _color_jitter(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Per image: brightness, contrast, saturation and hue in the recorded order, neutral factors skipped."""
+    jitter = p[:, PARAM_SLICES["color_jitter"]]
+    on = jitter[:, 0] >= 0.5
+    if not bool(on.any()):
+        return x
+    factors = jitter[:, 1:5]
+    neutral = torch.tensor(NEUTRAL["color_jitter"][1:5])
+    orders = torch.tensor(JITTER_ORDERS)[jitter[:, 5].round().long().clamp(0, len(JITTER_ORDERS) - 1)]
+    for position in range(4):
+        for sub in range(4):
+            rows = (on & (orders[:, position] == sub) & (factors[:, sub] != neutral[sub])).nonzero().flatten()
+            if len(rows):
+                x[rows] = _jitter_subop(x[rows], sub, factors[rows, sub])
+    return x
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur of [n, 3, S, S] with one sigma and kernel radius per image, reflect padding.
+
+    Taps are accumulated one at a time with per-image weights (zero beyond an image's own radius), so an
+    image's result does not depend on which other images share the batch."""
+    reach = int(radius.max())
+    taps = torch.arange(-reach, reach + 1, dtype=torch.float32)
+    weights = torch.exp(-0.5 * (taps[None] / sigma[:, None]) ** 2) * (taps.abs()[None] <= radius[:, None])
+    total = torch.zeros_like(sigma)
+    for column in weights.unbind(1):
+        total = total + column
+    weights = (weights / total[:, None]).view(len(sigma), -1, 1, 1, 1)
+    size = x.shape[-1]
+    for dim in (-1, -2):
+        padded = torch.nn.functional.pad(x, (reach, reach, 0, 0) if dim == -1 else (0, 0, reach, reach),
+                                         mode="reflect")
+        out = torch.zeros_like(x)
+        for i in range(2 * reach + 1):
+            out += weights[:, i] * padded.narrow(dim, i, size)
+        x = out
+    return x
+
+
+def _blur(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    applied, sigma = p[:, PARAM_SLICES["blur"]].unbind(-1)
+    size = x.shape[-1]
+    kernel = torch.tensor([blur_kernel_size(s, size, size) if s > 0 else 1 for s in sigma.double().tolist()])
+    rows = ((applied >= 0.5) & (sigma > 0) & (kernel > 1)).nonzero().flatten()
+    if len(rows):
+        x[rows] = _gaussian_blur(x[rows], sigma[rows], kernel[rows] // 2)
+    return x
+
+
+def render_views(images: Sequence[torch.Tensor] | torch.Tensor, params: torch.Tensor, out_size: int,
+                 interpolation: str = DEFAULT_INTERPOLATION) -> torch.Tensor:
+    """Render a batch of views: ``images[i]`` uint8 [3, H, W] (sizes may differ) and ``params`` [N, P]
+    -> uint8 [N, 3, out_size, out_size].
+
+    Crops are resized per image (antialiased, uint8); flip, colour jitter, grayscale and blur then run on
+    the whole batch in float with per-image parameters, and one rounding back to uint8 precedes solarize.
+    Every step treats an image on its own, so a view's pixels are the same whatever batch renders it.
+    """
+    p = _check_batch(images, params, out_size)
+    s = PARAM_SLICES
+    views = _crops(images, p, out_size, interpolation)
+    flip = (p[:, s["flip"]][:, 0] >= 0.5).nonzero().flatten()
+    views[flip] = views[flip].flip(-1)
+    x = views.float().div_(255.0)
+    x = _color_jitter(x, p)
+    gray = (p[:, s["grayscale"]][:, 0] >= 0.5).nonzero().flatten()
+    x[gray] = _gray(x[gray]).expand(-1, 3, -1, -1)
+    x = _blur(x, p)
+    views = x.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
+    solar = (p[:, s["solarize"]][:, 0] >= 0.5).nonzero().flatten()
+    views[solar] = torch.where(views[solar] >= SOLARIZE_THRESHOLD, 255 - views[solar], views[solar])
+    return views
 
 
 def apply_params(image: torch.Tensor, params: torch.Tensor, out_size: int,
                  interpolation: str = DEFAULT_INTERPOLATION) -> torch.Tensor:
-    """Render a view: uint8 ``[3, H, W]`` -> uint8 ``[3, out_size, out_size]``, determined by ``params`` alone."""
-    if not isinstance(image, torch.Tensor) or image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
-        what = f"{image.dtype} {tuple(image.shape)}" if isinstance(image, torch.Tensor) else type(image).__name__
-        raise ValueError(f"image must be a uint8 tensor [3, H, W], got {what}")
-    if int(out_size) < 1:
-        raise ValueError(f"out_size must be positive, got {out_size}")
-    p = _check_params(params)
-    s = PARAM_SLICES
-    height, width = image.shape[-2:]
-
-    top, left, h, w = p[s["crop"]]
-    ch = min(max(int(round(h * height)), 1), height)
-    cw = min(max(int(round(w * width)), 1), width)
-    ct = min(max(int(round(top * height)), 0), height - ch)
-    cl = min(max(int(round(left * width)), 0), width - cw)
-    out = F.resized_crop(image, ct, cl, ch, cw, [out_size, out_size], interpolation=interpolation, antialias=True)
-
-    if p[s["flip"]][0] >= 0.5:
-        out = F.horizontal_flip(out)
-
-    applied, brightness, contrast, saturation, hue, order = p[s["color_jitter"]]
-    if applied >= 0.5:
-        index = int(round(order))
-        if not 0 <= index < len(JITTER_ORDERS):
-            raise ValueError(f"color_jitter.order must be an index in 0..{len(JITTER_ORDERS) - 1}, got {order}")
-        if not -0.5 <= hue <= 0.5:
-            raise ValueError(f"color_jitter.hue must be a shift in [-0.5, 0.5] turns, got {hue}")
-        for sub in JITTER_ORDERS[index]:
-            # A neutral factor is skipped: the identity, and exactly so (hue's HSV round trip is not).
-            if sub == 0 and brightness != 1.0:
-                out = F.adjust_brightness(out, brightness)
-            elif sub == 1 and contrast != 1.0:
-                out = F.adjust_contrast(out, contrast)
-            elif sub == 2 and saturation != 1.0:
-                out = F.adjust_saturation(out, saturation)
-            elif sub == 3 and hue != 0.0:
-                out = F.adjust_hue(out, hue)
-
-    if p[s["grayscale"]][0] >= 0.5:
-        out = F.rgb_to_grayscale(out, num_output_channels=3)
-
-    applied, sigma = p[s["blur"]]
-    if applied >= 0.5 and sigma > 0.0:
-        k = blur_kernel_size(sigma, out_size, out_size)
-        if k > 1:
-            out = F.gaussian_blur(out, [k, k], [sigma, sigma])
-
-    if p[s["solarize"]][0] >= 0.5:
-        out = F.solarize(out, SOLARIZE_THRESHOLD)
-    return out
+    """Render one view: uint8 ``[3, H, W]`` -> uint8 ``[3, out_size, out_size]``, determined by ``params`` alone."""
+    if not isinstance(params, torch.Tensor) or params.shape != (PARAM_DIM,):
+        shape = tuple(params.shape) if isinstance(params, torch.Tensor) else type(params).__name__
+        raise ValueError(f"params must be a tensor of shape [{PARAM_DIM}], got {shape}")
+    return render_views([image], params[None], out_size, interpolation)[0]
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -341,7 +445,9 @@ def with_ops_from(base: torch.Tensor, other: torch.Tensor, ops: Iterable[str]) -
 
 def describe(params: torch.Tensor) -> dict[str, float]:
     """``{"crop.top": ..., ...}``: the parameter vector by name, for logs."""
-    return dict(zip(PARAM_NAMES, _check_params(params)))
+    if not isinstance(params, torch.Tensor) or params.shape != (PARAM_DIM,):
+        raise ValueError(f"params must be a tensor of shape [{PARAM_DIM}], got {getattr(params, 'shape', params)!r}")
+    return dict(zip(PARAM_NAMES, params.detach().to("cpu", torch.float32).double().tolist()))
 
 
 class Augment:
@@ -360,6 +466,10 @@ class Augment:
 
     def __call__(self, image: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         return apply_params(image, params, self.out_size, self.interpolation)
+
+    def render(self, images: Sequence[torch.Tensor], params: torch.Tensor) -> torch.Tensor:
+        """Many views at once: ``images[i]`` with ``params[i]`` -> uint8 [N, 3, S, S] (same pixels as ``__call__``)."""
+        return render_views(images, params, self.out_size, self.interpolation)
 
     def __repr__(self) -> str:
         return f"Augment(out_size={self.out_size}, ops={list(self.cfg.ops)}, interpolation={self.interpolation!r})"

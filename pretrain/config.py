@@ -62,7 +62,7 @@ class PretrainTrainConfig(TrainConfig):
     #: Keep epoch_<n>.pt every N epochs besides last.pt (0: keep none).
     keep_every: int = 0
     log_every: int = 10
-    #: CUDA only: autocast dtype, channels_last memory format, SyncBatchNorm across GPUs.
+    #: CUDA only: autocast dtype and SyncBatchNorm across GPUs. channels_last applies on CPU too (oneDNN).
     amp: Literal["none", "bf16", "fp16"] = "bf16"
     channels_last: bool = True
     sync_bn: bool = True

@@ -28,9 +28,23 @@ class ViewDataset(Dataset):
         return len(self.images)
 
     def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor]:
-        epoch, index = divmod(int(key), len(self.images))
-        image, _ = self.images[index]
-        return self.views(image, sample_generator(self.seed, epoch, index))
+        views, params = self.__getitems__([key])
+        return views[0], params[0]
+
+    def __getitems__(self, keys: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A whole batch, rendered at once (the DataLoader calls this with a batch's keys): views
+        [B, V, 3, S, S] uint8 and parameters [B, V, P]; the same pixels as one key at a time."""
+        images, generators = [], []
+        for key in keys:
+            epoch, index = divmod(int(key), len(self.images))
+            images.append(self.images[index][0])
+            generators.append(sample_generator(self.seed, epoch, index))
+        return self.views.batch(images, generators)
+
+
+def collate_rendered(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The DataLoader's collate for ``ViewDataset``: ``__getitems__`` already returns stacked tensors."""
+    return batch
 
 
 class EpochSampler(Sampler[int]):

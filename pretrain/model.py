@@ -80,7 +80,7 @@ class PretrainModel(nn.Module):
                                  if uncertainty else None)
 
     def forward(self, views: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``views`` [V, B, 3, H, W] float -> ``z`` [V, B, d], optional ``masks`` [K, d], ``log_var`` [V, B, K].
+        """``views`` [V, B, 3, H, W] float (or a list of V [B, 3, H, W]) -> ``z`` [V, B, d], optional ``masks`` [K, d], ``log_var`` [V, B, K].
 
         Each view goes through the network on its own, as in the official VICReg code, so BatchNorm
         statistics are per view."""

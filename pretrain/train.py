@@ -20,7 +20,7 @@ from core.io import atomic_torch_save
 from core.logs import JsonlLogger, progress_bar
 from core.seeding import rng_state, seed_everything, set_rng_state, worker_init_fn
 from pretrain.config import PretrainConfig
-from pretrain.data import EpochSampler, ViewDataset
+from pretrain.data import EpochSampler, ViewDataset, collate_rendered
 from pretrain.losses import MASTLoss, VICRegLoss
 from pretrain.model import PretrainModel
 from pretrain.optim import build_optimizer, lr_factor, set_lr
@@ -117,11 +117,12 @@ class Trainer:
         self.sampler = EpochSampler(len(images), cfg.train.batch_size // world, cfg.seed, self.info.rank, world)
         self.loader = torch.utils.data.DataLoader(
             ViewDataset(images, self.views, cfg.seed), batch_size=cfg.train.batch_size // world,
-            sampler=self.sampler, num_workers=cfg.data.num_workers, worker_init_fn=worker_init_fn,
+            sampler=self.sampler, collate_fn=collate_rendered, num_workers=cfg.data.num_workers,
+            worker_init_fn=worker_init_fn,
             pin_memory=self.device.type == "cuda", persistent_workers=cfg.data.num_workers > 0, drop_last=True)
         self.model = build_model(cfg, len(self.ops)).to(self.device)
         self.cuda = self.device.type == "cuda"
-        if self.cuda and cfg.train.channels_last:
+        if cfg.train.channels_last:  # faster convolutions on CUDA and on CPU (oneDNN) alike
             self.model = self.model.to(memory_format=torch.channels_last)
         if self.cuda and world > 1 and cfg.train.sync_bn:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
@@ -164,12 +165,11 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ steps
     def train_step(self, views: torch.Tensor, params: torch.Tensor) -> dict[str, Any]:
         views = views.to(self.device, non_blocking=True).transpose(0, 1)  # [V, B, 3, S, S]
-        images = torch.stack([to_float(v) for v in views])
-        if self.cuda and self.cfg.train.channels_last:
-            images = torch.stack([v.contiguous(memory_format=torch.channels_last) for v in images])
+        memory = torch.channels_last if self.cfg.train.channels_last else torch.contiguous_format
+        images = [to_float(v).contiguous(memory_format=memory) for v in views]
         set_lr(self.optimizer, lr_factor(self.step, self.total_steps, self.warmup_steps))
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            out = self.net(images)
+            out = self.net(images)  # a list of V tensors [B, 3, S, S]
         z = out["z"].float()
         strengths = None
         if self.cfg.method == "vicreg":

@@ -76,8 +76,19 @@ class ViewMaker:
 
     def __call__(self, image: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 [3, H, W] -> (views uint8 [V, 3, S, S], params float [V, P])."""
-        params = self.sample(generator, image.shape[-2], image.shape[-1])
-        return torch.stack([self.augment(image, p) for p in params]), params
+        views, params = self.batch([image], [generator])
+        return views[0], params[0]
+
+    def batch(self, images: list[torch.Tensor], generators: list[torch.Generator]
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Views of many images at once, ``generators[i]`` drawing image i's parameters:
+        (views uint8 [B, V, 3, S, S], params float [B, V, P]); pixels equal those of one image at a time."""
+        params = torch.stack([self.sample(g, image.shape[-2], image.shape[-1])
+                              for image, g in zip(images, generators)])
+        count, views = params.shape[:2]
+        sources = [image for image in images for _ in range(views)]
+        rendered = self.augment.render(sources, params.flatten(0, 1))
+        return rendered.unflatten(0, (count, views)), params
 
 
 def _field(params: torch.Tensor, op: str, index: int) -> torch.Tensor:

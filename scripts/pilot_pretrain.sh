@@ -16,6 +16,8 @@ declare -A VARIANT=(
   # A lever for `shape` (docs/defaults.md): twice the steps at the same epochs and about the same time.
   [vicreg_b64]="configs/pretrain/vicreg_r18w16_b128_16e_shapes.yaml|train.batch_size=64"
   [mast_b64]="configs/pretrain/mast_r18w16_b128_16e_shapes.yaml|train.batch_size=64"
+  # The hue question (docs/defaults.md): jitter hue over the whole colour circle instead of +/- 0.1 turn.
+  [vicreg_hue05]="configs/pretrain/vicreg_r18w16_b128_16e_shapes.yaml|augment.hue=0.5"
 )
 for seed in $SEEDS; do
   for name in $VARIANTS; do

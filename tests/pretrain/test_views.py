@@ -353,6 +353,26 @@ def test_view_dataset_keys_decode_epoch_and_index():
     assert torch.equal(views, views_again) and torch.equal(p, p_again)
 
 
+def test_loader_batches_equal_per_key_views_with_and_without_workers():
+    """The DataLoader renders whole batches (__getitems__); pixels match one key at a time, any worker count."""
+    from torch.utils.data import DataLoader
+
+    from pretrain.data import collate_rendered
+
+    data = ViewDataset(_TinyImages(12), ViewMaker(AugmentConfig(), ViewsConfig(), OUT), seed=5)
+    keys = [13, 2, 7, 20, 5, 11]
+    batches = []
+    for workers in (0, 2):
+        loader = DataLoader(data, batch_size=3, sampler=keys, collate_fn=collate_rendered, num_workers=workers)
+        batches.append([b for b in loader])
+    for (views_0, p_0), (views_2, p_2) in zip(*batches):
+        assert views_0.shape == (3, 2, 3, OUT, OUT) and torch.equal(views_0, views_2) and torch.equal(p_0, p_2)
+    first_views, first_params = batches[0][0]
+    for row, key in enumerate(keys[:3]):
+        views, p = data[key]
+        assert torch.equal(first_views[row], views) and torch.equal(first_params[row], p)
+
+
 # ------------------------------------------------------------------------------------------- epoch sampler
 def test_epoch_sampler_keys_unique_and_in_epoch():
     size = 37

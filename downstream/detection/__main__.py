@@ -3,8 +3,11 @@
   python -m downstream.detection --protocol embedded-frcnn --ckpt CKPT [--floor] [--set key=value ...]
   python -m downstream.detection --protocol embedded-mrcnn --ckpt CKPT --set categories=color
 
-Protocol cards live in downstream/detection/configs/ (embedded-frcnn, embedded-mrcnn: FactorShapes `det`;
---set overrides any card key, e.g. max_iters=600 data.categories=orient). --ckpt takes any checkpoint the
+Protocol cards live in downstream/detection/configs/: embedded-frcnn, embedded-mrcnn (FactorShapes `det`,
+CPU minutes), voc0712-frcnn-c4-24k (VOCdevkit folder), coco-mrcnn-fpn-1x and coco-mrcnn-c4-1x (COCO folder).
+--set overrides any card key, e.g. max_iters=600 data.categories=orient data.root=/data/coco. Several GPUs:
+torchrun --nproc_per_node 8 -m downstream.detection ... (mmengine's pytorch launcher, SyncBN kept; batch_size
+in the card is the total over processes). Runs whose records exist are skipped unless --force. --ckpt takes any checkpoint the
 importer accepts; its backbone is exported to the file mmdet's Pretrained init loads, and training starts only
 after a check that every ResNet tensor of the detector equals it. --floor also trains a random-init backbone
 of the same architecture under the same schedule. Each run keeps mmdet's logs and final weights under
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,7 +26,22 @@ from core.checkpoints import CheckpointError
 from core.config import ConfigError, parse_override
 from core.logs import setup_logging
 
-METRICS = {"bbox": "box", "segm": "mask"}
+#: mmdet metric keys -> record metric names: COCO box/mask AP, AP50, AP75; VOC (pascal_voc/) box AP over
+#: IoU 0.50:0.95 (11-point AP per threshold), AP50 and AP75.
+METRIC_KEYS = {"coco/bbox_mAP": "box_AP", "coco/bbox_mAP_50": "box_AP50", "coco/bbox_mAP_75": "box_AP75",
+               "coco/segm_mAP": "mask_AP", "coco/segm_mAP_50": "mask_AP50", "coco/segm_mAP_75": "mask_AP75",
+               "pascal_voc/mAP": "box_AP", "pascal_voc/AP50": "box_AP50", "pascal_voc/AP75": "box_AP75"}
+
+
+def dataset_name(card) -> str:
+    return f"factorshapes/{card.data.split}" if card.data.type == "factorshapes" else card.data.get("name", card.data.type)
+
+
+def part_size(part: dict) -> int:
+    """Images in a part: COCO annotation file entries, or lines of the VOC image-set files."""
+    if part["kind"] == "coco":
+        return len(json.loads(Path(part["ann"]).read_text())["images"])
+    return sum(len(Path(part["root"], s).read_text().split()) for s in part["sets"])
 
 
 def record_runs(card, metrics: dict[str, float], *, method: str, arch: str, ckpt, seed: int, records: Path,
@@ -37,20 +56,38 @@ def record_runs(card, metrics: dict[str, float], *, method: str, arch: str, ckpt
     versions = {"torch": torch.__version__, "mmcv": mmcv.__version__, "mmdet": mmdet.__version__}
     stage = "segmentation" if card.masks else "detection"
     written = 0
-    for kind, label in METRICS.items():
-        for suffix, name in (("mAP", "AP"), ("mAP_50", "AP50"), ("mAP_75", "AP75")):
-            key = f"coco/{kind}_{suffix}"
-            if key not in metrics:
-                continue
-            append_record(records, make_record(
-                stage=stage, method=method, arch=arch, pretrain_ckpt=checkpoint_ref(ckpt), pretrain_epochs=epochs,
-                dataset=f"factorshapes/{card.data.split}" if card.data.type == "factorshapes" else card.data.type,
-                task=card.data.get("categories", "objects"), protocol=card.protocol, seed=seed,
-                metric=f"{label}_{name}", value=100 * float(metrics[key]), n_train=n_train, n_test=n_test,
-                config={k: v for k, v in card.to_dict().items() if k not in ("train_augment",)},
-                record_versions=versions))
-            written += 1
+    for key, name in METRIC_KEYS.items():
+        if key not in metrics:
+            continue
+        value = 100 * float(metrics[key])  # both metrics report fractions
+        append_record(records, make_record(
+            stage=stage, method=method, arch=arch, pretrain_ckpt=checkpoint_ref(ckpt), pretrain_epochs=epochs,
+            dataset=dataset_name(card), task=card.data.get("categories", "objects"), protocol=card.protocol,
+            seed=seed, metric=name, value=value, n_train=n_train, n_test=n_test,
+            config={k: v for k, v in card.to_dict().items() if k not in ("train_augment",)},
+            record_versions=versions))
+        written += 1
     return written
+
+
+def already_recorded(records: Path, card, bb, seed: int) -> bool:
+    """Whether ``records`` holds this protocol's AP for this backbone (same checkpoint file content), data and seed."""
+    from core.io import sha256_file
+    from core.records import read_records
+
+    if not records.is_file():
+        return False
+    table = read_records(records)
+    if table.empty:
+        return False
+    same = ((table["protocol"] == card.protocol) & (table["seed"] == seed) & (table["dataset"] == dataset_name(card))
+            & (table["task"] == card.data.get("categories", "objects")) & (table["arch"] == bb.arch_label))
+    if bb.ckpt is None:
+        same &= (table["method"] == bb.method) & table["pretrain_ckpt"].isna()
+    else:
+        digest = sha256_file(bb.ckpt)
+        same &= table["pretrain_ckpt"].map(lambda ref: isinstance(ref, dict) and ref.get("sha256") == digest)
+    return bool(same.any())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
                         help="override card keys, e.g. max_iters=600 data.categories=color")
+    parser.add_argument("--force", action="store_true", help="run even when records for the run exist")
     parser.add_argument("--data-root", default=None, help="FactorShapes cache folder (default: the data cache)")
     parser.add_argument("--out", type=Path, default=Path("results/runs/detection"))
     parser.add_argument("--records", type=Path, default=None,
@@ -72,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from downstream.classification.__main__ import parse_arch
     from downstream.classification.features import load_backbone, random_backbone
-    from downstream.detection.runner import factorshapes_parts, load_card, run
+    from downstream.detection.runner import data_parts, load_card, run, world_size
 
     try:
         overrides = {}
@@ -81,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides[".".join(path)] = value
         card = load_card(args.protocol, overrides)
         records = args.records or Path("results/records") / f"{'segmentation' if card.masks else 'detection'}.jsonl"
-        parts = factorshapes_parts(card, args.data_root)
+        parts = data_parts(card, args.data_root)
         runs = [load_backbone(ckpt) for ckpt in args.ckpt]  # each checkpoint read once
         if args.floor:
             archs = {(bb.arch, bb.base_width) for bb in runs} or ({parse_arch(args.arch)} if args.arch else set())
@@ -90,16 +128,22 @@ def main(argv: list[str] | None = None) -> int:
             runs += [random_backbone(a, w, args.seed) for a, w in sorted(archs)]
         if not runs:
             parser.error("nothing to train: give --ckpt and/or --floor")
-        n_train, n_test = (len(json.loads(Path(parts[p]["ann"]).read_text())["images"]) for p in ("train", "val"))
+        n_train, n_test = part_size(parts["train"]), part_size(parts["val"])
+        main_process = int(os.environ.get("RANK", "0")) == 0
         for bb in runs:
+            if not args.force and already_recorded(records, card, bb, args.seed):
+                print(f"{card.protocol} {bb.method} {bb.arch_label} seed {args.seed}: records exist in {records}, "
+                      "skipped (--force redoes it)")
+                continue
             label = f"{bb.method}_{bb.arch}w{bb.base_width}".replace(":", "-")
             start = time.time()
             metrics = run(card, parts, bb.ckpt, bb.arch, bb.base_width,
                           args.out / f"{card.protocol}_{label}_s{args.seed}", args.seed)
+            if not main_process:
+                continue
             written = record_runs(card, metrics, method=bb.method, arch=bb.arch_label, ckpt=bb.ckpt, seed=args.seed,
                                   records=records, n_train=n_train, n_test=n_test, epochs=bb.pretrain_epochs)
-            summary = ", ".join(f"{k.split('/')[1]} {100 * v:.1f}" for k, v in metrics.items() if "mAP" in k
-                                and not k.endswith(("_s", "_m", "_l")))
+            summary = ", ".join(f"{METRIC_KEYS[k]} {100 * v:.1f}" for k, v in metrics.items() if k in METRIC_KEYS)
             print(f"{card.protocol} {bb.method} {bb.arch_label}: {summary} ({written} records, {time.time() - start:.0f} s)")
     except (ConfigError, CheckpointError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

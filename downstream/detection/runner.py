@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,14 @@ def coco_part(image_dir: str | Path, ann_file: str | Path) -> dict[str, Any]:
     """One COCO part: its images folder, annotation file and class names (in category-id order)."""
     categories = json.loads(Path(ann_file).read_text())["categories"]
     classes = tuple(c["name"] for c in sorted(categories, key=lambda c: c["id"]))
-    return {"img": str(image_dir), "ann": str(ann_file), "classes": classes}
+    return {"kind": "coco", "img": str(image_dir), "ann": str(ann_file), "classes": classes}
+
+
+def voc_part(root: str | Path, image_sets: list[str]) -> dict[str, Any]:
+    """One VOCdevkit part: ``image_sets`` like ``VOC2007/ImageSets/Main/test.txt`` under ``root``."""
+    from mmdet.datasets import VOCDataset
+
+    return {"kind": "voc", "root": str(root), "sets": list(image_sets), "classes": tuple(VOCDataset.METAINFO["classes"])}
 
 
 def factorshapes_parts(card: ConfigDict, root: str | None = None) -> dict[str, dict[str, Any]]:
@@ -77,10 +85,55 @@ def factorshapes_parts(card: ConfigDict, root: str | None = None) -> dict[str, d
     return parts
 
 
+def _require(path: Path, what: str, layout: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path}; pass --set data.root=PATH to a folder in the {layout}")
+    return path
+
+
+def data_parts(card: ConfigDict, factorshapes_root: str | None = None) -> dict[str, dict[str, Any]]:
+    """The card's train and val parts: FactorShapes (generated), a COCO folder or a VOCdevkit folder."""
+    spec = card.data
+    if spec.type == "factorshapes":
+        return factorshapes_parts(card, factorshapes_root)
+    root = Path(spec.root)
+    if spec.type == "coco":
+        layout = "COCO layout (train2017/, val2017/, annotations/instances_*.json)"
+        return {part: coco_part(_require(root / spec[part].img, f"COCO {part} images", layout),
+                                _require(root / spec[part].ann, f"COCO {part} annotations", layout))
+                for part in ("train", "val")}
+    if spec.type == "voc":
+        layout = "VOCdevkit layout (VOC2007/, VOC2012/ with ImageSets/Main, Annotations, JPEGImages)"
+        for image_set in [*spec.train, *spec.val]:
+            _require(root / image_set, "VOC image set", layout)
+        return {"train": voc_part(root, spec.train), "val": voc_part(root, spec.val)}
+    raise ValueError(f"unknown data.type '{spec.type}' in the card; use factorshapes, coco or voc")
+
+
 def _dataset(part: dict[str, Any], pipeline: list, test_mode: bool) -> dict[str, Any]:
-    return dict(type="CocoDataset", data_root="", ann_file=part["ann"], data_prefix=dict(img=part["img"] + "/"),
-                metainfo=dict(classes=part["classes"]), test_mode=test_mode, pipeline=pipeline,
-                filter_cfg=None if test_mode else dict(filter_empty_gt=True, min_size=1))
+    if part["kind"] == "coco":
+        return dict(type="CocoDataset", data_root="", ann_file=part["ann"], data_prefix=dict(img=part["img"] + "/"),
+                    metainfo=dict(classes=part["classes"]), test_mode=test_mode, pipeline=pipeline,
+                    filter_cfg=None if test_mode else dict(filter_empty_gt=True, min_size=1))
+    sets = [dict(type="VOCDataset", data_root=part["root"] + "/", ann_file=image_set,
+                 data_prefix=dict(sub_data_root=image_set.split("/")[0] + "/"), test_mode=test_mode,
+                 pipeline=pipeline, filter_cfg=None if test_mode else dict(filter_empty_gt=True, min_size=1))
+            for image_set in part["sets"]]
+    # ignore_keys: VOC2007 and VOC2012 differ in metainfo's dataset_type, which is only a label.
+    return sets[0] if len(sets) == 1 else dict(type="ConcatDataset", ignore_keys=["dataset_type"], datasets=sets)
+
+
+def _evaluator(card: ConfigDict, parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    if parts["val"]["kind"] == "voc":
+        # MoCo's VOC report: COCO-style AP over IoU 0.50:0.95 with VOC2007's 11-point AP, plus AP50 and AP75.
+        return dict(type="VOCMetric", metric="mAP", eval_mode="11points",
+                    iou_thrs=[round(0.5 + 0.05 * i, 2) for i in range(10)])
+    return dict(type="CocoMetric", ann_file=parts["val"]["ann"], metric=list(card.metrics))
+
+
+def world_size() -> int:
+    """Processes of this launch (torchrun sets WORLD_SIZE); 1 without a launcher."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def mmengine_config(card: ConfigDict, parts: dict[str, dict[str, Any]], arch: str, base_width: int,
@@ -89,23 +142,30 @@ def mmengine_config(card: ConfigDict, parts: dict[str, dict[str, Any]], arch: st
     masks = bool(card.masks)
     load = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations", with_bbox=True, with_mask=masks)]
     resize = dict(type="Resize", scale=tuple(card.image_scale), keep_ratio=True)
-    train_pipeline = load + [resize, *card.train_augment, dict(type="PackDetInputs")]
+    train_resize = (dict(type="RandomChoiceResize", scales=[tuple(s) for s in card.train_scales], keep_ratio=True)
+                    if card.get("train_scales") else resize)
+    train_pipeline = load + [train_resize, *card.train_augment, dict(type="PackDetInputs")]
     test_pipeline = [load[0], resize, load[1], dict(
         type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor"))]
     model = detector_config(arch, base_width, len(parts["train"]["classes"]), card.head, masks, pretrained,
                             card.norm, card.frozen_stages, card.norm_eval)
     if card.get("heads"):
         model = shrink_fpn_heads(model, **card.heads)
+    workers = card.get("num_workers", workers)
     loader = dict(num_workers=workers, persistent_workers=workers > 0)
+    world = world_size()
+    if card.batch_size % world:
+        raise ValueError(f"batch_size {card.batch_size} (the total over processes) must divide by {world} processes")
+    batch = card.batch_size // world
     hooks = [dict(type="HandoffCheckHook", weights_file=pretrained)] if pretrained else []
     return Config(dict(
         default_scope="mmdet", model=model, work_dir=str(work_dir), custom_hooks=hooks,
-        train_dataloader=dict(batch_size=card.batch_size, sampler=dict(type="InfiniteSampler", shuffle=True),
+        train_dataloader=dict(batch_size=batch, sampler=dict(type="InfiniteSampler", shuffle=True),
                               batch_sampler=dict(type="AspectRatioBatchSampler"),
                               dataset=_dataset(parts["train"], train_pipeline, False), **loader),
-        val_dataloader=dict(batch_size=card.batch_size, drop_last=False, sampler=dict(type="DefaultSampler", shuffle=False),
+        val_dataloader=dict(batch_size=batch, drop_last=False, sampler=dict(type="DefaultSampler", shuffle=False),
                             dataset=_dataset(parts["val"], test_pipeline, True), **loader),
-        val_evaluator=dict(type="CocoMetric", ann_file=parts["val"]["ann"], metric=list(card.metrics)),
+        val_evaluator=_evaluator(card, parts),
         train_cfg=dict(type="IterBasedTrainLoop", max_iters=card.max_iters, val_interval=card.max_iters + 1),
         val_cfg=dict(type="ValLoop"),
         optim_wrapper=dict(type="OptimWrapper", optimizer=dict(type="SGD", lr=card.lr, momentum=card.momentum,
@@ -122,7 +182,8 @@ def mmengine_config(card: ConfigDict, parts: dict[str, dict[str, Any]], arch: st
         log_processor=dict(type="LogProcessor", window_size=20, by_epoch=False),
         env_cfg=dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
                      dist_cfg=dict(backend="nccl" if torch.cuda.is_available() else "gloo")),
-        randomness=dict(seed=seed, deterministic=False), launcher="none", log_level="INFO"))
+        randomness=dict(seed=seed, deterministic=False), launcher="pytorch" if world > 1 else "none",
+        log_level="INFO"))
 
 
 def run(card: ConfigDict, parts: dict[str, dict[str, Any]], ckpt: str | Path | None, arch: str, base_width: int,

@@ -1,5 +1,6 @@
-"""Each embedded detection protocol builds and runs 2 training iterations plus COCO evaluation on a tiny
-COCO-layout data set written here; with a pretrained backbone the hand-off check runs before training."""
+"""Each detection protocol card builds and runs 2 training iterations plus evaluation on a tiny data set
+written here (COCO layout; VOCdevkit layout for the VOC card); with a pretrained backbone the hand-off check
+runs before training."""
 import json
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from downstream.detection.runner import load_card, run
+from downstream.detection.runner import data_parts, load_card, run
 from tests.downstream.test_handoff import suite_file
 
 
@@ -47,6 +48,74 @@ def test_two_iterations_and_evaluation(protocol, tmp_path):
     assert (tmp_path / "work" / "backbone.pth").is_file()
     logs = "".join(p.read_text() for p in (tmp_path / "work").rglob("*.log"))
     assert "hand-off check: 100 ResNet tensors equal" in logs
+
+
+def tiny_vocdevkit(root, n=4, size=96):
+    """VOC2007 and VOC2012 folders with n JPEG images each, 1-2 boxes of VOC classes, trainval and test sets."""
+    rng = np.random.default_rng(1)
+    for year in ("VOC2007", "VOC2012"):
+        for sub in ("ImageSets/Main", "Annotations", "JPEGImages"):
+            (root / year / sub).mkdir(parents=True)
+        ids = [f"{year[-4:]}_{i:06d}" for i in range(n)]
+        for i, image_id in enumerate(ids):
+            pixels = np.full((size, size, 3), 30, np.uint8)
+            objects = []
+            for _ in range(1 + i % 2):
+                x, y, w = int(rng.integers(5, 50)), int(rng.integers(5, 50)), int(rng.integers(20, 40))
+                name = ("cat", "dog")[int(rng.integers(2))]
+                pixels[y:y + w, x:x + w] = (200, 60, 60) if name == "cat" else (60, 200, 60)
+                objects.append(f"<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{x + 1}</xmin>"
+                               f"<ymin>{y + 1}</ymin><xmax>{x + w}</xmax><ymax>{y + w}</ymax></bndbox></object>")
+            Image.fromarray(pixels).save(root / year / "JPEGImages" / f"{image_id}.jpg", quality=95)
+            (root / year / "Annotations" / f"{image_id}.xml").write_text(
+                f"<annotation><size><width>{size}</width><height>{size}</height><depth>3</depth></size>"
+                + "".join(objects) + "</annotation>")
+        for image_set in ("trainval", "test"):
+            (root / year / "ImageSets" / "Main" / f"{image_set}.txt").write_text("\n".join(ids) + "\n")
+    return root
+
+
+TINY_SCHEDULE = {"max_iters": 2, "warmup_iters": 1, "milestones": [1], "batch_size": 2, "image_scale": (96, 96),
+                 "num_workers": 0}
+
+
+@pytest.mark.parametrize("protocol", ["coco-mrcnn-fpn-1x", "coco-mrcnn-c4-1x"])
+def test_coco_cards_run_on_a_coco_folder(protocol, tmp_path):
+    tiny = tiny_coco(tmp_path / "coco" / "images_src")
+    root = tmp_path / "coco"
+    overrides = {**TINY_SCHEDULE, "data.root": str(root),
+                 "data.train": {"img": "images_src/images", "ann": "images_src/ann.json"},
+                 "data.val": {"img": "images_src/images", "ann": "images_src/ann.json"}}
+    card = load_card(protocol, overrides)
+    assert card.norm == "SyncBN" and card.max_iters == 2 and card.head == ("c4" if "c4" in protocol else "fpn")
+    parts = data_parts(card)
+    assert parts["train"]["classes"] == tiny["train"]["classes"]
+    ckpt, _ = suite_file(tmp_path)
+    metrics = run(card, parts, ckpt, "resnet18", 16, tmp_path / "work", seed=0)
+    assert {"coco/bbox_mAP", "coco/segm_mAP", "coco/segm_mAP_75"} <= set(metrics)
+    logs = "".join(p.read_text() for p in (tmp_path / "work").rglob("*.log"))
+    assert "hand-off check: 100 ResNet tensors equal" in logs  # C4: layer4 lives in the RoI head, still checked
+
+
+def test_voc_card_runs_on_a_vocdevkit_folder(tmp_path):
+    root = tiny_vocdevkit(tmp_path / "VOCdevkit")
+    card = load_card("voc0712-frcnn-c4-24k", {**TINY_SCHEDULE, "data.root": str(root),
+                                              "train_scales": [(96, 80), (96, 96)]})
+    parts = data_parts(card)
+    assert parts["train"]["sets"] == ["VOC2007/ImageSets/Main/trainval.txt", "VOC2012/ImageSets/Main/trainval.txt"]
+    ckpt, _ = suite_file(tmp_path)
+    metrics = run(card, parts, ckpt, "resnet18", 16, tmp_path / "work", seed=0)
+    assert {"pascal_voc/mAP", "pascal_voc/AP50", "pascal_voc/AP75", "pascal_voc/AP95"} <= set(metrics)
+    assert all(0 <= metrics[k] <= 1 for k in ("pascal_voc/mAP", "pascal_voc/AP50"))
+
+
+def test_missing_data_root_names_the_layout(tmp_path):
+    card = load_card("voc0712-frcnn-c4-24k", {"data.root": str(tmp_path / "nowhere")})
+    with pytest.raises(FileNotFoundError, match="VOC image set not found: .*nowhere.*data.root=PATH"):
+        data_parts(card)
+    card = load_card("coco-mrcnn-fpn-1x", {"data.root": str(tmp_path / "nowhere")})
+    with pytest.raises(FileNotFoundError, match="COCO train images not found"):
+        data_parts(card)
 
 
 def test_unknown_protocol_lists_the_known_ones():

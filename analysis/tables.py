@@ -1,0 +1,357 @@
+"""Result tables: records in, one table per family (stage · dataset · protocol) out, as Markdown, CSV and LaTeX.
+
+  python -m analysis tables [--records results/records] [--out results/tables]
+
+A cell is ``mean ± std (n=k)`` over seeds (sample std; no std for n=1). A rerun of the same checkpoint, task,
+protocol, metric and seed replaces the older record (latest ``time`` wins), so reruns never double-count.
+Rows: our methods, then the random-init floor, then the supervised ceiling, then published numbers
+(``analysis/published.csv``, always labelled "published"). The best mean per column among our rows is bold;
+the ceiling and published rows are references, never candidates. ``pilot.jsonl`` (the pretraining pilot) is
+not a result and is left out.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path, PurePath
+
+import pandas as pd
+
+from core.io import atomic_write_text
+from core.records import read_records
+
+PUBLISHED_CSV = Path(__file__).with_name("published.csv")
+EXCLUDED_FILES = {"pilot.jsonl"}  # pretraining pilot probes, not results
+FLOOR, CEILING = "random-init", "supervised"
+ROLE_ORDER = {"ours": 0, "floor": 1, "ceiling": 2, "published": 3}
+BEST_CANDIDATES = ("ours", "floor")  # the ceiling and published rows are references, not competitors
+SEP = " · "
+
+GROUP_KEYS = ["family", "stage", "dataset", "protocol", "role", "method", "label", "arch", "pretrain_epochs",
+              "task", "metric"]
+ROW_KEYS = ["label", "role", "arch", "pretrain_epochs"]
+META_COLUMNS = ["method", "role", "arch", "epochs"]
+# What identifies one measurement; a later record with the same key is a rerun and replaces the earlier one.
+DEDUP_KEYS = ["stage", "dataset", "protocol", "method", "arch", "checkpoint", "task", "metric", "seed"]
+# Checkpoint file names that say nothing about the run, so the folder name is used instead.
+GENERIC_STEM = re.compile(r"^(last|best|final|latest|checkpoint|ckpt|model|backbone)$|^(epoch|ep|step)[_-]?\d+$")
+SEED_SUFFIX = re.compile(r"[_-]s(eed)?\d+$")
+PUBLISHED_LEGEND = ("Numbers from the literature (analysis/published.csv, transcribed from docs/protocols.md), "
+                    "each under its own paper's protocol; none of them is ours.")
+LEGEND = ("Cells: mean ± sample std over seeds (n = number of seeds; no std for n=1). **Bold**: best mean per "
+          "column among our rows (floor included; the supervised ceiling and published rows are references and "
+          "never marked). Published rows are numbers from the literature, not ours.")
+
+
+# ---------------------------------------------------------------- reading and aggregating
+
+def load_results(records_dir: str | Path = "results/records") -> pd.DataFrame:
+    """Every ``*.jsonl`` of ``records_dir`` except the pilot, as one DataFrame (empty when there are none)."""
+    files = [p for p in sorted(Path(records_dir).glob("*.jsonl")) if p.name not in EXCLUDED_FILES]
+    return read_records(files)  # no files (or no folder): an empty frame with the schema's columns
+
+
+def _ckpt_field(ckpt, key: str) -> str | None:
+    return ckpt.get(key) if isinstance(ckpt, dict) else None
+
+
+def _checkpoint_id(ckpt) -> str:
+    """The path first: a checkpoint re-trained into the same run folder replaces the old one (its records too)."""
+    return _ckpt_field(ckpt, "path") or _ckpt_field(ckpt, "sha256") or ""
+
+
+def config_name(ckpt, arch) -> str:
+    """A short name for the pretraining config behind a checkpoint: its run folder, seed suffix removed."""
+    path = _ckpt_field(ckpt, "path")
+    if not path:
+        sha = _ckpt_field(ckpt, "sha256")
+        return sha[:8] if sha else str(arch or "no checkpoint")
+    path = PurePath(path)
+    name = path.parent.name if GENERIC_STEM.match(path.stem) and path.parent.name else path.stem
+    return SEED_SUFFIX.sub("", name)
+
+
+def _latest_only(frame: pd.DataFrame) -> pd.DataFrame:
+    """Drop reruns: per DEDUP_KEYS keep the latest record by time (file order breaks ties), in file order."""
+    when = pd.to_datetime(frame["time"], utc=True, errors="coerce", format="ISO8601")
+    order = when.sort_values(kind="stable", na_position="first").index
+    latest = frame.loc[order].drop_duplicates(DEDUP_KEYS, keep="last")
+    return latest.sort_index()
+
+
+def _labels(frame: pd.DataFrame) -> pd.Series:
+    """Method name, plus the config name for methods with several configs in one cell (so rows stay apart)."""
+    cell = ["stage", "dataset", "protocol", "task", "metric", "method"]
+    configs = frame.groupby(cell, dropna=False)["config_name"].nunique()
+    ambiguous = set(configs[configs > 1].index.get_level_values("method"))
+    return frame.apply(lambda r: f"{r.method} ({r.config_name})" if r.method in ambiguous else r.method, axis=1)
+
+
+def _role(method: str) -> str:
+    return {FLOOR: "floor", CEILING: "ceiling"}.get(method, "ours")
+
+
+def family_name(stage: str, dataset: str, protocol: str) -> str:
+    return SEP.join((stage, dataset, protocol))
+
+
+def aggregate(records: pd.DataFrame) -> pd.DataFrame:
+    """Mean, sample std and seed count per (family, method label, arch, epochs, task, metric), reruns counted once.
+
+    ``n`` counts the distinct (checkpoint, seed) measurements left after deduplication, so three pretraining
+    seeds of one config (one checkpoint each) evaluated with seed 0 count as n=3.
+    """
+    frame = records.copy()
+    frame["checkpoint"] = frame["pretrain_ckpt"].map(_checkpoint_id)
+    # Deduplicate before dropping null values: a diverged rerun (null) hides the older number, never revives it.
+    frame = _latest_only(frame)
+    frame = frame[frame["value"].notna()].copy()
+    if frame.empty:
+        return pd.DataFrame(columns=GROUP_KEYS + ["mean", "std", "n"])
+    frame["config_name"] = [config_name(c, a) for c, a in zip(frame["pretrain_ckpt"], frame["arch"])]
+    frame["label"] = _labels(frame)
+    frame["role"] = frame["method"].map(_role)
+    frame["family"] = [family_name(*k) for k in zip(frame["stage"], frame["dataset"], frame["protocol"])]
+    grouped = frame.groupby(GROUP_KEYS, dropna=False, sort=False)["value"]
+    return grouped.agg(mean="mean", std="std", n="size").reset_index()
+
+
+def families(records: pd.DataFrame) -> list[str]:
+    """The table families ("stage · dataset · protocol") of raw or aggregated records, sorted."""
+    keys = records[["stage", "dataset", "protocol"]].drop_duplicates()
+    return sorted(family_name(*k) for k in keys.itertuples(index=False))
+
+
+# ---------------------------------------------------------------- published numbers
+
+def load_published(path: str | Path = PUBLISHED_CSV) -> pd.DataFrame:
+    """The published reference numbers, each with a row label that says "published" and where it comes from."""
+    table = pd.read_csv(path, dtype={"task": str, "datasets": str, "value": str})
+    table["shown"] = table["value"]  # as printed in the source (keeps "79.40", "64.0")
+    table["value"] = table["value"].astype(float)
+    table["label"] = [f"{m} (published, {c})" for m, c in zip(table["method"], table["cite"])]
+    return table
+
+
+def _dataset_key(name: str) -> str:
+    """Compare data set names loosely: ``folder:ImageNet-1k`` and ``imagenet1k`` are the same."""
+    return re.sub(r"[^a-z0-9]", "", str(name).lower().removeprefix("folder:"))
+
+
+def _matching_published(published: pd.DataFrame, stage: str, dataset: str, protocol: str) -> pd.DataFrame:
+    same = (published["stage"] == stage) & (published["protocol"] == protocol)
+    names = published["datasets"].map(lambda s: {_dataset_key(n) for n in str(s).split("|")})
+    return published[same & names.map(lambda keys: _dataset_key(dataset) in keys)]
+
+
+def _published_long(published: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
+    """Published rows of ``ours``' family in the aggregate's long form; task "*" fills a family with one task."""
+    stage, dataset, protocol, family = ours.iloc[0][["stage", "dataset", "protocol", "family"]]
+    rows = []
+    for pub in _matching_published(published, stage, dataset, protocol).itertuples():
+        tasks = ours.loc[ours["metric"] == pub.metric, "task"].unique()
+        task = tasks[0] if pub.task == "*" and len(tasks) == 1 else pub.task
+        if task not in set(tasks):
+            continue  # no column of ours to compare with
+        rows.append(dict(family=family, stage=stage, dataset=dataset, protocol=protocol, role="published",
+                         method=pub.method, label=pub.label, arch=pub.arch, pretrain_epochs=pub.epochs,
+                         task=task, metric=pub.metric, mean=pub.value, std=float("nan"), n=pd.NA,
+                         shown=pub.shown, source=pub.source))
+    return pd.DataFrame(rows)
+
+
+def family_rows(aggregated: pd.DataFrame, family: str, published: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Long-form rows of one family: ours (from ``aggregated``) followed by the matching published numbers.
+
+    ``published`` defaults to ``analysis/published.csv``; pass an empty DataFrame to leave them out.
+    """
+    ours = aggregated[aggregated["family"] == family]
+    published = load_published() if published is None else published
+    if ours.empty or published.empty:
+        return ours.reset_index(drop=True)
+    return pd.concat([ours, _published_long(published, ours)], ignore_index=True)
+
+
+# ---------------------------------------------------------------- pivoting
+
+def _column_names(keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """Column label per (task, metric): the task when one metric, the metric when one task, else both."""
+    if len({m for _, m in keys}) == 1:
+        return {k: k[0] for k in keys}
+    if len({t for t, _ in keys}) == 1:
+        return {k: k[1] for k in keys}
+    return {k: f"{k[0]}{SEP}{k[1]}" for k in keys}
+
+
+def format_cell(mean: float, std: float, n: int) -> str:
+    """``62.0 ± 2.0 (n=3)``; ``25.8 (n=1)`` when there is no spread to show."""
+    spread = f" ± {std:.1f}" if n > 1 and pd.notna(std) else ""
+    return f"{mean:.1f}{spread} (n={int(n)})"
+
+
+def _epochs_text(epochs) -> str:
+    if pd.isna(epochs):
+        return ""
+    return str(int(epochs)) if float(epochs).is_integer() else str(epochs)
+
+
+def _row_order(row: dict) -> tuple:
+    epochs = row["pretrain_epochs"]
+    return ROLE_ORDER[row["role"]], str(row["label"]), float("inf") if pd.isna(epochs) else float(epochs)
+
+
+def _rows(long: pd.DataFrame, names: dict) -> list[dict]:
+    """One dict per table row: the row keys plus, per column, its mean and its cell text."""
+    rows = []
+    for key, group in long.groupby(ROW_KEYS, dropna=False, sort=False):
+        row = dict(zip(ROW_KEYS, key), method=group["method"].iloc[0], means={}, cells={})
+        for cell in group.itertuples():
+            column = names[(cell.task, cell.metric)]
+            row["means"][column] = cell.mean
+            row["cells"][column] = (cell.shown if cell.role == "published"
+                                    else format_cell(cell.mean, cell.std, cell.n))
+        rows.append(row)
+    return sorted(rows, key=_row_order)
+
+
+def _best_rows(rows: list[dict], column: str) -> list[int]:
+    """Indices of the rows holding the highest mean of ``column`` among candidates (ties all marked)."""
+    scores = {i: r["means"][column] for i, r in enumerate(rows)
+              if r["role"] in BEST_CANDIDATES and pd.notna(r["means"].get(column))}
+    top = max(scores.values(), default=None)
+    return [i for i, score in scores.items() if score == top]
+
+
+def pivot(aggregated: pd.DataFrame, family: str, published: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The table of one family: rows = method label (with role, arch, epochs), columns = task or metric.
+
+    Cells are text; the best cell per column is wrapped in ``**…**`` (``markdown_table`` keeps it,
+    ``latex_table`` turns it into ``\\textbf``). ``attrs["best"]`` maps each column to the bold row labels.
+    """
+    long = family_rows(aggregated, family, published)
+    keys = list(dict.fromkeys(zip(long["task"], long["metric"])))
+    names = _column_names(keys)
+    rows = _rows(long, names)
+    columns = list(names.values())
+    best = {column: _best_rows(rows, column) for column in columns}
+    for column, winners in best.items():
+        for i in winners:
+            rows[i]["cells"][column] = f"**{rows[i]['cells'][column]}**"
+    records = [dict(method=r["label"], role=r["role"], arch=r["arch"], epochs=_epochs_text(r["pretrain_epochs"]),
+                    **r["cells"]) for r in rows]
+    table = pd.DataFrame(records, columns=META_COLUMNS + columns).fillna("")
+    table.attrs.update(family=family, caption=_caption(keys),
+                       best={c: [rows[i]["label"] for i in w] for c, w in best.items()})
+    return table
+
+
+def _caption(keys: list[tuple[str, str]]) -> str:
+    metrics = ", ".join(dict.fromkeys(m for _, m in keys))
+    tasks = ", ".join(dict.fromkeys(t for t, _ in keys))
+    return f"metric: {metrics}; task: {tasks}"
+
+
+def published_table(published: pd.DataFrame) -> pd.DataFrame:
+    """All published reference numbers as one table of their own (none of them is ours)."""
+    columns = {"label": "method", "arch": "arch", "epochs": "epochs", "datasets": "dataset",
+               "protocol": "protocol", "metric": "metric", "value": "value", "source": "source", "note": "note"}
+    table = published[list(columns)].rename(columns=columns)
+    table["dataset"] = table["dataset"].str.split("|").str[0]
+    table["epochs"] = table["epochs"].map(_epochs_text)
+    table["value"] = published["shown"]
+    return table.fillna("")
+
+
+# ---------------------------------------------------------------- rendering
+
+def _md_cell(value) -> str:
+    return "" if pd.isna(value) else str(value).replace("|", "\\|")
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table of ``table``'s columns (index left out)."""
+    header = "| " + " | ".join(_md_cell(c) for c in table.columns) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    rows = ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
+
+
+TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+               "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+               "±": r"$\pm$", "·": r"$\cdot$", "—": "---", "…": r"\ldots{}"}
+
+
+def tex_escape(text) -> str:
+    """LaTeX-safe text; ``**bold**`` (the best-cell mark) becomes ``\\textbf{bold}``."""
+    escaped = "".join(TEX_ESCAPES.get(ch, ch) for ch in ("" if pd.isna(text) else str(text)))
+    return re.sub(r"\*\*(.+?)\*\*", r"\\textbf{\1}", escaped)
+
+
+def latex_table(table: pd.DataFrame, caption: str = "") -> str:
+    """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``)."""
+    lines = [r"\begin{table}[ht]", r"\centering", rf"\caption{{{tex_escape(caption)}}}",
+             rf"\begin{{tabular}}{{{'l' * len(table.columns)}}}", r"\toprule",
+             " & ".join(tex_escape(c) for c in table.columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(tex_escape(v) for v in row) + r" \\" for row in table.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- writing
+
+def slugify(family: str) -> str:
+    """File stem of a family: ``classification · factorshapes/cls-upright · knn`` ->
+    ``classification_factorshapes-cls-upright_knn``."""
+    return "_".join(re.sub(r"[^A-Za-z0-9.-]+", "-", part).strip("-") for part in family.split(SEP))
+
+
+def _write_table(out_dir: Path, stem: str, title: str, table: pd.DataFrame, long: pd.DataFrame,
+                 legend: str = LEGEND) -> list[Path]:
+    """``stem``.md (title, caption, table, legend), .csv (long form, numeric) and .tex (same table)."""
+    caption = table.attrs.get("caption", "")
+    markdown = "\n\n".join(part for part in (f"## {title}", caption, markdown_table(table), legend) if part)
+    latex_caption = f"{title} — {caption}" if caption else title
+    return [atomic_write_text(out_dir / f"{stem}.md", markdown + "\n"),
+            atomic_write_text(out_dir / f"{stem}.csv", long.to_csv(index=False)),
+            atomic_write_text(out_dir / f"{stem}.tex", latex_table(table, latex_caption))]
+
+
+def _index(entries: list[tuple[str, str]], n_records: int, records_dir: Path) -> str:
+    lines = ["# Result tables", "",
+             f"Built by `python -m analysis tables` from {n_records} records in `{records_dir}` "
+             f"({', '.join(sorted(EXCLUDED_FILES))} excluded).", ""]
+    lines += [f"- {title}: [md]({stem}.md) · [csv]({stem}.csv) · [tex]({stem}.tex)" for title, stem in entries]
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(records_dir: str | Path = "results/records", out_dir: str | Path = "results/tables") -> list[Path]:
+    """Write every family's table (.md, .csv, .tex) and the published numbers under ``out_dir``, plus index.md.
+
+    With no records only index.md is written, saying so. Returns the written paths.
+    """
+    records_dir, out_dir = Path(records_dir), Path(out_dir)
+    records = load_results(records_dir)
+    if records.empty:
+        text = f"# Result tables\n\nNo records yet in `{records_dir}`: run an evaluation first.\n"
+        return [atomic_write_text(out_dir / "index.md", text)]
+    aggregated, published = aggregate(records), load_published()
+    written, entries = [], []
+    for family in families(aggregated):
+        stem = slugify(family)
+        long = family_rows(aggregated, family, published)
+        written += _write_table(out_dir, stem, family, pivot(aggregated, family, published), long)
+        entries.append((family, stem))
+    title = "published reference numbers (from the literature, not ours)"
+    written += _write_table(out_dir, "published", title, published_table(published), published, PUBLISHED_LEGEND)
+    entries.append((title, "published"))
+    return written + [atomic_write_text(out_dir / "index.md", _index(entries, len(records), records_dir))]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--records", type=Path, default=Path("results/records"),
+                        help="folder of records *.jsonl (default: %(default)s; pilot.jsonl is left out)")
+    parser.add_argument("--out", type=Path, default=Path("results/tables"), help="output folder (default: %(default)s)")
+
+
+def run(args: argparse.Namespace) -> list[Path]:
+    return write_tables(args.records, args.out)

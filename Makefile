@@ -25,6 +25,8 @@ help:
 	@echo "make eval-cls           classification records for every finished run (+ floor, ceiling; CKPT=)"
 	@echo "make eval-detection     Faster R-CNN on FactorShapes det: MAST checkpoint (CKPT=) vs random init"
 	@echo "make eval-segmentation  Mask R-CNN on FactorShapes det: box and mask AP"
+	@echo "make analysis           tables, figures and results/README.md from the records and runs"
+	@echo "make compare CKPTS=...  evaluate external checkpoints like ours and add them to the tables"
 	@echo "make bench              benchmarks into results/bench/"
 	@echo "make clean              remove generated outputs under results/runs (not the venv or caches)"
 
@@ -81,9 +83,15 @@ eval-segmentation: $(STAMP)
 	$(PY) -m downstream.detection --protocol embedded-mrcnn $(addprefix --ckpt ,$(DET_CKPT)) --floor \
 	  --out $(RESULTS)/runs/detection --records $(RESULTS)/records/segmentation.jsonl $(ARGS)
 
-analysis compare: $(STAMP)
-	@echo "make $@: this stage is not built yet (see the open issues); 'make all' runs the stages that exist" >&2
-	@exit 2
+# Tables, figures and results/README.md from whatever records and runs exist (never trains).
+analysis: $(STAMP)
+	$(PY) -m analysis all --runs $(RESULTS)/runs --results $(RESULTS) $(ARGS)
+
+# External checkpoints (any layout the importer reads): the same evaluations, then the tables and report.
+CKPTS ?=
+compare: $(STAMP)
+	@test -n "$(CKPTS)" || { echo 'make compare: give CKPTS="a.pth b.pth"' >&2; exit 2; }
+	@CKPTS="$(CKPTS)" RESULTS=$(RESULTS) PY=$(PY) bash scripts/compare.sh
 
 # Re-resolve the lock file from requirements/direct.txt (needs the package index).
 lock: $(STAMP)

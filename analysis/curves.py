@@ -110,7 +110,7 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
         return np.asarray(values, dtype=float)
     out = np.empty(len(values))
     for i in range(len(values)):
-        chunk = values[max(0, i - window): i + 1]
+        chunk = values[max(0, i - window + 1): i + 1]
         finite = chunk[np.isfinite(chunk)]
         out[i] = finite.mean() if len(finite) else math.nan
     return out

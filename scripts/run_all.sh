@@ -7,7 +7,7 @@ PY=${PY:-.venv/bin/python}
 RESULTS=${RESULTS:-results}
 LOG="$RESULTS/runs/make_all.jsonl"
 mkdir -p "$RESULTS/runs"
-stages_total=5
+stages_total=9
 n=0
 start_all=$(date +%s)
 
@@ -39,9 +39,22 @@ stage "classification (9 FactorShapes tasks, linear-lbfgs + knn, floor, ceiling;
     --records "$RESULTS/records/classification.jsonl" --ceiling-dir "$RESULTS/runs/ceiling" \
     --out "$RESULTS/runs/classification" --set cache="$RESULTS/runs/cache/features"
 
+mast_ckpt="$RESULTS/runs/mast_r18w16_b128_16e_shapes_s0/last.pt"
+force=(); [[ -n "${FORCE:-}" ]] && force=(--force)
+stage "detection (embedded-frcnn: MAST vs random init; skips recorded runs)" \
+  "$PY" -m downstream.detection --protocol embedded-frcnn --ckpt "$mast_ckpt" --floor "${force[@]}" \
+    --out "$RESULTS/runs/detection" --records "$RESULTS/records/detection.jsonl"
+stage "instance segmentation (embedded-mrcnn: MAST vs random init; skips recorded runs)" \
+  "$PY" -m downstream.detection --protocol embedded-mrcnn --ckpt "$mast_ckpt" --floor "${force[@]}" \
+    --out "$RESULTS/runs/detection" --records "$RESULTS/records/segmentation.jsonl"
+stage "analysis and report (tables, masks, uncertainty, invariance, curves)" \
+  "$PY" -m analysis all --runs "$RESULTS/runs" --results "$RESULTS"
+
 printf '\n[make all] finished in %d s. Outputs:\n' "$(( $(date +%s) - start_all ))"
 printf '  data summary     %s/runs/data/summary.json\n' "$RESULTS"
 printf '  checkpoints      %s/runs/{mast,vicreg}_r18w16_b128_16e_shapes_s0/last.pt (logs: log.jsonl)\n' "$RESULTS"
 printf '  stage timings    %s\n' "$LOG"
 printf '  classification   %s/records/classification.jsonl (features: %s/runs/cache/features)\n' "$RESULTS" "$RESULTS"
-printf 'Detection, segmentation and analysis stages are added by later issues (see README.md).\n'
+printf '  detection        %s/records/{detection,segmentation}.jsonl (mmdet logs, weights: %s/runs/detection)\n' "$RESULTS" "$RESULTS"
+printf '  tables, figures  %s/tables/, %s/figures/\n' "$RESULTS" "$RESULTS"
+printf '  report           %s/README.md\n' "$RESULTS"

@@ -131,6 +131,15 @@ def _evaluator(card: ConfigDict, parts: dict[str, dict[str, Any]]) -> dict[str, 
     return dict(type="CocoMetric", ann_file=parts["val"]["ann"], metric=list(card.metrics))
 
 
+def _backbone_lr(card: ConfigDict) -> dict[str, Any]:
+    """``backbone_lr_mult`` of the card (default 1): the backbone's lr as a fraction of the heads' lr. The C4
+    head's ResNet stage 4 counts as backbone too, so every pretrained tensor moves at the same rate."""
+    mult = float(card.get("backbone_lr_mult", 1.0))
+    if mult == 1.0:
+        return {}
+    return dict(custom_keys={"backbone": dict(lr_mult=mult), "roi_head.shared_head": dict(lr_mult=mult)})
+
+
 def world_size() -> int:
     """Processes of this launch (torchrun sets WORLD_SIZE); 1 without a launcher."""
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -169,7 +178,8 @@ def mmengine_config(card: ConfigDict, parts: dict[str, dict[str, Any]], arch: st
         train_cfg=dict(type="IterBasedTrainLoop", max_iters=card.max_iters, val_interval=card.max_iters + 1),
         val_cfg=dict(type="ValLoop"),
         optim_wrapper=dict(type="OptimWrapper", optimizer=dict(type="SGD", lr=card.lr, momentum=card.momentum,
-                                                               weight_decay=card.weight_decay)),
+                                                               weight_decay=card.weight_decay),
+                           paramwise_cfg=_backbone_lr(card)),
         param_scheduler=[
             dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0, end=max(1, card.warmup_iters)),
             dict(type="MultiStepLR", by_epoch=False, begin=0, end=card.max_iters, milestones=list(card.milestones),

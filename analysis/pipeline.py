@@ -1,0 +1,78 @@
+"""``python -m analysis all`` (``make analysis``): every analysis on the runs and records that exist, then the
+report. Pretraining runs are the folders under ``--runs`` holding ``last.pt`` and ``config.yaml``; MAST runs
+get mask and uncertainty figures, every run its curves and an invariance profile (beside a random-init
+backbone of the same architecture). A step whose inputs are missing is skipped with a message, never fatal.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from core.config import read_yaml
+
+#: Pretraining methods with learned or fixed masks, and those with an uncertainty head.
+MASK_METHODS = ("mast", "mast_nounc", "mast_fixed")
+UNCERTAINTY_METHODS = ("mast", "mast_fixed")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runs", type=Path, default=Path("results/runs"),
+                        help="folder whose sub-folders are pretraining runs (default: %(default)s)")
+    parser.add_argument("--results", type=Path, default=Path("results"),
+                        help="results folder: records/ in, tables/, figures/ and README.md out (default: %(default)s)")
+    parser.add_argument("--n", type=int, default=512, help="images for the invariance and uncertainty analyses")
+
+
+def find_runs(root: Path) -> list[tuple[Path, str]]:
+    """(run folder, method) of every finished-or-started pretraining run directly under ``root``."""
+    runs = []
+    for folder in sorted(p for p in root.glob("*") if (p / "last.pt").is_file() and (p / "config.yaml").is_file()):
+        runs.append((folder, str(read_yaml(folder / "config.yaml").get("method", "?"))))
+    return runs
+
+
+def _sub_args(module, argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"analysis {module.__name__}")
+    module.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def _step(name: str, module, argv: list[str]) -> list[Path]:
+    print(f"[analysis] {name}", flush=True)
+    try:
+        return module.run(_sub_args(module, argv))
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"[analysis] {name} skipped: {exc}", file=sys.stderr)
+        return []
+
+
+def run(args: argparse.Namespace) -> list[Path]:
+    from analysis import curves, invariance, masks, report, tables, uncertainty
+
+    results, figures = args.results, args.results / "figures"
+    runs = find_runs(args.runs)
+    written = _step("tables", tables, ["--records", str(results / "records"), "--out", str(results / "tables")])
+    with_masks = [str(f / "last.pt") for f, method in runs if method in MASK_METHODS]
+    with_unc = [str(f) for f, method in runs if method in UNCERTAINTY_METHODS]
+    if with_masks:
+        written += _step("masks", masks, [*with_masks, "--out", str(figures / "masks")])
+    if with_unc:
+        written += _step("uncertainty", uncertainty, [*with_unc, "--out", str(figures / "uncertainty"),
+                                                      "--n", str(args.n)])
+    if runs:
+        folders = [str(f) for f, _ in runs]
+        written += _step("curves", curves, [*folders, "--overlay", "--out", str(figures / "curves")])
+        archs = sorted({_arch_label(f) for f, _ in runs})
+        written += _step("invariance", invariance, [
+            *[str(f / "last.pt") for f, _ in runs], *[a for arch in archs for a in ("--random", arch)],
+            "--n", str(args.n), "--figure-dir", str(figures / "invariance"), "--table-dir", str(results / "tables")])
+    else:
+        print(f"[analysis] no pretraining runs under {args.runs}: masks, uncertainty, curves and invariance skipped")
+    written += _step("report", report, ["--results", str(results), "--runs", str(args.runs)])
+    return written
+
+
+def _arch_label(folder: Path) -> str:
+    model = read_yaml(folder / "config.yaml").get("model", {})
+    return f"{model.get('arch', 'resnet18')}w{model.get('base_width', 64)}"

@@ -111,7 +111,7 @@ def data_parts(card: ConfigDict, factorshapes_root: str | None = None) -> dict[s
 
 
 def _dataset(part: dict[str, Any], pipeline: list, test_mode: bool) -> dict[str, Any]:
-    if part["kind"] == "coco":
+    if part.get("kind", "coco") == "coco":
         return dict(type="CocoDataset", data_root="", ann_file=part["ann"], data_prefix=dict(img=part["img"] + "/"),
                     metainfo=dict(classes=part["classes"]), test_mode=test_mode, pipeline=pipeline,
                     filter_cfg=None if test_mode else dict(filter_empty_gt=True, min_size=1))
@@ -124,7 +124,7 @@ def _dataset(part: dict[str, Any], pipeline: list, test_mode: bool) -> dict[str,
 
 
 def _evaluator(card: ConfigDict, parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    if parts["val"]["kind"] == "voc":
+    if parts["val"].get("kind") == "voc":
         # MoCo's VOC report: COCO-style AP over IoU 0.50:0.95 with VOC2007's 11-point AP, plus AP50 and AP75.
         return dict(type="VOCMetric", metric="mAP", eval_mode="11points",
                     iou_thrs=[round(0.5 + 0.05 * i, 2) for i in range(10)])

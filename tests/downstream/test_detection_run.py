@@ -31,7 +31,7 @@ def tiny_coco(root, n=4, size=96):
     ann = {"images": images, "annotations": annotations,
            "categories": [{"id": 1, "name": "red"}, {"id": 2, "name": "green"}]}
     (root / "ann.json").write_text(json.dumps(ann))
-    part = {"img": str(root / "images"), "ann": str(root / "ann.json"), "classes": ("red", "green")}
+    part = {"kind": "coco", "img": str(root / "images"), "ann": str(root / "ann.json"), "classes": ("red", "green")}
     return {"train": part, "val": part}
 
 

@@ -109,6 +109,22 @@ def test_voc_card_runs_on_a_vocdevkit_folder(tmp_path):
     assert all(0 <= metrics[k] <= 1 for k in ("pascal_voc/mAP", "pascal_voc/AP50"))
 
 
+@pytest.mark.parametrize("split,categories,classes", [("det", "color", 8), ("det", "orient", 8),
+                                                      ("det-upright", "chiral", 2), ("det", "shape", 8)])
+def test_embedded_category_files_feed_the_cards(split, categories, classes, tmp_path):
+    """--set data.categories picks the colour, orientation or chirality COCO file of the generated split."""
+    card = load_card("embedded-mrcnn", {"data.split": split, "data.categories": categories, "data.n": 6,
+                                        "data.image_size": 64})
+    parts = data_parts(card, str(tmp_path))
+    assert parts["train"]["ann"].endswith(f"instances_{categories}.json") and len(parts["val"]["classes"]) == classes
+    assert all(a["category_id"] <= classes for a in json.loads(open(parts["train"]["ann"]).read())["annotations"])
+    assert not card.train_augment  # no flip, no photometric distortion: they would corrupt these labels
+    if categories == "chiral":
+        with pytest.raises(ValueError, match="no 'chiral' categories for split det"):
+            data_parts(load_card("embedded-mrcnn", {"data.categories": "chiral", "data.n": 6, "data.image_size": 64}),
+                       str(tmp_path))
+
+
 def test_missing_data_root_names_the_layout(tmp_path):
     card = load_card("voc0712-frcnn-c4-24k", {"data.root": str(tmp_path / "nowhere")})
     with pytest.raises(FileNotFoundError, match="VOC image set not found: .*nowhere.*data.root=PATH"):

@@ -7,7 +7,7 @@ PY=${PY:-.venv/bin/python}
 RESULTS=${RESULTS:-results}
 LOG="$RESULTS/runs/make_all.jsonl"
 mkdir -p "$RESULTS/runs"
-stages_total=9
+stages_total=8
 n=0
 start_all=$(date +%s)
 

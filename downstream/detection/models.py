@@ -85,10 +85,11 @@ def detector_config(arch: str, base_width: int, num_classes: int, head: Head = "
 
 
 def shrink_fpn_heads(model: ConfigDict, neck_channels: int, fc_channels: int, rpn_train_proposals: int,
-                     rpn_test_proposals: int, roi_samples: int) -> ConfigDict:
+                     rpn_test_proposals: int, roi_samples: int, mask_convs: int = 4) -> ConfigDict:
     """Narrow an FPN detector's neck and heads and cut its proposals, for CPU-scale protocols: mmdet's defaults
     (256-channel FPN, 1024-wide box head, 1,000 test proposals per image) make one CPU evaluation of 500
-    128-px images take many minutes, almost all of it in the RoI head."""
+    128-px images take many minutes, almost all of it in the RoI head. ``mask_convs``: the mask head's 3x3
+    convolutions (mmdet: 4), which cost about as much as the rest of a CPU training step."""
     if "neck" not in model:
         raise ValueError("shrink_fpn_heads applies to FPN detectors only")
     model["neck"]["out_channels"] = neck_channels
@@ -98,7 +99,7 @@ def shrink_fpn_heads(model: ConfigDict, neck_channels: int, fc_channels: int, rp
     roi["bbox_head"].update(in_channels=neck_channels, fc_out_channels=fc_channels)
     if "mask_head" in roi:
         roi["mask_roi_extractor"]["out_channels"] = neck_channels
-        roi["mask_head"].update(in_channels=neck_channels, conv_out_channels=neck_channels)
+        roi["mask_head"].update(in_channels=neck_channels, conv_out_channels=neck_channels, num_convs=mask_convs)
     model["train_cfg"]["rpn_proposal"].update(nms_pre=2 * rpn_train_proposals, max_per_img=rpn_train_proposals)
     model["train_cfg"]["rcnn"]["sampler"]["num"] = roi_samples
     model["test_cfg"]["rpn"].update(nms_pre=2 * rpn_test_proposals, max_per_img=rpn_test_proposals)

@@ -175,7 +175,10 @@ def mmengine_config(card: ConfigDict, parts: dict[str, dict[str, Any]], arch: st
         val_dataloader=dict(batch_size=batch, drop_last=False, sampler=dict(type="DefaultSampler", shuffle=False),
                             dataset=_dataset(parts["val"], test_pipeline, True), **loader),
         val_evaluator=_evaluator(card, parts),
-        train_cfg=dict(type="IterBasedTrainLoop", max_iters=card.max_iters, val_interval=card.max_iters + 1),
+        # val_begin past the end: the loop would otherwise evaluate after its last iteration, and run() evaluates
+        # again to get the metrics back (mmengine's train() returns the model only).
+        train_cfg=dict(type="IterBasedTrainLoop", max_iters=card.max_iters, val_interval=card.max_iters + 1,
+                       val_begin=card.max_iters + 1),
         val_cfg=dict(type="ValLoop"),
         optim_wrapper=dict(type="OptimWrapper", optimizer=dict(type="SGD", lr=card.lr, momentum=card.momentum,
                                                                weight_decay=card.weight_decay),

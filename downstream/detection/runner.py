@@ -163,6 +163,9 @@ def mmengine_config(card: ConfigDict, parts: dict[str, dict[str, Any]], arch: st
     workers = card.get("num_workers", workers)
     loader = dict(num_workers=workers, persistent_workers=workers > 0)
     world = world_size()
+    if world > 1 and not torch.cuda.is_available():
+        raise RuntimeError(f"{world} processes but no GPU: mmengine's pytorch launcher gives each process a CUDA "
+                           "device; run detection as one process on CPU (without torchrun)")
     if card.batch_size % world:
         raise ValueError(f"batch_size {card.batch_size} (the total over processes) must divide by {world} processes")
     batch = card.batch_size // world

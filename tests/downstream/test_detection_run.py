@@ -134,6 +134,19 @@ def test_missing_data_root_names_the_layout(tmp_path):
         data_parts(card)
 
 
+def test_torchrun_without_gpus_stops_with_one_line(tmp_path):
+    """Several processes need GPUs (mmengine's pytorch launcher sets a CUDA device per process): on CPU the
+    launch stops before any training, with a message saying what to do, and writes no record."""
+    from tests.pretrain.test_train import torchrun
+
+    records = tmp_path / "records.jsonl"
+    result = torchrun("-m", "downstream.detection", "--protocol", "embedded-frcnn", "--arch", "resnet18w16",
+                      "--floor", "--records", str(records), "--out", str(tmp_path / "work"),
+                      "--set", "data.n=6", "data.image_size=64")
+    assert result.returncode != 0 and not records.exists()
+    assert "2 processes but no GPU" in result.stderr and "run detection as one process on CPU" in result.stderr
+
+
 def test_unknown_protocol_lists_the_known_ones():
     with pytest.raises(FileNotFoundError, match="known protocols: .*embedded-frcnn"):
         load_card("voc-typo")

@@ -221,17 +221,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"a dimension belongs to a mask when m > threshold (default: {THRESHOLD})")
 
 
-def run(args: argparse.Namespace) -> list[Path]:
+def each_checkpoint(paths: list[Path], command: str, skip_reason, analyse) -> list[Path]:
+    """Load every checkpoint (a run folder means its last.pt), skip those ``skip_reason`` rejects with a message,
+    and call ``analyse(path, state, label)`` with a label unique among them; returns the files written."""
     written: list[Path] = []
     labels: set[str] = set()
-    for given in args.checkpoints:
+    for given in paths:
         path = resolve_checkpoint(given)
         state = load_checkpoint(path)
-        reason = mask_skip_reason(state)
+        reason = skip_reason(state)
         if reason:
-            print(f"masks: skipping {path}: {reason}", file=sys.stderr)
+            print(f"{command}: skipping {path}: {reason}", file=sys.stderr)
             continue
         label = unique_label(run_label(path), labels)
         labels.add(label)
-        written += analyse_checkpoint(path, state, label, args.out / label, args.threshold)
+        written += analyse(path, state, label)
     return written
+
+
+def run(args: argparse.Namespace) -> list[Path]:
+    return each_checkpoint(args.checkpoints, "masks", mask_skip_reason, lambda path, state, label: analyse_checkpoint(
+        path, state, label, args.out / label, args.threshold))

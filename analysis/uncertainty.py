@@ -38,10 +38,9 @@ import torch
 from matplotlib.ticker import MaxNLocator
 from scipy import stats
 
-from analysis.curves import LOG_NAME, AnalysisInputError, read_log, run_label, step_rows, unique_label
+from analysis.curves import LOG_NAME, AnalysisInputError, read_log, step_rows
 from analysis.figures import new_figure, save_figure
-from analysis.masks import resolve_checkpoint
-from core.checkpoints import load_checkpoint
+from analysis.masks import each_checkpoint
 from core.io import atomic_write_text
 
 DEFAULT_OUT = Path("results/figures/uncertainty")
@@ -245,16 +244,5 @@ def run(args: argparse.Namespace) -> list[Path]:
     if args.n < 1 or args.bins < 1 or args.batch_size < 1:
         raise AnalysisInputError(f"--n, --bins and --batch-size must be positive; got {args.n}, {args.bins}, "
                                  f"{args.batch_size}")
-    written: list[Path] = []
-    labels: set[str] = set()
-    for given in args.runs:
-        path = resolve_checkpoint(given)
-        state = load_checkpoint(path)
-        reason = uncertainty_skip_reason(state)
-        if reason:
-            print(f"uncertainty: skipping {path}: {reason}", file=sys.stderr)
-            continue
-        label = unique_label(run_label(path), labels)
-        labels.add(label)
-        written += analyse_run(path, state, label, args.out / label, args)
-    return written
+    return each_checkpoint(args.runs, "uncertainty", uncertainty_skip_reason,
+                           lambda path, state, label: analyse_run(path, state, label, args.out / label, args))

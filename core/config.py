@@ -43,6 +43,9 @@ class DataConfig:
     n: int | None = None
     #: factorshapes: seed of the generator; fixed across runs so that every run sees the same images.
     generator_seed: int = 0
+    #: factorshapes pretrain/cls splits: multiplies the object sizes (1.25: 0.25/0.35/0.45 of the width; a
+    #: lever for `shape`, docs/defaults.md). Other values get their own cache folder.
+    object_scale: float = 1.0
     #: Data loader processes per training process.
     num_workers: int = 2
     #: An unreadable image: skip it (counted in the log) or stop with an error.

@@ -18,6 +18,8 @@ declare -A VARIANT=(
   [mast_b64]="configs/pretrain/mast_r18w16_b128_16e_shapes.yaml|train.batch_size=64"
   # The hue question (docs/defaults.md): jitter hue over the whole colour circle instead of +/- 0.1 turn.
   [vicreg_hue05]="configs/pretrain/vicreg_r18w16_b128_16e_shapes.yaml|augment.hue=0.5"
+  # A generator lever for `shape`: objects 1.25 x larger (0.25/0.35/0.45 of the width; probed on data of the same scale).
+  [vicreg_scale125]="configs/pretrain/vicreg_r18w16_b128_16e_shapes.yaml|data.object_scale=1.25"
 )
 for seed in $SEEDS; do
   for name in $VARIANTS; do

@@ -31,10 +31,11 @@ from pretrain.model import build_expander
 TASK_ORDER = ["shape", "hue", "orient", "chiral", "texture", "size", "pos", "bg", "light"]
 
 
-def features_for(backbone, split: str) -> dict[str, tuple]:
+def features_for(backbone, split: str, object_scale: float = 1.0) -> dict[str, tuple]:
     parts = {}
     for part in ("train", "val", "test"):
-        data = build_dataset(DataConfig(split=split, image_size=64), part=part, progress=False)
+        data = build_dataset(DataConfig(split=split, image_size=64, object_scale=object_scale), part=part,
+                             progress=False)
         parts[part] = extract(backbone, data, desc=f"{split}/{part}")
     return parts
 
@@ -46,14 +47,25 @@ def embedding_std(path: Path) -> float:
     cfg = state["config"]["model"]
     expander = build_expander(backbone.feature_dim, cfg["expander"])
     expander.load_state_dict(state["expander"])
-    images = build_dataset(DataConfig(split="pretrain", image_size=64), part="train", progress=False)
+    scale = cfg_scale(state["config"])
+    images = build_dataset(DataConfig(split="pretrain", image_size=64, object_scale=scale), part="train",
+                           progress=False)
     batch = torch.stack([images[i][0] for i in range(1024)])
     z = expander.eval()(backbone(to_float(batch)))
     return z.std(0).mean().item()
 
 
-def probe(backbone, label: str, seed: int, ckpt: Path | None, out: Path, epochs: int | None) -> None:
-    by_split = {split: features_for(backbone, split) for split in ("cls-upright", "cls-rot")}
+def cfg_scale(config: dict) -> float:
+    return float(config.get("data", {}).get("object_scale", 1.0))
+
+
+def floor_label(object_scale: float) -> str:
+    return "random-init" if object_scale == 1.0 else f"random-init_scale{object_scale:g}"
+
+
+def probe(backbone, label: str, seed: int, ckpt: Path | None, out: Path, epochs: int | None,
+          object_scale: float = 1.0) -> None:
+    by_split = {split: features_for(backbone, split, object_scale) for split in ("cls-upright", "cls-rot")}
     for split, task in FACTOR_TASKS:
         parts = by_split[split]
         result = linear_probe(*((parts[p][0], parts[p][1][task]) for p in ("train", "val", "test")), FACTORS[task])
@@ -61,14 +73,14 @@ def probe(backbone, label: str, seed: int, ckpt: Path | None, out: Path, epochs:
             stage="pilot-probe", method=label, arch="resnet18w16", pretrain_ckpt=checkpoint_ref(ckpt),
             pretrain_epochs=epochs, dataset=f"factorshapes/{split}", task=task, protocol="linear-lbfgs", seed=seed,
             metric="top1", value=100 * result.accuracy, n_train=len(parts["train"][0]) + len(parts["val"][0]),
-            n_test=len(parts["test"][0]), config={"l2": result.l2}))
+            n_test=len(parts["test"][0]), config={"l2": result.l2, "object_scale": object_scale}))
         knn = knn_accuracy((parts["train"][0], parts["train"][1][task]), (parts["test"][0], parts["test"][1][task]),
                            FACTORS[task])
         append_record(out / "records" / "pilot.jsonl", make_record(
             stage="pilot-probe", method=label, arch="resnet18w16", pretrain_ckpt=checkpoint_ref(ckpt),
             pretrain_epochs=epochs, dataset=f"factorshapes/{split}", task=task, protocol="knn", seed=seed,
             metric="top1", value=100 * knn, n_train=len(parts["train"][0]), n_test=len(parts["test"][0]),
-            config={"k": 20, "temperature": 0.07}))
+            config={"k": 20, "temperature": 0.07, "object_scale": object_scale}))
         print(f"{label} s{seed} {task}: linear {100 * result.accuracy:.1f}, knn {100 * knn:.1f}")
     if ckpt is not None:
         append_record(out / "records" / "pilot.jsonl", make_record(
@@ -82,7 +94,7 @@ def table(out: Path) -> str:
     top1 = frame[(frame.metric == "top1") & (frame.protocol == "linear-lbfgs")]
     stats = top1.groupby(["method", "task"]).value.agg(["mean", "std", "count"])
     methods = ["random-init", "vicreg", "vicreg_nojitter", "vicreg_noblur", "mast", "vicreg_b64", "mast_b64",
-               "vicreg_hue05"]
+               "vicreg_hue05", "random-init_scale1.25", "vicreg_scale125"]
     lines = ["| method | " + " | ".join(TASK_ORDER) + " | embedding std |", "|---" * (len(TASK_ORDER) + 2) + "|"]
     emb = frame[frame.metric == "mean_std"].groupby("method").value.agg(["mean", "std"])
     for method in [m for m in methods if m in stats.index.get_level_values(0)]:
@@ -109,16 +121,21 @@ def main(argv: list[str] | None = None) -> int:
         frame = read_records(records)
         done = {(m, s) for m, s in zip(frame.method, frame.seed)}
     if not args.table_only:
-        for seed in (0, 1, 2):
-            if ("random-init", seed) not in done:
-                probe(load_suite_backbone(None, "resnet18", 16, seed), "random-init", seed, None, args.out, None)
-        for run in sorted(args.runs.glob("*_s*/done")):
+        runs = sorted(args.runs.glob("*_s*/done"))
+        scales = {1.0} | {cfg_scale(load_checkpoint(run.parent / "last.pt")["config"]) for run in runs}
+        for scale in sorted(scales):  # a random-init floor on every data variant a run used
+            for seed in (0, 1, 2):
+                if (floor_label(scale), seed) not in done:
+                    probe(load_suite_backbone(None, "resnet18", 16, seed), floor_label(scale), seed, None, args.out,
+                          None, scale)
+        for run in runs:
             name, seed = re.fullmatch(r"(.+)_s(\d+)", run.parent.name).groups()
             if (name, int(seed)) in done:
                 continue
             ckpt = run.parent / "last.pt"
-            epochs = load_checkpoint(ckpt)["epoch"]
-            probe(load_suite_backbone(str(ckpt)), name, int(seed), ckpt, args.out, epochs)
+            state = load_checkpoint(ckpt)
+            probe(load_suite_backbone(str(ckpt)), name, int(seed), ckpt, args.out, state["epoch"],
+                  cfg_scale(state["config"]))
     text = ("# Pilot: embedded default budget, linear-lbfgs top-1 (%) on FactorShapes\n\n"
             "Generated by `python -m scripts.pilot_probe` from `results/records/pilot.jsonl`; mean ± std over "
             "seeds. Labels of cls-upright except orient (cls-rot). Embedding std: mean per-dimension std of "

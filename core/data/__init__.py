@@ -24,7 +24,7 @@ def build_dataset(cfg: DataConfig, part: str = "train", transform: Transform | N
 
         return FactorShapesDataset(cfg.root or default_data_root(), split=cfg.split, part=part, n=cfg.n,
                                    image_size=cfg.image_size, seed=cfg.generator_seed, transform=transform,
-                                   progress=progress)
+                                   progress=progress, object_scale=cfg.object_scale)
     if cfg.root is None:
         raise DataError(f"data.root is required for data.dataset={cfg.dataset}: pass --set data.root=PATH")
     if cfg.dataset == "folder":

@@ -162,6 +162,22 @@ def _check_split(split: str, part: str | None = None) -> None:
                         f"{', '.join(PARTS[split])}")
 
 
+def _check_scale(split: str, object_scale: float, width: int) -> float:
+    """``object_scale`` multiplies the single-object sizes (a generator lever, docs/defaults.md); the largest
+    object must still fit in one quadrant."""
+    object_scale = float(object_scale)
+    if object_scale == 1.0:
+        return object_scale
+    if split in DET_SPLITS:
+        raise DataError(f"FactorShapes object_scale applies to pretrain/cls splits only; {split} needs 1.0")
+    largest = (SIZE_FRACTIONS["cls"][-1] * object_scale + SIZE_JITTER) * width
+    if object_scale <= 0 or largest + 1 > width / 2:
+        limit = ((width / 2 - 1) / width - SIZE_JITTER) / SIZE_FRACTIONS["cls"][-1]
+        raise DataError(f"FactorShapes object_scale must be in (0, {limit:.2f}] at {width} px so that the largest "
+                        f"object fits in a quadrant, got {object_scale}")
+    return object_scale
+
+
 def _image_size(split: str, image_size: int | None) -> int:
     size = DEFAULT_IMAGE_SIZE[split] if image_size is None else int(image_size)
     if size < MIN_IMAGE_SIZE[split]:
@@ -222,9 +238,9 @@ def _place_disjoint(rng: np.random.Generator, radii: list[float], width: int, tr
     return None
 
 
-def _sample_single(rng: np.random.Generator, split: str, width: int) -> Scene:
+def _sample_single(rng: np.random.Generator, split: str, width: int, object_scale: float = 1.0) -> Scene:
     upright = split == "cls-upright" or (split == "pretrain" and bool(rng.random() < 0.5))
-    obj = _sample_object(rng, upright, SIZE_FRACTIONS["cls"], width)
+    obj = _sample_object(rng, upright, tuple(f * object_scale for f in SIZE_FRACTIONS["cls"]), width)
     pos = int(rng.integers(FACTORS["pos"]))
     cx, cy = _quadrant_centre(rng, pos, obj.radius, width)
     obj = dataclasses.replace(obj, cx=cx, cy=cy)
@@ -247,11 +263,15 @@ def _sample_multi(rng: np.random.Generator, split: str, width: int) -> Scene:
     return Scene(width, tuple(objects), bg, bg_variant, light, {"count": count - 1, "bg": bg, "light": light})
 
 
-def sample_scene(split: str, part: str, index: int, image_size: int | None = None, seed: int = 0) -> Scene:
+def sample_scene(split: str, part: str, index: int, image_size: int | None = None, seed: int = 0,
+                 object_scale: float = 1.0) -> Scene:
     """The scene of one image (all random draws happen here; rendering is deterministic given the scene)."""
     rng = sample_rng(split, part, index, seed)
     width = _image_size(split, image_size)
-    return (_sample_multi if split in DET_SPLITS else _sample_single)(rng, split, width)
+    if split in DET_SPLITS:
+        _check_scale(split, object_scale, width)
+        return _sample_multi(rng, split, width)
+    return _sample_single(rng, split, width, _check_scale(split, object_scale, width))
 
 
 def sample_labels(split: str, part: str, index: int, image_size: int | None = None, seed: int = 0
@@ -365,33 +385,34 @@ def render_scene(scene: Scene) -> tuple[np.ndarray, list[dict[str, Any]]]:
     return (image * 255 + 0.5).astype(np.uint8), annotations
 
 
-def render_sample(split: str, part: str, index: int, image_size: int | None = None, seed: int = 0
-                  ) -> tuple[np.ndarray, dict[str, Any]]:
+def render_sample(split: str, part: str, index: int, image_size: int | None = None, seed: int = 0,
+                  object_scale: float = 1.0) -> tuple[np.ndarray, dict[str, Any]]:
     """Image ``index`` of ``split/part`` (H x W x 3 uint8) and its record ``{"labels", "objects",
     "image_size"}``, regenerated from ``(seed, split, part, index)`` alone."""
-    scene = sample_scene(split, part, index, image_size, seed)
+    scene = sample_scene(split, part, index, image_size, seed, object_scale)
     image, objects = render_scene(scene)
     return image, {"labels": dict(scene.labels), "objects": objects, "image_size": scene.image_size}
 
 
 # --------------------------------------------------------------------------------------------- cache
 def cache_dir(root: str | Path, split: str, part: str, n: int | None = None, image_size: int | None = None,
-              seed: int = 0) -> Path:
-    """``root/factorshapes-v{GEN_VERSION}/seed{seed}/{split}-{size}px/{part}-{n}``."""
+              seed: int = 0, object_scale: float = 1.0) -> Path:
+    """``root/factorshapes-v{GEN_VERSION}/seed{seed}/{split}-{size}px[-scale{s}]/{part}-{n}``."""
     _check_split(split, part)
     n = DEFAULT_COUNTS[(split, part)] if n is None else int(n)
     size = _image_size(split, image_size)
     version_dir = Path(root).expanduser() / f"factorshapes-v{GEN_VERSION}"
-    return version_dir / f"seed{seed}" / f"{split}-{size}px" / f"{part}-{n}"
+    scale = "" if float(object_scale) == 1.0 else f"-scale{float(object_scale):g}"
+    return version_dir / f"seed{seed}" / f"{split}-{size}px{scale}" / f"{part}-{n}"
 
 
-def _chunk_job(job: tuple[str, str, int, int, int, int, str | None]
+def _chunk_job(job: tuple[str, str, int, int, int, int, str | None, float]
                ) -> tuple[int, np.ndarray | None, list[dict[str, Any]], list[bytes]]:
     """Render images ``start..stop-1``; det images are written as PNG into ``png_dir`` (not returned)."""
-    split, part, seed, size, start, stop, png_dir = job
+    split, part, seed, size, start, stop, png_dir, object_scale = job
     images, records, digests = [], [], []
     for index in range(start, stop):
-        image, record = render_sample(split, part, index, size, seed)
+        image, record = render_sample(split, part, index, size, seed, object_scale)
         digests.append(hashlib.sha256(image.tobytes()).digest())
         records.append(record)
         if png_dir is None:
@@ -449,21 +470,26 @@ def _write_det(tmp: Path, split: str, part: str, size: int, results: Iterator[tu
 
 
 def _generate(tmp: Path, split: str, part: str, n: int, size: int, seed: int, workers: int,
-              progress: bool) -> None:
+              progress: bool, object_scale: float = 1.0) -> None:
     det = split in DET_SPLITS
     if det:
         (tmp / "images").mkdir()
     chunk = max(16, min(256, math.ceil(n / (4 * max(workers, 1)))))
-    jobs = [(split, part, seed, size, start, min(start + chunk, n), str(tmp / "images") if det else None)
-            for start in range(0, n, chunk)]
+    jobs = [(split, part, seed, size, start, min(start + chunk, n), str(tmp / "images") if det else None,
+             object_scale) for start in range(0, n, chunk)]
     disable = not progress or progress_disabled()
     with tqdm(total=n, desc=f"FactorShapes {split}/{part}", unit="img", disable=disable, dynamic_ncols=True,
               mininterval=1.0) as bar:
         results = _run_jobs(jobs, workers, bar)
         extra = _write_det(tmp, split, part, size, results) if det else _write_single(tmp, split, n, size, results)
     meta = {"gen_version": GEN_VERSION, "seed": seed, "split": split, "part": part, "n": n, "image_size": size,
-            **extra}
+            **_scale_meta(object_scale), **extra}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")  # written last: marks a complete folder
+
+
+def _scale_meta(object_scale: float) -> dict[str, float]:
+    """Recorded only when not 1, so that the default caches keep their meta."""
+    return {} if float(object_scale) == 1.0 else {"object_scale": float(object_scale)}
 
 
 def _is_complete(folder: Path, expected: dict[str, Any]) -> bool:
@@ -487,7 +513,7 @@ def _remove_stale_temps(final: Path) -> None:
 
 
 def ensure_split(root: str | Path, split: str, part: str, n: int | None = None, image_size: int | None = None,
-                 seed: int = 0, workers: int | None = None, progress: bool = True) -> Path:
+                 seed: int = 0, workers: int | None = None, progress: bool = True, object_scale: float = 1.0) -> Path:
     """Render ``split/part`` into the cache unless a complete copy is there; return its folder.
 
     Non-det folders hold ``images.npy`` (N x H x W x 3 uint8), ``labels.npz`` (one int64 array per label,
@@ -501,8 +527,10 @@ def ensure_split(root: str | Path, split: str, part: str, n: int | None = None, 
     n, size = DEFAULT_COUNTS[(split, part)] if n is None else int(n), _image_size(split, image_size)
     if n < 1:
         raise DataError(f"FactorShapes n must be positive, got {n}")
-    final = cache_dir(root, split, part, n, size, seed)
-    expected = {"gen_version": GEN_VERSION, "seed": seed, "split": split, "part": part, "n": n, "image_size": size}
+    object_scale = _check_scale(split, object_scale, size)
+    final = cache_dir(root, split, part, n, size, seed, object_scale)
+    expected = {"gen_version": GEN_VERSION, "seed": seed, "split": split, "part": part, "n": n, "image_size": size,
+                "object_scale": _scale_meta(object_scale).get("object_scale")}
     if _is_complete(final, expected):
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -513,7 +541,7 @@ def ensure_split(root: str | Path, split: str, part: str, n: int | None = None, 
     tmp = final.parent / f"{TMP_PREFIX}{final.name}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        _generate(tmp, split, part, n, size, seed, workers or min(4, os.cpu_count() or 1), progress)
+        _generate(tmp, split, part, n, size, seed, workers or min(4, os.cpu_count() or 1), progress, object_scale)
         os.rename(tmp, final)
     except OSError:
         if not _is_complete(final, expected):  # otherwise another process finished the same folder first
@@ -567,11 +595,11 @@ class FactorShapesDataset(ImageDataset):
 
     def __init__(self, root: str | Path, split: str = "pretrain", part: str = "train", n: int | None = None,
                  image_size: int | None = None, seed: int = 0, transform: Transform | None = None,
-                 workers: int | None = None, progress: bool = True):
+                 workers: int | None = None, progress: bool = True, object_scale: float = 1.0):
         super().__init__(transform)
         _check_split(split, part)
         self.split, self.part = split, part
-        self.folder = ensure_split(root, split, part, n, image_size, seed, workers, progress)
+        self.folder = ensure_split(root, split, part, n, image_size, seed, workers, progress, object_scale)
         self.meta = json.loads((self.folder / "meta.json").read_text())
         with np.load(self.folder / "labels.npz") as stored:
             self.labels = {name: stored[name] for name in LABELS_BY_SPLIT[split]}

@@ -291,3 +291,29 @@ def test_coco_files_reject_classification_folders(tmp_path):
     folder = fs.ensure_split(tmp_path, "cls-rot", "test", n=4, image_size=32, progress=False)
     with pytest.raises(DataError, match="det, det-upright"):
         fs.coco_files(folder)
+
+
+def test_object_scale_enlarges_objects_keeps_labels_and_gets_its_own_cache(tmp_path):
+    for index in range(40):
+        plain = fs.sample_scene("cls-upright", "train", index, 64)
+        large = fs.sample_scene("cls-upright", "train", index, 64, object_scale=1.25)
+        assert large.labels == plain.labels
+        obj = large.objects[0]
+        target = fs.SIZE_FRACTIONS["cls"][obj.size] * 1.25 * 64
+        assert abs(obj.radius - target) <= fs.SIZE_JITTER * 64 + 1e-9
+        assert obj.radius > plain.objects[0].radius
+        assert max(obj.cx, obj.cy) <= 64 - obj.radius - 1 + 1e-9 and min(obj.cx, obj.cy) >= obj.radius + 1 - 1e-9
+    folder = fs.ensure_split(tmp_path, "cls-upright", "train", n=8, image_size=32, progress=False, object_scale=1.25)
+    assert folder.parent.name == "cls-upright-32px-scale1.25"
+    assert json.loads((folder / "meta.json").read_text())["object_scale"] == 1.25
+    image, _ = fs.render_sample("cls-upright", "train", 3, 32, object_scale=1.25)
+    assert np.array_equal(np.load(folder / "images.npy")[3], image)
+    plain = fs.ensure_split(tmp_path, "cls-upright", "train", n=8, image_size=32, progress=False)
+    assert "object_scale" not in json.loads((plain / "meta.json").read_text())
+
+
+def test_object_scale_rejects_det_splits_and_objects_that_do_not_fit():
+    with pytest.raises(DataError, match="pretrain/cls splits only"):
+        fs.sample_scene("det", "train", 0, 128, object_scale=1.25)
+    with pytest.raises(DataError, match=r"object_scale must be in \(0, 1.30\] at 64 px"):
+        fs.sample_scene("cls-rot", "train", 0, 64, object_scale=1.5)

@@ -13,7 +13,7 @@ CONFIG_ARG = $(if $(CONFIG),--config $(CONFIG),)
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: help setup all data check test test-all pretrain eval-cls eval-detection eval-segmentation \
-        analysis bench compare lock clean
+        analysis bench compare study lock clean
 
 help:
 	@echo "make setup              create .venv with the pinned stack (mmcv built once, then cached)"
@@ -27,6 +27,7 @@ help:
 	@echo "make eval-segmentation  Mask R-CNN on FactorShapes det: box and mask AP"
 	@echo "make analysis           tables, figures and results/README.md from the records and runs"
 	@echo "make compare CKPTS=...  evaluate external checkpoints like ours and add them to the tables"
+	@echo "make study              the embedded study: 5 methods x 3 seeds, every evaluation, sweeps (hours; resumes)"
 	@echo "make bench              benchmarks into results/bench/"
 	@echo "make clean              remove generated outputs under results/runs (not the venv or caches)"
 
@@ -92,6 +93,12 @@ CKPTS ?=
 compare: $(STAMP)
 	@test -n "$(CKPTS)" || { echo 'make compare: give CKPTS="a.pth b.pth"' >&2; exit 2; }
 	@CKPTS="$(CKPTS)" RESULTS=$(RESULTS) PY=$(PY) bash scripts/compare.sh
+
+# The embedded study (configs/study/embedded.yaml): resumes where it stopped; ARGS="--only pretrain classification"
+# or "--seeds 0" run a part, ARGS=--dry-run lists the steps.
+STUDY_CONFIG = $(or $(CONFIG),configs/study/embedded.yaml)
+study: $(STAMP)
+	$(PY) -m scripts.study --config $(STUDY_CONFIG) $(ARGS)
 
 # Re-resolve the lock file from requirements/direct.txt (needs the package index).
 lock: $(STAMP)

@@ -29,9 +29,10 @@ log = logging.getLogger("downstream.classification")
 
 
 def discover(runs: Path) -> list[Path]:
-    """Finished pretraining checkpoints (``last.pt`` whose epoch reached the configured epochs) under ``runs``."""
+    """Finished pretraining checkpoints (``DIR/last.pt`` whose epoch reached the configured epochs) directly under
+    ``runs``: nested folders (pilot, study sweeps, stale runs) are left to the tools that made them."""
     found = []
-    for path in sorted(runs.rglob("last.pt")):
+    for path in sorted(runs.glob("*/last.pt")):
         try:
             state = load_file(path)
         except CheckpointError as exc:
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     add_common_args(parser, ClassificationConfig, default_out="results/runs/classification")
     parser.add_argument("--ckpt", type=Path, action="append", default=[], help="checkpoint to evaluate (repeatable)")
     parser.add_argument("--format", default="auto", help="checkpoint layout for --ckpt (default: auto-detect)")
-    parser.add_argument("--runs", type=Path, help="evaluate every finished pretraining checkpoint under this folder")
+    parser.add_argument("--runs", type=Path, help="evaluate every finished pretraining run folder directly under this folder")
     parser.add_argument("--floor", action="store_true", help="add random-init backbones of each architecture")
     parser.add_argument("--ceiling", action="store_true", help="add the supervised-per-label networks")
     parser.add_argument("--arch", type=parse_arch, action="append", default=[],

@@ -1,0 +1,325 @@
+"""The embedded study (``make study``): pretrain every method of a study config over its seeds, evaluate each
+run (classification, detection, instance segmentation), run the sensitivity sweeps, then the analysis.
+
+  python -m scripts.study [--config configs/study/embedded.yaml] [--only KIND ...] [--seeds 0 ...]
+                          [--runs-matching TEXT] [--dry-run]
+
+Every step is a stage command (``python -m pretrain``, ``python -m downstream.*``, ``python -m analysis``), so
+what passes between steps are files. The study resumes where it stopped: a finished pretraining run is left
+as it is, an interrupted one resumes, and a step whose records exist is skipped by the stage itself. A run
+whose checkpoint is gone (run folders are not committed) but whose records are all there, for the same
+resolved config, is skipped too: ``results/study/runs.json`` keeps each run's resolved config and checkpoint
+digest, ``results/study/times.jsonl`` the wall time of every step, and the study prints its total time. A run
+folder whose config differs from the study's (the defaults changed) is moved aside and trained again.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from core.config import ConfigError, from_dict, load_config, read_yaml, to_dict
+from core.io import atomic_write_text, sha256_file
+from core.records import read_records
+
+EVAL_KINDS = ("classification", "detection", "segmentation")
+KINDS = ("pretrain", *EVAL_KINDS, "floors", "analysis")
+
+
+@dataclasses.dataclass
+class DetectionEval:
+    """One detection or segmentation evaluation: a protocol card, card overrides, and the seeds it runs on."""
+    protocol: str = "embedded-frcnn"
+    set: list[str] = dataclasses.field(default_factory=list)
+    #: Pretraining seeds whose runs get this evaluation (null: every seed of the study).
+    seeds: list[int] | None = None
+
+
+@dataclasses.dataclass
+class Evaluations:
+    classification: str = "configs/classification/linear_knn_shapes.yaml"
+    detection: list[DetectionEval] = dataclasses.field(default_factory=list)
+    segmentation: list[DetectionEval] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Sweep:
+    """Variants of one pretraining config; each variant is a list of ``key=value`` overrides (an empty list is
+    the base config itself, whose run the study already has). Sweep runs get the classification only."""
+    base: str = "configs/pretrain/mast_r18w16_b128_16e_shapes.yaml"
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
+    variants: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class StudyConfig:
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
+    #: Pretraining configs, one per method of the study; run folders are <runs>/<config name>_s<seed>.
+    methods: list[str] = dataclasses.field(default_factory=list)
+    evaluations: Evaluations = dataclasses.field(default_factory=Evaluations)
+    sweeps: dict[str, Sweep] = dataclasses.field(default_factory=dict)
+    runs: str = "results/runs"
+    results: str = "results"
+
+
+@dataclasses.dataclass
+class Run:
+    folder: Path
+    config: str
+    overrides: list[str]
+    seed: int
+    sweep: str | None = None
+
+    @property
+    def ckpt(self) -> Path:
+        return self.folder / "last.pt"
+
+    @property
+    def records_dir(self) -> str:
+        return "sweeps" if self.sweep else ""
+
+
+# ----------------------------------------------------------------------------------------------- plan
+def resolved_config(run: Run) -> dict:
+    from pretrain.config import PretrainConfig
+
+    return to_dict(load_config(PretrainConfig, run.config, [*run.overrides, f"seed={run.seed}"]))
+
+
+def config_hash(config: dict) -> str:
+    """Hash of a pretraining config read through today's schema, so that a key added since (with its default)
+    does not make an old run look different; a config the schema no longer reads hashes as stale."""
+    from pretrain.config import PretrainConfig
+
+    try:
+        config = to_dict(from_dict(PretrainConfig, config))
+    except ConfigError:
+        return "stale"
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def method_runs(cfg: StudyConfig, seeds: list[int]) -> list[Run]:
+    return [Run(Path(cfg.runs) / f"{Path(c).stem}_s{s}", c, [], s) for s in seeds for c in cfg.methods]
+
+
+def sweep_runs(cfg: StudyConfig) -> dict[tuple[str, str], list[Run]]:
+    """The runs of every (sweep, variant). A variant whose resolved config equals a method run's (the base
+    config itself, or e.g. ``method=mast_nounc``) is that run, so nothing is trained twice."""
+    by_config = {config_hash(resolved_config(r)): r for r in method_runs(cfg, cfg.seeds)}
+    plan = {}
+    for name, sweep in cfg.sweeps.items():
+        for variant, overrides in sweep.variants.items():
+            runs = []
+            for seed in sweep.seeds:
+                run = Run(Path(cfg.runs) / "sweeps" / name / f"{variant}_s{seed}", sweep.base, overrides, seed, name)
+                runs.append(by_config.get(config_hash(resolved_config(run)), run))
+            plan[name, variant] = runs
+    return plan
+
+
+def plan_runs(cfg: StudyConfig, seeds: list[int]) -> list[Run]:
+    """Runs in the order they are worth having: the first seed of every method, the sweeps, the other seeds."""
+    runs = method_runs(cfg, seeds[:1])
+    for variant_runs in sweep_runs(cfg).values():
+        runs += [r for r in variant_runs if r.sweep and r.seed in seeds and r not in runs]
+    return runs + method_runs(cfg, seeds[1:])
+
+
+def sweep_index(cfg: StudyConfig) -> dict:
+    """What analysis needs to build the sweep tables: per sweep and variant, its overrides and run folders."""
+    index: dict = {}
+    for (name, variant), runs in sweep_runs(cfg).items():
+        index.setdefault(name, {})[variant] = {"overrides": cfg.sweeps[name].variants[variant],
+                                               "runs": [str(r.folder) for r in runs]}
+    return {"methods": [Path(c).stem for c in cfg.methods], "seeds": cfg.seeds, "sweeps": index}
+
+
+# ----------------------------------------------------------------------------------------------- state
+class Ledger:
+    """``results/study/runs.json`` (config hash and checkpoint digest per run) and ``times.jsonl``."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.runs_file, self.times_file = folder / "runs.json", folder / "times.jsonl"
+        self.runs = json.loads(self.runs_file.read_text()) if self.runs_file.is_file() else {}
+
+    def remember(self, run: Run, digest: str, config: dict) -> None:
+        self.runs[str(run.folder)] = {"ckpt_sha256": digest, "resolved": config, "config": run.config,
+                                      "overrides": run.overrides}
+        atomic_write_text(self.runs_file, json.dumps(self.runs, indent=2, sort_keys=True) + "\n")
+
+    def time(self, step: str, seconds: float, ran: bool) -> None:
+        line = json.dumps({"step": step, "seconds": round(seconds, 1), "ran": ran,
+                           "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.times_file, "a") as handle:
+            handle.write(line + "\n")
+
+    def total_seconds(self) -> float:
+        if not self.times_file.is_file():
+            return 0.0
+        return sum(json.loads(line)["seconds"] for line in self.times_file.read_text().splitlines() if line.strip())
+
+
+def has_records(records: Path, digest: str, tasks: set[str] | None = None) -> bool:
+    """Whether ``records`` holds results of the checkpoint with sha256 ``digest`` (for every task of ``tasks``)."""
+    if not records.is_file():
+        return False
+    table = read_records(records)
+    if table.empty:
+        return False
+    mine = table[table["pretrain_ckpt"].map(lambda ref: isinstance(ref, dict) and ref.get("sha256") == digest)]
+    return not mine.empty and (tasks is None or tasks <= set(mine["task"]))
+
+
+# ----------------------------------------------------------------------------------------------- steps
+class Study:
+    def __init__(self, cfg: StudyConfig, python: str, dry_run: bool, only: set[str]):
+        self.cfg, self.python, self.dry_run, self.only = cfg, python, dry_run, only
+        self.results = Path(cfg.results)
+        self.ledger = Ledger(self.results / "study")
+        self.session = 0.0
+
+    def records(self, kind: str, run: Run | None = None) -> Path:
+        sub = run.records_dir if run else ""
+        return self.results / "records" / (f"{sub}.jsonl" if sub else f"{kind}.jsonl")
+
+    def call(self, name: str, argv: list[str]) -> None:
+        print(f"[study] {name}\n        $ {shlex.join(argv)}", flush=True)
+        if self.dry_run:
+            return
+        start = time.time()
+        result = subprocess.run(argv, env={**os.environ, "MAST_NO_PROGRESS": os.environ.get("MAST_NO_PROGRESS", "1")})
+        seconds = time.time() - start
+        self.session += seconds
+        self.ledger.time(name, seconds, True)
+        if result.returncode != 0:
+            sys.exit(f"[study] step failed (exit {result.returncode}): {name}; fix the cause and run the study "
+                     "again: it resumes here")
+
+    def pretrain(self, run: Run, chash: str) -> None:
+        on_disk = run.folder / "config.yaml"
+        if on_disk.is_file() and config_hash(read_yaml(on_disk)) != chash:
+            aside = Path(self.cfg.runs) / "stale" / f"{run.folder.name}-{time.strftime('%Y%m%d%H%M%S')}"
+            print(f"[study] {run.folder} was trained with another config: moved to {aside}")
+            if not self.dry_run:
+                aside.parent.mkdir(parents=True, exist_ok=True)
+                run.folder.rename(aside)
+        sets = [*run.overrides, f"seed={run.seed}"]
+        self.call(f"pretrain {run.folder.name}", [self.python, "-m", "pretrain", "--config", run.config, "--out",
+                                                 str(run.folder), "--auto-resume", "--set", *sets])
+
+    def classification(self, run: Run) -> None:
+        self.call(f"classification {run.folder.name}", [
+            self.python, "-m", "downstream.classification", "--config", self.cfg.evaluations.classification,
+            "--ckpt", str(run.ckpt), "--records", str(self.records("classification", run)),
+            "--out", str(self.results / "runs" / "classification"),
+            "--set", f"cache={self.results / 'runs' / 'cache' / 'features'}"])
+
+    def detection(self, kind: str, run: Run | None, evaluation: DetectionEval, seed: int) -> None:
+        target = ["--ckpt", str(run.ckpt)] if run else ["--floor", "--arch", "resnet18w16"]
+        label = run.folder.name if run else f"random-init_s{seed}"
+        out = self.results / "runs" / "study-detection" / label
+        self.call(" ".join([kind, evaluation.protocol, *evaluation.set, label]), [
+            self.python, "-m", "downstream.detection", "--protocol", evaluation.protocol, *target,
+            "--seed", str(0 if run else seed), "--out", str(out), "--records", str(self.records(kind)),
+            *(["--set", *evaluation.set] if evaluation.set else [])])
+
+    def evaluations_of(self, run: Run) -> list[tuple[str, DetectionEval]]:
+        if run.sweep:
+            return []
+        ev = self.cfg.evaluations
+        return [(kind, e) for kind in ("detection", "segmentation") for e in getattr(ev, kind)
+                if e.seeds is None or run.seed in e.seeds]
+
+    def complete(self, run: Run, digest: str) -> bool:
+        """Whether every evaluation of ``run`` has records for checkpoint ``digest``."""
+        if not has_records(self.records("classification", run), digest):
+            return False
+        for kind, evaluation in self.evaluations_of(run):
+            task = next((s.split("=", 1)[1] for s in evaluation.set if s.startswith("data.categories=")), "shape")
+            if not has_records(self.records(kind), digest, {task}):
+                return False
+        return True
+
+    def do_run(self, run: Run) -> None:
+        resolved = resolved_config(run)
+        chash = config_hash(resolved)
+        known = self.ledger.runs.get(str(run.folder), {})
+        if (not run.ckpt.is_file() and config_hash(known.get("resolved", {})) == chash
+                and self.complete(run, known.get("ckpt_sha256", ""))):
+            print(f"[study] {run.folder.name}: every record is there (checkpoint not kept), skipped")
+            return
+        if "pretrain" in self.only:
+            self.pretrain(run, chash)
+        if not run.ckpt.is_file():
+            return  # dry run, or pretraining left out with --only
+        if not self.dry_run:
+            self.ledger.remember(run, sha256_file(run.ckpt), resolved)
+        if "classification" in self.only:
+            self.classification(run)
+        for kind, evaluation in self.evaluations_of(run):
+            if kind in self.only:
+                self.detection(kind, run, evaluation, run.seed)
+
+    def floors(self, seeds: list[int]) -> None:
+        self.call("classification floors and ceiling", [
+            self.python, "-m", "downstream.classification", "--config", self.cfg.evaluations.classification,
+            "--floor", "--ceiling", "--arch", "resnet18w16", "--set", f"floor_seeds={json.dumps(seeds)}",
+            f"cache={self.results / 'runs' / 'cache' / 'features'}",
+            "--records", str(self.records("classification")), "--out", str(self.results / "runs" / "classification"),
+            "--ceiling-dir", str(self.results / "runs" / "ceiling")])
+        for kind in ("detection", "segmentation"):
+            for evaluation in getattr(self.cfg.evaluations, kind):
+                for seed in (s for s in seeds if evaluation.seeds is None or s in evaluation.seeds):
+                    self.detection(kind, None, evaluation, seed)
+
+    def analysis(self) -> None:
+        self.call("analysis", [self.python, "-m", "analysis", "all", "--runs", self.cfg.runs,
+                               "--results", str(self.results)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scripts.study", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=Path("configs/study/embedded.yaml"))
+    parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
+                        help="override study keys, e.g. seeds=[0]")
+    parser.add_argument("--only", nargs="+", choices=KINDS, default=list(KINDS),
+                        help="step kinds to run (default: all): %(choices)s")
+    parser.add_argument("--seeds", type=int, nargs="+", help="a subset of the study's seeds")
+    parser.add_argument("--runs-matching", default="", help="only runs whose folder name contains this text")
+    parser.add_argument("--dry-run", action="store_true", help="print the steps without running them")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(StudyConfig, args.config, args.overrides)
+        seeds = [s for s in cfg.seeds if args.seeds is None or s in args.seeds]
+        runs = [r for r in plan_runs(cfg, seeds) if args.runs_matching in str(r.folder)]
+        for run in runs:
+            resolved_config(run)  # a typo in a method config or sweep override stops the study before any work
+    except ConfigError as exc:
+        sys.exit(f"config error: {exc}")
+    study = Study(cfg, sys.executable, args.dry_run, set(args.only))
+    atomic_write_text(study.results / "study" / "index.json", json.dumps(sweep_index(cfg), indent=2) + "\n")
+    print(f"[study] {len(runs)} runs, seeds {seeds}; steps: {', '.join(k for k in KINDS if k in args.only)}")
+    for i, run in enumerate(runs, 1):
+        print(f"[study] run {i}/{len(runs)}: {run.folder}", flush=True)
+        study.do_run(run)
+    if "floors" in args.only:
+        study.floors(seeds)
+    if "analysis" in args.only:
+        study.analysis()
+    print(f"[study] this session: {study.session / 60:.1f} min of steps; the study so far: "
+          f"{study.ledger.total_seconds() / 3600:.2f} h (results/study/times.jsonl)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""The study driver (scripts/study.py): its plan, its resume rules and its errors; stage commands are recorded,
+not run (each stage has its own tests)."""
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from core.records import append_record, make_record
+from scripts import study
+
+MAST = "configs/pretrain/mast_r18w16_b128_16e_shapes.yaml"
+VICREG = "configs/pretrain/vicreg_r18w16_b128_16e_shapes.yaml"
+NOUNC = "configs/pretrain/mast_nounc_r18w16_b128_16e_shapes.yaml"
+
+
+def make_config(tmp_path: Path, **extra) -> study.StudyConfig:
+    data = {"seeds": [0, 1], "methods": [VICREG, MAST, NOUNC], "runs": str(tmp_path / "runs"),
+            "results": str(tmp_path / "results"),
+            "evaluations": {"detection": [{"protocol": "embedded-frcnn"},
+                                          {"protocol": "embedded-frcnn", "set": ["data.categories=color"], "seeds": [0]}],
+                            "segmentation": [{"protocol": "embedded-mrcnn"}]},
+            "sweeps": {"rho": {"base": MAST, "variants": {"0.5": [], "0.25": ["loss.rho=0.25"]}},
+                       "uncertainty": {"base": MAST, "variants": {"on": [], "off": ["method=mast_nounc"]}}},
+            **extra}
+    return study.from_dict(study.StudyConfig, data)
+
+
+class Recorder(study.Study):
+    """A study whose stage commands are recorded instead of run."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg, "python", dry_run=False, only=set(study.KINDS))
+        self.commands = []
+
+    def call(self, name, argv):
+        self.commands.append(argv)
+
+
+def test_plan_orders_runs_and_reuses_method_runs_for_equal_sweep_variants(tmp_path):
+    cfg = make_config(tmp_path)
+    names = [str(r.folder.relative_to(tmp_path / "runs")) for r in study.plan_runs(cfg, [0, 1])]
+    assert names == ["vicreg_r18w16_b128_16e_shapes_s0", "mast_r18w16_b128_16e_shapes_s0",
+                     "mast_nounc_r18w16_b128_16e_shapes_s0", "sweeps/rho/0.25_s0",
+                     "vicreg_r18w16_b128_16e_shapes_s1", "mast_r18w16_b128_16e_shapes_s1",
+                     "mast_nounc_r18w16_b128_16e_shapes_s1"]
+    index = study.sweep_index(cfg)["sweeps"]
+    assert index["rho"]["0.5"]["runs"] == [str(tmp_path / "runs" / "mast_r18w16_b128_16e_shapes_s0")]
+    assert index["uncertainty"]["off"]["runs"] == [str(tmp_path / "runs" / "mast_nounc_r18w16_b128_16e_shapes_s0")]
+    assert index["rho"]["0.25"]["overrides"] == ["loss.rho=0.25"]
+
+
+def test_a_typo_in_a_sweep_or_method_stops_before_any_work(tmp_path, capsys):
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump({"methods": [MAST], "runs": str(tmp_path / "runs"),
+                                      "results": str(tmp_path / "results"),
+                                      "sweeps": {"rho": {"variants": {"bad": ["loss.rhoo=0.1"]}}}}))
+    with pytest.raises(SystemExit, match="config error: .*rhoo"):
+        study.main(["--config", str(config), "--dry-run"])
+    config.write_text(yaml.safe_dump({"methodz": [MAST]}))
+    with pytest.raises(SystemExit, match="config error: .*methodz"):
+        study.main(["--config", str(config), "--dry-run"])
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_gets_pretraining_and_the_evaluations_of_its_seed(tmp_path):
+    cfg = make_config(tmp_path)
+    recorder = Recorder(cfg)
+    run = study.plan_runs(cfg, [0, 1])[1]  # mast, seed 0
+    run.folder.mkdir(parents=True)
+    run.ckpt.write_bytes(b"checkpoint")  # the pretrain step is recorded, not run: pretend it wrote this
+    recorder.do_run(run)
+    modules = [argv[2] for argv in recorder.commands]
+    assert modules == ["pretrain", "downstream.classification", "downstream.detection", "downstream.detection",
+                       "downstream.detection"]
+    assert recorder.commands[0][-2:] == ["--set", "seed=0"]
+    assert "data.categories=color" in recorder.commands[3] and "embedded-mrcnn" in recorder.commands[4]
+    seed1 = study.plan_runs(cfg, [0, 1])[5]
+    seed1.folder.mkdir(parents=True)
+    seed1.ckpt.write_bytes(b"other")
+    recorder.commands.clear()
+    recorder.do_run(seed1)
+    assert not any("data.categories=color" in argv for argv in recorder.commands)  # colour: seed 0 only
+    sweep = study.plan_runs(cfg, [0])[3]
+    sweep.folder.mkdir(parents=True)
+    sweep.ckpt.write_bytes(b"sweep")
+    recorder.commands.clear()
+    recorder.do_run(sweep)
+    assert [argv[2] for argv in recorder.commands] == ["pretrain", "downstream.classification"]
+    assert str(tmp_path / "results" / "records" / "sweeps.jsonl") in recorder.commands[1]
+
+
+def test_finished_run_without_checkpoint_is_skipped_only_when_records_and_config_match(tmp_path):
+    cfg = make_config(tmp_path)
+    run = study.plan_runs(cfg, [0])[3]  # the rho sweep run: classification only
+    recorder = Recorder(cfg)
+    recorder.ledger.remember(run, "abc123", study.resolved_config(run))
+    ref = {"path": str(run.ckpt), "sha256": "abc123"}
+    append_record(tmp_path / "results" / "records" / "sweeps.jsonl", make_record(
+        stage="classification", method="mast", arch="resnet18w16", pretrain_ckpt=ref, dataset="factorshapes/cls-upright",
+        task="shape", protocol="linear-lbfgs", seed=0, metric="top1", value=30.0))
+    recorder.do_run(run)
+    assert recorder.commands == []
+    recorder.ledger.runs[str(run.folder)]["resolved"]["loss"]["rho"] = 0.3  # trained with another config
+    recorder.do_run(run)
+    assert recorder.commands[0][2] == "pretrain"
+
+
+def test_a_run_folder_with_another_config_is_moved_aside_not_deleted(tmp_path):
+    cfg = make_config(tmp_path)
+    run = study.plan_runs(cfg, [0])[1]
+    run.folder.mkdir(parents=True)
+    old = study.resolved_config(run)
+    old["loss"]["lam"] = 5.0
+    (run.folder / "config.yaml").write_text(yaml.safe_dump(old))
+    (run.folder / "last.pt").write_bytes(b"old weights")
+    Recorder(cfg).pretrain(run, study.config_hash(study.resolved_config(run)))
+    moved = list((tmp_path / "runs" / "stale").glob("mast_r18w16_b128_16e_shapes_s0-*"))
+    assert len(moved) == 1 and (moved[0] / "last.pt").read_bytes() == b"old weights"
+    assert not run.folder.exists()
+
+
+def test_config_hash_ignores_keys_added_since_with_their_defaults(tmp_path):
+    run = study.plan_runs(make_config(tmp_path), [0])[1]
+    resolved = study.resolved_config(run)
+    older = json.loads(json.dumps(resolved))
+    del older["data"]["object_scale"]  # a key the schema gained later, at its default
+    assert study.config_hash(older) == study.config_hash(resolved)
+    older["loss"]["rho"] = 0.25
+    assert study.config_hash(older) != study.config_hash(resolved)
+    assert study.config_hash({"no_such_key": 1}) == "stale"

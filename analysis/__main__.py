@@ -5,6 +5,7 @@
   python -m analysis uncertainty RUN...        uncertainty by difference strength (Spearman), per epoch
   python -m analysis invariance CKPT...        per-op invariance profile of any backbone
   python -m analysis curves RUN...             training curves (loss terms, img/s) from log.jsonl
+  python -m analysis sweeps                    one table per sensitivity sweep of the study (make study)
   python -m analysis report                    results/README.md from everything above
   python -m analysis all [--runs DIR]          every step on what exists (make analysis)
 
@@ -25,6 +26,7 @@ COMMANDS = {
     "uncertainty": "uncertainty versus difficulty of MAST runs",
     "invariance": "per-op invariance profile of backbones",
     "curves": "training curves from pretraining logs",
+    "sweeps": "tables of the study's sensitivity sweeps",
     "report": "write results/README.md",
     "all": "every analysis on the runs and records that exist, then the report",
 }

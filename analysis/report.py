@@ -97,11 +97,21 @@ def _family_means(aggregated: pd.DataFrame, family: tuple[str, str, str]) -> pd.
     stage, dataset, protocol = family
     part = aggregated[(aggregated["stage"] == stage) & (aggregated["dataset"] == dataset)
                       & (aggregated["protocol"] == protocol)]
-    return part.pivot_table(index="method", columns="task", values="mean", aggfunc="first")
+    return part.pivot_table(index="label", columns="task", values="mean", aggfunc="first")
+
+
+def main_label(labels, method: str) -> str | None:
+    """The row of ``method``'s own config: the label ``method`` itself, or ``method (<method>_<arch>_...)`` when
+    the method has several configs (e.g. ``mast (mast_factorized_...)`` is a variant, not MAST's row)."""
+    labels = list(labels)
+    if method in labels:
+        return method
+    own = [label for label in labels if label.startswith(f"{method} ({method}_r")]
+    return sorted(own)[0] if own else None
 
 
 def factor_means(aggregated: pd.DataFrame) -> pd.DataFrame:
-    """Linear-probe top-1 per method (rows) and factor task (columns); orient from cls-rot."""
+    """Linear-probe top-1 per row label (rows) and factor task (columns); orient from cls-rot."""
     upright = _family_means(aggregated, FACTOR_FAMILY).drop(columns=["orient"], errors="ignore")
     rot = _family_means(aggregated, ORIENT_FAMILY)
     if "orient" in rot.columns:
@@ -112,15 +122,17 @@ def factor_means(aggregated: pd.DataFrame) -> pd.DataFrame:
 def claim_invariances(aggregated: pd.DataFrame) -> tuple[list[str], list[str]]:
     """MAST vs VICReg per factor task; returns (lines, missing)."""
     means = factor_means(aggregated) if not aggregated.empty else pd.DataFrame()
-    missing = [m for m in ("mast", "vicreg") if m not in means.index]
+    mast, vicreg = main_label(means.index, "mast"), main_label(means.index, "vicreg")
+    missing = [m for m, label in (("mast", mast), ("vicreg", vicreg)) if label is None]
     if missing:
         return [f"Not checked: no linear-probe records of {' and '.join(missing)} on the factor tasks."], missing
-    diff = (means.loc["mast"] - means.loc["vicreg"]).dropna()
+    diff = (means.loc[mast] - means.loc[vicreg]).dropna()
     wins = [t for t, d in diff.items() if d >= 0]
     lines = ["| task | " + " | ".join(diff.index) + " | mean |", "|---|" + "---|" * (len(diff) + 1)]
-    for method in [m for m in ("mast", "vicreg", "random-init", "supervised") if m in means.index]:
-        row = means.loc[method, diff.index]
-        lines.append(f"| {method} | " + " | ".join(f"{v:.1f}" for v in row) + f" | {row.mean():.1f} |")
+    references = [r for r in ("random-init", "supervised") if r in means.index]
+    for label in [vicreg, mast, *sorted(set(means.index) - {vicreg, mast, *references}), *references]:
+        row = means.loc[label, diff.index]
+        lines.append(f"| {label} | " + " | ".join(f"{v:.1f}" for v in row) + f" | {row.mean():.1f} |")
     lines.append("| mast - vicreg | " + " | ".join(f"{d:+.1f}" for d in diff) + f" | {diff.mean():+.1f} |")
     verdict = "supports" if diff.mean() > 0 and len(wins) > len(diff) / 2 else "does not support"
     lines += ["", f"MAST >= VICReg on {len(wins)} of {len(diff)} factor tasks ({', '.join(wins) or 'none'}); mean "
@@ -135,8 +147,13 @@ def _chance_iou(p: float, q: float) -> float:
     return p * q / union if union > 0 else 0.0
 
 
+def first_seed_only(paths: list[Path]) -> list[Path]:
+    """Per-run outputs of the first seed (folder ``..._s0``) or of runs without a seed suffix."""
+    return [p for p in paths if not tables.SEED_SUFFIX.search(p.parent.name) or p.parent.name.endswith("_s0")]
+
+
 def claim_masks(figures: Path) -> tuple[list[str], list[str]]:
-    summaries = sorted(figures.glob("masks/*/masks.json"))
+    summaries = first_seed_only(sorted(figures.glob("masks/*/masks.json")))
     if not summaries:
         return ["Not checked: no mask analysis (needs a MAST checkpoint)."], ["masks"]
     lines = []
@@ -162,26 +179,64 @@ def claim_uncertainty(figures: Path) -> tuple[list[str], list[str]]:
     summaries = sorted(figures.glob("uncertainty/*/uncertainty.json"))
     if not summaries:
         return ["Not checked: no uncertainty analysis (needs a MAST run with an uncertainty head)."], ["uncertainty"]
-    lines = []
+    by_config: dict[str, list[dict]] = {}
     for path in summaries:
         s = json.loads(path.read_text())
-        rhos = {op: v["spearman_rho"] for op, v in s["per_op"].items()}
-        valid = {op: r for op, r in rhos.items() if r is not None}
+        by_config.setdefault(tables.SEED_SUFFIX.sub("", s["label"]), []).append(s)
+    lines = []
+    for config, runs in by_config.items():
+        rhos = pd.DataFrame([{op: v["spearman_rho"] for op, v in s["per_op"].items()} for s in runs], dtype=float)
+        mean, std = rhos.mean(), rhos.std()
+        valid = mean.dropna()
         positive = [op for op, r in valid.items() if r > 0.1]
-        text = ", ".join(f"{op} {r:+.2f}" if r is not None else f"{op} n/a" for op, r in rhos.items())
+        text = ", ".join(f"{op} {mean[op]:+.2f}" + (f" ± {std[op]:.2f}" if len(runs) > 1 else "")
+                         if not pd.isna(mean[op]) else f"{op} n/a" for op in rhos.columns)
         verdict = "tracks" if len(positive) > len(valid) / 2 else "does **not** track"
-        lines.append(f"- `{s['label']}` ({s['n_images']} images): Spearman's rho of uncertainty with difference "
-                     f"strength: {text}. Uncertainty {verdict} difficulty for most ops (rho > 0.1 for "
-                     f"{len(positive)} of {len(valid)}).")
+        lines.append(f"- `{config}` ({len(runs)} run{'s' if len(runs) > 1 else ''}, {runs[0]['n_images']} images "
+                     f"each): Spearman's rho of uncertainty with difference strength"
+                     f"{' (mean ± std over seeds)' if len(runs) > 1 else ''}: {text}. Uncertainty {verdict} "
+                     f"difficulty for most ops (mean rho > 0.1 for {len(positive)} of {len(valid)}).")
     return lines, []
+
+
+# ---------------------------------------------------------------------------------------------- study
+def sweeps_section(results: Path) -> list[str]:
+    from analysis import sweeps
+
+    try:
+        found = sweeps.sweep_tables(results)
+    except FileNotFoundError:
+        return ["No study index yet (`make study` writes `study/index.json`)."]
+    if not found:
+        return ["The study config has no sweeps."]
+    lines = ["Linear-probe top-1 (%) of MAST with one open choice of docs/method.md changed at a time, on the "
+             "study's sweep seeds; `mean` is over the nine factor tasks, `vs base` its difference to the base "
+             "config (the study's own MAST run). `–`: not run yet.", ""]
+    for name, table in found.items():
+        lines += [f"### {name}", "", sweeps.markdown(table), ""]
+    return lines
+
+
+def study_time_section(results: Path) -> list[str]:
+    path = results / "study" / "times.jsonl"
+    if not path.is_file():
+        return ["No study steps recorded yet (`make study`)."]
+    steps = pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+    steps["kind"] = steps["step"].str.split().str[0]
+    per_kind = steps.groupby("kind")["seconds"].agg(["count", "sum"])
+    lines = [f"`make study` has spent **{steps['seconds'].sum() / 3600:.2f} h** of wall time over {len(steps)} steps "
+             "(`study/times.jsonl`, every session summed):", "", "| step kind | steps | hours |", "|---|---|---|"]
+    lines += [f"| {kind} | {int(row['count'])} | {row['sum'] / 3600:.2f} |" for kind, row in per_kind.iterrows()]
+    return lines
 
 
 # --------------------------------------------------------------------------------------------- figures
 def figures_section(results: Path) -> list[str]:
-    pngs = sorted((results / "figures").rglob("*.png"))
+    pngs = first_seed_only(sorted((results / "figures").rglob("*.png")))
     if not pngs:
         return ["No figures yet (`make analysis` draws them)."]
-    lines = []
+    lines = ["Per-run figures are shown for the first seed; those of the other seeds are in `figures/` beside "
+             "them.", ""]
     for png in pngs:
         rel = png.relative_to(results)
         caption = " / ".join(rel.with_suffix("").parts[1:]).replace("_", " ")
@@ -217,6 +272,8 @@ def build_report(results: Path, runs_dir: Path) -> str:
         "### 1. MAST helps tasks that need different invariances", "", *claim1, "",
         "### 2. The masks reveal how augmentations relate", "", *claim2, "",
         "### 3. Uncertainty tracks difficulty", "", *claim3, "",
+        "## Sensitivity sweeps", "", *sweeps_section(results), "",
+        "## Study time", "", *study_time_section(results), "",
         "## Figures", "", *figures_section(results),
         "## Missing", "", *missing_section(records, miss1 + miss2 + miss3), "",
     ]

@@ -7,7 +7,7 @@ protocol, metric and seed replaces the older record (latest ``time`` wins), so r
 Rows: our methods, then the random-init floor, then the supervised ceiling, then published numbers
 (``analysis/published.csv``, always labelled "published"). The best mean per column among our rows is bold;
 the ceiling and published rows are references, never candidates. ``pilot.jsonl`` (the pretraining pilot) is
-not a result and is left out.
+not a result and is left out, and so is ``sweeps.jsonl`` (the study's sweeps: ``python -m analysis sweeps``).
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from core.io import atomic_write_text
 from core.records import read_records
 
 PUBLISHED_CSV = Path(__file__).with_name("published.csv")
-EXCLUDED_FILES = {"pilot.jsonl"}  # pretraining pilot probes, not results
+# The pretraining pilot's probes are not results; the study's sweeps get their own tables (analysis.sweeps).
+EXCLUDED_FILES = {"pilot.jsonl", "sweeps.jsonl"}
 FLOOR, CEILING = "random-init", "supervised"
 ROLE_ORDER = {"ours": 0, "floor": 1, "ceiling": 2, "published": 3}
 BEST_CANDIDATES = ("ours", "floor")  # the ceiling and published rows are references, not competitors

@@ -1,0 +1,105 @@
+"""``python -m analysis sweeps``: one table per sensitivity sweep of the study.
+
+  python -m analysis sweeps [--results results]
+
+The study (``make study``) writes ``results/study/index.json``: per sweep and variant, its config overrides and
+run folders. Each table has one row per variant and the linear-probe top-1 of the nine factor tasks (orient
+from cls-rot), their mean, and the mean's difference to the base variant (the one without overrides), read
+from the classification records of those runs (``records/classification.jsonl`` and ``records/sweeps.jsonl``).
+Written to ``tables/sweep_<name>.md`` and ``.csv``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path, PurePath
+
+import pandas as pd
+
+from core.io import atomic_write_text
+from core.records import read_records
+
+TASKS = ("shape", "hue", "orient", "chiral", "texture", "size", "pos", "bg", "light")
+RECORD_FILES = ("classification.jsonl", "sweeps.jsonl")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results", type=Path, default=Path("results"),
+                        help="results folder: study/index.json and records/ in, tables/ out (default: %(default)s)")
+
+
+def _same_folder(a: PurePath, b: PurePath) -> bool:
+    """Run folders written relative or absolute: equal when the shorter is a tail of the longer."""
+    k = min(len(a.parts), len(b.parts))
+    return k > 0 and a.parts[-k:] == b.parts[-k:]
+
+
+def probe_results(records: pd.DataFrame) -> pd.DataFrame:
+    """Latest linear-probe top-1 per (run folder, task, seed) of the factor tasks: columns folder, task, value."""
+    part = records[(records["stage"] == "classification") & (records["protocol"] == "linear-lbfgs")
+                   & (records["metric"] == "top1") & records["task"].isin(TASKS)].copy()
+    part["folder"] = part["pretrain_ckpt"].map(lambda r: PurePath(r["path"]).parent if isinstance(r, dict) else None)
+    part = part[part["folder"].notna()]
+    part = part[(part["dataset"] != "factorshapes/cls-upright") | (part["task"] != "orient")]  # orient: cls-rot
+    when = pd.to_datetime(part["time"], utc=True, errors="coerce", format="ISO8601")
+    part = part.loc[when.sort_values(kind="stable").index]
+    part["key"] = part["folder"].map(str)
+    return part.drop_duplicates(["key", "task"], keep="last")[["folder", "task", "value"]]
+
+
+def sweep_table(variants: dict, probes: pd.DataFrame) -> pd.DataFrame:
+    """Rows: variants; columns: overrides, n, the nine tasks (mean over the variant's runs), mean, delta."""
+    rows = []
+    for name, spec in variants.items():
+        runs = [PurePath(r) for r in spec["runs"]]
+        mine = probes[probes["folder"].map(lambda f: any(_same_folder(f, r) for r in runs))]
+        per_task = mine.groupby("task")["value"].mean()
+        n = mine["folder"].map(str).nunique()
+        row = {"variant": name, "overrides": " ".join(spec["overrides"]) or "(base config)", "n": n}
+        row.update({t: per_task.get(t, float("nan")) for t in TASKS})
+        complete = all(t in per_task for t in TASKS)
+        row["mean"] = float(per_task[list(TASKS)].mean()) if complete else float("nan")
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    base = table.loc[table["overrides"] == "(base config)", "mean"]
+    table["vs base"] = table["mean"] - (base.iloc[0] if len(base) else float("nan"))
+    return table
+
+
+def markdown(table: pd.DataFrame) -> str:
+    def cell(value, column):
+        if isinstance(value, str):
+            return f"`{value}`" if column == "overrides" and not value.startswith("(") else value
+        if pd.isna(value):
+            return "–"
+        if column == "n":
+            return str(int(value))
+        return f"{value:+.1f}" if column == "vs base" else f"{value:.1f}"
+
+    columns = list(table.columns)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r[c], c) for c in columns) + " |" for _, r in table.iterrows()]
+    return "\n".join(lines)
+
+
+def load_index(results: Path) -> dict:
+    path = results / "study" / "index.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no {path}: run `make study` (or `make study ARGS=--dry-run`) to write it")
+    return json.loads(path.read_text())
+
+
+def sweep_tables(results: Path) -> dict[str, pd.DataFrame]:
+    index = load_index(results)
+    records = read_records([results / "records" / f for f in RECORD_FILES if (results / "records" / f).is_file()])
+    probes = probe_results(records) if not records.empty else pd.DataFrame(columns=["folder", "task", "value"])
+    return {name: sweep_table(variants, probes) for name, variants in index.get("sweeps", {}).items()}
+
+
+def run(args: argparse.Namespace) -> list[Path]:
+    written = []
+    for name, table in sweep_tables(args.results).items():
+        out = args.results / "tables" / f"sweep_{name}"
+        written.append(atomic_write_text(out.with_suffix(".md"), f"## Sweep: {name}\n\n{markdown(table)}\n"))
+        written.append(atomic_write_text(out.with_suffix(".csv"), table.to_csv(index=False)))
+    return written

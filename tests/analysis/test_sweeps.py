@@ -1,0 +1,72 @@
+"""Sweep tables (analysis.sweeps) from a study index and records; the report's claim rows when a method has
+several configs."""
+import json
+
+import pandas as pd
+
+from analysis import report, sweeps
+from core.records import append_record, make_record
+
+
+def _probe(results, folder, task, value, file="sweeps.jsonl", dataset="factorshapes/cls-upright"):
+    append_record(results / "records" / file, make_record(
+        stage="classification", method="mast", arch="resnet18w16", dataset=dataset, task=task,
+        protocol="linear-lbfgs", seed=0, metric="top1", value=value,
+        pretrain_ckpt={"path": f"{folder}/last.pt", "sha256": folder}))
+
+
+def _study(results):
+    index = {"sweeps": {"rho": {
+        "0.5": {"overrides": [], "runs": ["results/runs/mast_r18w16_b128_16e_shapes_s0"]},
+        "0.25": {"overrides": ["loss.rho=0.25"], "runs": ["results/runs/sweeps/rho/0.25_s0"]},
+        "0.75": {"overrides": ["loss.rho=0.75"], "runs": ["results/runs/sweeps/rho/0.75_s0"]}}}}
+    (results / "study").mkdir(parents=True)
+    (results / "study" / "index.json").write_text(json.dumps(index))
+    for i, task in enumerate(sweeps.TASKS):
+        dataset = "factorshapes/cls-rot" if task == "orient" else "factorshapes/cls-upright"
+        _probe(results, "results/runs/mast_r18w16_b128_16e_shapes_s0", task, 50.0, "classification.jsonl", dataset)
+        _probe(results, "results/runs/sweeps/rho/0.25_s0", task, 50.0 + i, dataset=dataset)
+    _probe(results, "results/runs/sweeps/rho/0.25_s0", "hue", 10.0)  # an older record...
+    _probe(results, "results/runs/sweeps/rho/0.25_s0", "hue", 61.0)  # ...replaced by the latest
+    _probe(results, "results/runs/sweeps/rho/0.25_s0", "orient", 99.0)  # orient on cls-upright is not the task
+
+
+def test_sweep_table_rows_means_and_delta(tmp_path):
+    _study(tmp_path)
+    table = sweeps.sweep_tables(tmp_path)["rho"].set_index("variant")
+    assert table.loc["0.5", "mean"] == 50.0 and table.loc["0.5", "overrides"] == "(base config)"
+    expected = [50.0 + i for i in range(9)]
+    expected[1] = 61.0  # hue: the latest record
+    assert table.loc["0.25", "hue"] == 61.0 and table.loc["0.25", "orient"] == 52.0
+    assert abs(table.loc["0.25", "mean"] - sum(expected) / 9) < 1e-9
+    assert abs(table.loc["0.25", "vs base"] - (sum(expected) / 9 - 50.0)) < 1e-9
+    assert table.loc["0.75", "n"] == 0 and pd.isna(table.loc["0.75", "mean"])
+    text = sweeps.markdown(sweeps.sweep_tables(tmp_path)["rho"])
+    assert "| 0.75 | `loss.rho=0.75` | 0 | – |" in text and "+" in text
+
+
+def test_sweeps_command_writes_tables_and_report_section(tmp_path):
+    _study(tmp_path)
+    written = sweeps.run(type("Args", (), {"results": tmp_path})())
+    assert {p.name for p in written} == {"sweep_rho.md", "sweep_rho.csv"}
+    assert "## Sweep: rho" in (tmp_path / "tables" / "sweep_rho.md").read_text()
+    text = report.build_report(tmp_path, tmp_path / "runs")
+    assert "## Sensitivity sweeps" in text and "### rho" in text
+    # Sweep records stay out of the main tables: mast's factor row is the base run only.
+    assert "mast - vicreg" not in text
+
+
+def test_main_label_picks_the_methods_own_config():
+    labels = ["mast (mast_factorized_r18w16_b128_16e_shapes)", "mast (mast_r18w16_b128_16e_shapes)", "vicreg"]
+    assert report.main_label(labels, "mast") == "mast (mast_r18w16_b128_16e_shapes)"
+    assert report.main_label(labels, "vicreg") == "vicreg"
+    assert report.main_label(["mast (mast_factorized_r18w16)"], "mast") is None
+
+
+def test_study_time_section_sums_steps(tmp_path):
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "times.jsonl").write_text(
+        "\n".join(json.dumps({"step": s, "seconds": t}) for s, t in
+                  [("pretrain a_s0", 3600), ("classification a_s0", 1800), ("pretrain b_s0", 1800)]) + "\n")
+    lines = report.study_time_section(tmp_path)
+    assert "**2.00 h**" in lines[0] and "| pretrain | 2 | 1.50 |" in lines

@@ -2,7 +2,7 @@
 run (classification, detection, instance segmentation), run the sensitivity sweeps, then the analysis.
 
   python -m scripts.study [--config configs/study/embedded.yaml] [--only KIND ...] [--seeds 0 ...]
-                          [--runs-matching TEXT] [--dry-run]
+                          [--runs-matching TEXT] [--skip-matching TEXT] [--dry-run]
 
 Every step is a stage command (``python -m pretrain``, ``python -m downstream.*``, ``python -m analysis``), so
 what passes between steps are files. The study resumes where it stopped: a finished pretraining run is left
@@ -295,13 +295,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=KINDS, default=list(KINDS),
                         help="step kinds to run (default: all): %(choices)s")
     parser.add_argument("--seeds", type=int, nargs="+", help="a subset of the study's seeds")
-    parser.add_argument("--runs-matching", default="", help="only runs whose folder name contains this text")
+    parser.add_argument("--runs-matching", default="", help="only runs whose folder path contains this text")
+    parser.add_argument("--skip-matching", default=None, help="leave out runs whose folder path contains this text")
     parser.add_argument("--dry-run", action="store_true", help="print the steps without running them")
     args = parser.parse_args(argv)
     try:
         cfg = load_config(StudyConfig, args.config, args.overrides)
         seeds = [s for s in cfg.seeds if args.seeds is None or s in args.seeds]
-        runs = [r for r in plan_runs(cfg, seeds) if args.runs_matching in str(r.folder)]
+        runs = [r for r in plan_runs(cfg, seeds) if args.runs_matching in str(r.folder)
+                and not (args.skip_matching and args.skip_matching in str(r.folder))]
         for run in runs:
             resolved_config(run)  # a typo in a method config or sweep override stops the study before any work
     except ConfigError as exc:

@@ -28,7 +28,7 @@ help:
 	@echo "make analysis           tables, figures and results/README.md from the records and runs"
 	@echo "make compare CKPTS=...  evaluate external checkpoints like ours and add them to the tables"
 	@echo "make study              the embedded study: 5 methods x 3 seeds, every evaluation, sweeps (hours; resumes)"
-	@echo "make bench              benchmarks into results/bench/"
+	@echo "make bench              benchmarks into results/bench/ (~10 min on 2 idle cores; ARGS=\"--only data --quick\")"
 	@echo "make clean              remove generated outputs under results/runs (not the venv or caches)"
 
 # The stamp is rewritten by the set-up script when the lock file or the script change.
@@ -61,8 +61,9 @@ pretrain: $(STAMP)
 	$(if $(FORCE),rm -rf $(PRETRAIN_OUT),)
 	$(PY) -m pretrain --config $(PRETRAIN_CONFIG) --set seed=$(SEED) $(ARGS:--set=) --out $(PRETRAIN_OUT) --auto-resume
 
+# Sections: pretrain loss_scaling data downstream gpu stages (ARGS="--only ..."); run it on an otherwise idle machine.
 bench: $(STAMP)
-	$(PY) -m bench $(ARGS)
+	$(PY) -m bench --make-log $(RESULTS)/runs/make_all.jsonl --out $(RESULTS)/bench $(ARGS)
 
 CLS_CONFIG = $(or $(CONFIG),configs/classification/linear_knn_shapes.yaml)
 CKPT ?=

@@ -1,71 +1,233 @@
-"""Pretraining step throughput of vicreg, mast (pair) and mast (factorized), side by side in one run.
+"""Pretraining step throughput and peak memory of vicreg, mast (pair) and mast (factorized), side by side.
 
-Each method's Trainer is built from the same config; one batch from its own data loader is kept, and the
-training step (forward, loss, backward, optimiser) is timed on it. Methods are interleaved within every
-repeat, so slow drifts of a shared machine hit all of them alike; each figure is the median over repeats
-after warm-up steps. img/s counts source images (a factorized step renders K + 1 views of each).
+Two settings: the embedded config (ResNet-18 at base width 16, 64 px, batch 128) and ResNet-50 at 224 px
+with VICReg's ImageNet recipe (expander 8192-8192-8192, LARS) at a small batch, on FactorShapes images
+rendered at 224 px. Each method's Trainer is built from its config; one batch of its own data loader is kept
+and the training step (forward, loss, backward, optimiser) is timed on it. Methods are interleaved within
+every repeat, so drifts of a shared machine hit all of them alike; figures are medians over repeats after
+warm-up. img/s counts source images (a factorized step renders K + 1 views of each).
+
+Peak memory: on CPU each method runs again in a fresh process (numbers not polluted by the other methods)
+that builds its Trainer and takes one step: the resident high-water mark (``peak_mb``) and the part of it
+above the resident memory before the step (``step_mb``: gradients, optimiser state, activations). On CUDA:
+``torch.cuda.max_memory_allocated`` and the part above the memory allocated before the step.
+This section runs on the CPU (``device=cpu``); the gpu section covers CUDA.
+
+When mast (pair) takes more than 5 % longer than vicreg, one step of each is profiled and the operators
+that cost the most are recorded, to show where the difference comes from.
 """
 from __future__ import annotations
 
-import statistics
+import argparse
+import json
+import os
+import subprocess
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
+from bench.timing import ROOT, Options, interleaved, peak_rss_mb, reset_peak_rss, rss_mb, summary, sync
 from core.config import load_config
 from pretrain.config import PretrainConfig
 from pretrain.train import Trainer
 
-VARIANTS = {
-    "vicreg": ("configs/pretrain/vicreg_r18w16_b128_16e_shapes.yaml", []),
-    "mast_pair": ("configs/pretrain/mast_r18w16_b128_16e_shapes.yaml", []),
-    "mast_factorized": ("configs/pretrain/mast_r18w16_b128_16e_shapes.yaml", ["views.mode=factorized"]),
-}
+TITLE = "Pretraining step (CPU)"
+EMBEDDED = {"vicreg": "configs/pretrain/vicreg_r18w16_b128_16e_shapes.yaml",
+            "mast": "configs/pretrain/mast_r18w16_b128_16e_shapes.yaml"}
+RESNET50 = {"vicreg": "configs/pretrain/vicreg_r50_b512_100e_imagenet.yaml",
+            "mast": "configs/pretrain/mast_r50_b512_100e_imagenet.yaml"}
+METHODS = {"vicreg": ("vicreg", []), "mast_pair": ("mast", []),
+           "mast_factorized": ("mast", ["views.mode=factorized"])}
+#: ImageNet configs on FactorShapes rendered at 224 px: the network and recipe of ImageNet, data at hand.
+R50_DATA = ["data.dataset=factorshapes", "data.root=null", "data.split=pretrain", "data.part=train",
+            "data.image_size=224", "data.num_workers=0"]
+PAIR_TARGET = 1.05  # the acceptance bar: mast (pair) step time <= 1.05 x vicreg's
 
 
-def _step_seconds(trainer: Trainer, batch, steps: int) -> float:
-    if trainer.cuda:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
+def settings(opts: Options) -> dict[str, dict[str, object]]:
+    """Per setting: configs, the overrides that size it, timed steps per repeat and default repeats."""
+    if opts.quick:
+        return {"embedded": {"configs": EMBEDDED, "overrides": ["train.batch_size=8", "data.n=16"],
+                             "steps": 1, "repeats": 2},
+                "resnet50_224": {"configs": RESNET50, "overrides": [*R50_DATA, "data.image_size=64", "data.n=4",
+                                                                    "train.batch_size=4", "model.expander=64-64"],
+                                 "steps": 1, "repeats": 2}}
+    return {"embedded": {"configs": EMBEDDED, "overrides": [], "steps": 3, "repeats": 7},
+            "resnet50_224": {"configs": RESNET50, "overrides": [*R50_DATA, "data.n=16", "train.batch_size=8"],
+                             "steps": 1, "repeats": 3}}
+
+
+def variants(setting: dict[str, object], opts: Options, device: str = "cpu") -> dict[str, tuple[str, list[str]]]:
+    """method name -> (config path, overrides), the user's overrides last."""
+    root = [f"data.root={opts.data_root}"] if opts.data_root else []
+    out = {}
+    for name, (method, extra) in METHODS.items():
+        out[name] = (setting["configs"][method],
+                     [f"device={device}", *extra, *setting["overrides"], *root, *opts.overrides])
+    return out
+
+
+def build(config: str, overrides: list[str], out: Path) -> tuple[Trainer, tuple[torch.Tensor, torch.Tensor]]:
+    """A Trainer in training mode and one batch of its own loader."""
+    cfg = load_config(PretrainConfig, ROOT / config, overrides)
+    trainer = Trainer(cfg, out)
+    batch = next(iter(trainer.loader))
+    trainer.model.train()
+    return trainer, batch
+
+
+def run_steps(trainer: Trainer, batch, steps: int) -> None:
     for _ in range(steps):
         trainer.train_step(*batch)
-    if trainer.cuda:
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
 
 
-def run(overrides: list[str], warmup: int = 3, steps: int = 5, repeats: int = 9) -> dict[str, object]:
-    trainers, batches = {}, {}
+def measure_steps(specs: dict[str, tuple[str, list[str]]], steps: int, repeats: int,
+                  warmup: int = 1) -> dict[str, dict[str, object]]:
+    """Median step time and img/s of every method, interleaved; ``warmup`` untimed calls of ``steps`` steps."""
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (config, extra) in VARIANTS.items():
-            cfg = load_config(PretrainConfig, config, [*extra, *overrides])
-            trainers[name] = Trainer(cfg, Path(tmp) / name)
-            batches[name] = next(iter(trainers[name].loader))
-            trainers[name].model.train()
-        for name, trainer in trainers.items():
-            _step_seconds(trainer, batches[name], warmup)
-        times: dict[str, list[float]] = {name: [] for name in trainers}
-        for _ in range(repeats):
-            for name, trainer in trainers.items():
-                times[name].append(_step_seconds(trainer, batches[name], steps))
+        built = {name: build(config, extra, Path(tmp) / name) for name, (config, extra) in specs.items()}
+        device = next(iter(built.values()))[0].device
+        fns = {name: (lambda t=t, b=b: run_steps(t, b, steps)) for name, (t, b) in built.items()}
+        samples = interleaved(fns, repeats, warmup, device)
+        rows = {}
+        for name, (trainer, _) in built.items():
+            stats = summary(samples[name], per=steps)
+            batch_size = trainer.cfg.train.batch_size
+            rows[name] = {"views": trainer.views.num_views, "batch_size": batch_size, "step_s": stats["median_s"],
+                          "img_per_s": batch_size / stats["median_s"], **stats,
+                          "params_m": sum(p.numel() for p in trainer.model.parameters()) / 1e6}
+        return rows
+
+
+def memory_of(config: str, overrides: list[str], steps: int = 1) -> dict[str, object]:
+    """Peak memory over building one method's Trainer and ``steps`` training steps, and the part of it the
+    steps add (gradients, optimiser state, activations). Call it in a fresh process on the CPU."""
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer, batch = build(config, overrides, Path(tmp))
+        if trainer.cuda:
+            sync(trainer.device)
+            before = torch.cuda.memory_allocated(trainer.device) / 2**20
+            torch.cuda.reset_peak_memory_stats(trainer.device)
+            run_steps(trainer, batch, steps)
+            peak = torch.cuda.max_memory_allocated(trainer.device) / 2**20
+            return {"kind": "cuda_allocated", "peak_mb": peak, "step_mb": peak - before}
+        before = rss_mb()
+        fresh = reset_peak_rss()  # if it cannot be reset, the peak is the process's whole life's
+        run_steps(trainer, batch, steps)
+        peak = peak_rss_mb()
+        return {"kind": "cpu_rss", "peak_mb": peak, "step_mb": peak - before if fresh and before else None}
+
+
+def memory_in_subprocess(config: str, overrides: list[str], steps: int = 1) -> dict[str, object]:
+    """``memory_of`` in a fresh Python process: its resident peak belongs to one method alone."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MAST_NO_PROGRESS": "1"}
+    command = [sys.executable, "-m", "bench.pretrain", "--memory", config, "--steps", str(steps)]
+    command += ["--set", *overrides] if overrides else []
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"memory probe of {config} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def profile_step(trainer: Trainer, batch) -> dict[str, dict[str, float]]:
+    """Self time (ms) and calls of every operator over one training step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if trainer.cuda else [])
+    with profile(activities=activities) as prof:
+        run_steps(trainer, batch, 1)
+        sync(trainer.device)
+    return {e.key: {"self_ms": e.self_cpu_time_total / 1000, "calls": e.count} for e in prof.key_averages()}
+
+
+def _top(ops: dict[str, dict[str, float]], key, count: int = 8) -> list[dict[str, object]]:
+    return [{"op": op, **ops[op]} for op in sorted(ops, key=key, reverse=True)[:count]]
+
+
+def profile_pair(specs: dict[str, tuple[str, list[str]]]) -> dict[str, list[dict[str, object]]]:
+    """One profiled step of vicreg and of mast (pair): each one's costliest operators, and the operators
+    mast (pair) spends the most extra time in."""
+    ops = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("vicreg", "mast_pair"):
+            trainer, batch = build(*specs[name], Path(tmp) / name)
+            run_steps(trainer, batch, 2)  # warm-up
+            ops[name] = profile_step(trainer, batch)
+    base, mast = ops["vicreg"], ops["mast_pair"]
+    extra = {op: {"extra_ms": mast[op]["self_ms"] - base.get(op, {"self_ms": 0.0})["self_ms"],
+                  "calls": mast[op]["calls"]} for op in mast}
+    return {"vicreg": _top(base, lambda op: base[op]["self_ms"]),
+            "mast_pair": _top(mast, lambda op: mast[op]["self_ms"]),
+            "extra_in_mast_pair": _top(extra, lambda op: extra[op]["extra_ms"])}
+
+
+def run(opts: Options) -> dict[str, object]:
     results: dict[str, object] = {}
-    for name, samples in times.items():
-        batch = trainers[name].cfg.train.batch_size
-        median = statistics.median(samples)
-        results[name] = {"step_s": median, "img_per_s": batch / median, "views": trainers[name].views.num_views,
-                         "samples_s": samples}
-    base = results["vicreg"]["step_s"]
-    for name in results:
-        results[name]["step_time_vs_vicreg"] = results[name]["step_s"] / base
-    return {"batch_size": trainers["vicreg"].cfg.train.batch_size, "warmup_steps": warmup,
-            "steps_per_repeat": steps, "repeats": repeats, "overrides": overrides, "methods": results}
+    for setting_name, setting in settings(opts).items():
+        specs = variants(setting, opts)
+        rows = measure_steps(specs, setting["steps"], opts.reps(setting["repeats"]))
+        for name, (config, extra) in specs.items():
+            rows[name]["memory"] = memory_in_subprocess(config, extra)
+        base = rows["vicreg"]
+        for row in rows.values():
+            row["step_time_vs_vicreg"] = row["step_s"] / base["step_s"]
+            row["peak_memory_vs_vicreg"] = row["memory"]["peak_mb"] / base["memory"]["peak_mb"]
+        entry = {"steps_per_repeat": setting["steps"], "repeats": opts.reps(setting["repeats"]),
+                 "overrides": specs["vicreg"][1], "methods": rows,
+                 "mast_pair_within_target": rows["mast_pair"]["step_time_vs_vicreg"] <= PAIR_TARGET}
+        if not entry["mast_pair_within_target"]:
+            entry["profile"] = profile_pair(specs)
+        results[setting_name] = entry
+    return {"settings": results, "pair_target": PAIR_TARGET}
+
+
+def _mb(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
 
 
 def markdown(result: dict[str, object]) -> str:
-    lines = ["| method | views | step (s) | img/s | step time vs vicreg |", "|---|---|---|---|---|"]
-    for name, row in result["methods"].items():
-        lines.append(f"| {name} | {row['views']} | {row['step_s']:.3f} | {row['img_per_s']:.0f} | "
-                     f"{row['step_time_vs_vicreg']:.3f} |")
-    return "\n".join(lines)
+    blocks = []
+    for name, entry in result["settings"].items():
+        rows = entry["methods"]
+        batch = rows["vicreg"]["batch_size"]
+        lines = [f"**{name}** (batch {batch}; {entry['repeats']} repeats of {entry['steps_per_repeat']} step(s))", "",
+                 "| method | views | step (s) | img/s | step time vs vicreg | peak memory (MiB) | step memory (MiB) "
+                 "| peak memory vs vicreg |", "|---|---|---|---|---|---|---|---|"]
+        for method, row in rows.items():
+            memory = row["memory"]
+            lines.append(f"| {method} | {row['views']} | {row['step_s']:.3f} | {row['img_per_s']:.1f} | "
+                         f"{row['step_time_vs_vicreg']:.3f} | {_mb(memory['peak_mb'])} | {_mb(memory['step_mb'])} | "
+                         f"{row['peak_memory_vs_vicreg']:.2f} |")
+        verdict = "yes" if entry["mast_pair_within_target"] else "**no** (profile below)"
+        lines.append(f"\nmast (pair) within {result['pair_target']} x vicreg's step time: {verdict}")
+        if "profile" in entry:
+            for method in ("vicreg", "mast_pair"):
+                top = ", ".join(f"{op['op']} {op['self_ms']:.1f} ms" for op in entry["profile"][method][:5])
+                lines.append(f"- {method}, largest self times of one step: {top}")
+            extra = ", ".join(f"{op['op']} +{op['extra_ms']:.1f} ms"
+                              for op in entry["profile"]["extra_in_mast_pair"][:5])
+            lines.append(f"- where mast (pair) spends more than vicreg: {extra}")
+        blocks.append("\n".join(lines))
+    memory_kind = next(iter(result["settings"].values()))["methods"]["vicreg"]["memory"]["kind"]
+    note = ("Peak memory: resident high-water mark of a fresh process that builds the method's trainer and takes "
+            "one step; step memory: the part above the resident memory before the step (gradients, optimiser "
+            "state, activations)." if memory_kind == "cpu_rss" else
+            "Peak memory: torch.cuda.max_memory_allocated; step memory: the part above the memory before the step.")
+    return "\n\n".join(blocks) + "\n\n" + note
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.pretrain --memory CONFIG [--set ...]``: one JSON line with ``memory_of``."""
+    parser = argparse.ArgumentParser(prog="python -m bench.pretrain")
+    parser.add_argument("--memory", required=True, help="config whose training steps' peak memory to measure")
+    parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--set", dest="overrides", nargs="+", default=[])
+    args = parser.parse_args(argv)
+    print(json.dumps(memory_of(args.memory, args.overrides, args.steps)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""`make bench`'s sections run and write their files (quick mode: tiny sizes). Benchmarks are not tests:
+nothing here asserts a time, only that every figure is there, positive and finite."""
+import json
+import math
+
+import pytest
+import torch
+
+from bench import gpu, pretrain, stages
+from bench.__main__ import SECTIONS, main, write_readme
+from bench.machine import describe_machine
+from bench.timing import Options
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """A FactorShapes cache of its own: the quick sizes render a few images on first use."""
+    return str(tmp_path_factory.mktemp("shapes"))
+
+
+def read(out, name):
+    record = json.loads((out / f"{name}.json").read_text())
+    assert record["benchmark"] == name and record["quick"] is True
+    assert {"time", "machine", "section_s"} <= set(record) and "error" not in record
+    assert record["machine"]["cores"] >= 1
+    return record
+
+
+def make_log(path):
+    lines = [{"stage": "data", "seconds": 40, "time": "t1"}, {"stage": "pretrain mast", "seconds": 300, "time": "t2"},
+             {"stage": "data", "seconds": 2, "time": "t3"}]
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\nnot json\n")
+    return path
+
+
+def test_cheap_sections_write_their_files_and_the_readme(tmp_path, data_root):
+    out = tmp_path / "bench"
+    log = make_log(tmp_path / "make_all.jsonl")
+    assert main(["--quick", "--only", "loss_scaling", "data", "stages", "gpu", "--out", str(out),
+                 "--data-root", data_root, "--make-log", str(log)]) == 0
+
+    loss = read(out, "loss_scaling")
+    assert [row["d"] for row in loss["by_d"]] == [64, 128]
+    assert [row["k"] for row in loss["by_k"]["rows"]] == [1, 2]
+    for row in loss["by_d"]:
+        assert set(row["ms"]) == {"vicreg", "mast_pair", "mast_factorized"}
+        assert all(positive(v) for v in [*row["ms"].values(), *row["vs_vicreg"].values()])
+    assert all(positive(v) for row in loss["by_k"]["rows"] for v in row["ms"].values())
+
+    data = read(out, "data")
+    assert [row["size"] for row in data["by_size"]] == [64, 224]
+    for row in data["by_size"]:
+        assert set(row["pipelines"]) == {"recording", "v2", "pil"}
+        assert all(positive(p["views_per_s"]) for p in row["pipelines"].values())
+        assert math.isfinite(row["recording_cost"]) and positive(row["recording_vs_pil"])
+        assert positive(row["sampling_share"])
+
+    timed = read(out, "stages")
+    rows = [(s["stage"], s["seconds"], s["runs"]) for s in timed["stages"]]
+    assert rows == [("data", 2, 2), ("pretrain mast", 300, 1)]
+    assert timed["total_s"] == 302
+
+    if not torch.cuda.is_available():
+        assert read(out, "gpu")["skipped"] == "no CUDA device"
+    readme = (out / "README.md").read_text()
+    for name in ("loss_scaling", "data", "stages", "gpu"):
+        assert f"## {SECTIONS[name].TITLE}" in readme
+    assert "pretrain mast" in readme and "Quick mode" in readme
+
+
+def test_stages_without_a_log_say_so(tmp_path):
+    result = stages.run(Options(make_log=tmp_path / "missing.jsonl"))
+    assert "no make all log yet" in result["skipped"]
+    assert "no make all log yet" in stages.markdown(result)
+
+
+def test_readme_marks_failed_and_outdated_section_files(tmp_path):
+    machine = describe_machine()
+    (tmp_path / "pretrain.json").write_text(json.dumps({"benchmark": "pretrain", "machine": machine,
+                                                        "error": "RuntimeError: boom"}))
+    (tmp_path / "data.json").write_text(json.dumps({"benchmark": "data", "machine": machine, "methods": {}}))
+    readme = write_readme(tmp_path)
+    assert "failed: RuntimeError: boom" in readme
+    assert "older layout" in readme and "--only data" in readme
+
+
+def test_memory_probe_of_one_method(data_root):
+    opts = Options(quick=True, data_root=data_root)
+    config, overrides = pretrain.variants(pretrain.settings(opts)["embedded"], opts)["vicreg"]
+    memory = pretrain.memory_of(config, overrides)
+    assert memory["kind"] == "cpu_rss" and positive(memory["peak_mb"])
+    assert memory["step_mb"] is None or memory["step_mb"] >= 0
+
+
+def test_peak_table_matches_device_names():
+    assert gpu.peak_tflops("NVIDIA H200") == 989.0
+    assert gpu.peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert gpu.peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert gpu.peak_tflops("NVIDIA A10") == 125.0
+    assert gpu.peak_tflops("Some Future GPU") is None and gpu.peak_tflops(None) is None
+
+
+@pytest.mark.slow
+def test_pretrain_section(tmp_path, data_root):
+    out = tmp_path / "bench"
+    assert main(["--quick", "--only", "pretrain", "--out", str(out), "--data-root", data_root]) == 0
+    result = read(out, "pretrain")
+    assert set(result["settings"]) == {"embedded", "resnet50_224"}
+    for entry in result["settings"].values():
+        rows = entry["methods"]
+        assert set(rows) == {"vicreg", "mast_pair", "mast_factorized"}
+        assert rows["vicreg"]["step_time_vs_vicreg"] == 1.0
+        assert rows["mast_factorized"]["views"] == 7
+        for row in rows.values():
+            figures = ("step_s", "img_per_s", "step_time_vs_vicreg", "peak_memory_vs_vicreg")
+            assert all(positive(row[k]) for k in figures)
+            assert positive(row["memory"]["peak_mb"])
+        assert isinstance(entry["mast_pair_within_target"], bool)
+
+
+@pytest.mark.slow
+def test_downstream_section(tmp_path, data_root):
+    out = tmp_path / "bench"
+    assert main(["--quick", "--only", "downstream", "--out", str(out), "--data-root", data_root]) == 0
+    result = read(out, "downstream")
+    assert positive(result["extraction"]["img_per_s"]) and positive(result["extract_all_parts_s"])
+    probes = result["linear_probe"]["tasks"]
+    assert len(probes) == 9 and all(positive(row["median_s"]) for row in probes)
+    detection = result["detection"]
+    assert detection["timed_iters"] == 2 and positive(detection["iter_s"])
+
+
+@pytest.mark.slow
+def test_gpu_figures_run_on_the_cpu(data_root):
+    """The GPU section's code on the CPU (no bf16 there, no peak, no CUDA memory): every figure present."""
+    result = gpu.measure(Options(quick=True, data_root=data_root), "cpu")
+    assert result["peak_bf16_tflops"] is None
+    for entry in result["settings"].values():
+        assert set(entry["modes"]) == set(gpu.MODES)
+        for rows in entry["modes"].values():
+            assert all(positive(row["step_s"]) and positive(row["step_gflop"]) for row in rows.values())
+        assert len(entry["loader"]["settings"]) == len(gpu.loader_grid(True))
+        assert all(positive(row["img_per_s"]) for row in entry["loader"]["settings"])
+    assert "Cheapest setting" in gpu.markdown(result)

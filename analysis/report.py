@@ -230,6 +230,16 @@ def study_time_section(results: Path) -> list[str]:
     return lines
 
 
+def bench_section(results: Path) -> list[str]:
+    """``bench/README.md`` (written by ``make bench``) without its title, its headings one level down."""
+    path = results / "bench" / "README.md"
+    if not path.is_file():
+        return ["No benchmarks yet (`make bench`)."]
+    lines = path.read_text().splitlines()
+    body = lines[1:] if lines and lines[0].startswith("# ") else lines
+    return [f"#{line}" if line.startswith("#") else line for line in body]
+
+
 # --------------------------------------------------------------------------------------------- figures
 def figures_section(results: Path) -> list[str]:
     pngs = first_seed_only(sorted((results / "figures").rglob("*.png")))
@@ -274,6 +284,7 @@ def build_report(results: Path, runs_dir: Path) -> str:
         "### 3. Uncertainty tracks difficulty", "", *claim3, "",
         "## Sensitivity sweeps", "", *sweeps_section(results), "",
         "## Study time", "", *study_time_section(results), "",
+        "## Benchmarks", "", *bench_section(results), "",
         "## Figures", "", *figures_section(results),
         "## Missing", "", *missing_section(records, miss1 + miss2 + miss3), "",
     ]

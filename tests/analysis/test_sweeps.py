@@ -70,3 +70,10 @@ def test_study_time_section_sums_steps(tmp_path):
                   [("pretrain a_s0", 3600), ("classification a_s0", 1800), ("pretrain b_s0", 1800)]) + "\n")
     lines = report.study_time_section(tmp_path)
     assert "**2.00 h**" in lines[0] and "| pretrain | 2 | 1.50 |" in lines
+
+
+def test_bench_section_demotes_headings_and_names_the_command_when_absent(tmp_path):
+    assert report.bench_section(tmp_path) == ["No benchmarks yet (`make bench`)."]
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "README.md").write_text("# Benchmarks\n\nMachine: x\n\n## Data pipeline\n\n| a |\n")
+    assert report.bench_section(tmp_path) == ["", "Machine: x", "", "### Data pipeline", "", "| a |"]

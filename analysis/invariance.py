@@ -202,8 +202,8 @@ def _load_images(args: argparse.Namespace) -> list[torch.Tensor]:
     from core.config import DataConfig
     from core.data import build_dataset
 
-    dataset = build_dataset(DataConfig(split=args.split, image_size=args.image_size, root=args.data_root),
-                            part=args.part)
+    dataset = build_dataset(DataConfig(split=args.split, image_size=args.image_size, root=args.data_root,
+                                       object_scale=args.object_scale), part=args.part)
     if args.n > len(dataset):
         raise ValueError(f"--n {args.n} is more than the {len(dataset)} images of {args.split}/{args.part}")
     return [dataset[i][0] for i in range(args.n)]
@@ -294,6 +294,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="cls-upright", help="FactorShapes split (default: cls-upright)")
     parser.add_argument("--part", default="test", help="part of the split (default: test)")
     parser.add_argument("--image-size", type=int, default=64, help="image side in pixels (default: 64)")
+    parser.add_argument("--object-scale", type=float, default=1.0,
+                        help="FactorShapes object size multiplier of the images (default: 1; the embedded configs: 1.25)")
     parser.add_argument("--data-root", default=None, help="FactorShapes cache folder (default: the shared cache)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")

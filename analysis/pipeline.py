@@ -66,13 +66,24 @@ def run(args: argparse.Namespace) -> list[Path]:
         archs = sorted({_arch_label(f) for f, _ in runs})
         written += _step("invariance", invariance, [
             *[str(f / "last.pt") for f, _ in runs], *[a for arch in archs for a in ("--random", arch)],
-            "--n", str(args.n), "--figure-dir", str(figures / "invariance"), "--table-dir", str(results / "tables")])
+            "--n", str(args.n), "--object-scale", str(_object_scale(runs)), "--figure-dir", str(figures / "invariance"),
+            "--table-dir", str(results / "tables")])
     else:
         print(f"[analysis] no pretraining runs under {args.runs}: masks, uncertainty, curves and invariance skipped")
     if (results / "study" / "index.json").is_file():
         written += _step("sweeps", sweeps, ["--results", str(results)])
     written += _step("report", report, ["--results", str(results), "--runs", str(args.runs)])
     return written
+
+
+def _object_scale(runs: list[tuple[Path, str]]) -> float:
+    """The FactorShapes object scale the runs were trained on (their images are profiled); the first run's
+    when they differ, with a warning."""
+    scales = [float(read_yaml(f / "config.yaml").get("data", {}).get("object_scale", 1.0)) for f, _ in runs]
+    if len(set(scales)) > 1:
+        print(f"[analysis] runs trained on different object scales {sorted(set(scales))}: invariance uses "
+              f"{scales[0]} (the first run's)", file=sys.stderr)
+    return scales[0]
 
 
 def _arch_label(folder: Path) -> str:

@@ -20,6 +20,7 @@ declare -A VARIANT=(
   [vicreg_hue05]="configs/pretrain/vicreg_r18w16_b128_16e_shapes.yaml|augment.hue=0.5"
   # A generator lever for `shape`: objects 1.25 x larger (0.25/0.35/0.45 of the width; probed on data of the same scale).
   [vicreg_scale125]="configs/pretrain/vicreg_r18w16_b128_16e_shapes.yaml|data.object_scale=1.25"
+  [vicreg_noblur_scale125]="configs/pretrain/vicreg_r18w16_b128_16e_shapes.yaml|augment.ops=[crop,flip,color_jitter,grayscale,solarize] data.object_scale=1.25"
 )
 for seed in $SEEDS; do
   for name in $VARIANTS; do

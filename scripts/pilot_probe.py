@@ -94,7 +94,7 @@ def table(out: Path) -> str:
     top1 = frame[(frame.metric == "top1") & (frame.protocol == "linear-lbfgs")]
     stats = top1.groupby(["method", "task"]).value.agg(["mean", "std", "count"])
     methods = ["random-init", "vicreg", "vicreg_nojitter", "vicreg_noblur", "mast", "vicreg_b64", "mast_b64",
-               "vicreg_hue05", "random-init_scale1.25", "vicreg_scale125"]
+               "vicreg_hue05", "random-init_scale1.25", "vicreg_scale125", "vicreg_noblur_scale125"]
     lines = ["| method | " + " | ".join(TASK_ORDER) + " | embedding std |", "|---" * (len(TASK_ORDER) + 2) + "|"]
     emb = frame[frame.metric == "mean_std"].groupby("method").value.agg(["mean", "std"])
     for method in [m for m in methods if m in stats.index.get_level_values(0)]:

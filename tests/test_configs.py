@@ -21,6 +21,9 @@ def test_there_are_configs():
 def test_pretrain_config_matches_its_name(path):
     cfg = load_config(PretrainConfig, path)
     method, arch, batch, epochs, data = re.fullmatch(r"(\w+?)_(r\d+\w*)_b(\d+)_(\d+)e_(\w+)", path.stem).groups()
+    # `<method>_factorized` names the method with factorized views (views.mode is a view policy, not a loss).
+    method, factorized = method.removesuffix("_factorized"), method.endswith("_factorized")
+    assert (cfg.views.mode == "factorized") == factorized
     assert cfg.method == method and cfg.train.batch_size == int(batch) and cfg.train.epochs == int(epochs)
     depth = re.match(r"r(\d+)", arch).group(1)
     assert cfg.model.arch == f"resnet{depth}"

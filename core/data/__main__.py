@@ -37,6 +37,9 @@ class PrepareConfig:
     n: int | None = None
     #: Generator processes (null: up to 4).
     workers: int | None = None
+    #: Object size multiplier of the single-object splits (pretrain, cls-*), as the embedded configs use it
+    #: (docs/defaults.md); the det splits keep their own sizes.
+    object_scale: float = 1.25
 
 
 @dataclasses.dataclass
@@ -56,9 +59,12 @@ def prepare(cfg: PrepareConfig, force: bool = False) -> list[dict]:
     rows = []
     for split in cfg.splits:
         for part in fs.PARTS[split]:
-            kwargs = dict(root=root, split=split, part=part, n=cfg.n, seed=cfg.generator_seed, workers=cfg.workers)
+            scale = 1.0 if split in fs.DET_SPLITS else cfg.object_scale
+            kwargs = dict(root=root, split=split, part=part, n=cfg.n, seed=cfg.generator_seed, workers=cfg.workers,
+                          object_scale=scale)
             if force:
-                shutil.rmtree(fs.cache_dir(root, split, part, n=cfg.n, seed=cfg.generator_seed), ignore_errors=True)
+                shutil.rmtree(fs.cache_dir(root, split, part, n=cfg.n, seed=cfg.generator_seed, object_scale=scale),
+                              ignore_errors=True)
             t0 = time.perf_counter()
             folder = fs.ensure_split(**kwargs)
             meta = json.loads((folder / "meta.json").read_text())

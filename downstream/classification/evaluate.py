@@ -157,7 +157,11 @@ class Evaluator:
         self._write(base, value, len(train[0]), len(parts["test"][0]))
 
     def _view_config(self) -> dict[str, Any]:
-        return {"image_size": self.cfg.data.image_size, "resize_ratio": self.cfg.resize_ratio}
+        """Image settings a record depends on (FactorShapes' object scale only when not 1, as in the older
+        records made before it existed)."""
+        scale = self.cfg.data.object_scale
+        return {"image_size": self.cfg.data.image_size, "resize_ratio": self.cfg.resize_ratio,
+                **({"object_scale": scale} if scale != 1.0 else {})}
 
     def _image_parts(self, task: Task) -> tuple[Any, np.ndarray, Any]:
         """The stored train part, the indices of train (validation held out), and the test part."""

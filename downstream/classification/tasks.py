@@ -43,6 +43,8 @@ def data_identity(data: DataConfig) -> dict:
     identity = {"dataset": data.dataset, "root": root}
     if data.dataset == "factorshapes":
         identity.update(split=data.split, image_size=data.image_size, n=data.n, generator_seed=data.generator_seed)
+        if data.object_scale != 1.0:  # absent at 1, so that caches and ceilings made before the key stay valid
+            identity["object_scale"] = data.object_scale
     return identity
 
 

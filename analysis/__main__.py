@@ -6,6 +6,7 @@
   python -m analysis invariance CKPT...        per-op invariance profile of any backbone
   python -m analysis curves RUN...             training curves (loss terms, img/s) from log.jsonl
   python -m analysis sweeps                    one table per sensitivity sweep of the study (make study)
+  python -m analysis diagnostics               per run: loss terms, gate rates, uncertainty spread, mask movement
   python -m analysis report                    results/README.md from everything above
   python -m analysis all [--runs DIR]          every step on what exists (make analysis)
 
@@ -27,6 +28,7 @@ COMMANDS = {
     "invariance": "per-op invariance profile of backbones",
     "curves": "training curves from pretraining logs",
     "sweeps": "tables of the study's sensitivity sweeps",
+    "diagnostics": "what each pretraining run's training did (terms, gates, uncertainty, masks)",
     "report": "write results/README.md",
     "all": "every analysis on the runs and records that exist, then the report",
 }

@@ -48,7 +48,7 @@ def _step(name: str, module, argv: list[str]) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> list[Path]:
-    from analysis import curves, invariance, masks, report, sweeps, tables, uncertainty
+    from analysis import curves, diagnostics, invariance, masks, report, sweeps, tables, uncertainty
 
     results, figures = args.results, args.results / "figures"
     runs = find_runs(args.runs)
@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> list[Path]:
             "--table-dir", str(results / "tables")])
     else:
         print(f"[analysis] no pretraining runs under {args.runs}: masks, uncertainty, curves and invariance skipped")
+    written += _step("diagnostics", diagnostics, ["--runs", str(args.runs), "--results", str(results)])
     if (results / "study" / "index.json").is_file():
         written += _step("sweeps", sweeps, ["--results", str(results)])
     written += _step("report", report, ["--results", str(results), "--runs", str(args.runs)])

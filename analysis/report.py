@@ -217,6 +217,14 @@ def sweeps_section(results: Path) -> list[str]:
     return lines
 
 
+def diagnostics_section(results: Path) -> list[str]:
+    """``tables/diagnostics.md`` (``python -m analysis diagnostics``) without its heading."""
+    path = results / "tables" / "diagnostics.md"
+    if not path.is_file():
+        return ["No diagnostics yet (`make analysis` writes them from the run folders)."]
+    return path.read_text().splitlines()[2:]
+
+
 def study_time_section(results: Path) -> list[str]:
     path = results / "study" / "times.jsonl"
     if not path.is_file():
@@ -283,6 +291,7 @@ def build_report(results: Path, runs_dir: Path) -> str:
         "### 2. The masks reveal how augmentations relate", "", *claim2, "",
         "### 3. Uncertainty tracks difficulty", "", *claim3, "",
         "## Sensitivity sweeps", "", *sweeps_section(results), "",
+        "## Training diagnostics", "", *diagnostics_section(results), "",
         "## Study time", "", *study_time_section(results), "",
         "## Benchmarks", "", *bench_section(results), "",
         "## Figures", "", *figures_section(results),

@@ -77,3 +77,27 @@ def test_bench_section_demotes_headings_and_names_the_command_when_absent(tmp_pa
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "README.md").write_text("# Benchmarks\n\nMachine: x\n\n## Data pipeline\n\n| a |\n")
     assert report.bench_section(tmp_path) == ["", "Machine: x", "", "### Data pipeline", "", "| a |"]
+
+
+def test_mask_movement_and_diagnostics_of_a_run(tmp_path):
+    import torch
+    from analysis import diagnostics
+
+    assert diagnostics.mask_movement(None)[0] != diagnostics.mask_movement(None)[0]  # NaN without masks
+    same = torch.tensor([[0.0, 1.0, -1.0, 2.0]] * 3)
+    std, corr = diagnostics.mask_movement(same)
+    assert abs(std - same[0].std().item()) < 1e-6 and abs(corr - 1.0) < 1e-6
+    opposite = torch.tensor([[0.0, 1.0, -1.0, 2.0], [0.0, -1.0, 1.0, -2.0]])
+    assert abs(diagnostics.mask_movement(opposite)[1] + 1.0) < 1e-6
+    run = tmp_path / "runs" / "sweeps" / "rho" / "0.25_s0"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("method: mast\nviews: {mode: pair, resample: bernoulli, resample_p: 0.5}\n")
+    steps = [{"loss": 1.0, "inv": 0.1 * i, "var": 0.5, "cov": 2.0, "gate_rate": {"crop": 1.0, "flip": 0.2, "blur": 0.4},
+              "uncertainty_spread": {"crop": 1.0, "flip": 3.0}} for i in range(10)]
+    (run / "log.jsonl").write_text("\n".join(json.dumps(s) for s in steps) + "\n")
+    torch.save({"masks": same, "mask_kind": "learned", "method": "mast"}, run / "last.pt")
+    row = diagnostics.diagnose(run, tmp_path / "runs")
+    assert row["run"] == "sweeps/rho/0.25_s0" and row["resample"] == "bernoulli p=0.5"
+    assert abs(row["inv"] - 0.7) < 1e-9  # steps 5..9: mean of 0.5..0.9
+    assert abs(row["gate_rate_other"] - 0.3) < 1e-9 and abs(row["unc_spread"] - 2.0) < 1e-9
+    assert diagnostics.run_folders(tmp_path / "runs") == [run]

@@ -78,6 +78,11 @@ class Run:
     sweep: str | None = None
 
     @property
+    def name(self) -> str:
+        """The folder name, with ``sweeps/<sweep>/`` for sweep runs (step names in times.jsonl)."""
+        return f"sweeps/{self.sweep}/{self.folder.name}" if self.sweep else self.folder.name
+
+    @property
     def ckpt(self) -> Path:
         return self.folder / "last.pt"
 
@@ -213,11 +218,11 @@ class Study:
                 aside.parent.mkdir(parents=True, exist_ok=True)
                 run.folder.rename(aside)
         sets = [*run.overrides, f"seed={run.seed}"]
-        self.call(f"pretrain {run.folder.name}", [self.python, "-m", "pretrain", "--config", run.config, "--out",
+        self.call(f"pretrain {run.name}", [self.python, "-m", "pretrain", "--config", run.config, "--out",
                                                  str(run.folder), "--auto-resume", "--set", *sets])
 
     def classification(self, run: Run) -> None:
-        self.call(f"classification {run.folder.name}", [
+        self.call(f"classification {run.name}", [
             self.python, "-m", "downstream.classification", "--config", self.cfg.evaluations.classification,
             "--ckpt", str(run.ckpt), "--records", str(self.records("classification", run)),
             "--out", str(self.results / "runs" / "classification"),
@@ -255,7 +260,7 @@ class Study:
         known = self.ledger.runs.get(str(run.folder), {})
         if (not run.ckpt.is_file() and config_hash(known.get("resolved", {})) == chash
                 and self.complete(run, known.get("ckpt_sha256", ""))):
-            print(f"[study] {run.folder.name}: every record is there (checkpoint not kept), skipped")
+            print(f"[study] {run.name}: every record is there (checkpoint not kept), skipped")
             return
         if "pretrain" in self.only:
             self.pretrain(run, chash)

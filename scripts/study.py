@@ -173,6 +173,14 @@ class Ledger:
         return sum(json.loads(line)["seconds"] for line in self.times_file.read_text().splitlines() if line.strip())
 
 
+def finished(run: Run, resolved: dict) -> bool:
+    """Whether the run's checkpoint has reached its configured epochs (an interrupted run's has not)."""
+    import torch
+
+    state = torch.load(run.ckpt, map_location="cpu", weights_only=True)
+    return isinstance(state, dict) and state.get("epoch", 0) >= resolved["train"]["epochs"]
+
+
 def has_records(records: Path, digest: str, tasks: set[str] | None = None) -> bool:
     """Whether ``records`` holds results of the checkpoint with sha256 ``digest`` (for every task of ``tasks``)."""
     if not records.is_file():
@@ -266,6 +274,9 @@ class Study:
             self.pretrain(run, chash)
         if not run.ckpt.is_file():
             return  # dry run, or pretraining left out with --only
+        if not finished(run, resolved):
+            print(f"[study] {run.name}: pretraining not finished (left out with --only?); its evaluations wait")
+            return
         if not self.dry_run:
             self.ledger.remember(run, sha256_file(run.ckpt), resolved)
         if "classification" in self.only:

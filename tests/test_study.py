@@ -26,6 +26,12 @@ def make_config(tmp_path: Path, **extra) -> study.StudyConfig:
     return study.from_dict(study.StudyConfig, data)
 
 
+def fake_checkpoint(run, tag, epoch=16):
+    import torch
+
+    torch.save({"epoch": epoch, "tag": tag}, run.ckpt)
+
+
 class Recorder(study.Study):
     """A study whose stage commands are recorded instead of run."""
 
@@ -68,7 +74,7 @@ def test_a_run_gets_pretraining_and_the_evaluations_of_its_seed(tmp_path):
     recorder = Recorder(cfg)
     run = study.plan_runs(cfg, [0, 1])[1]  # mast, seed 0
     run.folder.mkdir(parents=True)
-    run.ckpt.write_bytes(b"checkpoint")  # the pretrain step is recorded, not run: pretend it wrote this
+    fake_checkpoint(run, "mast s0")  # the pretrain step is recorded, not run: pretend it wrote this
     recorder.do_run(run)
     modules = [argv[2] for argv in recorder.commands]
     assert modules == ["pretrain", "downstream.classification", "downstream.detection", "downstream.detection",
@@ -77,13 +83,13 @@ def test_a_run_gets_pretraining_and_the_evaluations_of_its_seed(tmp_path):
     assert "data.categories=color" in recorder.commands[3] and "embedded-mrcnn" in recorder.commands[4]
     seed1 = study.plan_runs(cfg, [0, 1])[5]
     seed1.folder.mkdir(parents=True)
-    seed1.ckpt.write_bytes(b"other")
+    fake_checkpoint(seed1, "mast s1")
     recorder.commands.clear()
     recorder.do_run(seed1)
     assert not any("data.categories=color" in argv for argv in recorder.commands)  # colour: seed 0 only
     sweep = study.plan_runs(cfg, [0])[3]
     sweep.folder.mkdir(parents=True)
-    sweep.ckpt.write_bytes(b"sweep")
+    fake_checkpoint(sweep, "sweep")
     recorder.commands.clear()
     recorder.do_run(sweep)
     assert [argv[2] for argv in recorder.commands] == ["pretrain", "downstream.classification"]
@@ -130,3 +136,14 @@ def test_config_hash_ignores_keys_added_since_with_their_defaults(tmp_path):
     older["loss"]["rho"] = 0.25
     assert study.config_hash(older) != study.config_hash(resolved)
     assert study.config_hash({"no_such_key": 1}) == "stale"
+
+
+def test_an_unfinished_checkpoint_gets_no_evaluations(tmp_path):
+    cfg = make_config(tmp_path)
+    run = study.plan_runs(cfg, [0])[1]
+    run.folder.mkdir(parents=True)
+    fake_checkpoint(run, "half", epoch=3)  # pretraining left out with --only: an epoch checkpoint of a killed run
+    recorder = Recorder(cfg)
+    recorder.only = {"classification", "detection", "segmentation"}
+    recorder.do_run(run)
+    assert recorder.commands == [] and str(run.folder) not in recorder.ledger.runs

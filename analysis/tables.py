@@ -27,6 +27,7 @@ FLOOR, CEILING = "random-init", "supervised"
 ROLE_ORDER = {"ours": 0, "floor": 1, "ceiling": 2, "published": 3}
 BEST_CANDIDATES = ("ours", "floor")  # the ceiling and published rows are references, not competitors
 SEP = " · "
+STAGES = {"classification", "detection", "segmentation"}  # record stages whose families get tables
 
 GROUP_KEYS = ["family", "stage", "dataset", "protocol", "role", "method", "label", "arch", "pretrain_epochs",
               "task", "metric"]
@@ -325,6 +326,15 @@ def _index(entries: list[tuple[str, str]], n_records: int, records_dir: Path) ->
     return "\n".join(lines) + "\n"
 
 
+def _remove_stale_families(out_dir: Path, keep: set[str], stages: set[str]) -> None:
+    """Delete family tables a previous run wrote whose records are gone (e.g. archived), so that the folder
+    shows only what the records hold. Tables of other steps (invariance, diagnostics, sweeps) are left alone."""
+    for path in out_dir.glob("*"):
+        family_file = path.suffix in (".md", ".csv", ".tex") and any(path.stem.startswith(f"{s}_") for s in stages)
+        if family_file and path.stem not in keep:
+            path.unlink()
+
+
 def write_tables(records_dir: str | Path = "results/records", out_dir: str | Path = "results/tables") -> list[Path]:
     """Write every family's table (.md, .csv, .tex) and the published numbers under ``out_dir``, plus index.md.
 
@@ -342,6 +352,7 @@ def write_tables(records_dir: str | Path = "results/records", out_dir: str | Pat
         long = family_rows(aggregated, family, published)
         written += _write_table(out_dir, stem, family, pivot(aggregated, family, published), long)
         entries.append((family, stem))
+    _remove_stale_families(out_dir, {stem for _, stem in entries}, STAGES | set(records["stage"]))
     title = "published reference numbers (from the literature, not ours)"
     written += _write_table(out_dir, "published", title, published_table(published), published, PUBLISHED_LEGEND)
     entries.append((title, "published"))

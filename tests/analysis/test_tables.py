@@ -166,3 +166,21 @@ def test_no_records_writes_only_an_index_saying_so(tmp_path):
     assert written == [tmp_path / "tables" / "index.md"]
     assert "No records yet" in written[0].read_text()
     assert write_tables(tmp_path / "missing", tmp_path / "tables2")[0].name == "index.md"
+
+
+def test_write_tables_removes_family_tables_whose_records_are_gone(tmp_path):
+    from analysis import tables
+    from core.records import append_record, make_record
+
+    out = tmp_path / "tables"
+    out.mkdir()
+    for name in ("classification_old-data_supervised.md", "classification_old-data_supervised.csv",
+                 "invariance.md", "sweep_rho.md", "diagnostics.csv"):
+        (out / name).write_text("x")
+    append_record(tmp_path / "records" / "classification.jsonl", make_record(
+        stage="classification", method="mast", arch="resnet18w16", dataset="factorshapes/cls-upright", task="hue",
+        protocol="knn", seed=0, metric="top1", value=50.0))
+    tables.write_tables(tmp_path / "records", out)
+    names = {p.name for p in out.iterdir()}
+    assert "classification_old-data_supervised.md" not in names and "classification_old-data_supervised.csv" not in names
+    assert {"invariance.md", "sweep_rho.md", "diagnostics.csv", "classification_factorshapes-cls-upright_knn.md"} <= names

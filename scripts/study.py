@@ -129,18 +129,19 @@ def sweep_runs(cfg: StudyConfig) -> dict[tuple[str, str], list[Run]]:
     return plan
 
 
-def plan_runs(cfg: StudyConfig, seeds: list[int]) -> list[Run]:
-    """Runs in the order they are worth having: the first seed of every method, the sweeps, the other seeds."""
+def plan_runs(cfg: StudyConfig, seeds: list[int], sweeps: dict | None = None) -> list[Run]:
+    """Runs in the order they are worth having: the first seed of every method, the sweeps, the other seeds.
+    ``sweeps``: ``sweep_runs(cfg)`` when the caller has it already (it resolves every config)."""
     runs = method_runs(cfg, seeds[:1])
-    for variant_runs in sweep_runs(cfg).values():
+    for variant_runs in (sweeps if sweeps is not None else sweep_runs(cfg)).values():
         runs += [r for r in variant_runs if r.sweep and r.seed in seeds and r not in runs]
     return runs + method_runs(cfg, seeds[1:])
 
 
-def sweep_index(cfg: StudyConfig) -> dict:
+def sweep_index(cfg: StudyConfig, sweeps: dict | None = None) -> dict:
     """What analysis needs to build the sweep tables: per sweep and variant, its overrides and run folders."""
     index: dict = {}
-    for (name, variant), runs in sweep_runs(cfg).items():
+    for (name, variant), runs in (sweeps if sweeps is not None else sweep_runs(cfg)).items():
         index.setdefault(name, {})[variant] = {"overrides": cfg.sweeps[name].variants[variant],
                                                "runs": [str(r.folder) for r in runs]}
     return {"methods": [Path(c).stem for c in cfg.methods], "seeds": cfg.seeds, "sweeps": index}
@@ -318,14 +319,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(StudyConfig, args.config, args.overrides)
         seeds = [s for s in cfg.seeds if args.seeds is None or s in args.seeds]
-        runs = [r for r in plan_runs(cfg, seeds) if args.runs_matching in str(r.folder)
+        # Resolves every method and sweep config once: a typo stops the study here, before any work.
+        sweeps = sweep_runs(cfg)
+        runs = [r for r in plan_runs(cfg, seeds, sweeps) if args.runs_matching in str(r.folder)
                 and not (args.skip_matching and args.skip_matching in str(r.folder))]
-        for run in runs:
-            resolved_config(run)  # a typo in a method config or sweep override stops the study before any work
     except ConfigError as exc:
         sys.exit(f"config error: {exc}")
     study = Study(cfg, sys.executable, args.dry_run, set(args.only))
-    atomic_write_text(study.results / "study" / "index.json", json.dumps(sweep_index(cfg), indent=2) + "\n")
+    atomic_write_text(study.results / "study" / "index.json", json.dumps(sweep_index(cfg, sweeps), indent=2) + "\n")
     print(f"[study] {len(runs)} runs, seeds {seeds}; steps: {', '.join(k for k in KINDS if k in args.only)}")
     for i, run in enumerate(runs, 1):
         print(f"[study] run {i}/{len(runs)}: {run.folder}", flush=True)

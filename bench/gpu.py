@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from bench.pretrain import EMBEDDED, R50_DATA, RESNET50, build, run_steps, variants
-from bench.timing import ROOT, Options, interleaved, summary, sync
+from bench.timing import ROOT, Options, interleaved, paired_ratio, summary, sync
 from core.config import load_config
 from core.data import build_dataset
 from core.seeding import worker_init_fn
@@ -101,7 +101,7 @@ def measure_mode(specs: dict[str, tuple[str, list[str]]], steps: int, repeats: i
                           "peak_memory_mb": memory[name], "step_gflop": flops / 1e9, "achieved_tflops": achieved / 1e12,
                           "mfu": achieved / (peak * 1e12) if peak else None, **stats}
         for row in rows.values():
-            row["step_time_vs_vicreg"] = row["step_s"] / rows["vicreg"]["step_s"]
+            row["step_time_vs_vicreg"] = paired_ratio(row["samples_s"], rows["vicreg"]["samples_s"])
         del built
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -5,7 +5,7 @@ Forward and backward of the loss alone, on random embeddings of a batch of 128 (
 compares the anchor with view k + 1). The masks come from learnable logits and the log-variances are leaves
 that need gradients, as in training (uncertainty on, the default ``detach`` weighting). Sweeps: d from 512
 to 8192 at K = 6 (the six ops), and K from 1 to 8 at d = 2048. Variants of one sweep point are interleaved
-within every repeat; figures are medians after one warm-up call.
+within every repeat; times are medians after one warm-up call, ratios the median of per-repeat ratios.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from bench.timing import Options, interleaved, summary
+from bench.timing import Options, interleaved, paired_ratio, summary
 from pretrain.losses import MASTLoss, VICRegLoss
 
 TITLE = "Loss cost: embedding size d and number of ops K"
@@ -67,7 +67,7 @@ def d_sweep(d_values: tuple[int, ...], k: int, batch: int, repeats: int) -> list
         samples = interleaved(calls, repeats)
         times = {name: _ms(values) for name, values in samples.items()}
         rows.append({"d": d, "k": k, "ms": times,
-                     "vs_vicreg": {name: value / times["vicreg"] for name, value in times.items()}})
+                     "vs_vicreg": {name: paired_ratio(values, samples["vicreg"]) for name, values in samples.items()}})
     return rows
 
 
@@ -83,7 +83,8 @@ def k_sweep(k_values: tuple[int, ...], d: int, batch: int, repeats: int) -> dict
     for k in k_values:
         pair, factorized = _ms(samples[f"mast_pair/{k}"]), _ms(samples[f"mast_factorized/{k}"])
         rows.append({"k": k, "d": d, "ms": {"mast_pair": pair, "mast_factorized": factorized},
-                     "vs_vicreg": {"mast_pair": pair / vicreg_ms, "mast_factorized": factorized / vicreg_ms}})
+                     "vs_vicreg": {mode: paired_ratio(samples[f"{mode}/{k}"], samples["vicreg"])
+                                   for mode in ("mast_pair", "mast_factorized")}})
     return {"vicreg_ms": vicreg_ms, "rows": rows}
 
 

@@ -43,19 +43,28 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int 
     """Seconds of each call of ``fns[name]``, ``repeats`` samples each after ``warmup`` untimed calls.
 
     Within a repeat every function runs once in turn, so a change of load on a shared machine hits all of
-    them alike and their ratios stay comparable."""
+    them alike and their ratios stay comparable; the turn order rotates from repeat to repeat, so that no
+    function always runs right after the same other one (caches and the allocator favour some orders)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     sync(device)
+    names = list(fns)
     samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    for repeat in range(repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
-            fn()
+            fns[name]()
             sync(device)
             samples[name].append(time.perf_counter() - start)
     return samples
+
+
+def paired_ratio(samples: list[float], baseline: list[float]) -> float:
+    """Median over repeats of ``samples[r] / baseline[r]``: both timed within the same repeat, so a load
+    change between repeats cancels out (steadier than a ratio of two medians)."""
+    return statistics.median(a / b for a, b in zip(samples, baseline, strict=True))
 
 
 def summary(samples: list[float], per: float = 1.0) -> dict[str, object]:

@@ -263,6 +263,16 @@ def test_a_batch_renders_the_same_pixels_as_one_view_at_a_time():
     assert torch.equal(A.render_views(images[5:9], params[5:9], 32), batch[5:9])
 
 
+def test_chunked_rendering_gives_the_same_pixels(monkeypatch):
+    """Big batches render in chunks (cache-sized float copies); the chunking must not show in the pixels."""
+    generator = torch.Generator().manual_seed(12)
+    images = torch.randint(0, 256, (10, 3, 40, 40), dtype=torch.uint8, generator=generator)
+    params = torch.stack([sample_params(AugmentConfig(), generator, i % 2, 40, 40) for i in range(10)])
+    whole = A.render_views(images, params, 32)
+    monkeypatch.setattr(A, "RENDER_CHUNK_PIXELS", 3 * 32 * 32)  # chunks of 3 views, the last one of 1
+    assert torch.equal(A.render_views(images, params, 32), whole)
+
+
 def _high_frequency_energy(image: torch.Tensor) -> float:
     x = image.float()
     return float((x[:, 1:, :] - x[:, :-1, :]).pow(2).mean() + (x[:, :, 1:] - x[:, :, :-1]).pow(2).mean())

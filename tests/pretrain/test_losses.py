@@ -69,6 +69,20 @@ def test_vicreg_matches_official_formula():
     assert torch.allclose(gx, rx, atol=1e-12) and torch.allclose(gy, ry, atol=1e-12)
 
 
+@pytest.mark.parametrize("n, d", [(6, 40), (40, 40), (41, 40)])
+def test_covariance_term_matches_torch_cov_on_both_sides_of_n_equals_d(n, d):
+    """Fewer samples than dimensions takes the Gram-matrix path; value and gradient must not change."""
+    from pretrain.losses.terms import covariance_term
+
+    z = torch.randn(n, d, dtype=torch.float64, generator=torch.Generator().manual_seed(n)).requires_grad_(True)
+    off = ~torch.eye(d, dtype=torch.bool)
+    expected = torch.cov(z.T)[off].pow(2).sum() / d
+    value = covariance_term(z)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-10)
+    (grad,), (ref,) = torch.autograd.grad(value, z), torch.autograd.grad(expected, z)
+    assert torch.allclose(grad, ref, atol=1e-12)
+
+
 def test_vicreg_variance_is_halved_per_branch():
     z = torch.zeros(8, 4)  # collapsed: std = sqrt(1e-4) = 0.01, hinge 0.99 in every dimension
     _, terms = VICRegLoss()(z, z)

@@ -17,6 +17,7 @@ from core.data import build_dataset
 from core.data.transforms import to_float
 from core.device import select_device
 from core.io import atomic_torch_save
+from core.numerics import NUMERICS
 from core.logs import JsonlLogger, progress_bar
 from core.seeding import rng_state, seed_everything, set_rng_state, worker_init_fn
 from pretrain.config import PretrainConfig
@@ -64,7 +65,7 @@ def checkpoint_state(cfg: PretrainConfig, model: PretrainModel, optimizer, scale
         "aug_names": ops, "uncertainty_head": head.state_dict() if head is not None else None,
         "config": to_dict(cfg), "epoch": epoch, "step": step, "world_size": world_size,
         "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
-        "git_commit": git_commit(),
+        "git_commit": git_commit(), "numerics": NUMERICS,
     }
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from core.config import ConfigError, from_dict, load_config, read_yaml, to_dict
 from core.io import atomic_write_text, sha256_file
+from core.numerics import NUMERICS
 from core.records import read_records
 
 EVAL_KINDS = ("classification", "detection", "segmentation")
@@ -156,9 +157,9 @@ class Ledger:
         self.runs_file, self.times_file = folder / "runs.json", folder / "times.jsonl"
         self.runs = json.loads(self.runs_file.read_text()) if self.runs_file.is_file() else {}
 
-    def remember(self, run: Run, digest: str, config: dict) -> None:
+    def remember(self, run: Run, digest: str, config: dict, numerics: int = NUMERICS) -> None:
         self.runs[str(run.folder)] = {"ckpt_sha256": digest, "resolved": config, "config": run.config,
-                                      "overrides": run.overrides}
+                                      "overrides": run.overrides, "numerics": numerics}
         atomic_write_text(self.runs_file, json.dumps(self.runs, indent=2, sort_keys=True) + "\n")
 
     def time(self, step: str, seconds: float, ran: bool) -> None:
@@ -174,12 +175,21 @@ class Ledger:
         return sum(json.loads(line)["seconds"] for line in self.times_file.read_text().splitlines() if line.strip())
 
 
-def finished(run: Run, resolved: dict) -> bool:
-    """Whether the run's checkpoint has reached its configured epochs (an interrupted run's has not)."""
+def _checkpoint(run: Run) -> dict:
     import torch
 
     state = torch.load(run.ckpt, map_location="cpu", weights_only=True)
-    return isinstance(state, dict) and state.get("epoch", 0) >= resolved["train"]["epochs"]
+    return state if isinstance(state, dict) else {}
+
+
+def finished(run: Run, resolved: dict) -> bool:
+    """Whether the run's checkpoint has reached its configured epochs (an interrupted run's has not)."""
+    return _checkpoint(run).get("epoch", 0) >= resolved["train"]["epochs"]
+
+
+def numerics_of(run: Run) -> int:
+    """The numerics version (core/numerics.py) the run's checkpoint was computed with (1 before it was kept)."""
+    return int(_checkpoint(run).get("numerics", 1))
 
 
 def has_records(records: Path, digest: str, tasks: set[str] | None = None) -> bool:
@@ -218,14 +228,21 @@ class Study:
             sys.exit(f"[study] step failed (exit {result.returncode}): {name}; fix the cause and run the study "
                      "again: it resumes here")
 
+    def set_aside(self, run: Run, reason: str) -> None:
+        """Move a run folder that cannot be resumed to ``<runs>/stale/`` (kept, not deleted)."""
+        aside = Path(self.cfg.runs) / "stale" / f"{run.folder.name}-{time.strftime('%Y%m%d%H%M%S')}"
+        print(f"[study] {run.folder} {reason}: moved to {aside}")
+        if not self.dry_run:
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            run.folder.rename(aside)
+
     def pretrain(self, run: Run, chash: str) -> None:
         on_disk = run.folder / "config.yaml"
         if on_disk.is_file() and config_hash(read_yaml(on_disk)) != chash:
-            aside = Path(self.cfg.runs) / "stale" / f"{run.folder.name}-{time.strftime('%Y%m%d%H%M%S')}"
-            print(f"[study] {run.folder} was trained with another config: moved to {aside}")
-            if not self.dry_run:
-                aside.parent.mkdir(parents=True, exist_ok=True)
-                run.folder.rename(aside)
+            self.set_aside(run, "was trained with another config")
+        elif run.ckpt.is_file() and numerics_of(run) < NUMERICS:
+            self.set_aside(run, f"was computed with numerics version {numerics_of(run)}, now {NUMERICS} "
+                                "(core/numerics.py)")
         sets = [*run.overrides, f"seed={run.seed}"]
         self.call(f"pretrain {run.name}", [self.python, "-m", "pretrain", "--config", run.config, "--out",
                                                  str(run.folder), "--auto-resume", "--set", *sets])
@@ -268,7 +285,7 @@ class Study:
         chash = config_hash(resolved)
         known = self.ledger.runs.get(str(run.folder), {})
         if (not run.ckpt.is_file() and config_hash(known.get("resolved", {})) == chash
-                and self.complete(run, known.get("ckpt_sha256", ""))):
+                and known.get("numerics", 1) == NUMERICS and self.complete(run, known.get("ckpt_sha256", ""))):
             print(f"[study] {run.name}: every record is there (checkpoint not kept), skipped")
             return
         if "pretrain" in self.only:
@@ -279,7 +296,7 @@ class Study:
             print(f"[study] {run.name}: pretraining not finished (left out with --only?); its evaluations wait")
             return
         if not self.dry_run:
-            self.ledger.remember(run, sha256_file(run.ckpt), resolved)
+            self.ledger.remember(run, sha256_file(run.ckpt), resolved, numerics_of(run))
         if "classification" in self.only:
             self.classification(run)
         for kind, evaluation in self.evaluations_of(run):

@@ -26,10 +26,10 @@ def make_config(tmp_path: Path, **extra) -> study.StudyConfig:
     return study.from_dict(study.StudyConfig, data)
 
 
-def fake_checkpoint(run, tag, epoch=16):
+def fake_checkpoint(run, tag, epoch=16, numerics=study.NUMERICS):
     import torch
 
-    torch.save({"epoch": epoch, "tag": tag}, run.ckpt)
+    torch.save({"epoch": epoch, "tag": tag, "numerics": numerics}, run.ckpt)
 
 
 class Recorder(study.Study):
@@ -124,6 +124,31 @@ def test_a_run_folder_with_another_config_is_moved_aside_not_deleted(tmp_path):
     moved = list((tmp_path / "runs" / "stale").glob("mast_r18w16_b128_16e_shapes_s0-*"))
     assert len(moved) == 1 and (moved[0] / "last.pt").read_bytes() == b"old weights"
     assert not run.folder.exists()
+
+
+def test_a_checkpoint_of_older_numerics_is_set_aside_and_retrained(tmp_path):
+    cfg = make_config(tmp_path)
+    run = study.plan_runs(cfg, [0])[1]
+    run.folder.mkdir(parents=True)
+    recorder = Recorder(cfg)
+    recorder.pretrain(run, study.config_hash(study.resolved_config(run)))  # no checkpoint yet: nothing moved
+    fake_checkpoint(run, "current")
+    recorder.pretrain(run, study.config_hash(study.resolved_config(run)))
+    assert run.folder.exists() and len(recorder.commands) == 2
+    fake_checkpoint(run, "old arithmetic", numerics=study.NUMERICS - 1)
+    recorder.pretrain(run, study.config_hash(study.resolved_config(run)))
+    moved = list((tmp_path / "runs" / "stale").glob("mast_r18w16_b128_16e_shapes_s0-*"))
+    assert len(moved) == 1 and not run.folder.exists() and recorder.commands[-1][2] == "pretrain"
+    # a run whose checkpoint is gone is skipped only if its records came from today's numerics
+    sweep = study.plan_runs(cfg, [0])[3]
+    recorder.ledger.remember(sweep, "abc123", study.resolved_config(sweep), numerics=study.NUMERICS - 1)
+    append_record(tmp_path / "results" / "records" / "sweeps.jsonl", make_record(
+        stage="classification", method="mast", arch="resnet18w16", pretrain_ckpt={"path": str(sweep.ckpt),
+        "sha256": "abc123"}, dataset="factorshapes/cls-upright", task="shape", protocol="linear-lbfgs", seed=0,
+        metric="top1", value=30.0))
+    recorder.commands.clear()
+    recorder.do_run(sweep)
+    assert recorder.commands[0][2] == "pretrain"
 
 
 def test_config_hash_ignores_keys_added_since_with_their_defaults(tmp_path):

@@ -175,21 +175,14 @@ class Ledger:
         return sum(json.loads(line)["seconds"] for line in self.times_file.read_text().splitlines() if line.strip())
 
 
-def _checkpoint(run: Run) -> dict:
+def checkpoint_facts(run: Run) -> tuple[int, int]:
+    """(epochs done, numerics version) of the run's checkpoint, read once; version 1 for a checkpoint from
+    before versions were kept (core/numerics.py). An interrupted run has fewer epochs than configured."""
     import torch
 
     state = torch.load(run.ckpt, map_location="cpu", weights_only=True)
-    return state if isinstance(state, dict) else {}
-
-
-def finished(run: Run, resolved: dict) -> bool:
-    """Whether the run's checkpoint has reached its configured epochs (an interrupted run's has not)."""
-    return _checkpoint(run).get("epoch", 0) >= resolved["train"]["epochs"]
-
-
-def numerics_of(run: Run) -> int:
-    """The numerics version (core/numerics.py) the run's checkpoint was computed with (1 before it was kept)."""
-    return int(_checkpoint(run).get("numerics", 1))
+    state = state if isinstance(state, dict) else {}
+    return int(state.get("epoch", 0)), int(state.get("numerics", 1))
 
 
 def has_records(records: Path, digest: str, tasks: set[str] | None = None) -> bool:
@@ -240,9 +233,8 @@ class Study:
         on_disk = run.folder / "config.yaml"
         if on_disk.is_file() and config_hash(read_yaml(on_disk)) != chash:
             self.set_aside(run, "was trained with another config")
-        elif run.ckpt.is_file() and numerics_of(run) < NUMERICS:
-            self.set_aside(run, f"was computed with numerics version {numerics_of(run)}, now {NUMERICS} "
-                                "(core/numerics.py)")
+        elif run.ckpt.is_file() and (numerics := checkpoint_facts(run)[1]) < NUMERICS:
+            self.set_aside(run, f"was computed with numerics version {numerics}, now {NUMERICS} (core/numerics.py)")
         sets = [*run.overrides, f"seed={run.seed}"]
         self.call(f"pretrain {run.name}", [self.python, "-m", "pretrain", "--config", run.config, "--out",
                                                  str(run.folder), "--auto-resume", "--set", *sets])
@@ -292,11 +284,12 @@ class Study:
             self.pretrain(run, chash)
         if not run.ckpt.is_file():
             return  # dry run, or pretraining left out with --only
-        if not finished(run, resolved):
+        epochs, numerics = checkpoint_facts(run)
+        if epochs < resolved["train"]["epochs"]:
             print(f"[study] {run.name}: pretraining not finished (left out with --only?); its evaluations wait")
             return
         if not self.dry_run:
-            self.ledger.remember(run, sha256_file(run.ckpt), resolved, numerics_of(run))
+            self.ledger.remember(run, sha256_file(run.ckpt), resolved, numerics)
         if "classification" in self.only:
             self.classification(run)
         for kind, evaluation in self.evaluations_of(run):

@@ -262,15 +262,15 @@ class Study:
         return [(kind, e) for kind in ("detection", "segmentation") for e in getattr(ev, kind)
                 if e.seeds is None or run.seed in e.seeds]
 
+    def recorded(self, kind: str, evaluation: DetectionEval, digest: str) -> bool:
+        """Whether a detection / segmentation evaluation of checkpoint ``digest`` is in the records."""
+        task = next((s.split("=", 1)[1] for s in evaluation.set if s.startswith("data.categories=")), "shape")
+        return has_records(self.records(kind), digest, {task})
+
     def complete(self, run: Run, digest: str) -> bool:
         """Whether every evaluation of ``run`` has records for checkpoint ``digest``."""
-        if not has_records(self.records("classification", run), digest):
-            return False
-        for kind, evaluation in self.evaluations_of(run):
-            task = next((s.split("=", 1)[1] for s in evaluation.set if s.startswith("data.categories=")), "shape")
-            if not has_records(self.records(kind), digest, {task}):
-                return False
-        return True
+        return has_records(self.records("classification", run), digest) and all(
+            self.recorded(kind, evaluation, digest) for kind, evaluation in self.evaluations_of(run))
 
     def do_run(self, run: Run) -> None:
         resolved = resolved_config(run)
@@ -288,12 +288,14 @@ class Study:
         if epochs < resolved["train"]["epochs"]:
             print(f"[study] {run.name}: pretraining not finished (left out with --only?); its evaluations wait")
             return
+        digest = sha256_file(run.ckpt)
         if not self.dry_run:
-            self.ledger.remember(run, sha256_file(run.ckpt), resolved, numerics)
+            self.ledger.remember(run, digest, resolved, numerics)
         if "classification" in self.only:
             self.classification(run)
         for kind, evaluation in self.evaluations_of(run):
-            if kind in self.only:
+            # recorded ones are skipped here: the detection command would find them too, after ~8 s of start-up
+            if kind in self.only and not self.recorded(kind, evaluation, digest):
                 self.detection(kind, run, evaluation, run.seed)
 
     def floors(self, seeds: list[int]) -> None:

@@ -87,6 +87,14 @@ def test_a_run_gets_pretraining_and_the_evaluations_of_its_seed(tmp_path):
     recorder.commands.clear()
     recorder.do_run(seed1)
     assert not any("data.categories=color" in argv for argv in recorder.commands)  # colour: seed 0 only
+    ref = {"path": str(seed1.ckpt), "sha256": study.sha256_file(seed1.ckpt)}
+    append_record(tmp_path / "results" / "records" / "detection.jsonl", make_record(
+        stage="detection", method="mast", arch="resnet18w16", pretrain_ckpt=ref, dataset="factorshapes/det",
+        task="shape", protocol="embedded-frcnn", seed=0, metric="box_AP", value=7.0))
+    recorder.commands.clear()
+    recorder.do_run(seed1)  # its shape detection is recorded: not asked again; segmentation still is
+    assert [argv[2] for argv in recorder.commands] == ["pretrain", "downstream.classification", "downstream.detection"]
+    assert "embedded-mrcnn" in recorder.commands[2]
     sweep = study.plan_runs(cfg, [0])[3]
     sweep.folder.mkdir(parents=True)
     fake_checkpoint(sweep, "sweep")

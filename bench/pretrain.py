@@ -5,7 +5,8 @@ with VICReg's ImageNet recipe (expander 8192-8192-8192, LARS) at a small batch, 
 rendered at 224 px. Each method's Trainer is built from its config; one batch of its own data loader is kept
 and the training step (forward, loss, backward, optimiser) is timed on it. Methods are interleaved within
 every repeat, so drifts of a shared machine hit all of them alike; figures are medians over repeats after
-warm-up, a ratio to vicreg is the median of the per-repeat ratios against the vicreg timed in the same group. img/s counts source images (a factorized step renders K + 1 views of each).
+warm-up, a ratio to vicreg is the median of the per-repeat ratios against the vicreg timed in the same
+group. img/s counts source images (a factorized step renders K + 1 views of each).
 
 Peak memory: on CPU each method runs again in a fresh process (numbers not polluted by the other methods)
 that builds its Trainer and takes one step: the resident high-water mark (``peak_mb``) and the part of it
@@ -211,7 +212,8 @@ def markdown(result: dict[str, object]) -> str:
                  "| step memory (MiB) | peak memory vs vicreg |", "|---|---|---|---|---|---|---|---|---|"]
         for method, row in rows.items():
             memory = row["memory"]
-            lines.append(f"| {method} | {row['views']} | {row['repeats']} | {row['step_s']:.3f} | {row['img_per_s']:.1f} | "
+            lines.append(f"| {method} | {row['views']} | {row['repeats']} | {row['step_s']:.3f} | "
+                         f"{row['img_per_s']:.1f} | "
                          f"{row['step_time_vs_vicreg']:.3f} | {_mb(memory['peak_mb'])} | {_mb(memory['step_mb'])} | "
                          f"{row['peak_memory_vs_vicreg']:.2f} |")
         verdict = "yes" if entry["mast_pair_within_target"] else "**no** (profile below)"

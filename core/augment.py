@@ -370,12 +370,13 @@ def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, radius: torch.Tensor) -
     """Separable Gaussian blur of [n, 3, S, S] with one sigma and kernel radius per image, reflect padding.
 
     Images are blurred in groups of equal radius, so an image's result depends on its own parameters alone,
-    not on which other images share the batch (a wider kernel padded with zero taps would round differently)."""
-    out = torch.empty_like(x)
+    not on which other images share the batch (a wider kernel padded with zero taps would round differently).
+    Works in place; images of radius 0 are left as they are."""
     for reach in radius.unique().tolist():
-        rows = (radius == reach).nonzero().flatten()
-        out[rows] = _separable_blur(x[rows], sigma[rows], int(reach))
-    return out
+        if reach > 0:
+            rows = (radius == reach).nonzero().flatten()
+            x[rows] = _separable_blur(x[rows], sigma[rows], int(reach))
+    return x
 
 
 def _separable_blur(x: torch.Tensor, sigma: torch.Tensor, reach: int) -> torch.Tensor:
@@ -400,10 +401,8 @@ def _blur(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     applied, sigma = p[:, PARAM_SLICES["blur"]].unbind(-1)
     size = x.shape[-1]
     kernel = torch.tensor([blur_kernel_size(s, size, size) if s > 0 else 1 for s in sigma.double().tolist()])
-    rows = ((applied >= 0.5) & (sigma > 0) & (kernel > 1)).nonzero().flatten()
-    if len(rows):
-        x[rows] = _gaussian_blur(x[rows], sigma[rows], kernel[rows] // 2)
-    return x
+    # radius 0 for views without blur: _gaussian_blur picks each radius group from the batch itself
+    return _gaussian_blur(x, sigma, torch.where((applied >= 0.5) & (sigma > 0), kernel // 2, 0))
 
 
 def render_views(images: Sequence[torch.Tensor] | torch.Tensor, params: torch.Tensor, out_size: int,

@@ -17,8 +17,8 @@ from core.data import build_dataset
 from core.data.transforms import to_float
 from core.device import select_device
 from core.io import atomic_torch_save
-from core.numerics import NUMERICS
 from core.logs import JsonlLogger, progress_bar
+from core.numerics import NUMERICS
 from core.seeding import rng_state, seed_everything, set_rng_state, worker_init_fn
 from pretrain.config import PretrainConfig
 from pretrain.data import EpochSampler, ViewDataset, collate_rendered

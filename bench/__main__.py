@@ -45,9 +45,23 @@ def run_section(name: str, opts: Options, out: Path) -> dict[str, object]:
         result = {"error": f"{type(exc).__name__}: {exc}"}
     record = {"benchmark": name, "time": timestamp(), "machine": machine, "quick": opts.quick,
               "section_s": time.perf_counter() - start, **result}
+    kept = _measured_record(out / f"{name}.json")
+    if "skipped" in result and kept is not None:  # e.g. the GPU section on a CPU machine: keep the GPU's figures
+        log.info("%s skipped (%s): kept the figures measured %s", name, result["skipped"], kept.get("time", "?"))
+        return kept
     atomic_write_text(out / f"{name}.json", json.dumps(record, indent=2) + "\n")
     log.info("%s done in %.0f s", name, record["section_s"])
     return record
+
+
+def _measured_record(path: Path) -> dict[str, object] | None:
+    """The section file at ``path`` if it holds figures (not a skip, an error or a quick run), else None."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    measured = not ({"skipped", "error"} & record.keys()) and not record.get("quick")
+    return record if measured else None
 
 
 def machine_line(machine: dict[str, object]) -> str:

@@ -27,6 +27,7 @@ import math
 from collections.abc import Iterable, Sequence
 
 import torch
+from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from core.config import ConfigError
@@ -295,6 +296,7 @@ def _check_batch(images: Sequence[torch.Tensor] | torch.Tensor, params: torch.Te
 
 def _crops(images: Sequence[torch.Tensor], p: torch.Tensor, out_size: int, interpolation: str) -> torch.Tensor:
     """Each image's recorded box, resized to ``out_size`` (antialiased, on uint8): [N, 3, S, S] uint8."""
+    mode = InterpolationMode(interpolation)  # torchvision < 0.27 takes no plain strings here
     out = []
     for image, (top, left, h, w) in zip(images, p[:, PARAM_SLICES["crop"]].double().tolist()):
         height, width = image.shape[-2:]
@@ -302,7 +304,7 @@ def _crops(images: Sequence[torch.Tensor], p: torch.Tensor, out_size: int, inter
         cw = min(max(int(round(w * width)), 1), width)
         ct = min(max(int(round(top * height)), 0), height - ch)
         cl = min(max(int(round(left * width)), 0), width - cw)
-        out.append(F.resized_crop(image, ct, cl, ch, cw, [out_size, out_size], interpolation=interpolation,
+        out.append(F.resized_crop(image, ct, cl, ch, cw, [out_size, out_size], interpolation=mode,
                                   antialias=True))
     return torch.stack(out)
 

@@ -78,6 +78,23 @@ def test_stages_without_a_log_say_so(tmp_path):
     assert "no make all log yet" in stages.markdown(result)
 
 
+def test_a_skipped_section_keeps_figures_measured_before(tmp_path):
+    """The GPU section run on a CPU machine must not wipe the figures a GPU machine wrote."""
+    log = tmp_path / "missing.jsonl"
+    measured = {"benchmark": "stages", "time": "earlier", "machine": describe_machine(), "quick": False,
+                "section_s": 1.0, "log": "make_all.jsonl", "total_s": 40,
+                "stages": [{"stage": "data", "seconds": 40, "runs": 1, "time": "t1"}]}
+    (tmp_path / "stages.json").write_text(json.dumps(measured))
+    assert main(["--only", "stages", "--out", str(tmp_path), "--make-log", str(log)]) == 0
+    assert (tmp_path / "stages.json").read_text() == json.dumps(measured)
+    assert "| data | 40 | 0.7 | t1 | 1 |" in (tmp_path / "README.md").read_text()
+
+    skipped_before = {**measured, "stages": None, "skipped": "no make all log yet"}
+    (tmp_path / "stages.json").write_text(json.dumps(skipped_before))
+    assert main(["--only", "stages", "--out", str(tmp_path), "--make-log", str(log)]) == 0
+    assert json.loads((tmp_path / "stages.json").read_text())["time"] != "earlier"
+
+
 def test_readme_marks_failed_and_outdated_section_files(tmp_path):
     machine = describe_machine()
     (tmp_path / "pretrain.json").write_text(json.dumps({"benchmark": "pretrain", "machine": machine,

@@ -53,9 +53,19 @@ def versions() -> str:
     return ", ".join(found)
 
 
+def _is_pretraining_run(folder: Path) -> bool:
+    """A pretraining run folder (other stages' output folders also hold config.yaml and log.jsonl)."""
+    if not ((folder / "config.yaml").is_file() and (folder / "log.jsonl").is_file()):
+        return False
+    try:
+        return json.loads((folder / "run.json").read_text()).get("stage") == "pretrain"
+    except (OSError, ValueError):  # no run.json (copied from elsewhere): a config that names a method
+        return "method" in read_yaml(folder / "config.yaml")
+
+
 def runs_section(runs_dir: Path) -> list[str]:
     rows = []
-    for folder in sorted(p for p in runs_dir.glob("*") if (p / "config.yaml").is_file() and (p / "log.jsonl").is_file()):
+    for folder in sorted(p for p in runs_dir.glob("*") if _is_pretraining_run(p)):
         cfg = read_yaml(folder / "config.yaml")
         steps = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if '"loss"' in line]
         last = steps[-1] if steps else {}

@@ -62,3 +62,21 @@ def test_report_command_writes_readme_and_bad_input_is_one_line(tmp_path, capsys
     assert analysis_main(["masks", str(tmp_path / "missing.pt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "missing.pt" in err[0]
+
+
+def test_what_was_run_lists_pretraining_folders_only(tmp_path):
+    def folder(name, config, stage=None):
+        path = tmp_path / name
+        path.mkdir()
+        (path / "config.yaml").write_text(config)
+        (path / "log.jsonl").write_text(json.dumps({"step": 10, "loss": 1.5, "img_per_s": 400.0}) + "\n")
+        if stage:
+            (path / "run.json").write_text(json.dumps({"stage": stage}))
+
+    folder("mast_s0", "method: mast\nseed: 0\ntrain: {epochs: 16}\n", stage="pretrain")
+    folder("copied_s1", "method: vicreg\nseed: 1\n")  # no run.json: its config names a method
+    folder("classification", "tasks: []\n", stage="classification")
+    rows = "\n".join(report.runs_section(tmp_path))
+    assert "`mast_s0` | mast | 0 | 16 | 10 | 1.500 | 400 |" in rows
+    assert "`copied_s1` | vicreg | 1" in rows
+    assert "classification" not in rows

@@ -44,14 +44,17 @@ def part_size(part: dict) -> int:
     return sum(len(Path(part["root"], s).read_text().split()) for s in part["sets"])
 
 
-def record_runs(card, metrics: dict[str, float], *, method: str, arch: str, ckpt, seed: int, records: Path,
-                n_train: int, n_test: int, epochs) -> int:
-    """One record per AP number, with the protocol and the torch / mmcv / mmdet versions."""
+def record_runs(card, metrics: dict[str, float], *, method: str, arch: str, ckpt_ref: dict[str, str] | None,
+                seed: int, records: Path, n_train: int, n_test: int, epochs) -> int:
+    """One record per AP number, with the protocol and the torch / mmcv / mmdet versions.
+
+    ``ckpt_ref``: ``core.records.checkpoint_ref`` of the pretrained checkpoint (None for a random init).
+    """
     import mmcv
     import mmdet
     import torch
 
-    from core.records import append_record, checkpoint_ref, make_record
+    from core.records import append_record, make_record
 
     versions = {"torch": torch.__version__, "mmcv": mmcv.__version__, "mmdet": mmdet.__version__}
     stage = "segmentation" if card.masks else "detection"
@@ -61,7 +64,7 @@ def record_runs(card, metrics: dict[str, float], *, method: str, arch: str, ckpt
             continue
         value = 100 * float(metrics[key])  # both metrics report fractions
         append_record(records, make_record(
-            stage=stage, method=method, arch=arch, pretrain_ckpt=checkpoint_ref(ckpt), pretrain_epochs=epochs,
+            stage=stage, method=method, arch=arch, pretrain_ckpt=ckpt_ref, pretrain_epochs=epochs,
             dataset=dataset_name(card), task=card.data.get("categories", "objects"), protocol=card.protocol,
             seed=seed, metric=name, value=value, n_train=n_train, n_test=n_test,
             config={k: v for k, v in card.to_dict().items() if k not in ("train_augment",)},
@@ -70,9 +73,8 @@ def record_runs(card, metrics: dict[str, float], *, method: str, arch: str, ckpt
     return written
 
 
-def already_recorded(records: Path, card, bb, seed: int) -> bool:
+def already_recorded(records: Path, card, bb, ckpt_ref: dict[str, str] | None, seed: int) -> bool:
     """Whether ``records`` holds this protocol's AP for this backbone (same checkpoint file content), data and seed."""
-    from core.io import sha256_file
     from core.records import read_records
 
     if not records.is_file():
@@ -82,10 +84,10 @@ def already_recorded(records: Path, card, bb, seed: int) -> bool:
         return False
     same = ((table["protocol"] == card.protocol) & (table["seed"] == seed) & (table["dataset"] == dataset_name(card))
             & (table["task"] == card.data.get("categories", "objects")) & (table["arch"] == bb.arch_label))
-    if bb.ckpt is None:
+    if ckpt_ref is None:
         same &= (table["method"] == bb.method) & table["pretrain_ckpt"].isna()
     else:
-        digest = sha256_file(bb.ckpt)
+        digest = ckpt_ref["sha256"]
         same &= table["pretrain_ckpt"].map(lambda ref: isinstance(ref, dict) and ref.get("sha256") == digest)
     return bool(same.any())
 
@@ -110,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from downstream.classification.__main__ import parse_arch
     from downstream.classification.features import load_backbone, random_backbone
+    from core.records import checkpoint_ref
     from downstream.detection.runner import data_parts, load_card, run, world_size
 
     try:
@@ -131,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         n_train, n_test = part_size(parts["train"]), part_size(parts["val"])
         main_process = int(os.environ.get("RANK", "0")) == 0
         for bb in runs:
-            if not args.force and already_recorded(records, card, bb, args.seed):
+            ckpt_ref = checkpoint_ref(bb.ckpt)  # hashed once per backbone: the skip check and every record
+            if not args.force and already_recorded(records, card, bb, ckpt_ref, args.seed):
                 print(f"{card.protocol} {bb.method} {bb.arch_label} seed {args.seed}: records exist in {records}, "
                       "skipped (--force redoes it)")
                 continue
@@ -141,8 +145,9 @@ def main(argv: list[str] | None = None) -> int:
                           args.out / f"{card.protocol}_{label}_s{args.seed}", args.seed)
             if not main_process:
                 continue
-            written = record_runs(card, metrics, method=bb.method, arch=bb.arch_label, ckpt=bb.ckpt, seed=args.seed,
-                                  records=records, n_train=n_train, n_test=n_test, epochs=bb.pretrain_epochs)
+            written = record_runs(card, metrics, method=bb.method, arch=bb.arch_label, ckpt_ref=ckpt_ref,
+                                  seed=args.seed, records=records, n_train=n_train, n_test=n_test,
+                                  epochs=bb.pretrain_epochs)
             summary = ", ".join(f"{METRIC_KEYS[k]} {100 * v:.1f}" for k, v in metrics.items() if k in METRIC_KEYS)
             print(f"{card.protocol} {bb.method} {bb.arch_label}: {summary} ({written} records, {time.time() - start:.0f} s)")
     except (ConfigError, CheckpointError, FileNotFoundError, ValueError, RuntimeError) as exc:

@@ -150,3 +150,27 @@ def test_torchrun_without_gpus_stops_with_one_line(tmp_path):
 def test_unknown_protocol_lists_the_known_ones():
     with pytest.raises(FileNotFoundError, match="known protocols: .*embedded-frcnn"):
         load_card("voc-typo")
+
+
+def test_records_and_the_skip_check_key_on_the_checkpoint_content(tmp_path):
+    from core.records import checkpoint_ref, read_records
+    from downstream.classification.features import Backbone
+    from downstream.detection.__main__ import already_recorded, record_runs
+
+    card = load_card("embedded-mrcnn", {})
+    first, second = tmp_path / "a.pt", tmp_path / "b.pt"
+    first.write_bytes(b"weights a")
+    second.write_bytes(b"weights b")
+    records = tmp_path / "segmentation.jsonl"
+    bb = Backbone(torch.nn.Identity(), "mast", "resnet18", 16, ckpt=first, pretrain_epochs=16)
+    ref = checkpoint_ref(first)
+    assert not already_recorded(records, card, bb, ref, seed=0)
+    written = record_runs(card, {"coco/bbox_mAP": 0.123, "coco/segm_mAP": 0.2, "loss": 1.0}, method="mast",
+                          arch=bb.arch_label, ckpt_ref=ref, seed=0, records=records, n_train=4, n_test=2, epochs=16)
+    table = read_records(records)
+    assert written == 2 and sorted(table["metric"]) == ["box_AP", "mask_AP"]
+    assert sorted(table["value"].round(1)) == [12.3, 20.0]
+    assert all(r == ref for r in table["pretrain_ckpt"])
+    assert already_recorded(records, card, bb, ref, seed=0)
+    assert not already_recorded(records, card, bb, ref, seed=1)
+    assert not already_recorded(records, card, bb, checkpoint_ref(second), seed=0)  # other weights

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -185,15 +186,24 @@ def checkpoint_facts(run: Run) -> tuple[int, int]:
     return int(state.get("epoch", 0)), int(state.get("numerics", 1))
 
 
+@functools.lru_cache(maxsize=8)
+def _tasks_by_checkpoint(records: Path, mtime_ns: int, size: int) -> dict[str, frozenset[str]]:
+    """sha256 of each checkpoint in ``records`` -> the tasks it has records for (read once per file version)."""
+    table = read_records(records)
+    found: dict[str, set[str]] = {}
+    for ref, task in zip(table.get("pretrain_ckpt", []), table.get("task", [])):
+        if isinstance(ref, dict) and ref.get("sha256"):
+            found.setdefault(ref["sha256"], set()).add(task)
+    return {digest: frozenset(tasks) for digest, tasks in found.items()}
+
+
 def has_records(records: Path, digest: str, tasks: set[str] | None = None) -> bool:
     """Whether ``records`` holds results of the checkpoint with sha256 ``digest`` (for every task of ``tasks``)."""
     if not records.is_file():
         return False
-    table = read_records(records)
-    if table.empty:
-        return False
-    mine = table[table["pretrain_ckpt"].map(lambda ref: isinstance(ref, dict) and ref.get("sha256") == digest)]
-    return not mine.empty and (tasks is None or tasks <= set(mine["task"]))
+    stat = records.stat()
+    mine = _tasks_by_checkpoint(records.resolve(), stat.st_mtime_ns, stat.st_size).get(digest)
+    return mine is not None and (tasks is None or tasks <= mine)
 
 
 # ----------------------------------------------------------------------------------------------- steps

@@ -180,3 +180,20 @@ def test_an_unfinished_checkpoint_gets_no_evaluations(tmp_path):
     recorder.only = {"classification", "detection", "segmentation"}
     recorder.do_run(run)
     assert recorder.commands == [] and str(run.folder) not in recorder.ledger.runs
+
+
+def test_has_records_sees_records_appended_after_a_check(tmp_path):
+    records = tmp_path / "detection.jsonl"
+    ref = {"path": "a.pt", "sha256": "abc"}
+
+    def add(task):
+        append_record(records, make_record(stage="detection", method="mast", arch="resnet18w16", pretrain_ckpt=ref,
+                                           dataset="factorshapes/det", task=task, protocol="embedded-frcnn", seed=0,
+                                           metric="box_AP", value=7.0))
+
+    assert not study.has_records(records, "abc")
+    add("shape")
+    assert study.has_records(records, "abc", {"shape"}) and not study.has_records(records, "abc", {"color"})
+    add("color")  # the file changed since the last check: read again
+    assert study.has_records(records, "abc", {"shape", "color"})
+    assert not study.has_records(records, "other")

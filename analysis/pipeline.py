@@ -24,12 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=512, help="images for the invariance and uncertainty analyses")
 
 
-def find_runs(root: Path) -> list[tuple[Path, str]]:
-    """(run folder, method) of every finished-or-started pretraining run directly under ``root``."""
-    runs = []
-    for folder in sorted(p for p in root.glob("*") if (p / "last.pt").is_file() and (p / "config.yaml").is_file()):
-        runs.append((folder, str(read_yaml(folder / "config.yaml").get("method", "?"))))
-    return runs
+def find_runs(root: Path) -> list[tuple[Path, dict]]:
+    """(run folder, its resolved config) of every finished-or-started pretraining run directly under ``root``."""
+    folders = sorted(p for p in root.glob("*") if (p / "last.pt").is_file() and (p / "config.yaml").is_file())
+    return [(folder, read_yaml(folder / "config.yaml")) for folder in folders]
 
 
 def _sub_args(module, argv: list[str]) -> argparse.Namespace:
@@ -53,8 +51,8 @@ def run(args: argparse.Namespace) -> list[Path]:
     results, figures = args.results, args.results / "figures"
     runs = find_runs(args.runs)
     written = _step("tables", tables, ["--records", str(results / "records"), "--out", str(results / "tables")])
-    with_masks = [str(f / "last.pt") for f, method in runs if method in MASK_METHODS]
-    with_unc = [str(f) for f, method in runs if method in UNCERTAINTY_METHODS]
+    with_masks = [str(f / "last.pt") for f, cfg in runs if cfg.get("method") in MASK_METHODS]
+    with_unc = [str(f) for f, cfg in runs if cfg.get("method") in UNCERTAINTY_METHODS]
     if with_masks:
         written += _step("masks", masks, [*with_masks, "--out", str(figures / "masks")])
     if with_unc:
@@ -63,7 +61,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     if runs:
         folders = [str(f) for f, _ in runs]
         written += _step("curves", curves, [*folders, "--overlay", "--out", str(figures / "curves")])
-        archs = sorted({_arch_label(f) for f, _ in runs})
+        archs = sorted({_arch_label(cfg) for _, cfg in runs})
         written += _step("invariance", invariance, [
             *[str(f / "last.pt") for f, _ in runs], *[a for arch in archs for a in ("--random", arch)],
             "--n", str(args.n), "--object-scale", str(_object_scale(runs)), "--figure-dir", str(figures / "invariance"),
@@ -77,16 +75,16 @@ def run(args: argparse.Namespace) -> list[Path]:
     return written
 
 
-def _object_scale(runs: list[tuple[Path, str]]) -> float:
+def _object_scale(runs: list[tuple[Path, dict]]) -> float:
     """The FactorShapes object scale the runs were trained on (their images are profiled); the first run's
     when they differ, with a warning."""
-    scales = [float(read_yaml(f / "config.yaml").get("data", {}).get("object_scale", 1.0)) for f, _ in runs]
+    scales = [float(cfg.get("data", {}).get("object_scale", 1.0)) for _, cfg in runs]
     if len(set(scales)) > 1:
         print(f"[analysis] runs trained on different object scales {sorted(set(scales))}: invariance uses "
               f"{scales[0]} (the first run's)", file=sys.stderr)
     return scales[0]
 
 
-def _arch_label(folder: Path) -> str:
-    model = read_yaml(folder / "config.yaml").get("model", {})
+def _arch_label(cfg: dict) -> str:
+    model = cfg.get("model", {})
     return f"{model.get('arch', 'resnet18')}w{model.get('base_width', 64)}"

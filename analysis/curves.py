@@ -3,7 +3,7 @@
 Per run (or, with ``--overlay``, all runs in one figure, legend = run label):
 
 * ``loss_terms.png``: one panel per loss term present in the log (loss, embedding_loss, inv, var, cov,
-  density, unc_fit) against the step. The terms live on very different scales (the density term is ~1e-7,
+  density, unc_fit, mask_excess) against the step. The terms live on very different scales (the density term is ~1e-7,
   unc_fit goes negative), so each gets its own panel rather than a shared axis.
 * ``throughput.png``: images per second against the step, raw (faint) and smoothed (trailing mean).
 * ``curves.json``: per run, the number of logged steps, the last value of every term and the median img/s,
@@ -26,7 +26,7 @@ import numpy as np
 from analysis.figures import new_figure, save_figure
 from core.io import atomic_write_text
 
-LOSS_TERMS = ("loss", "embedding_loss", "inv", "var", "cov", "density", "unc_fit")
+LOSS_TERMS = ("loss", "embedding_loss", "inv", "var", "cov", "density", "unc_fit", "mask_excess")
 DEFAULT_OUT = Path("results/figures/curves")
 LOG_NAME = "log.jsonl"
 

@@ -36,6 +36,9 @@ class LossConfig:
     #: How s weights the invariance (pretrain/losses/mast.py): detach (head fits s to detached errors, the
     #: embedding gets 1/s weights of mean 1), batch (log s centred over the batch), none (l/s + log s as is).
     uncertainty_norm: Literal["detach", "batch", "none"] = "detach"
+    #: What moves learned masks: invariance (they descend lam L_inv with the network) or contrast (the excess
+    #: error of op k's subspace on pairs that differ in op k over pairs that do not; pretrain/losses/mast.py).
+    mask_objective: Literal["invariance", "contrast"] = "invariance"
 
 
 @dataclasses.dataclass

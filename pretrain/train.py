@@ -49,7 +49,8 @@ def build_loss(cfg: PretrainConfig) -> torch.nn.Module:
     if cfg.method == "vicreg":
         return VICRegLoss(cfg.loss.lam, cfg.loss.mu, cfg.loss.nu)
     return MASTLoss(cfg.loss.lam, cfg.loss.mu, cfg.loss.nu, cfg.loss.beta, cfg.loss.rho,
-                    uncertainty=cfg.uses_uncertainty, uncertainty_norm=cfg.loss.uncertainty_norm)
+                    uncertainty=cfg.uses_uncertainty, uncertainty_norm=cfg.loss.uncertainty_norm,
+                    mask_objective=cfg.loss.mask_objective)
 
 
 def checkpoint_state(cfg: PretrainConfig, model: PretrainModel, optimizer, scaler, ops: list[str],
@@ -188,8 +189,9 @@ class Trainer:
         self.step += 1
         stats = _step_stats(terms, strengths, self.ops)
         stats.update(loss=total.item(), lr=self.optimizer.param_groups[0]["lr"])
-        if "unc_fit" in terms:  # the part of the loss the embedding optimises (the head's fit aside)
-            stats["embedding_loss"] = stats["loss"] - self.cfg.loss.lam * stats["unc_fit"]
+        side_terms = [stats[k] for k in ("unc_fit", "mask_excess") if k in stats]
+        if side_terms:  # the part of the loss the embedding optimises (the head's fit, the masks' objective aside)
+            stats["embedding_loss"] = stats["loss"] - self.cfg.loss.lam * sum(side_terms)
         return stats
 
     def snapshot_masks(self, epoch: int) -> None:

@@ -28,6 +28,18 @@ detached (so s estimates the expected error of a pair: its difficulty), and the 
 weighted by 1 / s (detached) normalised to mean 1 over the batch per op: ambiguous pairs are down-weighted,
 the total weight of the invariance term is unchanged.
 
+``mask_objective`` (what moves the masks): ``invariance`` (default) lets the masks descend lam L_inv like the
+rest of the network, which on the embedded runs made every op's mask pick the same dimensions: every pair
+differs in crop, and the crop error dominates each op's subspace error. ``contrast`` gives the embedding
+L_inv with the masks detached, and the masks (with the embeddings detached) the excess error of op k's
+subspace on pairs that differ in op k over pairs that do not:
+
+  L_mask    = sum_k [ mean_{i: w_ik > 0} l_ik - mean_{i: w_ik = 0} l_ik ]   (0 for an op without both kinds)
+
+so an error every pair shares (crop's) cancels and mask k moves towards the dimensions that op k leaves
+unchanged. The total adds lam L_mask (logged as ``mask_excess``); masks that need no gradient (fixed ones)
+skip it. Means are over the process's batch (DDP averages the masks' gradients).
+
 Variants: ``uncertainty=False`` (``mast_nounc``); fixed masks, e.g. a random partition of the dimensions
 (``mast_fixed``, see ``random_partition``) or K = 1 all ones (the reduction identity to VICReg).
 """
@@ -41,6 +53,7 @@ from pretrain.losses.terms import covariance_term, variance_term
 
 LOG_VAR_RANGE = (-6.0, 6.0)  # clamp of log sigma^2, as method.md states
 NORMS = ("detach", "batch", "none")
+MASK_OBJECTIVES = ("invariance", "contrast")
 
 
 def random_partition(num_ops: int, dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -55,14 +68,19 @@ class MASTLoss(nn.Module):
     so that DDP averages their gradients with the rest of the network."""
 
     def __init__(self, lam: float = 25.0, mu: float = 25.0, nu: float = 1.0, beta: float = 1.0,
-                 rho: float = 0.5, uncertainty: bool = True, uncertainty_norm: str = "detach", eps: float = 1e-4):
+                 rho: float = 0.5, uncertainty: bool = True, uncertainty_norm: str = "detach", eps: float = 1e-4,
+                 mask_objective: str = "invariance"):
         """``lam, mu, nu, beta, rho`` as in method.md; ``uncertainty=False`` gives ``mast_nounc``;
-        ``uncertainty_norm``: ``detach`` (default), ``batch`` or ``none`` (see the module docstring)."""
+        ``uncertainty_norm``: ``detach`` (default), ``batch`` or ``none``; ``mask_objective``: ``invariance``
+        (default) or ``contrast`` (see the module docstring)."""
         super().__init__()
         if uncertainty_norm not in NORMS:
             raise ValueError(f"uncertainty_norm must be one of {', '.join(NORMS)}, got {uncertainty_norm!r}")
+        if mask_objective not in MASK_OBJECTIVES:
+            raise ValueError(f"mask_objective must be one of {', '.join(MASK_OBJECTIVES)}, got {mask_objective!r}")
         self.lam, self.mu, self.nu, self.beta, self.rho = lam, mu, nu, beta, rho
         self.uncertainty, self.uncertainty_norm, self.eps = uncertainty, uncertainty_norm, eps
+        self.mask_objective = mask_objective
 
     def subspace_errors(self, z: torch.Tensor, pairs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """l_ik for every sample i and op k: [B, K]."""
@@ -73,6 +91,15 @@ class MASTLoss(nn.Module):
         errors = (z[pairs[:, 0]] - z[pairs[:, 1]]).pow(2)  # [K, B, d]
         return torch.einsum("kbd,kd->bk", errors, weights)
 
+    @staticmethod
+    def excess_error(errors: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        """L_mask from subspace errors [B, K]: per op, mean over pairs that differ in it minus the rest's."""
+        differs = (gates > 0).to(errors.dtype)
+        n_differ, n_same = differs.sum(0), (1 - differs).sum(0)
+        excess = ((errors * differs).sum(0) / n_differ.clamp_min(1)
+                  - (errors * (1 - differs)).sum(0) / n_same.clamp_min(1))
+        return (excess * ((n_differ > 0) & (n_same > 0))).sum()
+
     def forward(self, z: torch.Tensor, pairs: torch.Tensor, gates: torch.Tensor, masks: torch.Tensor,
                 log_var: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``z`` [V, B, d] embeddings; ``pairs`` [K, 2] view indices; ``gates`` [B, K] w_ik; ``masks``
@@ -82,8 +109,12 @@ class MASTLoss(nn.Module):
         if pairs.shape != (num_ops, 2) or gates.shape != (batch, num_ops) or masks.shape[1] != dim:
             raise ValueError(f"MAST loss got z {tuple(z.shape)}, pairs {tuple(pairs.shape)}, gates "
                              f"{tuple(gates.shape)}, masks {tuple(masks.shape)}: they disagree on K or d")
-        errors = self.subspace_errors(z, pairs, masks)
         stats: dict[str, torch.Tensor] = {}
+        if self.mask_objective == "contrast" and masks.requires_grad:  # fixed masks: nothing to move
+            errors = self.subspace_errors(z, pairs, masks.detach())
+            stats["mask_excess"] = self.excess_error(self.subspace_errors(z.detach(), pairs, masks), gates)
+        else:
+            errors = self.subspace_errors(z, pairs, masks)
         head_fit = None  # the uncertainty head's own likelihood term (detach mode), reported apart
         if self.uncertainty:
             if log_var is None:
@@ -112,6 +143,8 @@ class MASTLoss(nn.Module):
         covariance = torch.stack([covariance_term(g) for g in gathered]).sum() * 2 / views
         density = (masks.mean(dim=1) - self.rho).pow(2).sum()
         total = self.lam * invariance + self.mu * variance + self.nu * covariance + self.beta * density
+        if "mask_excess" in stats:
+            total = total + self.lam * stats["mask_excess"]
         if head_fit is not None:
             # Same weight as the invariance it estimates; it moves only the head. Logged as "unc_fit": the
             # embedding's objective is the rest of the total.

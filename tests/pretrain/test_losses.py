@@ -146,6 +146,8 @@ def test_shape_errors_are_explained():
         loss(torch.randn(2, 4, 8), torch.tensor([[0, 1]] * 2), torch.ones(4, 2), torch.ones(3, 8))
     with pytest.raises(ValueError, match="uncertainty_norm must be one of detach, batch, none"):
         MASTLoss(uncertainty_norm="global")
+    with pytest.raises(ValueError, match="mask_objective must be one of invariance, contrast"):
+        MASTLoss(mask_objective="contrastive")
     with pytest.raises(ValueError, match="needs log_var"):
         loss(torch.randn(2, 4, 8), torch.tensor([[0, 1]] * 3), torch.ones(4, 3), torch.ones(3, 8))
 
@@ -168,3 +170,79 @@ def test_normalised_uncertainty_cannot_inflate_the_invariance_weight(norm):
     assert torch.allclose(grad_z(normalised, log_var), grad_z(normalised, log_var - 3), atol=1e-10)
     assert grad_z(raw, log_var - 3).abs().sum() > 10 * grad_z(raw, log_var).abs().sum()
     assert raw(*args, log_var - 3)[0].item() < raw(*args, log_var)[0].item() - 10
+
+
+def reference_excess(z, pairs, gates, theta):
+    """L_mask of the contrast objective as loops: per op, the mean subspace error over samples whose pair
+    differs in it minus the mean over the others (0 when either group is empty)."""
+    m = torch.sigmoid(theta)
+    total = 0.0
+    for k in range(theta.shape[0]):
+        a, b = pairs[k]
+        errors = [(m[k] * (z[a, i] - z[b, i]) ** 2).sum() / m[k].sum() for i in range(z.shape[1])]
+        differ = [e for e, g in zip(errors, gates[:, k]) if g > 0]
+        same = [e for e, g in zip(errors, gates[:, k]) if g == 0]
+        if differ and same:
+            total = total + sum(differ) / len(differ) - sum(same) / len(same)
+    return total
+
+
+@pytest.mark.parametrize("mode", ["pair", "factorized"])
+def test_contrast_mask_objective_matches_loops(mode):
+    """Value: the invariance objective's total plus lam L_mask. Gradients: the embedding sees L_inv with the
+    masks held fixed; the masks see only L_mask and the density term."""
+    torch.manual_seed(4)
+    k_ops, batch, d = 3, 10, 6
+    views = 2 if mode == "pair" else k_ops + 1
+    pairs = torch.tensor([[0, 1]] * k_ops) if mode == "pair" else torch.tensor([[0, k + 1] for k in range(k_ops)])
+    z = torch.randn(views, batch, d, dtype=torch.float64, requires_grad=True)
+    gates = (torch.rand(batch, k_ops) > 0.5).double()
+    gates[:, 2] = 1  # op 2 differs for every sample: no baseline, no mask term
+    log_var = torch.randn(views, batch, k_ops, dtype=torch.float64, requires_grad=True)
+    theta = torch.randn(k_ops, d, dtype=torch.float64, requires_grad=True)
+    total, terms = MASTLoss(beta=0.7, mask_objective="contrast")(z, pairs, gates, torch.sigmoid(theta), log_var)
+    plist = pairs.tolist()
+    excess = reference_excess(z.detach(), plist, gates, theta)
+    invariance_total = reference_mast(z, plist, gates, theta, log_var, beta=0.7, norm="detach")
+    assert terms["mask_excess"].item() == pytest.approx(excess.item(), rel=1e-10)
+    assert total.item() == pytest.approx(invariance_total.item() + 25 * excess.item(), rel=1e-10)
+
+    got_z, got_theta, got_lv = torch.autograd.grad(total, (z, theta, log_var))
+    fixed_masks = reference_mast(z, plist, gates, theta.detach(), log_var, beta=0.7, norm="detach")
+    want_z, want_lv = torch.autograd.grad(fixed_masks, (z, log_var))
+    dens = 0.7 * sum((torch.sigmoid(theta[k]).mean() - 0.5) ** 2 for k in range(k_ops))
+    (want_theta,) = torch.autograd.grad(dens + 25 * excess, theta, retain_graph=True)
+    assert torch.allclose(got_z, want_z, atol=1e-10) and torch.allclose(got_lv, want_lv, atol=1e-10)
+    assert torch.allclose(got_theta, want_theta, atol=1e-10)
+    # op 2 (no baseline) moves only by the density term
+    (density_only,) = torch.autograd.grad(dens, theta)
+    assert torch.allclose(got_theta[2], density_only[2], atol=1e-12)
+    assert not torch.allclose(got_theta[0], density_only[0])
+
+
+def test_contrast_objective_cancels_an_error_shared_by_every_pair():
+    """Every pair differs in a 'crop' that perturbs dimensions 0-3 as strongly as op 0 perturbs dimensions 4-5
+    of the pairs that differ in it. The invariance objective cannot tell the two apart (it pushes op 0's mask
+    off 0-5 alike); the contrast objective pushes it off op 0's dimensions and onto the untouched ones (6-7),
+    while the crop's error, shared by both groups of pairs, cancels up to sampling noise."""
+    torch.manual_seed(5)
+    batch, d = 4096, 8
+    gates = torch.zeros(batch, 1, dtype=torch.float64)
+    gates[: batch // 2] = 1
+    x = torch.randn(batch, d, dtype=torch.float64)
+    y = x.clone()
+    y[:, :4] += 2 * torch.randn(batch, 4, dtype=torch.float64)  # crop: every pair
+    y[: batch // 2, 4:6] += 2 * torch.randn(batch // 2, 2, dtype=torch.float64)  # op 0: half of the pairs
+    z, pairs = torch.stack([x, y]), torch.tensor([[0, 1]])
+
+    def mask_gradient(objective: str, term: str) -> torch.Tensor:
+        theta = torch.zeros(1, d, dtype=torch.float64, requires_grad=True)
+        loss = MASTLoss(beta=0.0, uncertainty=False, mask_objective=objective)
+        _, terms = loss(z, pairs, gates, torch.sigmoid(theta))
+        return torch.autograd.grad(terms[term], theta)[0][0]
+
+    invariance = mask_gradient("invariance", "inv")
+    assert invariance[:6].min() > 0.5 * invariance[:6].max() and invariance[6:].max() < 0
+    contrast = mask_gradient("contrast", "mask_excess")
+    assert contrast[4:6].min() > 0 > contrast[6:].max()
+    assert contrast[:4].abs().max() < contrast[4:6].abs().min() / 2

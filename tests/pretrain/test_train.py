@@ -1,5 +1,6 @@
 """The pretraining loop end to end on tiny FactorShapes runs: checkpoints, logs, resume, NaN, DDP, export."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -179,3 +180,15 @@ def test_two_process_training_run(tmp_path, data_cache):
     state = load_checkpoint(tmp_path / "last.pt")
     assert state["world_size"] == 2 and state["step"] == 4  # 64 images, 2 processes x 8 per step
     assert "done: step 4" in result.stdout
+
+
+def test_contrast_mask_objective_trains_and_logs_its_term(tmp_path, data_cache):
+    fit(tiny("loss.mask_objective=contrast"), tmp_path)
+    steps = [r for r in map(json.loads, (tmp_path / "log.jsonl").read_text().splitlines()) if "loss" in r]
+    assert len(steps) == 12 and all(math.isfinite(r["mask_excess"]) for r in steps)
+    for row in steps:  # the embedding's part leaves the head's fit and the masks' objective aside
+        side = 25.0 * (row["unc_fit"] + row["mask_excess"])
+        assert row["embedding_loss"] == pytest.approx(row["loss"] - side, rel=1e-9, abs=1e-9)
+    snapshots = sorted((tmp_path / "masks").glob("epoch_*.pt"))
+    start, end = (torch.load(p, weights_only=True)["masks"] for p in (snapshots[0], snapshots[-1]))
+    assert not torch.equal(start, end)  # the masks move

@@ -104,14 +104,20 @@ def test_reduction_identity_value_and_gradient():
     assert torch.allclose(g_mast, g_vicreg, atol=1e-12)
 
 
+def views_and_pairs(mode: str, k_ops: int, batch: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random embeddings [V, B, d] (float64, with grad) and the pairs of pair or factorized mode."""
+    views = 2 if mode == "pair" else k_ops + 1
+    pairs = torch.tensor([[0, 1]] * k_ops) if mode == "pair" else torch.tensor([[0, k + 1] for k in range(k_ops)])
+    return torch.randn(views, batch, d, dtype=torch.float64, requires_grad=True), pairs
+
+
 @pytest.mark.parametrize("mode", ["pair", "factorized"])
 @pytest.mark.parametrize("uncertainty, norm", [(True, "detach"), (True, "batch"), (True, "none"), (False, "detach")])
 def test_mast_matches_loops(mode, uncertainty, norm):
     torch.manual_seed(2)
     k_ops, batch, d = 4, 12, 8
-    views = 2 if mode == "pair" else k_ops + 1
-    pairs = torch.tensor([[0, 1]] * k_ops) if mode == "pair" else torch.tensor([[0, k + 1] for k in range(k_ops)])
-    z = torch.randn(views, batch, d, dtype=torch.float64, requires_grad=True)
+    z, pairs = views_and_pairs(mode, k_ops, batch, d)
+    views = z.shape[0]
     gates = (torch.rand(batch, k_ops) > 0.4).double()
     gates[0] = 0  # a sample no op was resampled for: contributes zero, divided by max(1, 0)
     log_var = (torch.randn(views, batch, k_ops, dtype=torch.float64) * 4).requires_grad_(True)  # some clamp
@@ -193,9 +199,8 @@ def test_contrast_mask_objective_matches_loops(mode):
     masks held fixed; the masks see only L_mask and the density term."""
     torch.manual_seed(4)
     k_ops, batch, d = 3, 10, 6
-    views = 2 if mode == "pair" else k_ops + 1
-    pairs = torch.tensor([[0, 1]] * k_ops) if mode == "pair" else torch.tensor([[0, k + 1] for k in range(k_ops)])
-    z = torch.randn(views, batch, d, dtype=torch.float64, requires_grad=True)
+    z, pairs = views_and_pairs(mode, k_ops, batch, d)
+    views = z.shape[0]
     gates = (torch.rand(batch, k_ops) > 0.5).double()
     gates[:, 2] = 1  # op 2 differs for every sample: no baseline, no mask term
     log_var = torch.randn(views, batch, k_ops, dtype=torch.float64, requires_grad=True)

@@ -84,11 +84,22 @@ class MASTLoss(nn.Module):
 
     def subspace_errors(self, z: torch.Tensor, pairs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """l_ik for every sample i and op k: [B, K]."""
-        weights = masks / masks.sum(dim=1, keepdim=True).clamp_min(1e-12)
-        if bool((pairs == pairs[0]).all()):  # pair mode: one error matrix for every op
+        return self.masked_mean(self.pair_errors(z, pairs), masks)
+
+    @staticmethod
+    def pair_errors(z: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """e_ij of the compared views: [B, d] in pair mode (one matrix for every op), else [K, B, d]."""
+        if bool((pairs == pairs[0]).all()):
             a, b = pairs[0].tolist()
-            return (z[a] - z[b]).pow(2) @ weights.T
-        errors = (z[pairs[:, 0]] - z[pairs[:, 1]]).pow(2)  # [K, B, d]
+            return (z[a] - z[b]).pow(2)
+        return (z[pairs[:, 0]] - z[pairs[:, 1]]).pow(2)
+
+    @staticmethod
+    def masked_mean(errors: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Mask-weighted mean over dimensions of ``pair_errors``' output: [B, K]."""
+        weights = masks / masks.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        if errors.dim() == 2:
+            return errors @ weights.T
         return torch.einsum("kbd,kd->bk", errors, weights)
 
     @staticmethod
@@ -111,8 +122,9 @@ class MASTLoss(nn.Module):
                              f"{tuple(gates.shape)}, masks {tuple(masks.shape)}: they disagree on K or d")
         stats: dict[str, torch.Tensor] = {}
         if self.mask_objective == "contrast" and masks.requires_grad:  # fixed masks: nothing to move
-            errors = self.subspace_errors(z, pairs, masks.detach())
-            stats["mask_excess"] = self.excess_error(self.subspace_errors(z.detach(), pairs, masks), gates)
+            differences = self.pair_errors(z, pairs)  # computed once: both objectives read it
+            errors = self.masked_mean(differences, masks.detach())
+            stats["mask_excess"] = self.excess_error(self.masked_mean(differences.detach(), masks), gates)
         else:
             errors = self.subspace_errors(z, pairs, masks)
         head_fit = None  # the uncertainty head's own likelihood term (detach mode), reported apart

@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import time
@@ -155,7 +156,7 @@ def loader_sweep(config: str, overrides: list[str], device: torch.device, quick:
     if not quick:  # enough batches that every worker renders several: a steady rate, not start-up
         most_workers = max(max(w for w, _, _ in grid), 1)
         images = cfg.train.batch_size * LOADER_BATCHES_PER_WORKER * most_workers
-        cfg = load_config(PretrainConfig, ROOT / config, [*overrides, f"data.n={images}"])
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, n=images))
     images = build_dataset(cfg.data, part=cfg.data.part, progress=False)
     dataset = ViewDataset(images, ViewMaker(cfg.augment, cfg.views, cfg.data.image_size), cfg.seed)
     rows = [time_loader(cfg, dataset, device, *setting) for setting in grid]

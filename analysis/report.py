@@ -103,11 +103,11 @@ def tables_section(aggregated: pd.DataFrame) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- claims
-def _family_means(aggregated: pd.DataFrame, family: tuple[str, str, str]) -> pd.DataFrame:
+def _family_scores(measured: pd.DataFrame, family: tuple[str, str, str]) -> pd.DataFrame:
     stage, dataset, protocol = family
-    part = aggregated[(aggregated["stage"] == stage) & (aggregated["dataset"] == dataset)
-                      & (aggregated["protocol"] == protocol)]
-    return part.pivot_table(index="label", columns="task", values="mean", aggfunc="first")
+    part = measured[(measured["stage"] == stage) & (measured["dataset"] == dataset)
+                    & (measured["protocol"] == protocol)]
+    return part.pivot_table(index=["label", "checkpoint", "seed"], columns="task", values="value", aggfunc="first")
 
 
 def main_label(labels, method: str) -> str | None:
@@ -120,34 +120,85 @@ def main_label(labels, method: str) -> str | None:
     return sorted(own)[0] if own else None
 
 
-def factor_means(aggregated: pd.DataFrame) -> pd.DataFrame:
-    """Linear-probe top-1 per row label (rows) and factor task (columns); orient from cls-rot."""
-    upright = _family_means(aggregated, FACTOR_FAMILY).drop(columns=["orient"], errors="ignore")
-    rot = _family_means(aggregated, ORIENT_FAMILY)
+def factor_scores(measured: pd.DataFrame) -> pd.DataFrame:
+    """Linear-probe top-1 per measurement (rows: label, checkpoint, seed) and factor task (columns); orient from
+    cls-rot, joined on the same checkpoint and seed."""
+    upright = _family_scores(measured, FACTOR_FAMILY).drop(columns=["orient"], errors="ignore")
+    rot = _family_scores(measured, ORIENT_FAMILY)
     if "orient" in rot.columns:
         upright = upright.join(rot[["orient"]], how="outer")
     return upright
 
 
-def claim_invariances(aggregated: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """MAST vs VICReg per factor task; returns (lines, missing)."""
-    means = factor_means(aggregated) if not aggregated.empty else pd.DataFrame()
-    mast, vicreg = main_label(means.index, "mast"), main_label(means.index, "vicreg")
+def seed_summary(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per label: mean, std and n of every task, and of the task mean over the seeds that have every task."""
+    by_label = scores.groupby(level="label")
+    complete = scores.dropna()
+    task_mean = complete.mean(axis=1).groupby(level="label")
+    # A label with no seed covering every task (e.g. a ceiling trained per data set): the mean of its task means.
+    means = by_label.mean()
+    parts = {"mean": means.assign(mean=task_mean.mean().reindex(means.index).fillna(means.mean(axis=1))), "std": by_label.std().assign(mean=task_mean.std()),
+             "n": by_label.count().assign(mean=task_mean.count())}
+    return pd.concat(parts, axis=1)  # columns: (statistic, task), the last task being "mean"
+
+
+def _cell(summary: pd.DataFrame, label: str, task: str) -> str:
+    mean, std, n = (summary.loc[label, (stat, task)] for stat in ("mean", "std", "n"))
+    if pd.isna(mean):
+        return "–"
+    return f"{mean:.1f} ± {std:.1f}" if n > 1 and pd.notna(std) else f"{mean:.1f}"
+
+
+def difference(summary: pd.DataFrame, label: str, reference: str) -> pd.DataFrame:
+    """``label - reference`` per column, with whether it exceeds twice its standard error over seeds."""
+    mean, std, n = (summary[stat] for stat in ("mean", "std", "n"))
+    diff = (mean.loc[label] - mean.loc[reference]).dropna()
+    se = (std.loc[label] ** 2 / n.loc[label] + std.loc[reference] ** 2 / n.loc[reference]) ** 0.5
+    clear = (diff.abs() > 2 * se[diff.index]).fillna(False)  # no std (n=1): never called clear
+    return pd.DataFrame({"diff": diff, "se": se[diff.index], "clear": clear})
+
+
+def _difference_text(name: str, diff: pd.DataFrame) -> str:
+    tasks = diff.drop(index="mean")
+    wins = [t for t, d in tasks["diff"].items() if d >= 0]
+    better = [t for t, row in tasks.iterrows() if row["clear"] and row["diff"] > 0]
+    worse = [t for t, row in tasks.iterrows() if row["clear"] and row["diff"] < 0]
+    clear = " (beyond 2 standard errors)" if diff.loc["mean", "clear"] else ""
+    spread = (f"Beyond 2 standard errors of the seed spread: better on {', '.join(better) or 'none'}, worse on "
+              f"{', '.join(worse) or 'none'}." if tasks["se"].notna().any() else "One seed: no spread to test against.")
+    return (f"{name} >= VICReg on {len(wins)} of {len(tasks)} factor tasks ({', '.join(wins) or 'none'}); mean "
+            f"difference {diff.loc['mean', 'diff']:+.1f} points{clear}. {spread}")
+
+
+def claim_invariances(measured: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """MAST (and its view variants) vs VICReg per factor task, mean ± std over seeds; returns (lines, missing)."""
+    scores = factor_scores(measured) if not measured.empty else pd.DataFrame(index=pd.Index([], name="label"))
+    labels = sorted(set(scores.index.get_level_values("label")))
+    mast, vicreg = main_label(labels, "mast"), main_label(labels, "vicreg")
     missing = [m for m, label in (("mast", mast), ("vicreg", vicreg)) if label is None]
     if missing:
         return [f"Not checked: no linear-probe records of {' and '.join(missing)} on the factor tasks."], missing
-    diff = (means.loc[mast] - means.loc[vicreg]).dropna()
-    wins = [t for t, d in diff.items() if d >= 0]
-    lines = ["| task | " + " | ".join(diff.index) + " | mean |", "|---|" + "---|" * (len(diff) + 1)]
-    references = [r for r in ("random-init", "supervised") if r in means.index]
-    for label in [vicreg, mast, *sorted(set(means.index) - {vicreg, mast, *references}), *references]:
-        row = means.loc[label, diff.index]
-        lines.append(f"| {label} | " + " | ".join(f"{v:.1f}" for v in row) + f" | {row.mean():.1f} |")
-    lines.append("| mast - vicreg | " + " | ".join(f"{d:+.1f}" for d in diff) + f" | {diff.mean():+.1f} |")
-    verdict = "supports" if diff.mean() > 0 and len(wins) > len(diff) / 2 else "does not support"
-    lines += ["", f"MAST >= VICReg on {len(wins)} of {len(diff)} factor tasks ({', '.join(wins) or 'none'}); mean "
-              f"difference {diff.mean():+.1f} points. On these results the claim that MAST helps tasks needing "
-              f"different invariances: **{verdict}** it (means over the seeds recorded; see the table's n)."]
+    summary = seed_summary(scores)
+    variants = [label for label in labels if label.startswith("mast (") and label != mast]
+    diffs = {label: difference(summary, label, vicreg) for label in (mast, *variants)}
+    columns = [c for c in diffs[mast].index if c != "mean"] + ["mean"]
+    references = [r for r in ("random-init", "supervised") if r in labels]
+    lines = ["| method | seeds | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+    for label in [vicreg, mast, *sorted(set(labels) - {vicreg, mast, *references}), *references]:
+        seeds = int(summary.loc[label, "n"].max())
+        lines.append(f"| {label} | {seeds} | " + " | ".join(_cell(summary, label, c) for c in columns) + " |")
+    for label, diff in diffs.items():
+        cells = [f"{diff.loc[c, 'diff']:+.1f}{'*' if diff.loc[c, 'clear'] else ''}" if c in diff.index else "–"
+                 for c in columns]
+        lines.append(f"| {label} − vicreg | | " + " | ".join(cells) + " |")
+    tasks = diffs[mast].drop(index="mean")["diff"]
+    verdict = "supports" if diffs[mast].loc["mean", "diff"] > 0 and (tasks >= 0).sum() > len(tasks) / 2 \
+        else "does not support"
+    lines += ["", "Cells: linear-probe top-1 (%), mean ± sample std over seeds; `mean`: the nine-task mean per seed, "
+              "then over seeds. Differences marked * exceed twice their standard error over seeds.", ""]
+    lines += [f"- {_difference_text('MAST' if label == mast else f'`{label}`', diff)}" for label, diff in diffs.items()]
+    lines += ["", f"On these results the claim that MAST helps tasks needing different invariances: **{verdict}** "
+              "it (MAST's own config against VICReg)."]
     return lines, []
 
 
@@ -284,8 +335,9 @@ def missing_section(records: pd.DataFrame, missing: list[str]) -> list[str]:
 # ---------------------------------------------------------------------------------------------- report
 def build_report(results: Path, runs_dir: Path) -> str:
     records = tables.load_results(results / "records")
+    measured = tables.measurements(records) if not records.empty else pd.DataFrame()
     aggregated = tables.aggregate(records) if not records.empty else pd.DataFrame()
-    claim1, miss1 = claim_invariances(aggregated)
+    claim1, miss1 = claim_invariances(measured)
     claim2, miss2 = claim_masks(results / "figures")
     claim3, miss3 = claim_uncertainty(results / "figures")
     lines = [

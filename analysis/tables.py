@@ -97,23 +97,32 @@ def family_name(stage: str, dataset: str, protocol: str) -> str:
     return SEP.join((stage, dataset, protocol))
 
 
-def aggregate(records: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sample std and seed count per (family, method label, arch, epochs, task, metric), reruns counted once.
-
-    ``n`` counts the distinct (checkpoint, seed) measurements left after deduplication, so three pretraining
-    seeds of one config (one checkpoint each) evaluated with seed 0 count as n=3.
-    """
+def measurements(records: pd.DataFrame) -> pd.DataFrame:
+    """One row per measurement: reruns dropped, null values dropped, with ``checkpoint``, ``label``, ``role`` and
+    ``family`` columns (what ``aggregate`` groups; per-seed analyses read it directly)."""
     frame = records.copy()
     frame["checkpoint"] = frame["pretrain_ckpt"].map(_checkpoint_id)
     # Deduplicate before dropping null values: a diverged rerun (null) hides the older number, never revives it.
     frame = _latest_only(frame)
     frame = frame[frame["value"].notna()].copy()
     if frame.empty:
-        return pd.DataFrame(columns=GROUP_KEYS + ["mean", "std", "n"])
+        return frame.assign(config_name=[], label=[], role=[], family=[])
     frame["config_name"] = [config_name(c, a) for c, a in zip(frame["pretrain_ckpt"], frame["arch"])]
     frame["label"] = _labels(frame)
     frame["role"] = frame["method"].map(_role)
     frame["family"] = [family_name(*k) for k in zip(frame["stage"], frame["dataset"], frame["protocol"])]
+    return frame
+
+
+def aggregate(records: pd.DataFrame) -> pd.DataFrame:
+    """Mean, sample std and seed count per (family, method label, arch, epochs, task, metric), reruns counted once.
+
+    ``n`` counts the distinct (checkpoint, seed) measurements left after deduplication, so three pretraining
+    seeds of one config (one checkpoint each) evaluated with seed 0 count as n=3.
+    """
+    frame = measurements(records)
+    if frame.empty:
+        return pd.DataFrame(columns=GROUP_KEYS + ["mean", "std", "n"])
     grouped = frame.groupby(GROUP_KEYS, dropna=False, sort=False)["value"]
     return grouped.agg(mean="mean", std="std", n="size").reset_index()
 

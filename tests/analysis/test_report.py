@@ -1,7 +1,9 @@
 """The report builder on partial results: it builds, checks the claims it can, and names what is missing."""
 import json
 
-from analysis import report
+import pandas as pd
+
+from analysis import report, tables
 from analysis.__main__ import main as analysis_main
 from core.records import append_record, make_record
 
@@ -29,7 +31,13 @@ def test_partial_report_builds_checks_claim_one_and_lists_missing(tmp_path):
     # Claim 1 from hand-made means: hue 81 vs 92 (-11), texture 50 vs 40 (+10): 1 of 2 tasks, mean -0.5.
     assert "MAST >= VICReg on 1 of 2 factor tasks (texture); mean difference -0.5 points" in text
     assert "**does not support** it" in text
-    assert "| mast - vicreg | -11.0 | +10.0 | -0.5 |" in text
+    # Per seed the two-task means are mast 65, 66 and vicreg 65, 67. A difference is marked when it exceeds twice
+    # sqrt(std_a^2/n_a + std_b^2/n_b): hue 11 > 2*sqrt(2/2 + 8/2) = 4.5, texture 10 > 0, mean 0.5 < 2*sqrt(1.25).
+    assert "| mast | 2 | 81.0 ± 1.4 | 50.0 ± 0.0 | 65.5 ± 0.7 |" in text
+    assert "| vicreg | 2 | 92.0 ± 2.8 | 40.0 ± 0.0 | 66.0 ± 1.4 |" in text
+    assert "| mast − vicreg | | -11.0* | +10.0* | -0.5 |" in text
+    assert "better on texture, worse on hue." in text
+    assert "| random-init | 1 | 55.0 | – | 55.0 |" in text  # no texture record: the mean of what it has
     # No detection, segmentation, masks or uncertainty yet: each named with the command that makes it.
     for line in ("detection: none yet; run `make eval-detection`", "segmentation: none yet; run `make eval-segmentation`",
                  "masks: none yet", "uncertainty: none yet"):
@@ -80,3 +88,19 @@ def test_what_was_run_lists_pretraining_folders_only(tmp_path):
     assert "`mast_s0` | mast | 0 | 16 | 10 | 1.500 | 400 |" in rows
     assert "`copied_s1` | vicreg | 1" in rows
     assert "classification" not in rows
+
+
+def test_claim_one_compares_each_mast_config_with_vicreg_and_says_when_one_seed_has_no_spread():
+    def rec(config, method, task, value):
+        return _cls(method, task, value, ckpt={"path": f"runs/{config}_s0/last.pt", "sha256": config})
+    records = [rec("mast_r18", "mast", "hue", 80.0), rec("mast_r18", "mast", "shape", 40.0),
+               rec("mast_factorized_r18", "mast", "hue", 85.0), rec("mast_factorized_r18", "mast", "shape", 50.0),
+               rec("vicreg_r18", "vicreg", "hue", 90.0), rec("vicreg_r18", "vicreg", "shape", 44.0)]
+    lines, missing = report.claim_invariances(tables.measurements(pd.DataFrame(records)))
+    text = "\n".join(lines)
+    assert missing == []
+    assert "| mast (mast_r18) − vicreg | | -10.0 | -4.0 | -7.0 |" in text
+    assert "| mast (mast_factorized_r18) − vicreg | | -5.0 | +6.0 | +0.5 |" in text
+    assert "- MAST >= VICReg on 0 of 2 factor tasks (none); mean difference -7.0 points. One seed" in text
+    assert "- `mast (mast_factorized_r18)` >= VICReg on 1 of 2 factor tasks (shape); mean difference +0.5" in text
+    assert "**does not support** it (MAST's own config" in text  # the verdict is MAST's own config's

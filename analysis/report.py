@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="results folder: records/, tables/, figures/ in, README.md out (default: %(default)s)")
     parser.add_argument("--runs", type=Path, default=Path("results/runs"),
                         help="pretraining run folders, for the 'what was run' section (default: %(default)s)")
+    parser.add_argument("--readme", type=Path, default=None,
+                        help="a README whose results-summary block (between the markers) is rewritten; default: "
+                             "the README.md beside the results folder, left alone when it has no markers")
 
 
 # --------------------------------------------------------------------------------------------- sections
@@ -137,8 +140,9 @@ def seed_summary(scores: pd.DataFrame) -> pd.DataFrame:
     task_mean = complete.mean(axis=1).groupby(level="label")
     # A label with no seed covering every task (e.g. a ceiling trained per data set): the mean of its task means.
     means = by_label.mean()
-    parts = {"mean": means.assign(mean=task_mean.mean().reindex(means.index).fillna(means.mean(axis=1))), "std": by_label.std().assign(mean=task_mean.std()),
-             "n": by_label.count().assign(mean=task_mean.count())}
+    overall = task_mean.mean().reindex(means.index).fillna(means.mean(axis=1))
+    parts = {"mean": means.assign(mean=overall), "std": by_label.std().assign(mean=task_mean.std()),
+             "n": by_label.count().assign(mean=task_mean.count().reindex(means.index).fillna(1))}
     return pd.concat(parts, axis=1)  # columns: (statistic, task), the last task being "mean"
 
 
@@ -165,9 +169,53 @@ def _difference_text(name: str, diff: pd.DataFrame) -> str:
     worse = [t for t, row in tasks.iterrows() if row["clear"] and row["diff"] < 0]
     clear = " (beyond 2 standard errors)" if diff.loc["mean", "clear"] else ""
     spread = (f"Beyond 2 standard errors of the seed spread: better on {', '.join(better) or 'none'}, worse on "
-              f"{', '.join(worse) or 'none'}." if tasks["se"].notna().any() else "One seed: no spread to test against.")
+              f"{', '.join(worse) or 'none'}." if tasks["se"].notna().any() else "A single seed on a side: no spread to test against.")
     return (f"{name} >= VICReg on {len(wins)} of {len(tasks)} factor tasks ({', '.join(wins) or 'none'}); mean "
             f"difference {diff.loc['mean', 'diff']:+.1f} points{clear}. {spread}")
+
+
+def row_order(labels, *first: str) -> list[str]:
+    """``first`` (the compared rows), then the other methods by name, then the floor and ceiling references."""
+    references = [r for r in ("random-init", "supervised") if r in labels]
+    return [*first, *sorted(set(labels) - {*first, *references}), *references]
+
+
+# The transfer metrics of the summary: (column name, (stage, dataset, protocol, task, metric)).
+SUMMARY_METRICS = [
+    ("box AP (Faster R-CNN)", ("detection", "factorshapes/det", "embedded-frcnn", "shape", "box_AP")),
+    ("mask AP (Mask R-CNN)", ("segmentation", "factorshapes/det", "embedded-mrcnn", "shape", "mask_AP")),
+]
+
+
+def _metric_cell(aggregated: pd.DataFrame, label: str, key: tuple[str, ...]) -> str:
+    stage, dataset, protocol, task, metric = key
+    row = aggregated[(aggregated["label"] == label) & (aggregated["stage"] == stage)
+                     & (aggregated["dataset"] == dataset) & (aggregated["protocol"] == protocol)
+                     & (aggregated["task"] == task) & (aggregated["metric"] == metric)]
+    if row.empty:
+        return "–"
+    mean, std, n = row.iloc[0][["mean", "std", "n"]]
+    return f"{mean:.1f} ± {std:.1f} (n={int(n)})" if n > 1 and pd.notna(std) else f"{mean:.1f} (n={int(n)})"
+
+
+def summary_section(measured: pd.DataFrame, aggregated: pd.DataFrame) -> list[str]:
+    """One row per method: the nine-task linear-probe mean, detection box AP and mask AP, mean ± std over seeds."""
+    scores = factor_scores(measured) if not measured.empty else pd.DataFrame()
+    if scores.empty:
+        return ["No factor-task records yet: run `make study` (or `make eval`), then `make analysis`."]
+    summary = seed_summary(scores)
+    labels = list(summary.index)
+    first = [label for label in (main_label(labels, "vicreg"), main_label(labels, "mast")) if label]
+    names = ["factor tasks, linear probe (mean of 9)"] + [name for name, _ in SUMMARY_METRICS]
+    lines = ["| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for label in row_order(labels, *first):
+        n = int(summary.loc[label, ("n", "mean")])
+        probe = f"{_cell(summary, label, 'mean')} (n={n})"
+        lines.append(f"| {label} | {probe} | " + " | ".join(_metric_cell(aggregated, label, key)
+                                                          for _, key in SUMMARY_METRICS) + " |")
+    return lines + ["", "Mean ± sample std over pretraining seeds (n); detection and segmentation on the embedded "
+                    "det split's shape categories. Per-task tables, the claim checks and every figure: "
+                    "`results/README.md`."]
 
 
 def claim_invariances(measured: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -182,9 +230,8 @@ def claim_invariances(measured: pd.DataFrame) -> tuple[list[str], list[str]]:
     variants = [label for label in labels if label.startswith("mast (") and label != mast]
     diffs = {label: difference(summary, label, vicreg) for label in (mast, *variants)}
     columns = [c for c in diffs[mast].index if c != "mean"] + ["mean"]
-    references = [r for r in ("random-init", "supervised") if r in labels]
     lines = ["| method | seeds | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
-    for label in [vicreg, mast, *sorted(set(labels) - {vicreg, mast, *references}), *references]:
+    for label in row_order(labels, mast, vicreg):
         seeds = int(summary.loc[label, "n"].max())
         lines.append(f"| {label} | {seeds} | " + " | ".join(_cell(summary, label, c) for c in columns) + " |")
     for label, diff in diffs.items():
@@ -338,6 +385,7 @@ def build_report(results: Path, runs_dir: Path) -> str:
     measured = tables.measurements(records) if not records.empty else pd.DataFrame()
     aggregated = tables.aggregate(records) if not records.empty else pd.DataFrame()
     claim1, miss1 = claim_invariances(measured)
+    summary = summary_section(measured, aggregated)
     claim2, miss2 = claim_masks(results / "figures")
     claim3, miss3 = claim_uncertainty(results / "figures")
     lines = [
@@ -345,6 +393,7 @@ def build_report(results: Path, runs_dir: Path) -> str:
         f"Generated by `python -m analysis report` (`make analysis`) on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
         f" at commit `{git_commit()[:7]}` from {len(records)} records in `records/`; do not edit by hand. "
         "Every number traces back to a record (config, seed, commit) or a run's log.", "",
+        "## Summary", "", *summary, "",
         "## What was run", "", "Pretraining runs:", "", *runs_section(runs_dir), "", "Records:", "",
         *records_section(records), "", f"Software: {versions()}.", "",
         "## Tables", "", "Cells: mean ± sample std over seeds (n = seeds); **bold**: best of our rows per column "
@@ -363,5 +412,31 @@ def build_report(results: Path, runs_dir: Path) -> str:
     return "\n".join(lines)
 
 
+README_BEGIN = "<!-- results summary: written by `make analysis` from results/; do not edit by hand -->"
+README_END = "<!-- end of results summary -->"
+
+
+def update_readme(readme: Path, results: Path) -> Path | None:
+    """Replace the block between the summary markers of ``readme`` with the report's summary; ``None`` (nothing
+    written) when the file or its markers are absent."""
+    if not readme.is_file():
+        return None
+    text = readme.read_text()
+    if text.count(README_BEGIN) != 1 or text.count(README_END) != 1 or text.index(README_BEGIN) > text.index(README_END):
+        return None
+    records = tables.load_results(results / "records")
+    measured = tables.measurements(records) if not records.empty else pd.DataFrame()
+    aggregated = tables.aggregate(records) if not records.empty else pd.DataFrame()
+    claim1, _ = claim_invariances(measured)
+    comparisons = [line for line in claim1 if line.startswith("- ")]
+    verdict = [line for line in claim1 if line.startswith("On these results")]
+    block = "\n".join([README_BEGIN, "", *summary_section(measured, aggregated), "", *comparisons, "", *verdict, "",
+                       README_END])
+    head, rest = text.split(README_BEGIN)
+    return atomic_write_text(readme, head + block + rest.split(README_END, 1)[1])
+
+
 def run(args: argparse.Namespace) -> list[Path]:
-    return [atomic_write_text(args.results / "README.md", build_report(args.results, args.runs))]
+    written = [atomic_write_text(args.results / "README.md", build_report(args.results, args.runs))]
+    readme = update_readme(args.readme or args.results.resolve().parent / "README.md", args.results)
+    return written + ([readme] if readme else [])

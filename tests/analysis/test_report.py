@@ -101,6 +101,25 @@ def test_claim_one_compares_each_mast_config_with_vicreg_and_says_when_one_seed_
     assert missing == []
     assert "| mast (mast_r18) − vicreg | | -10.0 | -4.0 | -7.0 |" in text
     assert "| mast (mast_factorized_r18) − vicreg | | -5.0 | +6.0 | +0.5 |" in text
-    assert "- MAST >= VICReg on 0 of 2 factor tasks (none); mean difference -7.0 points. One seed" in text
+    assert "- MAST >= VICReg on 0 of 2 factor tasks (none); mean difference -7.0 points. A single seed on a side" in text
     assert "- `mast (mast_factorized_r18)` >= VICReg on 1 of 2 factor tasks (shape); mean difference +0.5" in text
     assert "**does not support** it (MAST's own config" in text  # the verdict is MAST's own config's
+
+
+def test_readme_summary_block_is_rewritten_between_its_markers_only(tmp_path):
+    _write_records(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Suite\n\nintro\n\n{report.README_BEGIN}\nold numbers\n{report.README_END}\n\n## Next\n")
+    assert report.update_readme(readme, tmp_path) == readme
+    text = readme.read_text()
+    assert text.startswith("# Suite\n\nintro\n\n") and text.endswith(f"{report.README_END}\n\n## Next\n")
+    assert "old numbers" not in text
+    # The per-seed task means (mast 65, 66; vicreg 65, 67) summarised, then the claim's comparison and verdict.
+    assert "| vicreg | 66.0 ± 1.4 (n=2) | – | – |" in text and "| mast | 65.5 ± 0.7 (n=2) | – | – |" in text
+    assert "- MAST >= VICReg on 1 of 2 factor tasks (texture)" in text and "**does not support** it" in text
+    assert report.update_readme(readme, tmp_path) == readme and readme.read_text() == text  # idempotent
+    # No markers (or no file): nothing is written.
+    plain = tmp_path / "PLAIN.md"
+    plain.write_text("# no markers\n")
+    assert report.update_readme(plain, tmp_path) is None and plain.read_text() == "# no markers\n"
+    assert report.update_readme(tmp_path / "absent.md", tmp_path) is None

@@ -20,6 +20,7 @@ from analysis import tables
 from core.cli import git_commit
 from core.config import read_yaml
 from core.io import atomic_write_text
+from core.numerics import NUMERICS
 
 FACTOR_FAMILY = ("classification", "factorshapes/cls-upright", "linear-lbfgs")
 ORIENT_FAMILY = ("classification", "factorshapes/cls-rot", "linear-lbfgs")
@@ -319,7 +320,9 @@ def sweeps_section(results: Path) -> list[str]:
         return ["The study config has no sweeps."]
     lines = ["Linear-probe top-1 (%) of MAST with one open choice of docs/method.md changed at a time, on the "
              "study's sweep seeds; `mean` is over the nine factor tasks, `vs base` its difference to the base "
-             "config (the study's own MAST run). `–`: not run yet.", ""]
+             "config (the study's own MAST run). `–`: not run yet. `numerics`: the version (core/numerics.py) of "
+             f"the checkpoints measured; a row below {NUMERICS} was trained before a change that moves the numbers, "
+             "is not comparable with the base, and `make study` retrains it.", ""]
     for name, table in found.items():
         lines += [f"### {name}", "", sweeps.markdown(table), ""]
     return lines

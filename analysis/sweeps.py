@@ -47,15 +47,25 @@ def probe_results(records: pd.DataFrame) -> pd.DataFrame:
     return part.drop_duplicates(["key", "task"], keep="last")[["folder", "task", "value"]]
 
 
-def sweep_table(variants: dict, probes: pd.DataFrame) -> pd.DataFrame:
-    """Rows: variants; columns: overrides, n, the nine tasks (mean over the variant's runs), mean, delta."""
+def _numerics(folders, ledger: dict) -> float:
+    """The oldest numerics version (core/numerics.py) among the runs behind ``folders``, from the study ledger
+    (an entry without one predates versions: 1); NaN when the ledger knows none of them."""
+    versions = [entry.get("numerics", 1) for key, entry in ledger.items()
+                if any(_same_folder(PurePath(key), PurePath(f)) for f in folders)]
+    return float(min(versions)) if versions else float("nan")
+
+
+def sweep_table(variants: dict, probes: pd.DataFrame, ledger: dict | None = None) -> pd.DataFrame:
+    """Rows: variants; columns: overrides, n, numerics (of the runs measured), the nine tasks (mean over the
+    variant's runs), mean, delta."""
     rows = []
     for name, spec in variants.items():
         runs = [PurePath(r) for r in spec["runs"]]
         mine = probes[probes["folder"].map(lambda f: any(_same_folder(f, r) for r in runs))]
         per_task = mine.groupby("task")["value"].mean()
         n = mine["folder"].map(str).nunique()
-        row = {"variant": name, "overrides": " ".join(spec["overrides"]) or "(base config)", "n": n}
+        row = {"variant": name, "overrides": " ".join(spec["overrides"]) or "(base config)", "n": n,
+               "numerics": _numerics(set(mine["folder"]), ledger or {})}
         row.update({t: per_task.get(t, float("nan")) for t in TASKS})
         complete = all(t in per_task for t in TASKS)
         row["mean"] = float(per_task[list(TASKS)].mean()) if complete else float("nan")
@@ -72,7 +82,7 @@ def markdown(table: pd.DataFrame) -> str:
             return f"`{value}`" if column == "overrides" and not value.startswith("(") else value
         if pd.isna(value):
             return "–"
-        if column == "n":
+        if column in ("n", "numerics"):
             return str(int(value))
         return f"{value:+.1f}" if column == "vs base" else f"{value:.1f}"
 
@@ -93,7 +103,9 @@ def sweep_tables(results: Path) -> dict[str, pd.DataFrame]:
     index = load_index(results)
     records = read_records([results / "records" / f for f in RECORD_FILES if (results / "records" / f).is_file()])
     probes = probe_results(records) if not records.empty else pd.DataFrame(columns=["folder", "task", "value"])
-    return {name: sweep_table(variants, probes) for name, variants in index.get("sweeps", {}).items()}
+    ledger_path = results / "study" / "runs.json"
+    ledger = json.loads(ledger_path.read_text()) if ledger_path.is_file() else {}
+    return {name: sweep_table(variants, probes, ledger) for name, variants in index.get("sweeps", {}).items()}
 
 
 def run(args: argparse.Namespace) -> list[Path]:

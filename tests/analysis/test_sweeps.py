@@ -22,6 +22,9 @@ def _study(results):
         "0.75": {"overrides": ["loss.rho=0.75"], "runs": ["results/runs/sweeps/rho/0.75_s0"]}}}}
     (results / "study").mkdir(parents=True)
     (results / "study" / "index.json").write_text(json.dumps(index))
+    ledger = {"results/runs/mast_r18w16_b128_16e_shapes_s0": {"numerics": 2},
+              "results/runs/sweeps/rho/0.25_s0": {}}  # an entry from before numerics versions: version 1
+    (results / "study" / "runs.json").write_text(json.dumps(ledger))
     for i, task in enumerate(sweeps.TASKS):
         dataset = "factorshapes/cls-rot" if task == "orient" else "factorshapes/cls-upright"
         _probe(results, "results/runs/mast_r18w16_b128_16e_shapes_s0", task, 50.0, "classification.jsonl", dataset)
@@ -43,6 +46,8 @@ def test_sweep_table_rows_means_and_delta(tmp_path):
     assert table.loc["0.75", "n"] == 0 and pd.isna(table.loc["0.75", "mean"])
     text = sweeps.markdown(sweeps.sweep_tables(tmp_path)["rho"])
     assert "| 0.75 | `loss.rho=0.75` | 0 | – |" in text and "+" in text
+    assert table.loc["0.5", "numerics"] == 2 and table.loc["0.25", "numerics"] == 1
+    assert "| 0.25 | `loss.rho=0.25` | 1 | 1 |" in text
 
 
 def test_sweeps_command_writes_tables_and_report_section(tmp_path):

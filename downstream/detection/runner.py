@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from mmengine.config import Config, ConfigDict
 from mmengine.hooks import Hook
-from mmengine.registry import HOOKS
+from mmengine.optim import DefaultOptimWrapperConstructor
+from mmengine.registry import HOOKS, OPTIM_WRAPPER_CONSTRUCTORS
 
 from downstream.detection.handoff import check_handoff, export_for_mmdet
 from downstream.detection.models import detector_config, shrink_fpn_heads
@@ -53,6 +54,19 @@ class HandoffCheckHook(Hook):
         model = getattr(runner.model, "module", runner.model)
         checked = check_handoff(model, weights, source=self.weights_file)
         runner.logger.info(f"hand-off check: {checked} ResNet tensors equal {self.weights_file}")
+
+
+@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
+class TrainedFirstConstructor(DefaultOptimWrapperConstructor):
+    """mmengine's constructor with the parameter groups that train (lr > 0) first.
+
+    mmengine logs the lr of the first group only; with the backbone held at lr x 0 (the embedded cards) that
+    read 0 all run long. SGD updates each group on its own, so the order changes no number."""
+
+    def add_params(self, params: list[dict], module: torch.nn.Module, prefix: str = "", **kwargs: Any) -> None:
+        super().add_params(params, module, prefix=prefix, **kwargs)
+        if not prefix:  # the outermost call, after the recursion has added every group
+            params.sort(key=lambda group: group.get("lr", self.base_lr) == 0)
 
 
 def coco_part(image_dir: str | Path, ann_file: str | Path) -> dict[str, Any]:
@@ -185,7 +199,7 @@ def mmengine_config(card: ConfigDict, parts: dict[str, dict[str, Any]], arch: st
         val_cfg=dict(type="ValLoop"),
         optim_wrapper=dict(type="OptimWrapper", optimizer=dict(type="SGD", lr=card.lr, momentum=card.momentum,
                                                                weight_decay=card.weight_decay),
-                           paramwise_cfg=_backbone_lr(card)),
+                           paramwise_cfg=_backbone_lr(card), constructor="TrainedFirstConstructor"),
         param_scheduler=[
             dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0, end=max(1, card.warmup_iters)),
             dict(type="MultiStepLR", by_epoch=False, begin=0, end=card.max_iters, milestones=list(card.milestones),

@@ -174,3 +174,24 @@ def test_records_and_the_skip_check_key_on_the_checkpoint_content(tmp_path):
     assert already_recorded(records, card, bb, ref, seed=0)
     assert not already_recorded(records, card, bb, ref, seed=1)
     assert not already_recorded(records, card, bb, checkpoint_ref(second), seed=0)  # other weights
+
+
+def test_the_logged_lr_is_the_heads_when_the_backbone_is_held(tmp_path):
+    """The embedded cards hold the backbone at lr x 0; mmengine logs the first group's lr, which must be the
+    heads' (the card's lr), while every backbone tensor keeps lr 0."""
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import MODELS, init_default_scope
+
+    from downstream.detection.runner import mmengine_config
+
+    card = load_card("embedded-frcnn", TINY_SCHEDULE)
+    cfg = mmengine_config(card, tiny_coco(tmp_path / "coco"), "resnet18", 16, None, tmp_path / "work", seed=0)
+    init_default_scope("mmdet")
+    model = MODELS.build(cfg.model)
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    assert wrapper.get_lr()["lr"][0] == card.lr == 0.02
+    backbone = {id(p) for p in model.backbone.parameters()}
+    groups = wrapper.optimizer.param_groups
+    assert {g["lr"] for g in groups if id(g["params"][0]) in backbone} == {0.0}
+    assert {g["lr"] for g in groups if id(g["params"][0]) not in backbone} == {0.02}
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))

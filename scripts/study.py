@@ -170,10 +170,43 @@ class Ledger:
         with open(self.times_file, "a") as handle:
             handle.write(line + "\n")
 
-    def total_seconds(self) -> float:
+    def steps(self) -> list[dict]:
         if not self.times_file.is_file():
-            return 0.0
-        return sum(json.loads(line)["seconds"] for line in self.times_file.read_text().splitlines() if line.strip())
+            return []
+        return [json.loads(line) for line in self.times_file.read_text().splitlines() if line.strip()]
+
+    def total_seconds(self) -> float:
+        return sum(step["seconds"] for step in self.steps())
+
+    @functools.cached_property
+    def _past(self) -> tuple[dict[str, float], dict[tuple, list[float]]]:
+        latest, by_kind = {}, {}
+        for step in self.steps():
+            latest[step["step"]] = step["seconds"]
+            if step["seconds"] >= MIN_WORK_SECONDS:  # shorter ones found their work done
+                by_kind.setdefault(step_kind(step["step"]), []).append(step["seconds"])
+        return latest, by_kind
+
+    def estimate(self, step: str) -> float | None:
+        """Seconds ``step`` should take: its own latest time, else the median of its kind's steps that did work;
+        None when none of its kind has run yet."""
+        latest, by_kind = self._past
+        if step in latest:
+            return latest[step]
+        times = sorted(by_kind.get(step_kind(step), []))
+        return times[len(times) // 2] if times else None
+
+
+MIN_WORK_SECONDS = 30.0  # a step that took less only found its output there already
+
+
+def step_kind(step: str) -> tuple:
+    """What sets a step's cost: the stage, for pretraining the view mode (factorized costs ~2.5 x a pair), for
+    detection and segmentation the protocol."""
+    words = step.split()
+    if words[0] == "pretrain":
+        return ("pretrain", "factorized" in step)
+    return tuple(words[:2]) if words[0] in ("detection", "segmentation") else (words[0],)
 
 
 def checkpoint_facts(run: Run) -> tuple[int, int]:
@@ -207,12 +240,18 @@ def has_records(records: Path, digest: str, tasks: set[str] | None = None) -> bo
 
 
 # ----------------------------------------------------------------------------------------------- steps
+def detection_step(kind: str, evaluation: DetectionEval, label: str) -> str:
+    """The step name of one detection / segmentation evaluation (as in times.jsonl)."""
+    return " ".join([kind, evaluation.protocol, *evaluation.set, label])
+
+
 class Study:
     def __init__(self, cfg: StudyConfig, python: str, dry_run: bool, only: set[str]):
         self.cfg, self.python, self.dry_run, self.only = cfg, python, dry_run, only
         self.results = Path(cfg.results)
         self.ledger = Ledger(self.results / "study")
         self.session = 0.0
+        self.expected, self.unknown = 0.0, 0  # dry run: estimated seconds of the listed steps, steps without one
 
     def records(self, kind: str, run: Run | None = None) -> Path:
         sub = run.records_dir if run else ""
@@ -221,6 +260,7 @@ class Study:
     def call(self, name: str, argv: list[str]) -> None:
         print(f"[study] {name}\n        $ {shlex.join(argv)}", flush=True)
         if self.dry_run:
+            self.expect(name)
             return
         start = time.time()
         result = subprocess.run(argv, env={**os.environ, "MAST_NO_PROGRESS": os.environ.get("MAST_NO_PROGRESS", "1")})
@@ -230,6 +270,20 @@ class Study:
         if result.returncode != 0:
             sys.exit(f"[study] step failed (exit {result.returncode}): {name}; fix the cause and run the study "
                      "again: it resumes here")
+
+    def expect(self, step: str) -> None:
+        seconds = self.ledger.estimate(step)
+        self.expected += seconds or 0.0
+        self.unknown += seconds is None
+
+    def expect_evaluations(self, run: Run) -> None:
+        """Dry run, a run not pretrained yet: its evaluations are not listed but count in the estimate."""
+        names = [f"classification {run.name}"] if "classification" in self.only else []
+        names += [detection_step(kind, e, run.folder.name) for kind, e in self.evaluations_of(run) if kind in self.only]
+        for name in names:
+            self.expect(name)
+        if names:
+            print(f"[study]   then {len(names)} evaluation step(s) after pretraining")
 
     def set_aside(self, run: Run, reason: str) -> None:
         """Move a run folder that cannot be resumed to ``<runs>/stale/`` (kept, not deleted)."""
@@ -260,7 +314,7 @@ class Study:
         target = ["--ckpt", str(run.ckpt)] if run else ["--floor", "--arch", "resnet18w16"]
         label = run.folder.name if run else f"random-init_s{seed}"
         out = self.results / "runs" / "study-detection" / label
-        self.call(" ".join([kind, evaluation.protocol, *evaluation.set, label]), [
+        self.call(detection_step(kind, evaluation, label), [
             self.python, "-m", "downstream.detection", "--protocol", evaluation.protocol, *target,
             "--seed", str(0 if run else seed), "--out", str(out), "--records", str(self.records(kind)),
             *(["--set", *evaluation.set] if evaluation.set else [])])
@@ -293,10 +347,14 @@ class Study:
         if "pretrain" in self.only:
             self.pretrain(run, chash)
         if not run.ckpt.is_file():
+            if self.dry_run and "pretrain" in self.only:
+                self.expect_evaluations(run)
             return  # dry run, or pretraining left out with --only
         epochs, numerics = checkpoint_facts(run)
         if epochs < resolved["train"]["epochs"]:
             print(f"[study] {run.name}: pretraining not finished (left out with --only?); its evaluations wait")
+            if self.dry_run and "pretrain" in self.only:
+                self.expect_evaluations(run)
             return
         digest = sha256_file(run.ckpt)
         if not self.dry_run:
@@ -336,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", help="a subset of the study's seeds")
     parser.add_argument("--runs-matching", default="", help="only runs whose folder path contains this text")
     parser.add_argument("--skip-matching", default=None, help="leave out runs whose folder path contains this text")
-    parser.add_argument("--dry-run", action="store_true", help="print the steps without running them")
+    parser.add_argument("--dry-run", action="store_true", help="print the steps and the hours they should take (from past step times), running nothing")
     args = parser.parse_args(argv)
     try:
         cfg = load_config(StudyConfig, args.config, args.overrides)
@@ -357,6 +415,10 @@ def main(argv: list[str] | None = None) -> int:
         study.floors(seeds)
     if "analysis" in args.only:
         study.analysis()
+    if args.dry_run:
+        unknown = f"; {study.unknown} step(s) of a kind not timed yet are not counted" if study.unknown else ""
+        print(f"[study] dry run: about {study.expected / 3600:.1f} h of steps left at past speeds "
+              f"(results/study/times.jsonl){unknown}")
     print(f"[study] this session: {study.session / 60:.1f} min of steps; the study so far: "
           f"{study.ledger.total_seconds() / 3600:.2f} h (results/study/times.jsonl)")
     return 0

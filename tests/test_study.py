@@ -197,3 +197,38 @@ def test_has_records_sees_records_appended_after_a_check(tmp_path):
     add("color")  # the file changed since the last check: read again
     assert study.has_records(records, "abc", {"shape", "color"})
     assert not study.has_records(records, "other")
+
+
+def test_estimates_use_a_steps_own_time_else_the_median_of_its_kind_that_did_work(tmp_path):
+    ledger = study.Ledger(tmp_path)
+    for step, seconds in [("pretrain vicreg_s0", 300.0), ("pretrain mast_s0", 400.0), ("pretrain mast_s0", 5.0),
+                          ("pretrain sweeps/rho/0.25_s0", 500.0), ("pretrain mast_factorized_s0", 1000.0),
+                          ("detection embedded-frcnn mast_s0", 240.0), ("segmentation embedded-mrcnn x_s0", 330.0)]:
+        ledger.time(step, seconds, True)
+    assert ledger.estimate("pretrain mast_s0") == 5.0  # its latest time: the run was finished, it resumed at once
+    assert ledger.estimate("pretrain mast_s1") == 400.0  # median of the pair-mode pretraining that did work
+    assert ledger.estimate("pretrain mast_factorized_s1") == 1000.0
+    assert ledger.estimate("detection embedded-frcnn data.categories=color vicreg_s1") == 240.0
+    assert ledger.estimate("segmentation embedded-mrcnn vicreg_s1") == 330.0
+    assert ledger.estimate("classification vicreg_s1") is None and ledger.estimate("analysis") is None
+    assert study.step_kind("detection embedded-frcnn data.categories=color x") == ("detection", "embedded-frcnn")
+
+
+def test_dry_run_counts_the_evaluations_of_runs_not_trained_yet(tmp_path, capsys):
+    cfg = make_config(tmp_path, sweeps={})
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(study.to_dict(cfg)))
+    ledger = study.Ledger(tmp_path / "results" / "study")
+    for step, seconds in [("pretrain vicreg_r18w16_b128_16e_shapes_s9", 360.0),
+                          ("classification vicreg_r18w16_b128_16e_shapes_s9", 36.0),
+                          ("detection embedded-frcnn vicreg_r18w16_b128_16e_shapes_s9", 360.0),
+                          ("segmentation embedded-mrcnn vicreg_r18w16_b128_16e_shapes_s9", 360.0)]:
+        ledger.time(step, seconds, True)
+    assert study.main(["--config", str(config), "--dry-run", "--seeds", "1", "--only", "pretrain",
+                       "classification", "detection", "segmentation"]) == 0
+    out = capsys.readouterr().out
+    # Seed 1 of 3 methods, none trained: 3 x (pretrain 360 + classification 36 + detection 360 + segmentation
+    # 360) = 3,348 s = 0.93 h; the colour detection file is seed 0's only.
+    assert "then 3 evaluation step(s) after pretraining" in out
+    assert "dry run: about 0.9 h of steps left" in out and "not counted" not in out
+    assert not (tmp_path / "runs").exists()  # a dry run trains nothing

@@ -394,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", help="a subset of the study's seeds")
     parser.add_argument("--runs-matching", default="", help="only runs whose folder path contains this text")
     parser.add_argument("--skip-matching", default=None, help="leave out runs whose folder path contains this text")
-    parser.add_argument("--dry-run", action="store_true", help="print the steps and the hours they should take (from past step times), running nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the steps and the hours they should take (from past step times), running nothing")
     args = parser.parse_args(argv)
     try:
         cfg = load_config(StudyConfig, args.config, args.overrides)

@@ -170,7 +170,8 @@ def _difference_text(name: str, diff: pd.DataFrame) -> str:
     worse = [t for t, row in tasks.iterrows() if row["clear"] and row["diff"] < 0]
     clear = " (beyond 2 standard errors)" if diff.loc["mean", "clear"] else ""
     spread = (f"Beyond 2 standard errors of the seed spread: better on {', '.join(better) or 'none'}, worse on "
-              f"{', '.join(worse) or 'none'}." if tasks["se"].notna().any() else "A single seed on a side: no spread to test against.")
+              f"{', '.join(worse) or 'none'}." if tasks["se"].notna().any()
+              else "A single seed on a side: no spread to test against.")
     return (f"{name} >= VICReg on {len(wins)} of {len(tasks)} factor tasks ({', '.join(wins) or 'none'}); mean "
             f"difference {diff.loc['mean', 'diff']:+.1f} points{clear}. {spread}")
 
@@ -425,7 +426,9 @@ def update_readme(readme: Path, results: Path) -> Path | None:
     if not readme.is_file():
         return None
     text = readme.read_text()
-    if text.count(README_BEGIN) != 1 or text.count(README_END) != 1 or text.index(README_BEGIN) > text.index(README_END):
+    if (text.count(README_BEGIN), text.count(README_END)) != (1, 1):
+        return None
+    if text.index(README_BEGIN) > text.index(README_END):
         return None
     records = tables.load_results(results / "records")
     measured = tables.measurements(records) if not records.empty else pd.DataFrame()

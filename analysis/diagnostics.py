@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from analysis.tables import keep_gone_runs
 from core.config import read_yaml
 from core.io import atomic_write_text
 
@@ -102,9 +103,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> list[Path]:
-    table = diagnostics_table(args.runs)
+    out = args.results / "tables" / "diagnostics"
+    # Rows of runs whose folders are gone (a fresh checkout) are kept from the last table.
+    table = keep_gone_runs(diagnostics_table(args.runs), out.with_suffix(".csv"), args.runs)
     if table.empty:
         raise FileNotFoundError(f"no finished pretraining runs under {args.runs}")
-    out = args.results / "tables" / "diagnostics"
     return [atomic_write_text(out.with_suffix(".md"), f"## Training diagnostics\n\n{LEGEND}\n\n{markdown(table)}\n"),
             atomic_write_text(out.with_suffix(".csv"), table.to_csv(index=False))]

@@ -47,6 +47,27 @@ LEGEND = ("Cells: mean ± sample std over seeds (n = number of seeds; no std for
 
 # ---------------------------------------------------------------- reading and aggregating
 
+GONE_MARK = " †"  # appended to a kept row's run name: its folder is not here any more
+
+
+def keep_gone_runs(table: pd.DataFrame, previous: Path, runs_dir: Path) -> pd.DataFrame:
+    """``table`` plus the rows of the earlier ``previous`` CSV whose run folder is gone from ``runs_dir``.
+
+    Run folders (checkpoints, logs) are not committed, so a fresh checkout has none; the per-run tables that
+    the results were written from keep those runs' rows, their names marked with ``GONE_MARK``.
+    """
+    if not previous.is_file():
+        return table
+    earlier = pd.read_csv(previous)
+    if "run" not in earlier.columns:
+        return table
+    names = earlier["run"].astype(str).str.removesuffix(GONE_MARK)
+    here = names.map(lambda n: (runs_dir / n).is_dir()).astype(bool)
+    gone = ~names.isin(set(table["run"].astype(str))) & ~here
+    kept = earlier[gone].assign(run=names[gone] + GONE_MARK)
+    return pd.concat([table, kept], ignore_index=True).sort_values("run", ignore_index=True) if len(kept) else table
+
+
 def load_results(records_dir: str | Path = "results/records") -> pd.DataFrame:
     """Every ``*.jsonl`` of ``records_dir`` except the pilot, as one DataFrame (empty when there are none)."""
     files = [p for p in sorted(Path(records_dir).glob("*.jsonl")) if p.name not in EXCLUDED_FILES]

@@ -84,10 +84,30 @@ def test_what_was_run_lists_pretraining_folders_only(tmp_path):
     folder("mast_s0", "method: mast\nseed: 0\ntrain: {epochs: 16}\n", stage="pretrain")
     folder("copied_s1", "method: vicreg\nseed: 1\n")  # no run.json: its config names a method
     folder("classification", "tasks: []\n", stage="classification")
-    rows = "\n".join(report.runs_section(tmp_path))
+    rows = "\n".join(report.runs_section(report.pretraining_runs(tmp_path), tmp_path))
     assert "`mast_s0` | mast | 0 | 16 | 10 | 1.500 | 400 |" in rows
     assert "`copied_s1` | vicreg | 1" in rows
-    assert "classification" not in rows
+    assert "classification" not in rows and "†" not in rows
+
+
+def test_rows_of_runs_whose_folders_are_gone_are_kept_and_marked(tmp_path):
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    here = runs / "mast_s1"
+    here.mkdir(parents=True)
+    (here / "config.yaml").write_text("method: mast\nseed: 1\ntrain: {epochs: 16}\n")
+    (here / "log.jsonl").write_text(json.dumps({"step": 20, "loss": 2.0, "img_per_s": 300.0}) + "\n")
+    (results / "tables").mkdir(parents=True)
+    # an earlier analysis saw mast_s0 (now gone) and an older mast_s1 (here again: its new row wins)
+    (results / report.RUNS_CSV).write_text("run,method,seed,epochs,steps,final_loss,img_per_s\n"
+                                           "mast_s0,mast,0,16,1248,8.5,172\nmast_s1,mast,1,16,5,9.0,1\n")
+    table = report.pretraining_runs(runs, results)
+    assert table["run"].tolist() == ["mast_s0 †", "mast_s1"]
+    assert table.set_index("run").loc["mast_s1", "steps"] == 20
+    text = "\n".join(report.runs_section(table, runs))
+    assert "| `mast_s0` † | mast | 0 | 16 | 1248 | 8.500 | 172 |" in text and text.startswith("†: the run's folder")
+    (results / report.RUNS_CSV).write_text(table.to_csv(index=False))  # as `report` saves it
+    again = tables.keep_gone_runs(table.iloc[1:], results / report.RUNS_CSV, runs)  # kept twice: one mark
+    assert again["run"].tolist() == ["mast_s0 †", "mast_s1"]
 
 
 def test_claim_one_compares_each_mast_config_with_vicreg_and_says_when_one_seed_has_no_spread():

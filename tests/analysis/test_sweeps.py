@@ -1,5 +1,6 @@
 """Sweep tables (analysis.sweeps) from a study index and records; the report's claim rows when a method has
 several configs."""
+import argparse
 import json
 
 import pandas as pd
@@ -106,3 +107,14 @@ def test_mask_movement_and_diagnostics_of_a_run(tmp_path):
     assert abs(row["inv"] - 0.7) < 1e-9  # steps 5..9: mean of 0.5..0.9
     assert abs(row["gate_rate_other"] - 0.3) < 1e-9 and abs(row["unc_spread"] - 2.0) < 1e-9
     assert diagnostics.run_folders(tmp_path / "runs") == [run]
+    # the table keeps the row of a run whose folder is gone, and a second write does not mark it twice
+    results = tmp_path / "results"
+    (results / "tables").mkdir(parents=True)
+    (results / "tables" / "diagnostics.csv").write_text("run,method,inv\nvicreg_s0,vicreg,0.25\n")
+    args = argparse.Namespace(runs=tmp_path / "runs", results=results)
+    diagnostics.run(args)
+    diagnostics.run(args)
+    table = pd.read_csv(results / "tables" / "diagnostics.csv")
+    assert table["run"].tolist() == ["sweeps/rho/0.25_s0", "vicreg_s0 †"]
+    assert table.set_index("run").loc["vicreg_s0 †", "inv"] == 0.25
+    assert "| vicreg_s0 † | vicreg |" in (results / "tables" / "diagnostics.md").read_text()

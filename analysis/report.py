@@ -222,8 +222,10 @@ def _metric_cell(aggregated: pd.DataFrame, label: str, key: tuple[str, ...]) -> 
     return f"{mean:.1f} ± {std:.1f} (n={int(n)})" if n > 1 and pd.notna(std) else f"{mean:.1f} (n={int(n)})"
 
 
-def summary_section(measured: pd.DataFrame, aggregated: pd.DataFrame) -> list[str]:
-    """One row per method: the nine-task linear-probe mean, detection box AP and mask AP, mean ± std over seeds."""
+def summary_section(measured: pd.DataFrame, aggregated: pd.DataFrame,
+                    details: str = "`results/README.md`") -> list[str]:
+    """One row per method: the nine-task linear-probe mean, detection box AP and mask AP, mean ± std over seeds;
+    ``details`` says where the per-task tables are (the report itself says "below")."""
     scores = factor_scores(measured) if not measured.empty else pd.DataFrame()
     if scores.empty:
         return ["No factor-task records yet: run `make study` (or `make eval`), then `make analysis`."]
@@ -239,7 +241,7 @@ def summary_section(measured: pd.DataFrame, aggregated: pd.DataFrame) -> list[st
                                                           for _, key in SUMMARY_METRICS) + " |")
     return lines + ["", "Mean ± sample std over pretraining seeds (n); detection and segmentation on the embedded "
                     "det split's shape categories. Per-task tables, the claim checks and every figure: "
-                    "`results/README.md`."]
+                    f"{details}."]
 
 
 def claim_invariances(measured: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -412,7 +414,7 @@ def build_report(results: Path, runs_dir: Path, runs: pd.DataFrame | None = None
     measured = tables.measurements(records) if not records.empty else pd.DataFrame()
     aggregated = tables.aggregate(records) if not records.empty else pd.DataFrame()
     claim1, miss1 = claim_invariances(measured)
-    summary = summary_section(measured, aggregated)
+    summary = summary_section(measured, aggregated, details="below")
     claim2, miss2 = claim_masks(results / "figures")
     claim3, miss3 = claim_uncertainty(results / "figures")
     runs = pretraining_runs(runs_dir, results) if runs is None else runs

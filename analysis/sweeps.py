@@ -55,9 +55,16 @@ def _numerics(folders, ledger: dict) -> float:
     return float(min(versions)) if versions else float("nan")
 
 
+def _seed_spread(probes: pd.DataFrame) -> float:
+    """Sample std over runs of each run's nine-task mean (NaN below two complete runs)."""
+    per_run = probes.pivot_table(index=probes["folder"].map(str), columns="task", values="value")
+    means = per_run.reindex(columns=list(TASKS)).dropna().mean(axis=1)
+    return float(means.std(ddof=1)) if len(means) > 1 else float("nan")
+
+
 def sweep_table(variants: dict, probes: pd.DataFrame, ledger: dict | None = None) -> pd.DataFrame:
     """Rows: variants; columns: overrides, n, numerics (of the runs measured), the nine tasks (mean over the
-    variant's runs), mean, delta."""
+    variant's runs), mean, mean std (over runs, of each run's nine-task mean), delta."""
     rows = []
     for name, spec in variants.items():
         runs = [PurePath(r) for r in spec["runs"]]
@@ -69,6 +76,7 @@ def sweep_table(variants: dict, probes: pd.DataFrame, ledger: dict | None = None
         row.update({t: per_task.get(t, float("nan")) for t in TASKS})
         complete = all(t in per_task for t in TASKS)
         row["mean"] = float(per_task[list(TASKS)].mean()) if complete else float("nan")
+        row["mean std"] = _seed_spread(mine) if complete else float("nan")
         rows.append(row)
     table = pd.DataFrame(rows)
     base = table.loc[table["overrides"] == "(base config)", "mean"]
@@ -86,9 +94,14 @@ def markdown(table: pd.DataFrame) -> str:
             return str(int(value))
         return f"{value:+.1f}" if column == "vs base" else f"{value:.1f}"
 
-    columns = list(table.columns)
+    def mean_cell(row):
+        spread = row.get("mean std", float("nan"))
+        return cell(row["mean"], "mean") + ("" if pd.isna(spread) else f" ± {spread:.1f}")
+
+    columns = [c for c in table.columns if c != "mean std"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r[c], c) for c in columns) + " |" for _, r in table.iterrows()]
+    lines += ["| " + " | ".join(mean_cell(r) if c == "mean" else cell(r[c], c) for c in columns) + " |"
+              for _, r in table.iterrows()]
     return "\n".join(lines)
 
 

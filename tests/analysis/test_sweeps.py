@@ -51,6 +51,23 @@ def test_sweep_table_rows_means_and_delta(tmp_path):
     assert "| 0.25 | `loss.rho=0.25` | 1 | 1 |" in text
 
 
+def test_sweep_row_over_several_seeds_reports_the_spread_of_run_means(tmp_path):
+    runs = ["results/runs/sweeps/views/f7_s0", "results/runs/sweeps/views/f7_s1", "results/runs/sweeps/views/f7_s2"]
+    for run, level in zip(runs, (60.0, 62.0, 67.0)):
+        for task in sweeps.TASKS:
+            dataset = "factorshapes/cls-rot" if task == "orient" else "factorshapes/cls-upright"
+            _probe(tmp_path, run, task, level, dataset=dataset)
+    variants = {"f7": {"overrides": ["train.epochs=7"], "runs": runs},
+                "one": {"overrides": ["x=1"], "runs": runs[:1]}}
+    records = sweeps.read_records([tmp_path / "records" / "sweeps.jsonl"])
+    table = sweeps.sweep_table(variants, sweeps.probe_results(records)).set_index("variant")
+    assert table.loc["f7", "n"] == 3 and abs(table.loc["f7", "mean"] - 63.0) < 1e-9
+    assert abs(table.loc["f7", "mean std"] - 3.605551275) < 1e-6  # std(60, 62, 67), ddof 1
+    assert pd.isna(table.loc["one", "mean std"])
+    text = sweeps.markdown(table.reset_index())
+    assert "| 63.0 ± 3.6 |" in text and "| 60.0 |" in text and "mean std" not in text
+
+
 def test_sweeps_command_writes_tables_and_report_section(tmp_path):
     _study(tmp_path)
     written = sweeps.run(type("Args", (), {"results": tmp_path})())

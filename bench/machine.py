@@ -7,6 +7,8 @@ import time
 
 import torch
 
+from core.env import cpu_model
+
 
 def busy_cores(seconds: float = 0.5) -> float | None:
     """How many cores other processes keep busy: CPU time over a short sleep of this process (Linux)."""
@@ -26,13 +28,7 @@ def busy_cores(seconds: float = 0.5) -> float | None:
 
 
 def describe_machine() -> dict[str, object]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info: dict[str, object] = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    info: dict[str, object] = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                                "torch": torch.__version__, "python": platform.python_version(),
                                "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     try:

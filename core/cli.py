@@ -50,13 +50,17 @@ def git_commit(repo: str | Path | None = None) -> str:
 
 
 def prepare_out_dir(out: str | Path, config: Any, stage: str) -> Path:
-    """Create ``out``, save the resolved config and a ``run.json`` (stage, command, commit, versions, time)."""
-    from core.env import versions
+    """Create ``out``, save the resolved config and a ``run.json`` (stage, command, commit, versions, machine,
+    time). The machine is there because CPU float results are reproducible per CPU model only."""
+    import torch
+
+    from core.env import cpu_model, versions
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out)
     run = {"stage": stage, "argv": sys.argv, "git_commit": git_commit(), "versions": versions(),
+           "machine": {"cpu": cpu_model(), "torch_threads": torch.get_num_threads()},
            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seed": getattr(config, "seed", None)}
     atomic_write_text(out / "run.json", json.dumps(run, indent=2) + "\n")
     return out

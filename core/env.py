@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import platform
 import sys
 
 SETUP_HINT = "run `make setup` (it builds mmcv with its compiled ops and caches the wheel)"
@@ -15,6 +16,18 @@ SETUP_HINT = "run `make setup` (it builds mmcv with its compiled ops and caches 
 
 class MissingOpsError(RuntimeError):
     """mmcv is absent or was installed without its compiled ops."""
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; else what ``platform`` knows). Float results on CPU depend on
+    it: the same seed gives the same bits on one CPU model, not across models (other oneDNN kernels)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return cpu
 
 
 def versions() -> dict[str, str | None]:

@@ -21,6 +21,7 @@ def test_prepare_writes_summary_and_config(tmp_path, capsys):
     assert saved["n"] == 8 and saved["splits"] == ["pretrain", "cls-rot"] and saved["generator_seed"] == 0
     run = json.loads((out / "run.json").read_text())
     assert run["stage"] == "data.prepare" and run["versions"]["torch"]
+    assert run["machine"]["cpu"] and run["machine"]["torch_threads"] >= 1
     # Idempotent: a second run reuses the cache and --force regenerates identical data.
     first = (tmp_path / "cache").stat().st_mtime
     assert main(["prepare", "--out", str(out), "--set", f"root={tmp_path / 'cache'}", "splits=[pretrain]", "n=8",

@@ -230,6 +230,25 @@ def _tasks_by_checkpoint(records: Path, mtime_ns: int, size: int) -> dict[str, f
     return {digest: frozenset(tasks) for digest, tasks in found.items()}
 
 
+def has_floor_records(records: Path, evaluation: DetectionEval, seed: int) -> bool:
+    """Whether ``records`` holds the random-init floor of ``evaluation`` for ``seed``: the same protocol, data
+    set and category file as the card the stage resolves from the evaluation's overrides."""
+    from core.config import parse_override
+    from downstream.detection.__main__ import dataset_name
+    from downstream.detection.runner import load_card
+
+    if not records.is_file():
+        return False
+    table = read_records(records)
+    if table.empty:
+        return False
+    card = load_card(evaluation.protocol, {".".join(k): v for k, v in map(parse_override, evaluation.set)})
+    mine = ((table["method"] == "random-init") & table["pretrain_ckpt"].isna() & (table["seed"] == seed)
+            & (table["protocol"] == card.protocol) & (table["dataset"] == dataset_name(card))
+            & (table["task"] == card.data.get("categories", "objects")))
+    return bool(mine.any())
+
+
 def has_records(records: Path, digest: str, tasks: set[str] | None = None) -> bool:
     """Whether ``records`` holds results of the checkpoint with sha256 ``digest`` (for every task of ``tasks``)."""
     if not records.is_file():
@@ -336,6 +355,22 @@ class Study:
         return has_records(self.records("classification", run), digest) and all(
             self.recorded(kind, evaluation, digest) for kind, evaluation in self.evaluations_of(run))
 
+    def finished_and_evaluated(self, run: Run, resolved: dict, chash: str) -> bool:
+        """Whether the run's checkpoint is finished, current (config, numerics) and has every record: then no
+        step of it would do anything, and listing them would only inflate the dry run's estimate."""
+        on_disk = run.folder / "config.yaml"
+        if not on_disk.is_file() or config_hash(read_yaml(on_disk)) != chash:
+            return False
+        epochs, numerics = checkpoint_facts(run)
+        if epochs < resolved["train"]["epochs"] or numerics < NUMERICS:
+            return False
+        digest = sha256_file(run.ckpt)
+        if not self.complete(run, digest):
+            return False
+        if not self.dry_run:
+            self.ledger.remember(run, digest, resolved, numerics)
+        return True
+
     def do_run(self, run: Run) -> None:
         resolved = resolved_config(run)
         chash = config_hash(resolved)
@@ -343,6 +378,9 @@ class Study:
         if (not run.ckpt.is_file() and config_hash(known.get("resolved", {})) == chash
                 and known.get("numerics", 1) == NUMERICS and self.complete(run, known.get("ckpt_sha256", ""))):
             print(f"[study] {run.name}: every record is there (checkpoint not kept), skipped")
+            return
+        if run.ckpt.is_file() and self.finished_and_evaluated(run, resolved, chash):
+            print(f"[study] {run.name}: finished and every record is there, skipped")
             return
         if "pretrain" in self.only:
             self.pretrain(run, chash)
@@ -376,6 +414,10 @@ class Study:
         for kind in ("detection", "segmentation"):
             for evaluation in getattr(self.cfg.evaluations, kind):
                 for seed in (s for s in seeds if evaluation.seeds is None or s in evaluation.seeds):
+                    if has_floor_records(self.records(kind), evaluation, seed):
+                        # The stage would skip it too; saying so here keeps the dry run's estimate honest.
+                        print(f"[study] {detection_step(kind, evaluation, f'random-init_s{seed}')}: recorded, skipped")
+                        continue
                     self.detection(kind, None, evaluation, seed)
 
     def analysis(self) -> None:

@@ -232,3 +232,46 @@ def test_dry_run_counts_the_evaluations_of_runs_not_trained_yet(tmp_path, capsys
     assert "then 3 evaluation step(s) after pretraining" in out
     assert "dry run: about 0.9 h of steps left" in out and "not counted" not in out
     assert not (tmp_path / "runs").exists()  # a dry run trains nothing
+
+
+def test_floors_already_recorded_are_not_asked_again(tmp_path, capsys):
+    cfg = make_config(tmp_path)
+    recorder = Recorder(cfg)
+    records = tmp_path / "results" / "records" / "detection.jsonl"
+    for task, seed, split in [("shape", 0, "det"), ("color", 0, "det"), ("shape", 1, "det-upright")]:
+        append_record(records, make_record(stage="detection", method="random-init", arch="resnet18w16",
+                                           pretrain_ckpt=None, dataset=f"factorshapes/{split}", task=task,
+                                           protocol="embedded-frcnn", seed=seed, metric="box_AP", value=6.0))
+    recorder.floors([0, 1])
+    floors = [(argv[argv.index("--protocol") + 1], argv[argv.index("--seed") + 1])
+              for argv in recorder.commands if argv[2] == "downstream.detection"]
+    # Seed 1's shape floor on the det split is not recorded (the det-upright one is another data set).
+    assert floors == [("embedded-frcnn", "1"), ("embedded-mrcnn", "0"), ("embedded-mrcnn", "1")]
+    out = capsys.readouterr().out
+    assert "detection embedded-frcnn data.categories=color random-init_s0: recorded, skipped" in out
+    cfg.evaluations.detection = [study.DetectionEval("embedded-frcnn", ["data.split=det-upright"], [1])]
+    cfg.evaluations.segmentation = []
+    recorder.commands.clear()
+    recorder.floors([1])
+    assert [argv[2] for argv in recorder.commands] == ["downstream.classification"]  # det-upright: recorded
+
+
+def test_a_finished_current_run_with_every_record_lists_no_step(tmp_path):
+    cfg = make_config(tmp_path)
+    run = study.plan_runs(cfg, [0])[3]  # the rho sweep run: classification only
+    run.folder.mkdir(parents=True)
+    (run.folder / "config.yaml").write_text(yaml.safe_dump(study.resolved_config(run)))
+    fake_checkpoint(run, "rho 0.25")
+    recorder = Recorder(cfg)
+    recorder.do_run(run)
+    assert [argv[2] for argv in recorder.commands] == ["pretrain", "downstream.classification"]  # no record yet
+    ref = {"path": str(run.ckpt), "sha256": study.sha256_file(run.ckpt)}
+    append_record(tmp_path / "results" / "records" / "sweeps.jsonl", make_record(
+        stage="classification", method="mast", arch="resnet18w16", pretrain_ckpt=ref,
+        dataset="factorshapes/cls-upright", task="shape", protocol="linear-lbfgs", seed=0, metric="top1", value=30.0))
+    recorder.commands.clear()
+    recorder.do_run(run)
+    assert recorder.commands == [] and recorder.ledger.runs[str(run.folder)]["ckpt_sha256"] == ref["sha256"]
+    fake_checkpoint(run, "rho 0.25", epoch=7)  # unfinished (and another digest): pretraining resumes
+    recorder.do_run(run)
+    assert recorder.commands[0][2] == "pretrain"

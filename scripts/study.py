@@ -33,6 +33,8 @@ from core.records import read_records
 
 EVAL_KINDS = ("classification", "detection", "segmentation")
 KINDS = ("pretrain", *EVAL_KINDS, "floors", "analysis")
+#: The architecture of the random-init floors: the embedded configs' ResNet-18 at base width 16.
+FLOOR_ARCH = "resnet18w16"
 
 
 @dataclasses.dataclass
@@ -231,22 +233,17 @@ def _tasks_by_checkpoint(records: Path, mtime_ns: int, size: int) -> dict[str, f
 
 
 def has_floor_records(records: Path, evaluation: DetectionEval, seed: int) -> bool:
-    """Whether ``records`` holds the random-init floor of ``evaluation`` for ``seed``: the same protocol, data
-    set and category file as the card the stage resolves from the evaluation's overrides."""
+    """Whether ``records`` holds the random-init floor of ``evaluation`` for ``seed``, by the detection stage's
+    own skip rule on the card it resolves from the evaluation's overrides."""
     from core.config import parse_override
-    from downstream.detection.__main__ import dataset_name
+    from downstream.classification.__main__ import parse_arch
+    from downstream.classification.features import Backbone
+    from downstream.detection.__main__ import already_recorded
     from downstream.detection.runner import load_card
 
-    if not records.is_file():
-        return False
-    table = read_records(records)
-    if table.empty:
-        return False
     card = load_card(evaluation.protocol, {".".join(k): v for k, v in map(parse_override, evaluation.set)})
-    mine = ((table["method"] == "random-init") & table["pretrain_ckpt"].isna() & (table["seed"] == seed)
-            & (table["protocol"] == card.protocol) & (table["dataset"] == dataset_name(card))
-            & (table["task"] == card.data.get("categories", "objects")))
-    return bool(mine.any())
+    floor = Backbone(None, "random-init", *parse_arch(FLOOR_ARCH))  # the record's identity only: no weights
+    return already_recorded(records, card, floor, None, seed)
 
 
 def has_records(records: Path, digest: str, tasks: set[str] | None = None) -> bool:
@@ -330,7 +327,7 @@ class Study:
             "--set", f"cache={self.results / 'runs' / 'cache' / 'features'}"])
 
     def detection(self, kind: str, run: Run | None, evaluation: DetectionEval, seed: int) -> None:
-        target = ["--ckpt", str(run.ckpt)] if run else ["--floor", "--arch", "resnet18w16"]
+        target = ["--ckpt", str(run.ckpt)] if run else ["--floor", "--arch", FLOOR_ARCH]
         label = run.folder.name if run else f"random-init_s{seed}"
         out = self.results / "runs" / "study-detection" / label
         self.call(detection_step(kind, evaluation, label), [
@@ -407,7 +404,7 @@ class Study:
     def floors(self, seeds: list[int]) -> None:
         self.call("classification floors and ceiling", [
             self.python, "-m", "downstream.classification", "--config", self.cfg.evaluations.classification,
-            "--floor", "--ceiling", "--arch", "resnet18w16", "--set", f"floor_seeds={json.dumps(seeds)}",
+            "--floor", "--ceiling", "--arch", FLOOR_ARCH, "--set", f"floor_seeds={json.dumps(seeds)}",
             f"cache={self.results / 'runs' / 'cache' / 'features'}",
             "--records", str(self.records("classification")), "--out", str(self.results / "runs" / "classification"),
             "--ceiling-dir", str(self.results / "runs" / "ceiling")])

@@ -21,7 +21,7 @@ help:
 	@echo "make test               set-up + the fast test suite (make test-all: slow tests too)"
 	@echo "make data               generate the FactorShapes splits into the data cache"
 	@echo "make check              run the stack check (ResNet-50 forward, mmcv RoIAlign/nms on CPU)"
-	@echo "make pretrain           pretrain the embedded MAST default (CONFIG=, SEED=, ARGS=, FORCE=1)"
+	@echo "make pretrain           pretrain the embedded MAST default (CONFIG=, SEED=, ARGS=; FORCE=1 starts over)"
 	@echo "make eval-cls           classification records for every finished run (+ floor, ceiling; CKPT=)"
 	@echo "make eval-detection     Faster R-CNN on FactorShapes det: MAST checkpoint (CKPT=) vs random init"
 	@echo "make eval-segmentation  Mask R-CNN on FactorShapes det: box and mask AP"
@@ -56,10 +56,11 @@ all: $(STAMP)
 PRETRAIN_CONFIG = $(or $(CONFIG),configs/pretrain/mast_r18w16_b128_16e_shapes.yaml)
 SEED ?= 0
 PRETRAIN_OUT = $(RESULTS)/runs/$(basename $(notdir $(PRETRAIN_CONFIG)))_s$(SEED)
-# Resumes an interrupted run and leaves a finished one alone; FORCE=1 starts over.
+# Resumes an interrupted run and leaves a finished one alone; FORCE=1 starts over (the old run is moved to
+# $(RESULTS)/runs/stale/, never deleted).
 pretrain: $(STAMP)
-	$(if $(FORCE),rm -rf $(PRETRAIN_OUT),)
-	$(PY) -m pretrain --config $(PRETRAIN_CONFIG) --set seed=$(SEED) $(ARGS:--set=) --out $(PRETRAIN_OUT) --auto-resume
+	$(PY) -m pretrain --config $(PRETRAIN_CONFIG) --set seed=$(SEED) $(ARGS:--set=) --out $(PRETRAIN_OUT) \
+	  $(if $(FORCE),--force,--auto-resume)
 
 # Sections: pretrain loss_scaling data downstream gpu stages (ARGS="--only ..."); run it on an otherwise idle machine.
 bench: $(STAMP)

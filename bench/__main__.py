@@ -5,7 +5,8 @@
 Sections: pretrain (step throughput and peak memory, embedded and ResNet-50 at 224 px), loss_scaling (MAST
 loss cost against d and K), data (views/s per worker: ours, torchvision v2, PIL), downstream (feature
 extraction, linear probes, a detection iteration), gpu (bf16 + channels_last, MFU, data loader settings;
-skipped without CUDA), stages (`make all`'s time per stage, from its log). Figures are medians over repeats
+skipped without CUDA), stages (`make all`'s time per stage, from its log), memory_format (the embedded step
+in channels_last vs contiguous, on this CPU's oneDNN kernels and on its AVX2 ones). Figures are medians over repeats
 after warm-up, with the machine described. README.md is rebuilt from every section file in the folder, so
 `--only` refreshes some sections and keeps the others. Benchmarks are not tests: they assert nothing.
 """
@@ -18,14 +19,14 @@ import sys
 import time
 from pathlib import Path
 
-from bench import data, downstream, gpu, loss_scaling, pretrain, stages
+from bench import data, downstream, gpu, loss_scaling, memory_format, pretrain, stages
 from bench.machine import describe_machine
 from bench.timing import Options, timestamp
 from core.io import atomic_write_text
 from core.logs import setup_logging
 
 SECTIONS = {module.__name__.rsplit(".", 1)[1]: module
-            for module in (pretrain, loss_scaling, data, downstream, gpu, stages)}
+            for module in (pretrain, loss_scaling, data, downstream, gpu, stages, memory_format)}
 log = logging.getLogger("bench")
 
 

@@ -50,3 +50,13 @@ def build_backbone(arch: str = "resnet50", base_width: int = 64, zero_init_resid
 def backbone_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The backbone's tensors in torchvision layout, without ``fc``."""
     return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("fc.")}
+
+
+def arch_of(model: nn.Module) -> tuple[str, int] | None:
+    """``(arch, base_width)`` of a backbone ``build_backbone`` made, or None for another network."""
+    if not isinstance(model, resnet.ResNet):
+        return None
+    blocks = [len(getattr(model, f"layer{i}")) for i in range(1, 5)]
+    block = type(model.layer1[0])
+    arch = next((name for name, (kind, layers) in ARCHS.items() if kind is block and layers == blocks), None)
+    return (arch, model.conv1.out_channels) if arch else None

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from core import faults
 from core.io import TMP_PREFIX, atomic_torch_save, atomic_write
 
 FORMAT = "mast-suite/1"
@@ -43,7 +44,9 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     for stale in path.parent.glob(f"{TMP_PREFIX}{path.name}.*"):
         stale.unlink(missing_ok=True)
-    return atomic_write(path, lambda handle: torch.save(state, handle))
+    atomic_write(path, lambda handle: torch.save(state, faults.writer(handle, "checkpoint_write")))
+    faults.point("checkpoint_saved")
+    return path
 
 
 def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any:

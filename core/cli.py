@@ -64,3 +64,13 @@ def prepare_out_dir(out: str | Path, config: Any, stage: str) -> Path:
            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seed": getattr(config, "seed", None)}
     atomic_write_text(out / "run.json", json.dumps(run, indent=2) + "\n")
     return out
+
+
+def note_run(out: str | Path, **fields: Any) -> None:
+    """Add ``fields`` to ``out/run.json`` (atomically), e.g. what a stage decided after it started."""
+    path = Path(out) / "run.json"
+    try:
+        run = json.loads(path.read_text())
+    except (OSError, ValueError):
+        run = {}
+    atomic_write_text(path, json.dumps({**run, **fields}, indent=2) + "\n")

@@ -1,7 +1,8 @@
 """Versions of the installed stack and the check that its compiled pieces work.
 
 ``python -m core.env --check`` is the last step of ``make setup``: it runs a torchvision ResNet forward and
-mmcv's RoIAlign and nms on CPU, and exits non-zero with the reason when one of them fails.
+mmcv's RoIAlign and nms on CPU, and exits non-zero with the reason when one of them fails; it also reports
+the CPU memory format training will use (``core.memory_format``, probed in a child process) and why.
 """
 from __future__ import annotations
 
@@ -71,6 +72,15 @@ def check_stack() -> dict[str, float]:
     return {"resnet50_logit_sum": float(logits.sum()), "roi_align_sum": float(pooled.sum())}
 
 
+def memory_formats() -> dict[str, dict[str, str]]:
+    """The CPU memory format chosen for ResNet-18 at the tests' width (4) and the embedded one (16)."""
+    import torch
+
+    from core.memory_format import choose
+
+    return {f"resnet18w{width}": choose(torch.device("cpu"), "resnet18", width).as_dict() for width in (4, 16)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.env", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,11 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         try:
             report["check"] = check_stack()
+            report["memory_format"] = memory_formats()
         except Exception as exc:  # noqa: BLE001 - report any failure as one line
             print(json.dumps(report))
             print(f"error: {exc}", file=sys.stderr)
             return 1
     print(json.dumps(report))
+    for name, choice in report.get("memory_format", {}).items():
+        print(f"CPU memory format for {name}: {choice['memory_format']} ({choice['reason']})", file=sys.stderr)
     return 0
 
 

@@ -21,6 +21,9 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+    # A fixed thread count for the run: torch.set_num_threads also turns MKL's dynamic threading off, which
+    # lets MKL change a call's threads, and with them its rounding, from run to run (the tests set it too).
+    torch.set_num_threads(torch.get_num_threads())
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)

@@ -10,14 +10,17 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from core import distributed as dist
-from core.checkpoints import FORMAT, load_checkpoint, save_checkpoint
+from core import faults
+from core.checkpoints import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from core.cli import git_commit
 from core.config import to_dict
 from core.data import build_dataset
 from core.data.transforms import to_float
 from core.device import select_device
+from core.env import cpu_model
 from core.io import atomic_torch_save
 from core.logs import JsonlLogger, progress_bar
+from core.memory_format import choose
 from core.numerics import NUMERICS
 from core.seeding import rng_state, seed_everything, set_rng_state, worker_init_fn
 from pretrain.config import PretrainConfig
@@ -54,7 +57,7 @@ def build_loss(cfg: PretrainConfig) -> torch.nn.Module:
 
 
 def checkpoint_state(cfg: PretrainConfig, model: PretrainModel, optimizer, scaler, ops: list[str],
-                     epoch: int, step: int, world_size: int) -> dict[str, Any]:
+                     epoch: int, step: int, world_size: int, machine: dict[str, Any]) -> dict[str, Any]:
     masks = None
     if model.masks is not None:
         masks = (model.masks.logits if model.masks.kind == "learned" else model.masks.fixed).detach().cpu()
@@ -66,7 +69,7 @@ def checkpoint_state(cfg: PretrainConfig, model: PretrainModel, optimizer, scale
         "aug_names": ops, "uncertainty_head": head.state_dict() if head is not None else None,
         "config": to_dict(cfg), "epoch": epoch, "step": step, "world_size": world_size,
         "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
-        "git_commit": git_commit(), "numerics": NUMERICS,
+        "git_commit": git_commit(), "numerics": NUMERICS, "machine": machine,
     }
 
 
@@ -104,6 +107,19 @@ def _step_stats(terms: dict[str, torch.Tensor], strengths: torch.Tensor | None, 
     return stats
 
 
+def newest_readable(folder: Path, but: Path | None = None) -> Path | None:
+    """The readable ``epoch_<n>.pt`` of ``folder`` with the largest n (other than ``but``), or None."""
+    kept = sorted(folder.glob("epoch_*.pt"), key=lambda p: int(p.stem[6:]) if p.stem[6:].isdigit() else -1)
+    for path in reversed(kept):
+        if path != but:
+            try:
+                load_checkpoint(path, map_location="cpu")
+                return path
+            except CheckpointError:
+                continue
+    return None
+
+
 class Trainer:
     def __init__(self, cfg: PretrainConfig, out: Path):
         self.cfg, self.out = cfg, Path(out)
@@ -124,8 +140,13 @@ class Trainer:
             pin_memory=self.device.type == "cuda", persistent_workers=cfg.data.num_workers > 0, drop_last=True)
         self.model = build_model(cfg, len(self.ops)).to(self.device)
         self.cuda = self.device.type == "cuda"
-        if cfg.train.channels_last:  # faster convolutions on CUDA and on CPU (oneDNN) alike
+        self.memory = choose(self.device, cfg.model.arch, cfg.model.base_width, cfg.train.channels_last)
+        if self.info.is_main:
+            log.info("memory format: %s (%s)", self.memory.name, self.memory.reason)
+        if self.memory.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # What a bit-exact resume needs besides the state: CPU float results depend on these.
+        self.machine = {"cpu": cpu_model(), "threads": torch.get_num_threads(), "memory_format": self.memory.name}
         if self.cuda and world > 1 and cfg.train.sync_bn:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.net = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.cuda else None)
@@ -146,14 +167,21 @@ class Trainer:
     def save(self, path: Path) -> None:
         if self.info.is_main:
             state = checkpoint_state(self.cfg, self.model, self.optimizer, self.scaler, self.ops,
-                                     self.step // self.per_epoch, self.step, self.info.world_size)
+                                     self.step // self.per_epoch, self.step, self.info.world_size, self.machine)
             save_checkpoint(state, path)
 
-    def resume(self) -> None:
-        path = self.out / "last.pt"
+    def resume(self, path: Path | None = None) -> None:
+        """Continue from ``path`` (default: OUT/last.pt)."""
+        path = Path(path) if path is not None else self.out / "last.pt"
         if not path.exists():
             raise ResumeError(f"--resume: no checkpoint at {path}; start without --resume")
-        state = load_checkpoint(path, map_location="cpu")
+        try:
+            state = load_checkpoint(path, map_location="cpu")
+        except CheckpointError as exc:
+            older = newest_readable(self.out, but=path)
+            fix = (f"resume from the newest readable one with --resume-from {older}" if older else
+                   "no readable epoch_<n>.pt is there: start over with --force (the folder is moved aside)")
+            raise ResumeError(f"{exc}; {fix}") from None
         if state["world_size"] != self.info.world_size:
             raise ResumeError(f"{path} was written by {state['world_size']} process(es), this run has "
                               f"{self.info.world_size}: resume with the same number of processes")
@@ -162,13 +190,17 @@ class Trainer:
                               f"asks for {self.cfg.method} with {self.ops}")
         restore(state, self.model, self.optimizer, self.scaler)
         self.step = int(state["step"])
+        before = state.get("machine") or {}
+        changed = {k: (before[k], v) for k, v in self.machine.items() if k in before and before[k] != v}
+        if changed and self.info.is_main:
+            log.warning("resuming with %s: the weights will match an uninterrupted run only to float rounding",
+                        ", ".join(f"{k} {new} (trained with {old})" for k, (old, new) in changed.items()))
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.step // self.per_epoch)
 
     # ------------------------------------------------------------------------------------------ steps
     def train_step(self, views: torch.Tensor, params: torch.Tensor) -> dict[str, Any]:
         views = views.to(self.device, non_blocking=True).transpose(0, 1)  # [V, B, 3, S, S]
-        memory = torch.channels_last if self.cfg.train.channels_last else torch.contiguous_format
-        images = [to_float(v).contiguous(memory_format=memory) for v in views]
+        images = [to_float(v).contiguous(memory_format=self.memory.memory_format) for v in views]
         set_lr(self.optimizer, lr_factor(self.step, self.total_steps, self.warmup_steps))
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             out = self.net(images)  # a list of V tensors [B, 3, S, S]
@@ -231,6 +263,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{last['loss']:.3f}", img_s=f"{last['img_per_s']:.0f}", refresh=False)
                 if self.step % cfg.train.log_every == 0 or self.step == stop:
                     logger.log(**last)
+                faults.point("step")
                 if self.step == stop:
                     break
                 if every and self.step % every == 0 and self.step % self.per_epoch:  # epoch ends save anyway

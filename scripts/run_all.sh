@@ -27,9 +27,9 @@ stage "FactorShapes data (all splits)" "$PY" -m core.data prepare --out "$RESULT
 for method in mast vicreg; do
   config="configs/pretrain/${method}_r18w16_b128_16e_shapes.yaml"
   out="$RESULTS/runs/${method}_r18w16_b128_16e_shapes_s0"
-  [[ -n "${FORCE:-}" ]] && rm -rf "$out"
+  resume=--auto-resume; [[ -n "${FORCE:-}" ]] && resume=--force  # --force moves the old run to stale/
   stage "pretrain $method (embedded default; resumes or skips a finished run)" \
-    "$PY" -m pretrain --config "$config" --out "$out" --auto-resume
+    "$PY" -m pretrain --config "$config" --out "$out" "$resume"
 done
 
 stage "classification (9 FactorShapes tasks, linear-lbfgs + knn, floor, ceiling; reuses records and features)" \

@@ -23,6 +23,7 @@ from core.cli import add_common_args, config_from_args, prepare_out_dir
 from core.config import ConfigError
 from core.data.base import DataError
 from core.logs import setup_logging
+from core.runlock import RunLock
 from downstream.classification.config import ClassificationConfig
 
 log = logging.getLogger("downstream.classification")
@@ -79,10 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     from downstream.classification.evaluate import Evaluator
     from downstream.classification.features import load_backbone
 
+    lock = None
     try:
         ckpts = list(args.ckpt) + (discover(args.runs) if args.runs else [])
         if not ckpts and not args.arch:
             parser.error("nothing to evaluate: give --ckpt, --runs (with finished runs) or --arch with --floor/--ceiling")
+        lock = RunLock(args.out, "classification").acquire()  # one process per output folder
         prepare_out_dir(args.out, cfg, stage="classification")
         evaluator = Evaluator(cfg, args.records, args.out)
         archs = list(dict.fromkeys(args.arch))
@@ -100,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, CheckpointError, FloatingPointError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if lock is not None:
+            lock.release()
     cache = evaluator.cache
     print(f"done in {time.time() - start:.0f} s: {evaluator.written} new records in {args.records}; "
           f"features: {cache.hits} reused from the cache, {cache.misses} extracted")

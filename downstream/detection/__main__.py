@@ -16,6 +16,7 @@ of the same architecture under the same schedule. Each run keeps mmdet's logs an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -25,6 +26,7 @@ from pathlib import Path
 from core.checkpoints import CheckpointError
 from core.config import ConfigError, parse_override
 from core.logs import setup_logging
+from core.runlock import RunLock
 
 #: mmdet metric keys -> record metric names: COCO box/mask AP, AP50, AP75; VOC (pascal_voc/) box AP over
 #: IoU 0.50:0.95 (11-point AP per threshold), AP50 and AP75.
@@ -141,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             label = f"{bb.method}_{bb.arch}w{bb.base_width}".replace(":", "-")
             start = time.time()
-            metrics = run(card, parts, bb.ckpt, bb.arch, bb.base_width,
-                          args.out / f"{card.protocol}_{label}_s{args.seed}", args.seed)
+            folder = args.out / f"{card.protocol}_{label}_s{args.seed}"
+            with RunLock(folder, "detection") if main_process else contextlib.nullcontext():
+                metrics = run(card, parts, bb.ckpt, bb.arch, bb.base_width, folder, args.seed)
             if not main_process:
                 continue
             written = record_runs(card, metrics, method=bb.method, arch=bb.arch_label, ckpt_ref=ckpt_ref,

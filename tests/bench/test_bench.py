@@ -163,3 +163,14 @@ def test_gpu_figures_run_on_the_cpu(data_root):
         assert len(entry["loader"]["settings"]) == len(gpu.loader_grid(True))
         assert all(positive(row["img_per_s"]) for row in entry["loader"]["settings"])
     assert "Cheapest setting" in gpu.markdown(result)
+
+
+@pytest.mark.slow
+def test_memory_format_section(tmp_path, data_root):
+    out = tmp_path / "bench"
+    assert main(["--quick", "--only", "memory_format", "--out", str(out), "--data-root", data_root]) == 0
+    result = read(out, "memory_format")
+    assert set(result["kernels"]) == {"native", "avx2"}
+    for row in result["kernels"].values():
+        assert all(positive(v) for v in row["step_s"].values()) and positive(row["channels_last_vs_contiguous"])
+    assert result["kernels"]["avx2"]["chosen"]["memory_format"] == "contiguous"

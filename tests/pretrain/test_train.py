@@ -192,3 +192,36 @@ def test_contrast_mask_objective_trains_and_logs_its_term(tmp_path, data_cache):
     snapshots = sorted((tmp_path / "masks").glob("epoch_*.pt"))
     start, end = (torch.load(p, weights_only=True)["masks"] for p in (snapshots[0], snapshots[-1]))
     assert not torch.equal(start, end)  # the masks move
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_narrowest_width_trains_on_avx2_kernels(tmp_path, data_cache, threads):
+    # The issue-19 reproducer through the suite's loop: base width 4, batch 16 at 32 px, 40 AdamW steps, on
+    # oneDNN's AVX2 kernels (capped here, native on AVX2-only CPUs), where channels_last corrupted the heap.
+    env = {"ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": str(threads),
+           "MAST_PROBE_CACHE": str(tmp_path / "probes")}
+    result = run_cli("--out", str(tmp_path / "run"), "--set", *TINY, "train.epochs=10", "train.log_every=40",
+                     env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["memory_format"]["memory_format"] == "contiguous" and "AVX2" in run["memory_format"]["reason"]
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["step"] == 40 and state["machine"]["memory_format"] == "contiguous"
+    assert all(torch.isfinite(v).all() for v in state["backbone"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_both_memory_formats_train_alike(tmp_path, data_cache, channels_last):
+    from core.memory_format import choose
+
+    reference = fit(tiny("train.max_steps=3", "train.channels_last=false"), tmp_path / "contiguous")
+    trainer = fit(tiny("train.max_steps=3", f"train.channels_last={str(channels_last).lower()}"), tmp_path / "run")
+    expected = choose(torch.device("cpu"), "resnet18", 4, channels_last)
+    assert trainer.memory == expected
+    assert trainer.model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last) == \
+        expected.channels_last
+    a = load_checkpoint(tmp_path / "contiguous" / "last.pt")["backbone"]
+    b = load_checkpoint(tmp_path / "run" / "last.pt")["backbone"]
+    for key in a:  # the same training up to float rounding
+        if a[key].is_floating_point():
+            assert torch.allclose(a[key], b[key], rtol=1e-3, atol=1e-5), key

@@ -1,0 +1,217 @@
+"""The memory format convolutions train in: channels_last where it is known to be safe and faster.
+
+On CUDA a requested channels_last is used as is. On CPU, oneDNN runs the convolutions with kernels for the
+instruction set it finds, and channels_last is chosen only when a probe in a child process finds oneDNN on
+AVX-512-class kernels and the model's channels_last gradients equal the contiguous ones. On AVX2-class
+kernels it is never chosen: their 1x1 strided weight-gradient kernel corrupts the heap, or returns wrong
+gradients, for convolutions of fewer than 8 input channels, and nothing vouches for the other shapes
+(docs/reliability.md: the defect, and what contiguous tensors cost there). A child process keeps a crash
+out of the caller; its verdict is cached on disk per CPU, torch version, kernel settings, architecture,
+width and thread count.
+
+  python -m core.memory_format [--arch resnet18] [--width 4] [--threads N] [--no-cache]
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from core.env import cpu_model
+from core.io import atomic_write_text
+
+#: Environment variables that change which kernels oneDNN, MKL or ATen pick: part of the cache key.
+KERNEL_ENV = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE", "MKL_ENABLE_INSTRUCTIONS",
+              "MKL_CBWR", "ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS")
+#: oneDNN ISA names (its verbose "isa:" line) that mean AVX-512-class kernels.
+FAST_ISA = ("AVX-512", "AVX512", "AVX10", "AMX")
+#: Largest relative gradient difference between the two formats that counts as float rounding.
+TOLERANCE = 1e-3
+PROBE_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """The memory format a run uses and why (recorded in run.json)."""
+
+    channels_last: bool
+    reason: str
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    @property
+    def name(self) -> str:
+        return "channels_last" if self.channels_last else "contiguous"
+
+    def as_dict(self) -> dict[str, object]:
+        return {"memory_format": self.name, "reason": self.reason}
+
+
+def cache_folder() -> Path:
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mast-suite" / "probes"
+    return Path(os.environ.get("MAST_PROBE_CACHE", default))
+
+
+def probe_key(arch: str, width: int, threads: int) -> str:
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line for line in handle if line.startswith("flags")), "")
+    except OSError:
+        pass
+    facts = [PROBE_VERSION, torch.__version__, cpu_model(), flags, arch, width, threads,
+             {name: os.environ.get(name) for name in KERNEL_ENV}]
+    return hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:16]
+
+
+def probe(arch: str, width: int, threads: int, use_cache: bool = True, timeout: float = 300) -> dict[str, object]:
+    """Run the probe child for ``arch`` at ``width`` with ``threads`` threads (cached on disk): a channels_last
+    forward + backward compared with a contiguous one. Returns ``isa`` (oneDNN's), ``max_rel_diff``, and
+    ``crashed`` (the signal or exit status) when the child died."""
+    path = cache_folder() / f"memory_format-{probe_key(arch, width, threads)}.json"
+    if use_cache:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            pass
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "ONEDNN_VERBOSE": "profile_create", "OMP_NUM_THREADS": str(threads),
+           "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)}
+    command = [sys.executable, "-m", "core.memory_format", "--child", "--arch", arch, "--width", str(width),
+               "--threads", str(threads)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+        stdout, returncode = done.stdout, done.returncode
+    except subprocess.TimeoutExpired as exc:
+        stdout, returncode = (exc.stdout or b"").decode(errors="replace"), None
+    lines = stdout.splitlines()
+    isa = next((line.split("isa:", 1)[1].strip() for line in lines if ",isa:" in line), "unknown")
+    result: dict[str, object] = {"isa": isa}
+    answer = [line for line in lines if line.startswith("{")]
+    if returncode is None:
+        result["crashed"] = f"no answer within {timeout:.0f} s"
+    elif returncode != 0 or not answer:
+        result["crashed"] = (f"signal {signal.Signals(-returncode).name}" if returncode < 0
+                             else f"exit status {returncode}")
+    else:
+        result.update(json.loads(answer[-1]))
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(result) + "\n")
+    return result
+
+
+def fast_isa(isa: str) -> bool:
+    return any(name in isa for name in FAST_ISA)
+
+
+def verdict(result: dict[str, object]) -> Choice:
+    """The choice a probe result supports, with its reason in one line."""
+    isa = str(result["isa"])
+    crashed, diff = result.get("crashed"), float(result.get("max_rel_diff", float("inf")))
+    found = (f"the probe crashed ({crashed})" if crashed
+             else f"gradients differ by {diff:.2g}" if diff > TOLERANCE else f"gradients match ({diff:.1e})")
+    if not fast_isa(isa):
+        return Choice(False, f"oneDNN has AVX2-class kernels here ({isa}), whose channels_last 1x1 strided "
+                             f"kernels corrupt memory at narrow widths (docs/reliability.md); {found}")
+    if crashed or diff > TOLERANCE:
+        return Choice(False, f"oneDNN on {isa}: channels_last {found}")
+    return Choice(True, f"oneDNN on {isa}: channels_last is faster here and its {found} the contiguous ones")
+
+
+_CHOSEN: dict[tuple[str, int, int], Choice] = {}
+
+
+def choose(device: torch.device, arch: str, width: int, requested: bool = True) -> Choice:
+    """The memory format for training ``arch`` at ``width`` on ``device`` (channels_last only if requested)."""
+    if not requested:
+        return Choice(False, "train.channels_last is false")
+    if device.type == "cuda":
+        return Choice(True, "CUDA")
+    if device.type != "cpu":
+        return Choice(False, f"channels_last is used on CUDA and CPU only, not {device.type}")
+    key = (arch, width, torch.get_num_threads())
+    if key not in _CHOSEN:
+        _CHOSEN[key] = verdict(probe(*key))
+    return _CHOSEN[key]
+
+
+def choose_for(model: torch.nn.Module, device: torch.device, requested: bool = True) -> Choice:
+    """``choose`` for a backbone of ``core.backbones`` (its arch and width read off it); contiguous on CPU
+    for any other network, which the probe does not know."""
+    from core.backbones import arch_of
+
+    found = arch_of(model)
+    if found is None and device.type == "cpu" and requested:
+        return Choice(False, "not a core.backbones ResNet: the probe cannot vouch for channels_last")
+    return choose(device, *(found or ("", 0)), requested=requested)
+
+
+# --------------------------------------------------------------------------------------------- child
+def gradients(arch: str, width: int, memory_format: torch.memory_format, steps: int) -> dict[str, torch.Tensor]:
+    """Weight gradients of ``steps`` forward + backward passes (the same batch), summed."""
+    from core.backbones import build_backbone
+
+    torch.manual_seed(0)
+    model = build_backbone(arch, base_width=width).to(memory_format=memory_format).train()
+    for module in model.modules():  # zero-init residual BNs would hide the blocks' convolutions
+        if isinstance(module, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(module.weight, 0.5, 1.5)
+    images = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    images = images.contiguous(memory_format=memory_format)
+    for _ in range(steps):
+        out = model(images)
+        (out * torch.linspace(-1, 1, out.shape[1])).sum().backward()
+    return {name: p.grad for name, p in model.named_parameters()}
+
+
+def child(arch: str, width: int, threads: int) -> int:
+    torch.set_num_threads(threads)
+    # One convolution first, and C's stdout flushed, so that oneDNN's ISA line reaches the parent even if
+    # the check below crashes the process.
+    conv = torch.nn.Conv2d(8, 8, 3).to(memory_format=torch.channels_last)
+    conv(torch.zeros(1, 8, 4, 4).contiguous(memory_format=torch.channels_last))
+    ctypes.CDLL(None).fflush(None)
+    reference = gradients(arch, width, torch.contiguous_format, steps=1)
+    tested = gradients(arch, width, torch.channels_last, steps=10)
+    repeated = gradients(arch, width, torch.contiguous_format, steps=10)
+    worst = 0.0
+    for name, grad in tested.items():  # 10 passes of one batch: compare to 10 contiguous ones and to 10 x one
+        scale = float(repeated[name].abs().max()) + 1e-12
+        worst = max(worst, float((grad - repeated[name]).abs().max()) / scale,
+                    float((grad - 10 * reference[name]).abs().max()) / scale)
+    print(json.dumps({"max_rel_diff": worst}), flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.memory_format", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="resnet18")
+    parser.add_argument("--width", type=int, default=4, help="base width (default 4: the tests' narrowest)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--no-cache", action="store_true", help="probe again instead of reading the cache")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    threads = args.threads or torch.get_num_threads()
+    if args.child:
+        return child(args.arch, args.width, threads)
+    result = probe(args.arch, args.width, threads, use_cache=not args.no_cache)
+    choice = verdict(result)
+    print(json.dumps({"arch": args.arch, "width": args.width, "threads": threads, **result, **choice.as_dict()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

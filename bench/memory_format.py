@@ -64,10 +64,10 @@ def run(opts: Options) -> dict[str, object]:
 
 
 def markdown(result: dict[str, object]) -> str:
-    lines = [f"`{result['config']}` training step ({result['repeats']} repeats of {result['steps_per_repeat']} "
-             "step(s), both formats interleaved):", "",
-             "| oneDNN kernels | threads | channels_last (s) | contiguous (s) | channels_last / contiguous "
-             "| core.memory_format chooses |", "|---|---|---|---|---|---|"]
+    lines = [(f"`{result['config']}` training step ({result['repeats']} repeats of {result['steps_per_repeat']} "
+              "step(s), both formats interleaved):"), "",
+             ("| oneDNN kernels | threads | channels_last (s) | contiguous (s) | channels_last / contiguous "
+              "| core.memory_format chooses |"), "|---|---|---|---|---|---|"]
     for name, row in result["kernels"].items():
         lines.append(f"| {name} | {row['threads']} | {row['step_s']['channels_last']:.3f} | "
                      f"{row['step_s']['contiguous']:.3f} | {row['channels_last_vs_contiguous']:.2f} | "

@@ -91,7 +91,7 @@ def probe(arch: str, width: int, threads: int, use_cache: bool = True, timeout: 
     command = [sys.executable, "-m", "core.memory_format", "--child", "--arch", arch, "--width", str(width),
                "--threads", str(threads)]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+        done = subprocess.run(command, capture_output=True, text=True, check=False, env=env, timeout=timeout)
         stdout, returncode = done.stdout, done.returncode
     except subprocess.TimeoutExpired as exc:
         stdout, returncode = (exc.stdout or b"").decode(errors="replace"), None

@@ -66,7 +66,8 @@ def test_second_process_on_a_folder_in_use_stops_at_once(tmp_path, env, pretrain
 
 
 def test_stale_lock_is_taken_over_with_a_log_line(tmp_path, env, pretrain):
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=False)
     pid = int(gone.stdout)
     out = tmp_path / "run"
     out.mkdir()
@@ -77,9 +78,9 @@ def test_stale_lock_is_taken_over_with_a_log_line(tmp_path, env, pretrain):
 
 
 def test_lock_in_this_process_refuses_a_second_holder(tmp_path):
-    with RunLock(tmp_path, "test"):
-        with pytest.raises(FolderInUse, match=rf"{tmp_path} is in use by process {os.getpid()} "):
-            RunLock(tmp_path, "other", wait=0).acquire()
+    busy = rf"{tmp_path} is in use by process {os.getpid()} "
+    with RunLock(tmp_path, "test"), pytest.raises(FolderInUse, match=busy):
+        RunLock(tmp_path, "other", wait=0).acquire()
     RunLock(tmp_path, "again").acquire().release()  # free once released
 
 

@@ -58,6 +58,12 @@ def atomic_torch_save(obj: object, path: str | Path) -> Path:
     return atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
+def suite_cache(name: str, override: str) -> Path:
+    """The suite's cache folder ``name``: $``override`` if set, else $XDG_CACHE_HOME (~/.cache)/mast-suite/name."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mast-suite" / name
+    return Path(os.environ.get(override) or default).expanduser()
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file, read in chunks."""
     digest = hashlib.sha256()

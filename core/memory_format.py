@@ -26,8 +26,9 @@ from pathlib import Path
 
 import torch
 
-from core.env import cpu_model
-from core.io import atomic_write_text
+from core.backbones import arch_of, build_backbone
+from core.env import cpu_flags, cpu_model
+from core.io import atomic_write_text, suite_cache
 
 #: Environment variables that change which kernels oneDNN, MKL or ATen pick: part of the cache key.
 KERNEL_ENV = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE", "MKL_ENABLE_INSTRUCTIONS",
@@ -58,19 +59,8 @@ class Choice:
         return {"memory_format": self.name, "reason": self.reason}
 
 
-def cache_folder() -> Path:
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mast-suite" / "probes"
-    return Path(os.environ.get("MAST_PROBE_CACHE", default))
-
-
 def probe_key(arch: str, width: int, threads: int) -> str:
-    flags = ""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            flags = next((line for line in handle if line.startswith("flags")), "")
-    except OSError:
-        pass
-    facts = [PROBE_VERSION, torch.__version__, cpu_model(), flags, arch, width, threads,
+    facts = [PROBE_VERSION, torch.__version__, cpu_model(), cpu_flags(), arch, width, threads,
              {name: os.environ.get(name) for name in KERNEL_ENV}]
     return hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:16]
 
@@ -79,7 +69,7 @@ def probe(arch: str, width: int, threads: int, use_cache: bool = True, timeout: 
     """Run the probe child for ``arch`` at ``width`` with ``threads`` threads (cached on disk): a channels_last
     forward + backward compared with a contiguous one. Returns ``isa`` (oneDNN's), ``max_rel_diff``, and
     ``crashed`` (the signal or exit status) when the child died."""
-    path = cache_folder() / f"memory_format-{probe_key(arch, width, threads)}.json"
+    path = suite_cache("probes", "MAST_PROBE_CACHE") / f"memory_format-{probe_key(arch, width, threads)}.json"
     if use_cache:
         try:
             return json.loads(path.read_text())
@@ -150,8 +140,6 @@ def choose(device: torch.device, arch: str, width: int, requested: bool = True) 
 def choose_for(model: torch.nn.Module, device: torch.device, requested: bool = True) -> Choice:
     """``choose`` for a backbone of ``core.backbones`` (its arch and width read off it); contiguous on CPU
     for any other network, which the probe does not know."""
-    from core.backbones import arch_of
-
     found = arch_of(model)
     if found is None and device.type == "cpu" and requested:
         return Choice(False, "not a core.backbones ResNet: the probe cannot vouch for channels_last")
@@ -161,8 +149,6 @@ def choose_for(model: torch.nn.Module, device: torch.device, requested: bool = T
 # --------------------------------------------------------------------------------------------- child
 def gradients(arch: str, width: int, memory_format: torch.memory_format, steps: int) -> dict[str, torch.Tensor]:
     """Weight gradients of ``steps`` forward + backward passes (the same batch), summed."""
-    from core.backbones import build_backbone
-
     torch.manual_seed(0)
     model = build_backbone(arch, base_width=width).to(memory_format=memory_format).train()
     for module in model.modules():  # zero-init residual BNs would hide the blocks' convolutions

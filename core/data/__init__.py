@@ -1,19 +1,18 @@
 """Data sets behind one interface (``core.data.base.ImageDataset``), built from a ``DataConfig``."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from core.config import DataConfig
 from core.data.base import DataError, ImageDataset, Transform
+from core.io import suite_cache
 
 __all__ = ["DataError", "ImageDataset", "build_dataset", "default_data_root"]
 
 
 def default_data_root() -> Path:
     """Where generated data is cached: $MAST_DATA_CACHE, else ~/.cache/mast-suite/data."""
-    base = os.environ.get("MAST_DATA_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mast-suite" / "data"
-    return Path(base).expanduser()
+    return suite_cache("data", "MAST_DATA_CACHE")
 
 
 def build_dataset(cfg: DataConfig, part: str = "train", transform: Transform | None = None,

@@ -39,6 +39,18 @@ class LossConfig:
     #: What moves learned masks: invariance (they descend lam L_inv with the network) or contrast (the excess
     #: error of op k's subspace on pairs that differ in op k over pairs that do not; pretrain/losses/mast.py).
     mask_objective: Literal["invariance", "contrast"] = "invariance"
+    #: How a pair's subspaces combine (docs/method.md): or (the mean of the differing ops' masked errors) or
+    #: and (each non-base op owns dimensions through a learned softmax assignment; a pair is excused on the
+    #: dimensions of the ops it differs in; pretrain/losses/mast_and.py). and needs views.mode=pair.
+    combine: Literal["or", "and"] = "or"
+    #: and: the batch correlation between an op's difference and a dimension's error that the op must exceed
+    #: to take the dimension from the shared class (about 1 / sqrt(batch) keeps noise from handing dims out).
+    assign_margin: float = 0.1
+    #: The uncertainty head on or off (null: the method's default: on for mast and mast_fixed).
+    uncertainty: bool | None = None
+    #: detach mode: the 1/s weights are tempered (w ~ s^-t, t <= 1 the largest that keeps it) so that each op's
+    #: effective sample size (sum w)^2 / sum w^2 stays at least this fraction of the batch (0: untempered).
+    min_ess: float = 0.0
 
 
 @dataclasses.dataclass
@@ -93,9 +105,19 @@ class PretrainConfig(RunConfig):
         return self.method != "vicreg"
 
     @property
-    def mask_kind(self) -> Literal["none", "learned", "fixed"]:
-        return "none" if self.method == "vicreg" else "fixed" if self.method == "mast_fixed" else "learned"
+    def mask_kind(self) -> Literal["none", "learned", "fixed", "assign", "assign_fixed"]:
+        """none (vicreg), learned / fixed masks (OR), or a learned / fixed assignment (AND)."""
+        if self.method == "vicreg":
+            return "none"
+        fixed = self.method == "mast_fixed"
+        if self.loss.combine == "and":
+            return "assign_fixed" if fixed else "assign"
+        return "fixed" if fixed else "learned"
 
     @property
     def uses_uncertainty(self) -> bool:
+        if self.method == "vicreg":
+            return False
+        if self.loss.uncertainty is not None:
+            return self.loss.uncertainty
         return self.method in ("mast", "mast_fixed")

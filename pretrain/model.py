@@ -13,6 +13,7 @@ from torch import nn
 
 from core.backbones import build_backbone
 from pretrain.losses.mast import random_partition
+from pretrain.losses.mast_and import random_assignment
 
 
 def parse_spec(spec: str) -> list[int]:
@@ -48,34 +49,49 @@ class UncertaintyHead(nn.Module):
         return self.net(y)
 
 
-class MaskBank(nn.Module):
-    """K masks over the d embedding dimensions: learned (sigmoid of logits) or a fixed random partition."""
+MaskKind = Literal["learned", "fixed", "assign", "assign_fixed"]
 
-    def __init__(self, num_ops: int, dim: int, kind: Literal["learned", "fixed"] = "learned",
-                 init_std: float = 0.01, seed: int = 0):
+
+class MaskBank(nn.Module):
+    """K masks over the d embedding dimensions: learned (sigmoid of logits) or a fixed random partition (OR);
+    or, for AND (``assign``, ``assign_fixed``), a [K + 1, d] assignment of each dimension to {shared, op_1..op_K}
+    (softmax of logits over the K + 1 classes, or a fixed random one-hot), where K counts the owning ops."""
+
+    def __init__(self, num_ops: int, dim: int, kind: MaskKind = "learned", init_std: float = 0.01, seed: int = 0):
         super().__init__()
         generator = torch.Generator().manual_seed(seed)
         self.kind = kind
-        if kind == "learned":
-            # method.md: logits start at 0 plus N(0, 0.01) noise, i.e. every mask at about 0.5.
-            self.logits = nn.Parameter(torch.randn(num_ops, dim, generator=generator) * init_std)
-        else:
+        rows = num_ops + 1 if kind.startswith("assign") else num_ops
+        if kind in ("learned", "assign"):
+            # method.md: logits start at 0 plus N(0, 0.01) noise (masks at about 0.5; assignments uniform).
+            self.logits = nn.Parameter(torch.randn(rows, dim, generator=generator) * init_std)
+        elif kind == "fixed":
             self.register_buffer("fixed", random_partition(num_ops, dim, generator))
+        else:
+            self.register_buffer("fixed", random_assignment(num_ops, dim, generator))
+
+    @property
+    def learned(self) -> bool:
+        return self.kind in ("learned", "assign")
 
     def forward(self) -> torch.Tensor:
-        return torch.sigmoid(self.logits) if self.kind == "learned" else self.fixed
+        if self.kind == "learned":
+            return torch.sigmoid(self.logits)
+        return torch.softmax(self.logits, dim=0) if self.kind == "assign" else self.fixed
 
 
 class PretrainModel(nn.Module):
     def __init__(self, arch: str = "resnet18", base_width: int = 64, expander: str = "8192-8192-8192",
-                 num_ops: int = 0, masks: Literal["none", "learned", "fixed"] = "none",
+                 num_ops: int = 0, masks: Literal["none", "learned", "fixed", "assign", "assign_fixed"] = "none",
                  uncertainty: bool = False, uncertainty_hidden: int = 512, mask_init_std: float = 0.01,
-                 seed: int = 0):
+                 seed: int = 0, num_owned: int | None = None):
+        """``num_owned``: ops that can own dimensions under an AND assignment (default: all ``num_ops``)."""
         super().__init__()
         self.backbone = build_backbone(arch, base_width)
         self.expander = build_expander(self.backbone.feature_dim, expander)
         self.embed_dim = parse_spec(expander)[-1]
-        self.masks = MaskBank(num_ops, self.embed_dim, masks, mask_init_std, seed) if masks != "none" else None
+        rows = num_owned if masks.startswith("assign") and num_owned is not None else num_ops
+        self.masks = MaskBank(rows, self.embed_dim, masks, mask_init_std, seed) if masks != "none" else None
         self.uncertainty_head = (UncertaintyHead(self.backbone.feature_dim, num_ops, uncertainty_hidden)
                                  if uncertainty else None)
 
@@ -89,5 +105,7 @@ class PretrainModel(nn.Module):
         if self.masks is not None:
             out["masks"] = self.masks()
         if self.uncertainty_head is not None:
-            out["log_var"] = torch.stack([self.uncertainty_head(y) for y in ys])
+            # Detached: the head reads the features, it never trains the backbone to feed it (a backbone that
+            # encodes each view's augmentation state to predict the pair error loses what the ops change).
+            out["log_var"] = torch.stack([self.uncertainty_head(y.detach()) for y in ys])
         return out

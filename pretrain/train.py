@@ -25,7 +25,7 @@ from core.numerics import NUMERICS
 from core.seeding import rng_state, seed_everything, set_rng_state, worker_init_fn
 from pretrain.config import PretrainConfig
 from pretrain.data import EpochSampler, ViewDataset, collate_rendered
-from pretrain.losses import MASTLoss, VICRegLoss
+from pretrain.losses import MASTAndLoss, MASTLoss, VICRegLoss
 from pretrain.model import PretrainModel
 from pretrain.optim import build_optimizer, lr_factor, set_lr
 from pretrain.views import ViewMaker, gates_from, pair_strengths
@@ -41,26 +41,50 @@ class ResumeError(RuntimeError):
     """The run folder cannot be resumed as configured."""
 
 
-def build_model(cfg: PretrainConfig, num_ops: int) -> PretrainModel:
+def owned_ops(cfg: PretrainConfig, ops: list[str]) -> list[int]:
+    """Indices of the ops that own dimensions under AND: every op but the base ones (crop)."""
+    return [k for k, op in enumerate(ops) if op not in cfg.views.base]
+
+
+def build_model(cfg: PretrainConfig, num_ops: int, ops: list[str] | None = None) -> PretrainModel:
+    """``ops``: the K op names (needed for an AND assignment, whose rows are the non-base ops)."""
+    owned = len(owned_ops(cfg, ops)) if ops is not None else None
     return PretrainModel(cfg.model.arch, cfg.model.base_width, cfg.model.expander, num_ops=num_ops,
                          masks=cfg.mask_kind, uncertainty=cfg.uses_uncertainty,
                          uncertainty_hidden=cfg.model.uncertainty_hidden, mask_init_std=cfg.model.mask_init_std,
-                         seed=cfg.seed)
+                         seed=cfg.seed, num_owned=owned)
 
 
-def build_loss(cfg: PretrainConfig) -> torch.nn.Module:
+def check_combination(cfg: PretrainConfig) -> None:
+    """The AND combination's own limits, as a config error before any work."""
+    if cfg.loss.combine != "and" or cfg.method == "vicreg":
+        return
+    if cfg.views.mode != "pair":
+        raise ValueError("loss.combine=and needs views.mode=pair (factorized pairs differ in one op, where AND "
+                         "and OR agree: use loss.combine=or)")
+    if cfg.uses_uncertainty:
+        raise ValueError("loss.combine=and has no uncertainty weighting yet: set loss.uncertainty=false or use "
+                         "method=mast_nounc")
+
+
+def build_loss(cfg: PretrainConfig, ops: list[str] | None = None) -> torch.nn.Module:
     if cfg.method == "vicreg":
         return VICRegLoss(cfg.loss.lam, cfg.loss.mu, cfg.loss.nu)
+    if cfg.loss.combine == "and":
+        check_combination(cfg)
+        if ops is None:
+            raise ValueError("the AND loss needs the op names (build_loss(cfg, ops))")
+        return MASTAndLoss(owned_ops(cfg, ops), cfg.loss.lam, cfg.loss.mu, cfg.loss.nu, cfg.loss.assign_margin)
     return MASTLoss(cfg.loss.lam, cfg.loss.mu, cfg.loss.nu, cfg.loss.beta, cfg.loss.rho,
                     uncertainty=cfg.uses_uncertainty, uncertainty_norm=cfg.loss.uncertainty_norm,
-                    mask_objective=cfg.loss.mask_objective)
+                    mask_objective=cfg.loss.mask_objective, min_ess=cfg.loss.min_ess)
 
 
 def checkpoint_state(cfg: PretrainConfig, model: PretrainModel, optimizer, scaler, ops: list[str],
                      epoch: int, step: int, world_size: int, machine: dict[str, Any]) -> dict[str, Any]:
     masks = None
     if model.masks is not None:
-        masks = (model.masks.logits if model.masks.kind == "learned" else model.masks.fixed).detach().cpu()
+        masks = (model.masks.logits if model.masks.learned else model.masks.fixed).detach().cpu()
     head = model.uncertainty_head
     return {
         "format": FORMAT, "backbone": {k: v.cpu() for k, v in model.backbone.state_dict().items()},
@@ -77,7 +101,7 @@ def restore(state: dict[str, Any], model: PretrainModel, optimizer, scaler) -> N
     model.backbone.load_state_dict(state["backbone"])
     model.expander.load_state_dict(state["expander"])
     if model.masks is not None:
-        target = model.masks.logits if model.masks.kind == "learned" else model.masks.fixed
+        target = model.masks.logits if model.masks.learned else model.masks.fixed
         target.data.copy_(state["masks"])
     if model.uncertainty_head is not None:
         model.uncertainty_head.load_state_dict(state["uncertainty_head"])
@@ -95,13 +119,18 @@ def _check_finite(total: torch.Tensor, terms: dict[str, torch.Tensor], step: int
                            "the last checkpoint is kept: lower optim.base_lr or check the data, then --resume")
 
 
-def _step_stats(terms: dict[str, torch.Tensor], strengths: torch.Tensor | None, ops: list[str]) -> dict[str, Any]:
+def _step_stats(terms: dict[str, torch.Tensor], strengths: torch.Tensor | None, ops: list[str],
+                owned: list[str] | None = None) -> dict[str, Any]:
+    """Scalars as they are; per-op terms as {op: value} (``owned``: the ops of an AND assignment's rows)."""
     stats: dict[str, Any] = {k: v.item() for k, v in terms.items() if v.ndim == 0}
     per_op = {"gate_rate": "gate_rate", "s_mean": "uncertainty", "weight_spread": "uncertainty_spread",
-              "mask_density": "mask_density"}
+              "mask_density": "mask_density", "ess": "ess"}
     for key, name in per_op.items():
         if key in terms:
             stats[name] = dict(zip(ops, terms[key].tolist()))
+    for key in ("assign_share", "attribution", "temper"):
+        if key in terms:
+            stats[key] = dict(zip(owned if key != "temper" else ops, terms[key].tolist()))
     if strengths is not None:
         stats["strength"] = dict(zip(ops, strengths.mean(0).tolist()))
     return stats
@@ -138,7 +167,8 @@ class Trainer:
             sampler=self.sampler, collate_fn=collate_rendered, num_workers=cfg.data.num_workers,
             worker_init_fn=worker_init_fn,
             pin_memory=self.device.type == "cuda", persistent_workers=cfg.data.num_workers > 0, drop_last=True)
-        self.model = build_model(cfg, len(self.ops)).to(self.device)
+        check_combination(cfg)
+        self.model = build_model(cfg, len(self.ops), self.ops).to(self.device)
         self.cuda = self.device.type == "cuda"
         self.memory = choose(self.device, cfg.model.arch, cfg.model.base_width, cfg.train.channels_last)
         if self.info.is_main:
@@ -151,7 +181,7 @@ class Trainer:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.net = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.cuda else None)
                     if world > 1 else self.model)
-        self.loss = build_loss(cfg)
+        self.loss = build_loss(cfg, self.ops)
         scale = cfg.train.batch_size / 256
         mask_lr = (cfg.optim.mask_lr if cfg.optim.mask_lr is not None else cfg.optim.base_lr) * scale
         self.optimizer = build_optimizer(self.model, cfg.optim.name, cfg.optim.base_lr * scale,
@@ -210,18 +240,23 @@ class Trainer:
             total, terms = self.loss(z[0], z[1])
         else:
             strengths = pair_strengths(params.float(), self.pairs, self.cfg.augment, self.ops).to(self.device)
-            log_var = out["log_var"].float() if "log_var" in out else None
-            total, terms = self.loss(z, self.pairs.to(self.device), gates_from(strengths, self.cfg.loss.gate),
-                                     out["masks"].float(), log_var)
+            gates = gates_from(strengths, self.cfg.loss.gate)
+            if self.cfg.loss.combine == "and":
+                total, terms = self.loss(z, self.pairs.to(self.device), gates, out["masks"].float(), strengths)
+            else:
+                log_var = out["log_var"].float() if "log_var" in out else None
+                total, terms = self.loss(z, self.pairs.to(self.device), gates, out["masks"].float(), log_var)
         _check_finite(total, terms, self.step + 1)  # 1-based, as in the log
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1
-        stats = _step_stats(terms, strengths, self.ops)
+        stats = _step_stats(terms, strengths, self.ops, [self.ops[k] for k in owned_ops(self.cfg, self.ops)])
         stats.update(loss=total.item(), lr=self.optimizer.param_groups[0]["lr"])
         side_terms = [stats[k] for k in ("unc_fit", "mask_excess") if k in stats]
+        if "assign" in stats:  # the assignment's objective has weight 1, not lam
+            side_terms.append(stats["assign"] / self.cfg.loss.lam)
         if side_terms:  # the part of the loss the embedding optimises (the head's fit, the masks' objective aside)
             stats["embedding_loss"] = stats["loss"] - self.cfg.loss.lam * sum(side_terms)
         return stats

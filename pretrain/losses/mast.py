@@ -26,7 +26,10 @@ but keeps the log-loss optimum (weights spread over e^+-6). The default, ``detac
 jobs: the head fits s to the observed errors by the same heteroscedastic likelihood with the errors
 detached (so s estimates the expected error of a pair: its difficulty), and the embedding gets the errors
 weighted by 1 / s (detached) normalised to mean 1 over the batch per op: ambiguous pairs are down-weighted,
-the total weight of the invariance term is unchanged.
+the total weight of the invariance term is unchanged. ``min_ess`` tempers those weights to s^-t (t <= 1,
+the largest that keeps each op's effective sample size (sum w)^2 / (B sum w^2) at or above it; logged as
+``ess`` and ``temper``). The head reads detached backbone features (``pretrain.model``), so its fit moves
+the head alone.
 
 ``mask_objective`` (what moves the masks): ``invariance`` (default) lets the masks descend lam L_inv like the
 rest of the network, which on the embedded runs made every op's mask pick the same dimensions: every pair
@@ -56,6 +59,26 @@ NORMS = ("detach", "batch", "none")
 MASK_OBJECTIVES = ("invariance", "contrast")
 
 
+def effective_sample_size(log_w: torch.Tensor) -> torch.Tensor:
+    """(sum w)^2 / (N sum w^2) per column of ``log_w`` [N, K]: 1 for equal weights, 1/N for one sample."""
+    w = torch.exp(log_w - log_w.max(0).values)
+    return w.sum(0).pow(2) / (log_w.shape[0] * w.pow(2).sum(0))
+
+
+def tempering(log_w: torch.Tensor, min_ess: float, iterations: int = 30) -> torch.Tensor:
+    """Per column, the largest t in [0, 1] with effective_sample_size(t log_w) >= min_ess (it falls as t
+    grows: a stronger tilt concentrates the weights), found by bisection; 1 where t = 1 already keeps it."""
+    ones = torch.ones(log_w.shape[1], dtype=log_w.dtype, device=log_w.device)
+    if min_ess <= 0:
+        return ones
+    low, high = torch.zeros_like(ones), ones.clone()
+    for _ in range(iterations):
+        middle = (low + high) / 2
+        keeps = effective_sample_size(log_w * middle) >= min_ess
+        low, high = torch.where(keeps, middle, low), torch.where(keeps, high, middle)
+    return torch.where(effective_sample_size(log_w) >= min_ess, ones, low)
+
+
 def random_partition(num_ops: int, dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """A [K, d] 0/1 matrix assigning every dimension to exactly one op, in near-equal shares."""
     owner = torch.arange(dim) % num_ops
@@ -69,10 +92,12 @@ class MASTLoss(nn.Module):
 
     def __init__(self, lam: float = 25.0, mu: float = 25.0, nu: float = 1.0, beta: float = 1.0,
                  rho: float = 0.5, uncertainty: bool = True, uncertainty_norm: str = "detach", eps: float = 1e-4,
-                 mask_objective: str = "invariance"):
+                 mask_objective: str = "invariance", min_ess: float = 0.0):
         """``lam, mu, nu, beta, rho`` as in method.md; ``uncertainty=False`` gives ``mast_nounc``;
         ``uncertainty_norm``: ``detach`` (default), ``batch`` or ``none``; ``mask_objective``: ``invariance``
-        (default) or ``contrast`` (see the module docstring)."""
+        (default) or ``contrast`` (see the module docstring); ``min_ess`` (detach mode): temper the 1 / s
+        weights to w ~ s^-t so that each op's effective sample size stays at least this fraction of the
+        batch (0: untempered, t = 1)."""
         super().__init__()
         if uncertainty_norm not in NORMS:
             raise ValueError(f"uncertainty_norm must be one of {', '.join(NORMS)}, got {uncertainty_norm!r}")
@@ -81,6 +106,9 @@ class MASTLoss(nn.Module):
         self.lam, self.mu, self.nu, self.beta, self.rho = lam, mu, nu, beta, rho
         self.uncertainty, self.uncertainty_norm, self.eps = uncertainty, uncertainty_norm, eps
         self.mask_objective = mask_objective
+        if not 0 <= min_ess <= 1:
+            raise ValueError(f"min_ess is a fraction of the batch in [0, 1], got {min_ess}")
+        self.min_ess = min_ess
 
     def subspace_errors(self, z: torch.Tensor, pairs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """l_ik for every sample i and op k: [B, K]."""
@@ -137,8 +165,11 @@ class MASTLoss(nn.Module):
             log_s = s.log()
             stats["s_mean"] = s.detach().mean(0)  # the head's raw scale, logged before any centring
             if self.uncertainty_norm == "detach":
-                inv_s = torch.exp(-log_s).detach()
-                weights = inv_s / gather_with_grad(inv_s).mean(0)
+                log_w = gather_with_grad(-log_s.detach())  # the whole batch's, as the normalisation
+                power = tempering(log_w, self.min_ess)
+                stats["temper"], stats["ess"] = power, effective_sample_size(log_w * power)
+                inv_s = torch.exp(-log_s.detach() * power)
+                weights = inv_s / torch.exp(log_w * power).mean(0)
                 head_fit = errors.detach() * torch.exp(-log_s) + log_s
                 errors = errors * weights
             else:

@@ -3,7 +3,8 @@ per-sample, per-op loop of method.md, and the reduction identity MAST(K=1, mask 
 import pytest
 import torch
 
-from pretrain.losses.mast import MASTLoss, random_partition
+from pretrain.losses.mast import MASTLoss, effective_sample_size, random_partition, tempering
+from pretrain.losses.mast_and import MASTAndLoss, random_assignment
 from pretrain.losses.vicreg import VICRegLoss
 
 
@@ -251,3 +252,135 @@ def test_contrast_objective_cancels_an_error_shared_by_every_pair():
     contrast = mask_gradient("contrast", "mask_excess")
     assert contrast[4:6].min() > 0 > contrast[6:].max()
     assert contrast[:4].abs().max() < contrast[4:6].abs().min() / 2
+
+
+# ------------------------------------------------------------------------------------------ AND combination
+def reference_and(z, gates, logits, owned, lam=25.0, mu=25.0, nu=1.0, margin=0.1):
+    """The AND loss as loops over samples i and dimensions j (mast_and.py's formula), written apart."""
+    batch, d = z.shape[1], z.shape[2]
+    a = torch.softmax(logits, 0)
+    inv = 0.0
+    for i in range(batch):
+        for j in range(d):
+            excused = sum(gates[i, k] * a[1 + n, j].detach() for n, k in enumerate(owned))
+            inv = inv + (1 - excused) * (z[0, i, j] - z[1, i, j]) ** 2
+    inv = inv / (batch * d)
+    off = ~torch.eye(d, dtype=torch.bool)
+    var = sum(torch.relu(1 - torch.sqrt(z[v].var(0) + 1e-4)).mean() for v in range(2)) / 2
+    cov = sum(torch.cov(z[v].T)[off].pow(2).sum() / d for v in range(2))
+    e = ((z[0] - z[1]) ** 2).detach()
+    score = 0.0
+    for n, k in enumerate(owned):
+        g = gates[:, k]
+        for j in range(d):
+            c = torch.corrcoef(torch.stack([g, e[:, j]]))[0, 1]
+            score = score + a[1 + n, j] * (c - margin)
+    return lam * inv + mu * var + nu * cov - score / d
+
+
+def and_inputs(batch=12, d=6, k_ops=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(2, batch, d, generator=g, dtype=torch.float64, requires_grad=True)
+    gates = (torch.rand(batch, k_ops, generator=g) > 0.5).double()
+    gates[:, 0] = 1.0  # crop: every pair differs in it
+    gates[0, 1:], gates[1, 1:] = 0.0, 1.0  # every op has both kinds of pairs
+    logits = torch.randn(k_ops, d, generator=g, dtype=torch.float64, requires_grad=True)  # shared + 3 ops
+    return z, torch.tensor([[0, 1]] * k_ops), gates, logits
+
+
+def test_and_loss_matches_loop_value_and_gradients():
+    z, pairs, gates, logits = and_inputs()
+    owned = [1, 2, 3]
+    total, terms = MASTAndLoss(owned)(z, pairs, gates, torch.softmax(logits, 0))
+    expected = reference_and(z, gates, logits, owned)
+    assert total.item() == pytest.approx(expected.item(), rel=1e-10)
+    got = torch.autograd.grad(total, (z, logits))
+    want = torch.autograd.grad(expected, (z, logits))
+    for g, w in zip(got, want):
+        assert torch.allclose(g, w, atol=1e-10)
+    assert 0 < terms["excused"].item() < 1
+
+
+def test_and_loss_with_every_dimension_shared_is_vicreg():
+    z, pairs, gates, _ = and_inputs(batch=16, d=8)
+    shared = torch.zeros(4, 8, dtype=torch.float64)
+    shared[0] = 1.0  # fixed: no assignment objective
+    total, terms = MASTAndLoss([1, 2, 3])(z, pairs, gates, shared)
+    vicreg, _ = VICRegLoss()(z[0], z[1])
+    assert total.item() == pytest.approx(vicreg.item(), rel=1e-12) and terms["excused"].item() == 0.0
+    assert torch.allclose(torch.autograd.grad(total, z)[0], torch.autograd.grad(vicreg, z)[0], atol=1e-12)
+    assert "assign" not in terms
+
+
+def test_and_pair_is_excused_only_on_the_dimensions_of_the_ops_it_differs_in():
+    z = torch.zeros(2, 2, 3, dtype=torch.float64, requires_grad=True)
+    with torch.no_grad():
+        z[1] += 1.0  # error 1 on every dimension
+    assignment = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]], dtype=torch.float64)  # shared, op1, op2
+    gates = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]], dtype=torch.float64)
+    loss = MASTAndLoss([1, 2], lam=1.0, mu=0.0, nu=0.0)
+    total, _ = loss(z, torch.tensor([[0, 1]] * 3), gates, assignment)
+    # pair 0 differs in op 1: dims 0 and 2 count; pair 1 in both: dim 0 only. (2 + 1) / (2 x 3)
+    assert total.item() == pytest.approx(0.5)
+
+
+def test_and_assignment_moves_to_the_op_that_explains_the_error():
+    """Synthetic pairs: crop's shared error on every dimension, op 1's only on dimensions 0-3, op 2's on 4-5;
+    descending the assignment objective alone gives 0-3 to op 1, 4-5 to op 2, the rest to shared."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.zeros(3, 10, requires_grad=True)
+    optimizer = torch.optim.Adam([logits], lr=0.05)
+    loss = MASTAndLoss([1, 2])
+    for _ in range(300):
+        gates = torch.ones(64, 3)
+        gates[:, 1:] = (torch.rand(64, 2, generator=g) > 0.5).float()
+        base = torch.randn(64, 10, generator=g) * 0.5
+        shift = torch.zeros(64, 10)
+        shift[:, :4] += gates[:, 1:2] * 2 * torch.randn(64, 4, generator=g).abs()
+        shift[:, 4:6] += gates[:, 2:3] * 2 * torch.randn(64, 2, generator=g).abs()
+        z = torch.stack([base, base + shift + 0.3 * torch.randn(64, 10, generator=g)])
+        total, terms = loss(z, torch.tensor([[0, 1]] * 3), gates, torch.softmax(logits, 0))
+        optimizer.zero_grad()
+        terms["assign"].backward()
+        optimizer.step()
+    owner = torch.softmax(logits, 0).argmax(0).tolist()
+    assert owner == [1, 1, 1, 1, 2, 2, 0, 0, 0, 0]
+
+
+def test_random_assignment_is_one_hot_in_equal_shares():
+    a = random_assignment(5, 60, torch.Generator().manual_seed(0))
+    assert a.shape == (6, 60) and torch.equal(a.sum(0), torch.ones(60)) and a.sum(1).tolist() == [10.0] * 6
+
+
+def test_and_loss_refuses_factorized_pairs():
+    z, _, gates, logits = and_inputs()
+    factorized = torch.tensor([[0, 1], [0, 2], [0, 3], [0, 4]])
+    with pytest.raises(ValueError, match="views.mode=pair"):
+        MASTAndLoss([1, 2, 3])(torch.cat([z, z]), factorized, gates, torch.softmax(logits, 0))
+
+
+# ------------------------------------------------------------------------------------ tempered 1/s weights
+def test_tempering_keeps_the_effective_sample_size():
+    log_w = torch.randn(128, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3
+    log_w[:, 3] = 0.01 * log_w[:, 3]  # nearly equal weights: no tempering needed
+    power = tempering(log_w, 0.8)
+    ess = effective_sample_size(log_w * power)
+    assert (ess[:3] - 0.8).abs().max() < 1e-6 and (power[:3] < 1).all()
+    assert power[3] == 1.0 and ess[3] > 0.99
+    assert torch.equal(tempering(log_w, 0.0), torch.ones(4, dtype=torch.float64))
+    assert effective_sample_size(torch.zeros(10, 1)).item() == pytest.approx(1.0)
+
+
+def test_min_ess_tempers_the_embedding_weights_only():
+    torch.manual_seed(0)
+    z = torch.randn(2, 32, 8, dtype=torch.float64, requires_grad=True)
+    pairs, gates = torch.tensor([[0, 1]] * 2), torch.ones(32, 2, dtype=torch.float64)
+    masks = torch.full((2, 8), 0.5, dtype=torch.float64)
+    log_var = torch.randn(2, 32, 2, dtype=torch.float64) * 3
+    _, plain = MASTLoss()(z, pairs, gates, masks, log_var)
+    _, tempered = MASTLoss(min_ess=0.9)(z, pairs, gates, masks, log_var)
+    assert (plain["ess"] < 0.9).all() and (tempered["ess"] >= 0.9 - 1e-6).all()
+    assert plain["temper"].tolist() == [1.0, 1.0] and (tempered["temper"] < 1).all()
+    assert tempered["unc_fit"].item() == pytest.approx(plain["unc_fit"].item())  # the head's fit is untouched
+    with pytest.raises(ValueError, match="min_ess"):
+        MASTLoss(min_ess=1.5)

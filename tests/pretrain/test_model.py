@@ -135,6 +135,41 @@ def test_fixed_masks_get_no_gradient_but_network_trains():
     assert not any(n.startswith("masks.") for n, _ in model.named_parameters())
 
 
+def test_uncertainty_fit_sends_no_gradient_to_the_backbone():
+    """The head's fit (unc_fit) moves the head alone: it reads detached features (issue 20, cause 1)."""
+    model = small(masks="learned", uncertainty=True)
+    out = model(images(b=8))
+    _, terms = MASTLoss()(out["z"], torch.tensor([[0, 1]] * 3), torch.ones(8, 3), out["masks"], out["log_var"])
+    terms["unc_fit"].backward()
+    backbone = [p.grad for p in model.backbone.parameters()]
+    assert all(g is None or not g.any() for g in backbone)
+    assert all(p.grad is None or not p.grad.any() for p in model.expander.parameters())
+    head = [p.grad for p in model.uncertainty_head.parameters()]
+    assert all(g is not None for g in head) and sum(g.abs().sum() for g in head) > 0
+
+
+def test_embedding_loss_still_trains_the_backbone_with_the_head():
+    model = small(masks="learned", uncertainty=True)
+    out = model(images(b=8))
+    total, terms = MASTLoss()(out["z"], torch.tensor([[0, 1]] * 3), torch.ones(8, 3), out["masks"], out["log_var"])
+    (total - 25.0 * terms["unc_fit"]).backward()
+    assert sum(p.grad.abs().sum() for p in model.backbone.parameters() if p.grad is not None) > 0
+    assert all(p.grad is None or not p.grad.any() for p in model.uncertainty_head.parameters())
+
+
+@pytest.mark.parametrize("kind", ["assign", "assign_fixed"])
+def test_assignment_bank_is_a_distribution_over_shared_and_ops(kind):
+    model = small(masks=kind, num_ops=6, num_owned=5)
+    masks = model(images(b=4))["masks"]
+    assert masks.shape == (6, 8)  # shared + 5 owning ops, over d = 8
+    assert torch.allclose(masks.sum(0), torch.ones(8))
+    if kind == "assign_fixed":
+        assert set(masks.unique().tolist()) <= {0.0, 1.0}
+        assert not any(n.startswith("masks.") for n, _ in model.named_parameters())
+    else:
+        assert torch.allclose(masks, torch.full_like(masks, 1 / 6), atol=0.01)  # starts uniform
+
+
 # ------------------------------------------------------------------------------------------------ backbone
 def test_backbone_keys_are_torchvision_and_width_scales():
     reference = {k for k in torchvision.models.resnet18().state_dict() if not k.startswith("fc.")}

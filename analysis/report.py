@@ -346,9 +346,9 @@ def sweeps_section(results: Path) -> list[str]:
     lines = ["Linear-probe top-1 (%) of MAST with one open choice of docs/method.md changed at a time, on the "
              "study's sweep seeds; `mean` is over the nine factor tasks (± the sample std of the per-seed means "
              "when n > 1), `vs base` its difference to the base config (the study's own MAST run). `–`: not run "
-             "yet. `numerics`: the version (core/numerics.py) of the checkpoints measured; a row below "
-             f"{NUMERICS} was trained before a change that moves the numbers, is not comparable with the base, and "
-             "`make study` retrains it.", ""]
+             "yet. `numerics`: the version (core/numerics.py) of the checkpoints measured (today's: "
+             f"{NUMERICS}); `current: no`: a change since then moves this row's numbers (core.numerics.is_current), "
+             "it is not comparable with current rows, and `make study` retrains it.", ""]
     for name, table in found.items():
         lines += [f"### {name}", "", sweeps.markdown(table), ""]
     return lines

@@ -17,6 +17,7 @@ from pathlib import Path, PurePath
 import pandas as pd
 
 from core.io import atomic_write_text
+from core.numerics import is_current
 from core.records import read_records
 
 TASKS = ("shape", "hue", "orient", "chiral", "texture", "size", "pos", "bg", "light")
@@ -55,6 +56,15 @@ def _numerics(folders, ledger: dict) -> float:
     return float(min(versions)) if versions else float("nan")
 
 
+def _current(folders, ledger: dict) -> str:
+    """``yes`` when every run behind ``folders`` matches today's arithmetic (core.numerics.is_current on its
+    ledger entry), ``no`` when one does not (``make study`` retrains it), ``–`` when the ledger knows none."""
+    entries = [entry for key, entry in ledger.items() if any(_same_folder(PurePath(key), PurePath(f)) for f in folders)]
+    if not entries:
+        return "–"
+    return "yes" if all(is_current(e.get("numerics", 1), e.get("resolved", {})) for e in entries) else "no"
+
+
 def _seed_spread(probes: pd.DataFrame) -> float:
     """Sample std over runs of each run's nine-task mean (NaN below two complete runs)."""
     per_run = probes.pivot_table(index=probes["folder"].map(str), columns="task", values="value")
@@ -72,7 +82,8 @@ def sweep_table(variants: dict, probes: pd.DataFrame, ledger: dict | None = None
         per_task = mine.groupby("task")["value"].mean()
         n = mine["folder"].map(str).nunique()
         row = {"variant": name, "overrides": " ".join(spec["overrides"]) or "(base config)", "n": n,
-               "numerics": _numerics(set(mine["folder"]), ledger or {})}
+               "numerics": _numerics(set(mine["folder"]), ledger or {}),
+               "current": _current(set(mine["folder"]), ledger or {})}
         row.update({t: per_task.get(t, float("nan")) for t in TASKS})
         complete = all(t in per_task for t in TASKS)
         row["mean"] = float(per_task[list(TASKS)].mean()) if complete else float("nan")

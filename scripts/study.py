@@ -28,7 +28,7 @@ from pathlib import Path
 
 from core.config import ConfigError, from_dict, load_config, read_yaml, to_dict
 from core.io import atomic_write_text, sha256_file
-from core.numerics import NUMERICS
+from core.numerics import NUMERICS, is_current
 from core.records import read_records
 
 EVAL_KINDS = ("classification", "detection", "segmentation")
@@ -309,11 +309,11 @@ class Study:
             aside.parent.mkdir(parents=True, exist_ok=True)
             run.folder.rename(aside)
 
-    def pretrain(self, run: Run, chash: str) -> None:
+    def pretrain(self, run: Run, chash: str, resolved: dict) -> None:
         on_disk = run.folder / "config.yaml"
         if on_disk.is_file() and config_hash(read_yaml(on_disk)) != chash:
             self.set_aside(run, "was trained with another config")
-        elif run.ckpt.is_file() and (numerics := checkpoint_facts(run)[1]) < NUMERICS:
+        elif run.ckpt.is_file() and not is_current(numerics := checkpoint_facts(run)[1], resolved):
             self.set_aside(run, f"was computed with numerics version {numerics}, now {NUMERICS} (core/numerics.py)")
         sets = [*run.overrides, f"seed={run.seed}"]
         self.call(f"pretrain {run.name}", [self.python, "-m", "pretrain", "--config", run.config, "--out",
@@ -359,7 +359,7 @@ class Study:
         if not on_disk.is_file() or config_hash(read_yaml(on_disk)) != chash:
             return False
         epochs, numerics = checkpoint_facts(run)
-        if epochs < resolved["train"]["epochs"] or numerics < NUMERICS:
+        if epochs < resolved["train"]["epochs"] or not is_current(numerics, resolved):
             return False
         digest = sha256_file(run.ckpt)
         if not self.complete(run, digest):
@@ -373,14 +373,15 @@ class Study:
         chash = config_hash(resolved)
         known = self.ledger.runs.get(str(run.folder), {})
         if (not run.ckpt.is_file() and config_hash(known.get("resolved", {})) == chash
-                and known.get("numerics", 1) == NUMERICS and self.complete(run, known.get("ckpt_sha256", ""))):
+                and is_current(known.get("numerics", 1), resolved)
+                and self.complete(run, known.get("ckpt_sha256", ""))):
             print(f"[study] {run.name}: every record is there (checkpoint not kept), skipped")
             return
         if run.ckpt.is_file() and self.finished_and_evaluated(run, resolved, chash):
             print(f"[study] {run.name}: finished and every record is there, skipped")
             return
         if "pretrain" in self.only:
-            self.pretrain(run, chash)
+            self.pretrain(run, chash, resolved)
         if not run.ckpt.is_file():
             if self.dry_run and "pretrain" in self.only:
                 self.expect_evaluations(run)

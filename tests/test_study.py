@@ -128,7 +128,7 @@ def test_a_run_folder_with_another_config_is_moved_aside_not_deleted(tmp_path):
     old["loss"]["lam"] = 5.0
     (run.folder / "config.yaml").write_text(yaml.safe_dump(old))
     (run.folder / "last.pt").write_bytes(b"old weights")
-    Recorder(cfg).pretrain(run, study.config_hash(study.resolved_config(run)))
+    Recorder(cfg).pretrain(run, study.config_hash(study.resolved_config(run)), study.resolved_config(run))
     moved = list((tmp_path / "runs" / "stale").glob("mast_r18w16_b128_16e_shapes_s0-*"))
     assert len(moved) == 1 and (moved[0] / "last.pt").read_bytes() == b"old weights"
     assert not run.folder.exists()
@@ -139,12 +139,12 @@ def test_a_checkpoint_of_older_numerics_is_set_aside_and_retrained(tmp_path):
     run = study.plan_runs(cfg, [0])[1]
     run.folder.mkdir(parents=True)
     recorder = Recorder(cfg)
-    recorder.pretrain(run, study.config_hash(study.resolved_config(run)))  # no checkpoint yet: nothing moved
+    recorder.pretrain(run, study.config_hash(study.resolved_config(run)), study.resolved_config(run))  # no checkpoint yet: nothing moved
     fake_checkpoint(run, "current")
-    recorder.pretrain(run, study.config_hash(study.resolved_config(run)))
+    recorder.pretrain(run, study.config_hash(study.resolved_config(run)), study.resolved_config(run))
     assert run.folder.exists() and len(recorder.commands) == 2
     fake_checkpoint(run, "old arithmetic", numerics=study.NUMERICS - 1)
-    recorder.pretrain(run, study.config_hash(study.resolved_config(run)))
+    recorder.pretrain(run, study.config_hash(study.resolved_config(run)), study.resolved_config(run))
     moved = list((tmp_path / "runs" / "stale").glob("mast_r18w16_b128_16e_shapes_s0-*"))
     assert len(moved) == 1 and not run.folder.exists() and recorder.commands[-1][2] == "pretrain"
     # a run whose checkpoint is gone is skipped only if its records came from today's numerics
@@ -275,3 +275,20 @@ def test_a_finished_current_run_with_every_record_lists_no_step(tmp_path):
     fake_checkpoint(run, "rho 0.25", epoch=7)  # unfinished (and another digest): pretraining resumes
     recorder.do_run(run)
     assert recorder.commands[0][2] == "pretrain"
+
+
+def test_a_numerics_change_makes_stale_only_the_runs_it_changes(tmp_path):
+    """Version 3 detached the uncertainty head's input: a vicreg or mast_nounc run of version 2 is current,
+    a mast run (with the head) is stale and retrained."""
+    cfg = make_config(tmp_path)
+    runs = {r.folder.name.rsplit("_s", 1)[0]: r for r in study.plan_runs(cfg, [0]) if not r.sweep}
+    recorder = Recorder(cfg)
+    for name, stale in [("vicreg_r18w16_b128_16e_shapes", False), ("mast_r18w16_b128_16e_shapes", True)]:
+        run = runs[name]
+        run.folder.mkdir(parents=True, exist_ok=True)
+        fake_checkpoint(run, "version 2", numerics=2)
+        recorder.pretrain(run, study.config_hash(study.resolved_config(run)), study.resolved_config(run))
+        assert run.folder.exists() != stale
+    assert study.is_current(2, {"method": "mast_nounc", "loss": {}})
+    assert not study.is_current(2, {"method": "mast_nounc", "loss": {"uncertainty": True}})
+    assert not study.is_current(1, {"method": "vicreg", "loss": {}})

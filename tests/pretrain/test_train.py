@@ -194,6 +194,42 @@ def test_contrast_mask_objective_trains_and_logs_its_term(tmp_path, data_cache):
     assert not torch.equal(start, end)  # the masks move
 
 
+@pytest.mark.parametrize("method", ["mast_nounc", "mast_fixed"])
+def test_and_combination_trains_and_logs_its_assignment(tmp_path, data_cache, method):
+    fit(tiny(f"method={method}", "loss.combine=and", "loss.uncertainty=false", "views.resample=all"), tmp_path)
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["mask_kind"] == ("assign" if method == "mast_nounc" else "assign_fixed")
+    assert state["masks"].shape == (6, 32) and state["uncertainty_head"] is None  # shared + 5 non-crop ops
+    steps = [r for r in map(json.loads, (tmp_path / "log.jsonl").read_text().splitlines()) if "loss" in r]
+    owned = ["flip", "color_jitter", "grayscale", "blur", "solarize"]
+    assert len(steps) == 12 and all(set(r["assign_share"]) == set(owned) for r in steps)
+    assert all(0 < r["excused"] < 1 for r in steps)
+    if method == "mast_nounc":
+        assert all(set(r["attribution"]) == set(owned) and math.isfinite(r["assign"]) for r in steps)
+        for row in steps:  # the assignment's objective (weight 1) is not the embedding's
+            assert row["embedding_loss"] == pytest.approx(row["loss"] - row["assign"], rel=1e-9, abs=1e-9)
+        snapshots = sorted((tmp_path / "masks").glob("epoch_*.pt"))
+        start, end = (torch.load(p, weights_only=True)["masks"] for p in (snapshots[0], snapshots[-1]))
+        assert not torch.equal(start, end)
+    else:
+        assert torch.equal(state["masks"].sum(0), torch.ones(32)) and "assign" not in steps[0]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["views.mode=factorized"], "needs views.mode=pair"),
+    (["method=mast"], "no uncertainty weighting"),
+])
+def test_and_combination_limits_are_config_errors(tmp_path, data_cache, extra, message):
+    with pytest.raises(ValueError, match=message):
+        Trainer(tiny("method=mast_nounc", "loss.combine=and", *extra), tmp_path)
+
+
+def test_tempered_weights_log_their_effective_sample_size(tmp_path, data_cache):
+    fit(tiny("loss.min_ess=0.9"), tmp_path)
+    steps = [r for r in map(json.loads, (tmp_path / "log.jsonl").read_text().splitlines()) if "loss" in r]
+    assert all(min(r["ess"].values()) >= 0.9 - 1e-6 and max(r["temper"].values()) <= 1.0 for r in steps)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_narrowest_width_trains_on_avx2_kernels(tmp_path, data_cache, threads):
     # The issue-19 reproducer through the suite's loop: base width 4, batch 16 at 32 px, 40 AdamW steps, on

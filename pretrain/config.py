@@ -46,6 +46,8 @@ class LossConfig:
     #: and: the batch correlation between an op's difference and a dimension's error that the op must exceed
     #: to take the dimension from the shared class (about 1 / sqrt(batch) keeps noise from handing dims out).
     assign_margin: float = 0.1
+    #: and: the largest share of the dimensions one op may own (null: 1 / (number of owning ops + 1)).
+    assign_cap: float | None = None
     #: The uncertainty head on or off (null: the method's default: on for mast and mast_fixed).
     uncertainty: bool | None = None
     #: detach mode: the 1/s weights are tempered (w ~ s^-t, t <= 1 the largest that keeps it) so that each op's

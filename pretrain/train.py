@@ -74,7 +74,8 @@ def build_loss(cfg: PretrainConfig, ops: list[str] | None = None) -> torch.nn.Mo
         check_combination(cfg)
         if ops is None:
             raise ValueError("the AND loss needs the op names (build_loss(cfg, ops))")
-        return MASTAndLoss(owned_ops(cfg, ops), cfg.loss.lam, cfg.loss.mu, cfg.loss.nu, cfg.loss.assign_margin)
+        return MASTAndLoss(owned_ops(cfg, ops), cfg.loss.lam, cfg.loss.mu, cfg.loss.nu, cfg.loss.assign_margin,
+                           cfg.loss.assign_cap)
     return MASTLoss(cfg.loss.lam, cfg.loss.mu, cfg.loss.nu, cfg.loss.beta, cfg.loss.rho,
                     uncertainty=cfg.uses_uncertainty, uncertainty_norm=cfg.loss.uncertainty_norm,
                     mask_objective=cfg.loss.mask_objective, min_ess=cfg.loss.min_ess)

@@ -275,7 +275,9 @@ def reference_and(z, gates, logits, owned, lam=25.0, mu=25.0, nu=1.0, margin=0.1
         for j in range(d):
             c = torch.corrcoef(torch.stack([g, e[:, j]]))[0, 1]
             score = score + a[1 + n, j] * (c - margin)
-    return lam * inv + mu * var + nu * cov - score / d
+    cap = 1 / (len(owned) + 1)
+    over = sum(torch.relu(a[1 + n].mean() - cap) for n in range(len(owned)))
+    return lam * inv + mu * var + nu * cov - score / d + over
 
 
 def and_inputs(batch=12, d=6, k_ops=4, seed=0):

@@ -12,7 +12,13 @@ fixed ones, and this writes to ``OUT/<label>/``:
   its mask only) and shared (above it in its mask and in at least one other), stacked.
 * ``density.png``: mask density (mean_j m_kj) per op against the step, from the run's ``log.jsonl`` when
   the checkpoint sits in a run folder that has one.
-* ``masks.json``: everything above as numbers, with the checkpoint's path, epoch, step and mask kind.
+* ``masks.json``: everything above as numbers, with the checkpoint's path, epoch, step and mask kind, and
+  ``change_rho``: per op, Spearman's rho over dimensions between how much a dimension is meant to vary with
+  the op (1 - m_kj; an AND assignment's a_kj) and how much it changes under pairs that differ in that op
+  alone (``dimension_change``).
+
+An AND assignment (``loss.combine: and``) has rows shared + the owning ops, each dimension's classes summing
+to 1: its sets are disjoint by construction, so its IoU is 0 off the diagonal; ``change_rho`` is its check.
 
 The label is the run folder's name (see ``analysis.curves.run_label``).
 """
@@ -47,7 +53,83 @@ def mask_values(state: dict[str, Any]) -> torch.Tensor:
         raise AnalysisInputError(mask_skip_reason(state) or "the checkpoint has no masks")
     kind = state.get("mask_kind") or ("fixed" if state.get("method") == "mast_fixed" else "learned")
     masks = masks.detach().float().cpu()
+    if kind == "assign":  # AND: softmax over {shared, op_1..op_K'} per dimension
+        return torch.softmax(masks, dim=0)
     return torch.sigmoid(masks) if kind == "learned" else masks
+
+
+def mask_rows(state: dict[str, Any]) -> list[str]:
+    """Names of the rows of ``mask_values``: the K ops, or for an AND assignment shared + the owning ops."""
+    ops = list(state.get("aug_names") or [])
+    if not str(state.get("mask_kind", "")).startswith("assign"):
+        return ops
+    base = ((state.get("config") or {}).get("views") or {}).get("base", ["crop"])
+    return ["shared", *[op for op in ops if op not in base]]
+
+
+def variant_scores(state: dict[str, Any]) -> dict[str, np.ndarray]:
+    """op -> [d]: how much each dimension is meant to vary with the op: its assignment a_kj to the op (AND),
+    or 1 - m_kj, the op's mask leaving it out (OR). Shared and base ops have none under AND."""
+    values = mask_values(state).numpy()
+    rows = mask_rows(state)
+    if str(state.get("mask_kind", "")).startswith("assign"):
+        return {op: values[k] for k, op in enumerate(rows) if op != "shared"}
+    return {op: 1.0 - values[k] for k, op in enumerate(rows)}
+
+
+@torch.no_grad()
+def dimension_change(state: dict[str, Any], ops: list[str], n: int = 512, seed: int = 0,
+                     batch_size: int = 128) -> dict[str, np.ndarray]:
+    """op -> [d]: each embedding dimension's mean squared change under pairs that differ in that op alone
+    (``analysis.invariance.pair_params``, VICReg's strengths), over twice its variance: 0 for a dimension the
+    op leaves alone, about 1 for one it redraws. The first ``n`` images of the run's data set."""
+    from core.augment import render_views
+    from core.config import from_dict
+    from core.data import build_dataset
+    from core.data.transforms import to_float
+    from pretrain.config import PretrainConfig
+    from pretrain.train import build_model
+
+    from analysis.invariance import _generator, pair_params
+
+    cfg = from_dict(PretrainConfig, state["config"])
+    model = build_model(cfg, len(state["aug_names"]), list(state["aug_names"]))
+    model.backbone.load_state_dict(state["backbone"])
+    model.expander.load_state_dict(state["expander"])
+    model.eval()
+    images = build_dataset(cfg.data, part=cfg.data.part, progress=False)
+    sources = [images[i][0] for i in range(min(n, len(images)))]
+    height, width = sources[0].shape[-2:]
+
+    def embed(params: torch.Tensor) -> torch.Tensor:
+        out = []
+        for start in range(0, len(sources), batch_size):
+            views = render_views(sources[start:start + batch_size], params[start:start + batch_size],
+                                 cfg.data.image_size)
+            out.append(model.expander(model.backbone(to_float(views))).double())
+        return torch.cat(out)
+
+    change = {}
+    for op in ops:
+        a, b = pair_params(op, _generator(seed, 1 + ops.index(op)), len(sources), height, width, cfg.augment)
+        za, zb = embed(a), embed(b)
+        spread = 0.5 * (za.var(0) + zb.var(0))
+        change[op] = ((za - zb).pow(2).mean(0) / (2 * spread).clamp_min(1e-12)).numpy()
+    return change
+
+
+def change_correlation(state: dict[str, Any], n: int = 512, seed: int = 0) -> dict[str, float]:
+    """op -> Spearman's rho over dimensions between ``variant_scores`` and ``dimension_change``: whether each
+    op's dimensions are the ones that op actually changes (issue 20's check; NaN for constant scores)."""
+    from scipy import stats
+
+    scores = variant_scores(state)
+    change = dimension_change(state, list(scores), n, seed)
+    out = {}
+    for op, score in scores.items():
+        constant = np.ptp(score) == 0 or np.ptp(change[op]) == 0
+        out[op] = float("nan") if constant else float(stats.spearmanr(score, change[op]).statistic)
+    return out
 
 
 def mask_skip_reason(state: dict[str, Any]) -> str | None:
@@ -127,13 +209,15 @@ def plot_unique_shared(counts: dict[str, Any], ops: list[str], dim: int, title: 
     return save_figure(fig, path)
 
 
-def density_series(rows: list[dict[str, Any]], ops: list[str]) -> dict[str, tuple[list[int], list[float]]]:
-    """op -> (steps, mask density) from the step rows of a log that logged ``mask_density``."""
+def density_series(rows: list[dict[str, Any]], ops: list[str], key: str = "mask_density"
+                   ) -> dict[str, tuple[list[int], list[float]]]:
+    """op -> (steps, mask density) from the step rows of a log that logged ``key`` (``mask_density``; an AND
+    run's ``assign_share``, the share of the dimensions each op owns)."""
     out: dict[str, tuple[list[int], list[float]]] = {}
     for op in ops:
-        have = [row for row in rows if isinstance(row.get("mask_density"), dict) and op in row["mask_density"]]
+        have = [row for row in rows if isinstance(row.get(key), dict) and op in row[key]]
         if have:
-            out[op] = ([row["step"] for row in have], [row["mask_density"][op] for row in have])
+            out[op] = ([row["step"] for row in have], [row[key][op] for row in have])
     return out
 
 
@@ -179,11 +263,21 @@ def resolve_checkpoint(path: Path) -> Path:
     return path
 
 
-def analyse_checkpoint(path: Path, state: dict[str, Any], label: str, folder: Path, threshold: float) -> list[Path]:
+def analyse_checkpoint(path: Path, state: dict[str, Any], label: str, folder: Path, threshold: float,
+                       change_images: int = 512) -> list[Path]:
     """Every figure and table of one checkpoint with masks, written to ``folder``."""
-    ops = list(state.get("aug_names") or [])
+    ops = mask_rows(state)
     masks = mask_values(state).numpy()
     ops = ops if len(ops) == len(masks) else [f"op{k}" for k in range(len(masks))]
+    change_rho: dict[str, float] = {}
+    if not (state.get("expander") and state.get("config")):
+        print(f"masks: {path}: no expander or config in the checkpoint; dimension change not measured",
+              file=sys.stderr)
+    elif change_images > 0:
+        try:
+            change_rho = change_correlation(state, change_images)
+        except (FileNotFoundError, KeyError, ValueError, RuntimeError) as exc:  # the rest of the analysis stands
+            print(f"masks: {path}: dimension change not measured ({exc})", file=sys.stderr)
     iou, cosine = mask_iou(masks > threshold), mask_cosine(masks)
     counts = unique_shared_counts(masks, threshold)
     written = [
@@ -196,17 +290,19 @@ def analyse_checkpoint(path: Path, state: dict[str, Any], label: str, folder: Pa
         atomic_write_text(folder / "unique_shared.csv", counts_csv(counts, ops)),
     ]
     log = path.parent / LOG_NAME
-    curves = density_series(step_rows(read_log(log)), ops) if log.is_file() else {}
+    assignment = str(state.get("mask_kind", "")).startswith("assign")
+    key = "assign_share" if assignment else "mask_density"
+    curves = density_series(step_rows(read_log(log)), ops, key) if log.is_file() else {}
     if curves:
         written.append(plot_density(curves, f"Mask density over training: {label}", folder / "density.png"))
     else:
-        print(f"masks: {path}: no {LOG_NAME} with mask_density beside it; density.png not written", file=sys.stderr)
+        print(f"masks: {path}: no {LOG_NAME} with {key} beside it; density.png not written", file=sys.stderr)
     summary = {"checkpoint": str(path), "label": label, "method": state.get("method"),
                "mask_kind": state.get("mask_kind"), "epoch": state.get("epoch"), "step": state.get("step"),
                "ops": ops, "dim": int(masks.shape[1]), "threshold": threshold,
                "density": dict(zip(ops, masks.mean(1).tolist())), "iou": iou.tolist(), "cosine": cosine.tolist(),
                "unique": dict(zip(ops, counts["unique"])), "shared": dict(zip(ops, counts["shared"])),
-               "unused_dims": counts["unused"]}
+               "unused_dims": counts["unused"], "change_rho": change_rho, "change_images": change_images}
     written.append(atomic_write_text(folder / "masks.json", json.dumps(summary, indent=2) + "\n"))
     return written
 
@@ -219,6 +315,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"output folder; each checkpoint gets OUT/<label>/ (default: {DEFAULT_OUT})")
     parser.add_argument("--threshold", type=float, default=THRESHOLD,
                         help=f"a dimension belongs to a mask when m > threshold (default: {THRESHOLD})")
+    parser.add_argument("--change-images", type=int, default=512,
+                        help="images of the run's data set for the per-dimension change under single-op pairs "
+                             "(default: 512)")
 
 
 def each_checkpoint(paths: list[Path], command: str, skip_reason, analyse) -> list[Path]:
@@ -241,4 +340,4 @@ def each_checkpoint(paths: list[Path], command: str, skip_reason, analyse) -> li
 
 def run(args: argparse.Namespace) -> list[Path]:
     return each_checkpoint(args.checkpoints, "masks", mask_skip_reason, lambda path, state, label: analyse_checkpoint(
-        path, state, label, args.out / label, args.threshold))
+        path, state, label, args.out / label, args.threshold, args.change_images))

@@ -286,6 +286,20 @@ def first_seed_only(paths: list[Path]) -> list[Path]:
     return [p for p in paths if not tables.SEED_SUFFIX.search(p.parent.name) or p.parent.name.endswith("_s0")]
 
 
+def _change_text(change_rho: dict[str, float]) -> str:
+    """The dimension-change check of one masks.json: rho >= 0.5 for every op means each op's dimensions are
+    the ones that op actually changes (analysis.masks.change_correlation)."""
+    valid = {op: r for op, r in change_rho.items() if r is not None and not math.isnan(r)}
+    if not valid:
+        return ""
+    passed = [op for op, r in valid.items() if r >= 0.5]
+    listed = ", ".join(f"{op} {r:+.2f}" for op, r in valid.items())
+    verdict = ("every op's dimensions are the ones it changes" if len(passed) == len(valid) else
+               f"{len(passed)} of {len(valid)} ops reach 0.5")
+    return (f" Spearman's rho between a dimension's assignment to an op and its change under pairs differing in "
+            f"that op alone: {listed}; {verdict}.")
+
+
 def claim_masks(figures: Path) -> tuple[list[str], list[str]]:
     summaries = first_seed_only(sorted(figures.glob("masks/*/masks.json")))
     if not summaries:
@@ -305,7 +319,10 @@ def claim_masks(figures: Path) -> tuple[list[str], list[str]]:
                      f"only; densities " + ", ".join(f"{op} {s['density'][op]:.2f}" for op in ops) + ". "
                      + ("The masks separate the ops beyond chance." if separated else
                         "**The masks are no more separated than random sets**: on this run they do not reveal "
-                        "how the augmentations relate."))
+                        "how the augmentations relate.")
+                     + (" (An AND assignment's sets are disjoint by construction.)"
+                        if str(s["mask_kind"]).startswith("assign") else "")
+                     + _change_text(s.get("change_rho") or {}))
     return lines, []
 
 

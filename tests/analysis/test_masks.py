@@ -108,3 +108,54 @@ def test_missing_path_and_non_checkpoint_are_one_line_value_errors(tmp_path):
         masks.run(_args([junk], tmp_path / "out"))
     with pytest.raises(AnalysisInputError, match="without last.pt"):
         masks.run(_args([tmp_path], tmp_path / "out"))
+
+
+# ------------------------------------------------------------------------------ AND assignment and change
+TINY = ["data.image_size=32", "data.n=24", "data.num_workers=0", "model.arch=resnet18", "model.base_width=4",
+        "model.expander=16-8", "method=mast_nounc", "loss.combine=and", "views.resample=all"]
+
+
+def _assignment_state(logits, cfg_extra=()):
+    from core.config import load_config, to_dict
+    from pretrain.config import PretrainConfig
+    from pretrain.train import build_model
+
+    cfg = load_config(PretrainConfig, None, [*TINY, *cfg_extra])
+    ops = ["crop", "flip", "color_jitter", "grayscale", "blur", "solarize"]
+    torch.manual_seed(0)
+    model = build_model(cfg, len(ops), ops)
+    return {"format": FORMAT, "backbone": model.backbone.state_dict(), "expander": model.expander.state_dict(),
+            "arch": "resnet18", "method": "mast_nounc", "config": to_dict(cfg), "aug_names": ops,
+            "masks": logits, "mask_kind": "assign", "uncertainty_head": None, "epoch": 1, "step": 2}
+
+
+def test_assignment_rows_are_shared_then_the_owning_ops():
+    logits = torch.full((6, 8), -9.0)
+    logits[0, :3] = logits[1, 3:5] = logits[2, 5:] = 9.0  # shared 0-2, flip 3-4, color_jitter 5-7
+    state = _assignment_state(logits)
+    assert masks.mask_rows(state) == ["shared", "flip", "color_jitter", "grayscale", "blur", "solarize"]
+    values = masks.mask_values(state)
+    assert torch.allclose(values.sum(0), torch.ones(8)) and values[1, 3] > 0.99
+    scores = masks.variant_scores(state)
+    assert list(scores) == ["flip", "color_jitter", "grayscale", "blur", "solarize"]
+    assert scores["flip"].round(3).tolist() == [0, 0, 0, 1, 1, 0, 0, 0]
+    learned = {"masks": torch.tensor([[3.0, -3.0]]), "mask_kind": "learned", "aug_names": ["crop"]}
+    assert np.allclose(masks.variant_scores(learned)["crop"], [0.0474, 0.9526], atol=1e-4)  # 1 - m: may vary
+
+
+def test_dimension_change_is_zero_where_the_embedding_ignores_the_image(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAST_DATA_CACHE", str(tmp_path / "data"))
+    state = _assignment_state(torch.zeros(6, 8))
+    state["expander"]["3.weight"][:3] = 0.0  # dims 0-2 of the last layer: constant for every image
+    change = masks.dimension_change(state, ["flip", "grayscale"], n=12, batch_size=8)
+    for op in ("flip", "grayscale"):
+        assert change[op].shape == (8,) and (change[op][:3] == 0).all() and (change[op][3:] > 0).all()
+
+
+def test_change_correlation_ranks_assignment_against_change(monkeypatch):
+    state = {"masks": torch.tensor([[0.0, 0.0, 0.0], [0.0, 2.0, 4.0], [0.0, 0.0, 0.0]]), "mask_kind": "assign",
+             "aug_names": ["crop", "flip", "blur"], "config": {"views": {"base": ["crop"]}}}
+    monkeypatch.setattr(masks, "dimension_change", lambda state, ops, n, seed: {
+        "flip": np.array([0.1, 0.5, 0.9]), "blur": np.array([0.3, 0.3, 0.3])})
+    rho = masks.change_correlation(state, n=4)
+    assert rho["flip"] == pytest.approx(1.0) and math.isnan(rho["blur"])

@@ -81,16 +81,15 @@ def variant_scores(state: dict[str, Any]) -> dict[str, np.ndarray]:
 def dimension_change(state: dict[str, Any], ops: list[str], n: int = 512, seed: int = 0,
                      batch_size: int = 128) -> dict[str, np.ndarray]:
     """op -> [d]: each embedding dimension's mean squared change under pairs that differ in that op alone
-    (``analysis.invariance.pair_params``, VICReg's strengths), over twice its variance: 0 for a dimension the
+    (``analysis.invariance.pair_params``, the run's own strengths), over twice its variance: 0 for a dimension the
     op leaves alone, about 1 for one it redraws. The first ``n`` images of the run's data set."""
+    from analysis.invariance import _generator, pair_params
     from core.augment import render_views
     from core.config import from_dict
     from core.data import build_dataset
     from core.data.transforms import to_float
     from pretrain.config import PretrainConfig
     from pretrain.train import build_model
-
-    from analysis.invariance import _generator, pair_params
 
     cfg = from_dict(PretrainConfig, state["config"])
     model = build_model(cfg, len(state["aug_names"]), list(state["aug_names"]))

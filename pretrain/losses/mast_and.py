@@ -21,6 +21,7 @@ the embedded run (grayscale), excusing a third of the pairs on nearly everything
 V and C are VICReg's on the full embeddings. With every dimension shared, L is VICReg's loss exactly.
 A fixed assignment (``fixed``: a random one over the K' + 1 classes) has no L_assign: the control.
 """
+
 from __future__ import annotations
 
 import torch
@@ -47,8 +48,16 @@ def batch_correlation(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> to
 
 
 class MASTAndLoss(nn.Module):
-    def __init__(self, owned: list[int], lam: float = 25.0, mu: float = 25.0, nu: float = 1.0,
-                 margin: float = 0.1, cap: float | None = None, eps: float = 1e-4):
+    def __init__(
+        self,
+        owned: list[int],
+        lam: float = 25.0,
+        mu: float = 25.0,
+        nu: float = 1.0,
+        margin: float = 0.1,
+        cap: float | None = None,
+        eps: float = 1e-4,
+    ):
         """``owned``: indices (in the K ops' order) of the ops that can own dimensions, i.e. the non-base
         ops; ``lam, mu, nu`` as VICReg's; ``margin``: the correlation an op must exceed to take a dimension;
         ``cap``: the largest share of the dimensions one op may own (None: 1 / (K' + 1))."""
@@ -57,8 +66,14 @@ class MASTAndLoss(nn.Module):
         self.cap = cap if cap is not None else 1.0 / (len(self.owned) + 1)
         self.lam, self.mu, self.nu, self.eps = lam, mu, nu, eps
 
-    def forward(self, z: torch.Tensor, pairs: torch.Tensor, gates: torch.Tensor, assignment: torch.Tensor,
-                strengths: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self,
+        z: torch.Tensor,
+        pairs: torch.Tensor,
+        gates: torch.Tensor,
+        assignment: torch.Tensor,
+        strengths: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``z`` [2, B, d]; ``pairs`` [K, 2] (all (0, 1): AND needs pair mode); ``gates`` [B, K] w_ik;
         ``assignment`` [K' + 1, d], columns summing to 1 (row 0: shared); ``strengths`` [B, K] d_ik, what the
         assignment objective correlates with (default: the gates)."""
@@ -66,8 +81,10 @@ class MASTAndLoss(nn.Module):
         if views != 2 or not bool((pairs == pairs[0]).all()):
             raise ValueError("loss.combine=and compares one pair per image: it needs views.mode=pair")
         if assignment.shape != (len(self.owned) + 1, dim) or gates.shape[0] != batch:
-            raise ValueError(f"AND loss got z {tuple(z.shape)}, gates {tuple(gates.shape)}, assignment "
-                             f"{tuple(assignment.shape)} for {len(self.owned)} owning ops")
+            raise ValueError(
+                f"AND loss got z {tuple(z.shape)}, gates {tuple(gates.shape)}, assignment "
+                f"{tuple(assignment.shape)} for {len(self.owned)} owning ops"
+            )
         errors = (z[0] - z[1]).pow(2)  # [B, d]
         owned_gates = gates[:, self.owned]  # [B, K']
         weights = 1.0 - owned_gates @ assignment[1:].detach()  # [B, d], in [0, 1]
@@ -85,6 +102,5 @@ class MASTAndLoss(nn.Module):
             stats["attribution"] = attribution.mean(1)
             total = total + stats["assign"]
         share = assignment.detach().mean(1)
-        stats.update(assign_share=share[1:], shared_share=share[0],
-                     gate_rate=(gates.detach() > 0).float().mean(0))
+        stats.update(assign_share=share[1:], shared_share=share[0], gate_rate=(gates.detach() > 0).float().mean(0))
         return total, {"inv": invariance, "var": variance, "cov": covariance, **stats}

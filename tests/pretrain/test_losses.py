@@ -341,7 +341,7 @@ def test_and_assignment_moves_to_the_op_that_explains_the_error():
         shift[:, :4] += gates[:, 1:2] * 2 * torch.randn(64, 4, generator=g).abs()
         shift[:, 4:6] += gates[:, 2:3] * 2 * torch.randn(64, 2, generator=g).abs()
         z = torch.stack([base, base + shift + 0.3 * torch.randn(64, 10, generator=g)])
-        total, terms = loss(z, torch.tensor([[0, 1]] * 3), gates, torch.softmax(logits, 0))
+        _, terms = loss(z, torch.tensor([[0, 1]] * 3), gates, torch.softmax(logits, 0))
         optimizer.zero_grad()
         terms["assign"].backward()
         optimizer.step()

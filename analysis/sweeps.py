@@ -17,10 +17,13 @@ from pathlib import Path, PurePath
 import pandas as pd
 
 from core.io import atomic_write_text
-from core.numerics import is_current
+from core.numerics import NUMERICS, is_current
 from core.records import read_records
 
 TASKS = ("shape", "hue", "orient", "chiral", "texture", "size", "pos", "bg", "light")
+#: Task groups (issue 20): what an invariance to the ops should keep (content) and what the ops change, so
+#: that a method invariant to them loses it (variant factors).
+GROUPS = {"content": ("shape", "size", "pos"), "variant factors": ("hue", "chiral", "texture", "light")}
 RECORD_FILES = ("classification.jsonl", "sweeps.jsonl")
 
 
@@ -62,7 +65,12 @@ def _current(folders, ledger: dict) -> str:
     entries = [entry for key, entry in ledger.items() if any(_same_folder(PurePath(key), PurePath(f)) for f in folders)]
     if not entries:
         return "–"
-    return "yes" if all(is_current(e.get("numerics", 1), e.get("resolved", {})) for e in entries) else "no"
+    def current(entry: dict) -> bool:
+        if not entry.get("resolved"):  # config unknown: current only at today's version
+            return entry.get("numerics", 1) == NUMERICS
+        return is_current(entry.get("numerics", 1), entry["resolved"])
+
+    return "yes" if all(current(e) for e in entries) else "no"
 
 
 def _seed_spread(probes: pd.DataFrame) -> float:
@@ -87,6 +95,8 @@ def sweep_table(variants: dict, probes: pd.DataFrame, ledger: dict | None = None
         row.update({t: per_task.get(t, float("nan")) for t in TASKS})
         complete = all(t in per_task for t in TASKS)
         row["mean"] = float(per_task[list(TASKS)].mean()) if complete else float("nan")
+        for group, tasks in GROUPS.items():
+            row[group] = float(per_task[list(tasks)].mean()) if complete else float("nan")
         row["mean std"] = _seed_spread(mine) if complete else float("nan")
         rows.append(row)
     table = pd.DataFrame(rows)

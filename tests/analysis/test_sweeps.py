@@ -4,6 +4,7 @@ import argparse
 import json
 
 import pandas as pd
+import pytest
 
 from analysis import report, sweeps
 from core.records import append_record, make_record
@@ -43,6 +44,10 @@ def test_sweep_table_rows_means_and_delta(tmp_path):
     expected[1] = 61.0  # hue: the latest record
     assert table.loc["0.25", "hue"] == 61.0 and table.loc["0.25", "orient"] == 52.0
     assert abs(table.loc["0.25", "mean"] - sum(expected) / 9) < 1e-9
+    by_task = dict(zip(sweeps.TASKS, expected))
+    assert table.loc["0.25", "content"] == pytest.approx(sum(by_task[t] for t in ("shape", "size", "pos")) / 3)
+    assert table.loc["0.25", "variant factors"] == pytest.approx(
+        sum(by_task[t] for t in ("hue", "chiral", "texture", "light")) / 4)
     assert abs(table.loc["0.25", "vs base"] - (sum(expected) / 9 - 50.0)) < 1e-9
     assert table.loc["0.75", "n"] == 0 and pd.isna(table.loc["0.75", "mean"])
     text = sweeps.markdown(sweeps.sweep_tables(tmp_path)["rho"])
@@ -135,3 +140,13 @@ def test_mask_movement_and_diagnostics_of_a_run(tmp_path):
     assert table["run"].tolist() == ["sweeps/rho/0.25_s0", "vicreg_s0 †"]
     assert table.set_index("run").loc["vicreg_s0 †", "inv"] == 0.25
     assert "| vicreg_s0 † | vicreg |" in (results / "tables" / "diagnostics.md").read_text()
+
+
+def test_sweep_rows_say_whether_their_runs_are_current(tmp_path):
+    _study(tmp_path)
+    table = sweeps.sweep_tables(tmp_path)["rho"].set_index("variant")
+    # the base's ledger entry has no resolved config: current only at today's version
+    assert table.loc["0.5", "current"] == "no" and table.loc["0.75", "current"] == "–"
+    ledger = {"results/runs/mast_r18w16_b128_16e_shapes_s0": {"numerics": 2, "resolved": {"method": "vicreg"}}}
+    (tmp_path / "results" / "study" / "runs.json").write_text(json.dumps(ledger))
+    assert sweeps.sweep_tables(tmp_path)["rho"].set_index("variant").loc["0.5", "current"] == "yes"

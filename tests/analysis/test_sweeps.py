@@ -148,5 +148,5 @@ def test_sweep_rows_say_whether_their_runs_are_current(tmp_path):
     # the base's ledger entry has no resolved config: current only at today's version
     assert table.loc["0.5", "current"] == "no" and table.loc["0.75", "current"] == "–"
     ledger = {"results/runs/mast_r18w16_b128_16e_shapes_s0": {"numerics": 2, "resolved": {"method": "vicreg"}}}
-    (tmp_path / "results" / "study" / "runs.json").write_text(json.dumps(ledger))
+    (tmp_path / "study" / "runs.json").write_text(json.dumps(ledger))
     assert sweeps.sweep_tables(tmp_path)["rho"].set_index("variant").loc["0.5", "current"] == "yes"

@@ -1,7 +1,7 @@
 """``python -m analysis all`` (``make analysis``): every analysis on the runs and records that exist, then the
 report. Pretraining runs are the folders under ``--runs`` holding ``last.pt`` and ``config.yaml``; MAST runs
 get mask and uncertainty figures, every run its curves and an invariance profile (beside a random-init
-backbone of the same architecture). A step whose inputs are missing is skipped with a message, never fatal.
+backbone of the same architecture); sweep runs (``--runs``/sweeps/<sweep>/<run>) get the mask figures only. A step whose inputs are missing is skipped with a message, never fatal.
 """
 from __future__ import annotations
 
@@ -51,7 +51,9 @@ def run(args: argparse.Namespace) -> list[Path]:
     results, figures = args.results, args.results / "figures"
     runs = find_runs(args.runs)
     written = _step("tables", tables, ["--records", str(results / "records"), "--out", str(results / "tables")])
-    with_masks = [str(f / "last.pt") for f, cfg in runs if cfg.get("method") in MASK_METHODS]
+    # Sweep runs get the mask analysis too (cheap; the subspace sweeps' claims rest on it), not the others.
+    swept = [run for sweep in sorted((args.runs / "sweeps").glob("*")) if sweep.is_dir() for run in find_runs(sweep)]
+    with_masks = [str(f / "last.pt") for f, cfg in [*runs, *swept] if cfg.get("method") in MASK_METHODS]
     with_unc = [str(f) for f, cfg in runs if cfg.get("method") in UNCERTAINTY_METHODS]
     if with_masks:
         written += _step("masks", masks, [*with_masks, "--out", str(figures / "masks")])

@@ -12,15 +12,16 @@ import json
 import math
 import time
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import pandas as pd
 
-from analysis import tables
+from analysis import sweeps, tables
 from core.cli import git_commit
 from core.config import read_yaml
 from core.io import atomic_write_text
 from core.numerics import NUMERICS
+from core.records import read_records
 
 FACTOR_FAMILY = ("classification", "factorshapes/cls-upright", "linear-lbfgs")
 ORIENT_FAMILY = ("classification", "factorshapes/cls-rot", "linear-lbfgs")
@@ -352,8 +353,6 @@ def claim_uncertainty(figures: Path) -> tuple[list[str], list[str]]:
 
 # ---------------------------------------------------------------------------------------------- study
 def sweeps_section(results: Path) -> list[str]:
-    from analysis import sweeps
-
     try:
         found = sweeps.sweep_tables(results)
     except FileNotFoundError:
@@ -426,6 +425,97 @@ def missing_section(records: pd.DataFrame, missing: list[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- report
+#: The subspace sweeps of the study (issue 20): (sweep, variant) rows compared against the VICReg method runs.
+SUBSPACE_ROWS = [("combine", "and"), ("combine", "and_fixed"), ("conflict", "vicreg_hue05"), ("conflict", "and_hue05")]
+
+
+def _per_run_scores(results: Path) -> pd.DataFrame:
+    """One row per run folder: the nine factor tasks, their mean and the content / variant-factor means."""
+    records = read_records([results / "records" / f for f in sweeps.RECORD_FILES
+                                   if (results / "records" / f).is_file()])
+    probes = sweeps.probe_results(records) if not records.empty else pd.DataFrame(columns=["folder", "task", "value"])
+    if probes.empty:
+        return pd.DataFrame()
+    table = probes.pivot_table(index=probes["folder"].map(str), columns="task", values="value")
+    table = table.reindex(columns=list(sweeps.TASKS)).dropna()
+    table["mean"] = table[list(sweeps.TASKS)].mean(axis=1)
+    for group, tasks in sweeps.GROUPS.items():
+        table[group] = table[list(tasks)].mean(axis=1)
+    return table
+
+
+def claim_subspaces(results: Path) -> list[str]:
+    """Issue 20's checks on the subspace sweeps: AND (and its fixed control) against VICReg on the nine-task
+    mean, and under hue jitter over the whole colour circle, AND against both VICReg configs on hue and shape."""
+    try:
+        index = sweeps.load_index(results)
+    except FileNotFoundError:
+        return ["Not checked: no study index."]
+    scores = _per_run_scores(results)
+    vicreg_name = next((m for m in index.get("methods", []) if m.startswith("vicreg")), None)
+    if scores.empty or vicreg_name is None:
+        return ["Not checked: no VICReg method runs or no factor-task records."]
+
+    def rows_of(folders: list[str]) -> pd.DataFrame:
+        return scores[[any(sweeps._same_folder(PurePath(i), PurePath(f)) for f in folders) for i in scores.index]]
+
+    groups = {"vicreg": scores[[PurePath(i).name.startswith(f"{vicreg_name}_s") for i in scores.index]]}
+    for sweep, variant in SUBSPACE_ROWS:
+        spec = index.get("sweeps", {}).get(sweep, {}).get(variant)
+        if spec:
+            groups[f"{sweep}/{variant}"] = rows_of(spec["runs"])
+    groups = {k: v for k, v in groups.items() if len(v)}
+    if "vicreg" not in groups or len(groups) == 1:
+        return ["Not checked: the combine / conflict sweeps have no probed runs yet (`make study`)."]
+    columns = ["mean", "content", "variant factors", "hue", "shape"]
+    reference = groups["vicreg"]
+
+    def cell(frame: pd.DataFrame, column: str) -> str:
+        values = frame[column]
+        return f"{values.mean():.1f} ± {values.std():.1f}" if len(values) > 1 else f"{values.mean():.1f}"
+
+    def diff(frame: pd.DataFrame, other: pd.DataFrame, column: str) -> tuple[float, bool]:
+        d = frame[column].mean() - other[column].mean()
+        se = (frame[column].var() / len(frame) + other[column].var() / len(other)) ** 0.5
+        return d, bool(len(frame) > 1 and len(other) > 1 and abs(d) > 2 * se)
+
+    lines = ["Linear-probe top-1 (%), mean ± sample std over seeds (n); `content`: shape, size, pos; `variant "
+             "factors`: hue, chiral, texture, light. Differences to `vicreg` (the method runs, VICReg's "
+             "strengths); * beyond two standard errors.", "",
+             "| run | n | " + " | ".join(columns) + " | mean − vicreg |", "|---|---|" + "---|" * (len(columns) + 1)]
+    for name, frame in groups.items():
+        d, clear = diff(frame, reference, "mean")
+        delta = "" if name == "vicreg" else f"{d:+.1f}{'*' if clear else ''}"
+        lines.append(f"| `{name}` | {len(frame)} | " + " | ".join(cell(frame, c) for c in columns) + f" | {delta} |")
+    lines.append("")
+    if "combine/and" in groups:
+        d, clear = diff(groups["combine/and"], reference, "mean")
+        met = d >= 1.0 and clear
+        lines.append(f"- AND on VICReg's pairs against VICReg at equal steps: {d:+.1f} points on the nine-task mean"
+                     f"{' (beyond two standard errors)' if clear else ' (within two standard errors)'}; the "
+                     f"criterion (at least +1, beyond two standard errors) is **{'met' if met else 'not met'}**.")
+    if "combine/and" in groups and "combine/and_fixed" in groups:
+        d, clear = diff(groups["combine/and"], groups["combine/and_fixed"], "mean")
+        lines.append(f"- Learned assignment against a fixed random one: {d:+.1f} points"
+                     f"{' (beyond two standard errors)' if clear else ' (within two standard errors)'}.")
+    if "conflict/and_hue05" in groups:
+        mine = groups["conflict/and_hue05"]
+        rivals = {"vicreg": reference, "conflict/vicreg_hue05": groups.get("conflict/vicreg_hue05")}
+        parts, beats = [], True
+        for rival, frame in rivals.items():
+            if frame is None or not len(frame):
+                beats = False
+                continue
+            for task in ("hue", "shape"):
+                d, clear = diff(mine, frame, task)
+                beats &= d > 0 and clear
+                parts.append(f"{task} {d:+.1f}{'*' if clear else ''} vs `{rival}`")
+        lines.append(f"- Hue jitter over the whole circle (`augment.hue=0.5`): AND against both VICReg configs: "
+                     f"{', '.join(parts)}; it beats both on hue and shape together (beyond two standard errors): "
+                     f"**{'yes' if beats else 'no'}**.")
+    return lines
+
+
 def build_report(results: Path, runs_dir: Path, runs: pd.DataFrame | None = None) -> str:
     """The report's text; ``runs``: the pretraining runs table when the caller has it already."""
     records = tables.load_results(results / "records")
@@ -450,6 +540,7 @@ def build_report(results: Path, runs_dir: Path, runs: pd.DataFrame | None = None
         "### 1. MAST helps tasks that need different invariances", "", *claim1, "",
         "### 2. The masks reveal how augmentations relate", "", *claim2, "",
         "### 3. Uncertainty tracks difficulty", "", *claim3, "",
+        "### 4. Subspaces combined with AND (issue 20)", "", *claim_subspaces(results), "",
         "## Sensitivity sweeps", "", *sweeps_section(results), "",
         "## Training diagnostics", "", *diagnostics_section(results), "",
         "## Study time", "", *study_time_section(results), "",

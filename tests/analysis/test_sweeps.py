@@ -150,3 +150,36 @@ def test_sweep_rows_say_whether_their_runs_are_current(tmp_path):
     ledger = {"results/runs/mast_r18w16_b128_16e_shapes_s0": {"numerics": 2, "resolved": {"method": "vicreg"}}}
     (tmp_path / "study" / "runs.json").write_text(json.dumps(ledger))
     assert sweeps.sweep_tables(tmp_path)["rho"].set_index("variant").loc["0.5", "current"] == "yes"
+
+
+def _subspace_study(results, and_offset, hue_gain):
+    """VICReg method runs at 60 on every task (+ seed noise); AND runs ``and_offset`` above; under hue 0.5 the
+    VICReg runs lose hue and AND gains ``hue_gain`` on hue and shape."""
+    runs = {"and": [f"results/runs/sweeps/combine/and_s{s}" for s in range(3)],
+            "vicreg_hue05": [f"results/runs/sweeps/conflict/vicreg_hue05_s{s}" for s in range(3)],
+            "and_hue05": [f"results/runs/sweeps/conflict/and_hue05_s{s}" for s in range(3)]}
+    index = {"methods": ["vicreg_r18w16_b128_16e_shapes"], "sweeps": {
+        "combine": {"and": {"overrides": [], "runs": runs["and"]}},
+        "conflict": {v: {"overrides": [], "runs": runs[v]} for v in ("vicreg_hue05", "and_hue05")}}}
+    (results / "study").mkdir(parents=True)
+    (results / "study" / "index.json").write_text(json.dumps(index))
+    for s, noise in enumerate((-0.1, 0.0, 0.1)):
+        for task in sweeps.TASKS:
+            dataset = "factorshapes/cls-rot" if task == "orient" else "factorshapes/cls-upright"
+            base = 60.0 + noise
+            _probe(results, f"results/runs/vicreg_r18w16_b128_16e_shapes_s{s}", task, base, "classification.jsonl",
+                   dataset)
+            _probe(results, runs["and"][s], task, base + and_offset, dataset=dataset)
+            hue_cut = -20.0 if task == "hue" else 0.0
+            _probe(results, runs["vicreg_hue05"][s], task, base + hue_cut, dataset=dataset)
+            gain = hue_gain if task in ("hue", "shape") else 0.0
+            _probe(results, runs["and_hue05"][s], task, base + gain, dataset=dataset)
+
+
+@pytest.mark.parametrize("and_offset, hue_gain, met, beats", [(2.0, 3.0, "met", "yes"), (0.5, -1.0, "not met", "no")])
+def test_subspace_claims_against_vicreg(tmp_path, and_offset, hue_gain, met, beats):
+    _subspace_study(tmp_path, and_offset, hue_gain)
+    text = "\n".join(report.claim_subspaces(tmp_path))
+    assert f"| `combine/and` | 3 | {60 + and_offset:.1f} ± 0.1 |" in text
+    assert f"the criterion (at least +1, beyond two standard errors) is **{met}**" in text
+    assert f"beats both on hue and shape together (beyond two standard errors): **{beats}**" in text

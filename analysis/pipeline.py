@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> list[Path]:
             "--n", str(args.n), "--object-scale", str(_object_scale(runs)), "--figure-dir", str(figures / "invariance"),
             "--table-dir", str(results / "tables")])
     else:
-        print(f"[analysis] no pretraining runs under {args.runs}: masks, uncertainty, curves and invariance skipped")
+        print(f"[analysis] no pretraining runs directly under {args.runs}: uncertainty, curves and invariance skipped")
     written += _step("diagnostics", diagnostics, ["--runs", str(args.runs), "--results", str(results)])
     if (results / "study" / "index.json").is_file():
         written += _step("sweeps", sweeps, ["--results", str(results)])

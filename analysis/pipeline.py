@@ -30,6 +30,11 @@ def find_runs(root: Path) -> list[tuple[Path, dict]]:
     return [(folder, read_yaml(folder / "config.yaml")) for folder in folders]
 
 
+def find_sweep_runs(root: Path) -> list[tuple[Path, dict]]:
+    """``find_runs`` of every sweep folder ``root/sweeps/<sweep>/``."""
+    return [run for sweep in sorted((root / "sweeps").glob("*")) if sweep.is_dir() for run in find_runs(sweep)]
+
+
 def _sub_args(module, argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=f"analysis {module.__name__}")
     module.add_arguments(parser)
@@ -51,8 +56,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     results, figures = args.results, args.results / "figures"
     runs = find_runs(args.runs)
     written = _step("tables", tables, ["--records", str(results / "records"), "--out", str(results / "tables")])
-    # Sweep runs get the mask analysis too (cheap; the subspace sweeps' claims rest on it), not the others.
-    swept = [run for sweep in sorted((args.runs / "sweeps").glob("*")) if sweep.is_dir() for run in find_runs(sweep)]
+    swept = find_sweep_runs(args.runs)  # the mask analysis only (cheap; the subspace sweeps' claims rest on it)
     with_masks = [str(f / "last.pt") for f, cfg in [*runs, *swept] if cfg.get("method") in MASK_METHODS]
     with_unc = [str(f) for f, cfg in runs if cfg.get("method") in UNCERTAINTY_METHODS]
     if with_masks:

@@ -15,3 +15,15 @@ def test_runs_are_folders_with_a_checkpoint_and_their_configs_are_read_once(tmp_
     assert pipeline._object_scale(runs) == 1.25  # the first run's, with a warning
     assert "different object scales [1.0, 1.25]" in capsys.readouterr().err
     assert {pipeline._arch_label(cfg) for _, cfg in runs} == {"resnet18w16"}
+
+
+def test_sweep_runs_are_found_one_level_down(tmp_path):
+    for path in ("sweeps/combine/and_s0", "sweeps/combine/unstarted", "sweeps/rho/0.25_s0", "top_s0"):
+        folder = tmp_path / path
+        folder.mkdir(parents=True)
+        (folder / "config.yaml").write_text("method: mast_nounc\n")
+        if "unstarted" not in path:
+            (folder / "last.pt").write_bytes(b"")
+    found = [str(f.relative_to(tmp_path)) for f, _ in pipeline.find_sweep_runs(tmp_path)]
+    assert found == ["sweeps/combine/and_s0", "sweeps/rho/0.25_s0"]
+    assert pipeline.find_sweep_runs(tmp_path / "top_s0") == []

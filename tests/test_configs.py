@@ -24,11 +24,15 @@ def test_pretrain_config_matches_its_name(path):
     # `<method>_factorized` names the method with factorized views (views.mode is a view policy, not a loss).
     method, factorized = method.removesuffix("_factorized"), method.endswith("_factorized")
     assert (cfg.views.mode == "factorized") == factorized
-    assert cfg.method == method and cfg.train.batch_size == int(batch) and cfg.train.epochs == int(epochs)
+    # `mast_and` names MAST with AND-combined subspaces (loss.combine), learned masks and no uncertainty.
+    combine_and = method == "mast_and"
+    assert (cfg.loss.combine == "and") == combine_and
+    assert cfg.method == ("mast_nounc" if combine_and else method) and not (combine_and and cfg.uses_uncertainty)
+    assert cfg.train.batch_size == int(batch) and cfg.train.epochs == int(epochs)
     depth = re.match(r"r(\d+)", arch).group(1)
     assert cfg.model.arch == f"resnet{depth}"
     assert {"shapes": "factorshapes", "imagenet": "folder", "stl10": "stl10"}[data] == cfg.data.dataset
-    assert (cfg.views.resample == "all") == (method == "vicreg")
+    assert (cfg.views.resample == "all") == (method in ("vicreg", "mast_and"))
 
 
 CLASSIFICATION = sorted((ROOT / "configs" / "classification").glob("*.yaml"))

@@ -348,6 +348,12 @@ def claim_uncertainty(figures: Path) -> tuple[list[str], list[str]]:
                      f"each): Spearman's rho of uncertainty with difference strength"
                      f"{' (mean ± std over seeds)' if len(runs) > 1 else ''}: {text}. Uncertainty {verdict} "
                      f"difficulty for most ops (mean rho > 0.1 for {len(positive)} of {len(valid)}).")
+        own = [s["per_view"] for s in runs if s.get("per_view")]
+        if own:
+            view_rhos = pd.DataFrame([{op: v["spearman_rho"] for op, v in o.items()} for o in own], dtype=float).mean()
+            lines[-1] += (" Each view's own sigma^2 against its own distortion strength (what one view can know): "
+                          + ", ".join(f"{op} {r:+.2f}" if not pd.isna(r) else f"{op} n/a" for op, r in view_rhos.items())
+                          + f" (mean over {len(own)} run{'s' if len(own) > 1 else ''}).")
     return lines, []
 
 

@@ -20,7 +20,9 @@ the samples (not the bin means). Written to ``OUT/<run label>/``:
 * ``uncertainty_per_epoch.png``: per op, the mean over each epoch of the logged ``uncertainty`` (the batch
   mean of s at each logged step), epochs numbered from 1 like ``masks/epoch_0001.pt``;
 * ``uncertainty_bins.csv``: op, bin, low, high, count, mean s, rho; ``uncertainty.json``: the same plus the
-  per-epoch means and what was evaluated (checkpoint, images, seed).
+  per-epoch means and what was evaluated (checkpoint, images, seed), and ``per_view``: the same summary of
+  each view's own sigma^2 against what that view alone can know, its own distortion strength (the
+  difference of its parameters from the neutral ones, ``own_strengths``).
 """
 from __future__ import annotations
 
@@ -130,10 +132,23 @@ def rebuild(state: dict[str, Any]):
     return cfg, model.eval()
 
 
+def own_strengths(params: torch.Tensor, cfg, ops: list[str]) -> torch.Tensor:
+    """What one view can know of its own distortion: per op, the difference strength of the view's
+    parameters ``params`` [..., P] from the neutral ones (crop 1 - the box's area, colour jitter the mean
+    factor offset, blur sigma / max, binary ops applied): [..., K]."""
+    from core.augment import neutral_params
+    from pretrain.views import difference_strength
+
+    neutral = neutral_params().to(params.dtype).expand_as(params)
+    return difference_strength(params, neutral, cfg, ops)
+
+
 @torch.no_grad()
-def evaluate_pairs(state: dict[str, Any], n: int, seed: int = 0, batch_size: int = 128,
-                   device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """(d [N, K], s [N, K]) over the first ``n`` images of the run's data set (see the module docstring)."""
+def evaluate_pairs(state: dict[str, Any], n: int, seed: int = 0, batch_size: int = 128, device: str = "cpu",
+                   per_view: bool = False) -> tuple[np.ndarray, ...]:
+    """(d [N, K], s [N, K]) over the first ``n`` images of the run's data set (see the module docstring);
+    with ``per_view`` also (own [N V, K], sigma^2 [N V, K]): each view's own distortion strength
+    (``own_strengths``) and the head's variance for that view alone."""
     from core.data import build_dataset
     from core.data.transforms import to_float
     from core.logs import progress
@@ -148,7 +163,7 @@ def evaluate_pairs(state: dict[str, Any], n: int, seed: int = 0, batch_size: int
                                  f"{maker.ops}; was the config edited after training?")
     images = build_dataset(cfg.data, part=cfg.data.part, progress=False)
     count, pairs = min(n, len(images)), maker.pairs()
-    strengths, variances = [], []
+    strengths, variances, own, sigma2 = [], [], [], []
     for start in progress(range(0, count, batch_size), desc="uncertainty", total=math.ceil(count / batch_size)):
         index = range(start, min(start + batch_size, count))
         views, params = maker.batch([images[i][0] for i in index], [sample_generator(seed, 0, i) for i in index])
@@ -156,7 +171,10 @@ def evaluate_pairs(state: dict[str, Any], n: int, seed: int = 0, batch_size: int
                                for v in range(views.shape[1])]).float().cpu()
         strengths.append(pair_strengths(params.float(), pairs, cfg.augment, maker.ops))
         variances.append(pair_variance(log_var, pairs))
-    return torch.cat(strengths).numpy(), torch.cat(variances).numpy()
+        own.append(own_strengths(params.float(), cfg.augment, maker.ops).flatten(0, 1))  # [B V, K]
+        sigma2.append(log_var.clamp(*LOG_VAR_RANGE).exp().transpose(0, 1).flatten(0, 1))
+    pair = (torch.cat(strengths).numpy(), torch.cat(variances).numpy())
+    return (*pair, torch.cat(own).numpy(), torch.cat(sigma2).numpy()) if per_view else pair
 
 
 # ---------------------------------------------------------------------------------------------- figures
@@ -220,8 +238,11 @@ def analyse_run(path: Path, state: dict[str, Any], label: str, folder: Path, arg
     from core.device import select_device
 
     ops = list(state["aug_names"])
-    d, s = evaluate_pairs(state, args.n, args.seed, args.batch_size, str(select_device(args.device)))
+    d, s, own, sigma2 = evaluate_pairs(state, args.n, args.seed, args.batch_size, str(select_device(args.device)),
+                                       per_view=True)
     summaries = {op: summarize_op(d[:, k], s[:, k], op in BINARY_OPS, args.bins) for k, op in enumerate(ops)}
+    # What one view can know: its own sigma^2 against its own distortion, beside the pair's difference.
+    views = {op: summarize_op(own[:, k], sigma2[:, k], op in BINARY_OPS, args.bins) for k, op in enumerate(ops)}
     written = [plot_strength_bins(summaries, f"Uncertainty by difference strength: {label}",
                                   folder / "uncertainty_vs_strength.png"),
                atomic_write_text(folder / "uncertainty_bins.csv", bins_csv(summaries))]
@@ -235,7 +256,7 @@ def analyse_run(path: Path, state: dict[str, Any], label: str, folder: Path, arg
               "uncertainty_per_epoch.png not written", file=sys.stderr)
     summary = {"checkpoint": str(path), "label": label, "method": state.get("method"), "epoch": state.get("epoch"),
                "step": state.get("step"), "n_images": int(len(d)), "seed": args.seed, "ops": ops,
-               "per_op": summaries, "per_epoch": {op: {str(e): v for e, v in per.items()} for op, per in means.items()}}
+               "per_op": summaries, "per_view": views, "per_epoch": {op: {str(e): v for e, v in per.items()} for op, per in means.items()}}
     written.append(atomic_write_text(folder / "uncertainty.json", json.dumps(summary, indent=2) + "\n"))
     return written
 

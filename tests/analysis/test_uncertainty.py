@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from analysis import uncertainty as unc
+from core.augment import PARAM_NAMES, AugmentConfig, neutral_params
 from core.checkpoints import FORMAT, save_checkpoint
 from core.config import load_config, to_dict
 from pretrain.config import PretrainConfig
@@ -107,3 +108,24 @@ def test_command_on_a_tiny_checkpoint_and_skip_without_head(tmp_path, monkeypatc
     d2, s2 = unc.evaluate_pairs(state, 4, batch_size=4)
     assert d1.shape == s1.shape == (4, 6) and np.array_equal(d1, d2) and np.allclose(s1, s2)  # batching-invariant
     assert ((d1 >= 0) & (d1 <= 1)).all() and (s1 >= math.exp(-6)).all() and (s1 <= math.exp(6)).all()
+
+
+def test_own_strength_of_a_view_against_the_neutral_one():
+    ops = ["crop", "flip", "color_jitter", "grayscale", "blur", "solarize"]
+    cfg = AugmentConfig()
+    view = neutral_params().clone()
+    assert unc.own_strengths(view[None], cfg, ops).abs().max() == 0  # the neutral view is undistorted
+    names = list(PARAM_NAMES)
+    view[names.index("crop.height")] = view[names.index("crop.width")] = 0.5  # a quarter of the image
+    view[names.index("flip.applied")] = 1.0
+    own = unc.own_strengths(view[None], cfg, ops)[0]
+    assert own[0].item() == pytest.approx(0.75) and own[1].item() == 1.0 and own[2:].abs().max() == 0
+
+
+def test_per_view_evaluation_pairs_each_view_with_its_own_strength(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAST_DATA_CACHE", str(tmp_path / "data"))
+    state = torch.load(_tiny_checkpoint(tmp_path / "mast.pt", "mast"), weights_only=True)
+    d, s, own, sigma2 = unc.evaluate_pairs(state, 5, batch_size=4, per_view=True)
+    assert d.shape == s.shape == (5, 6) and own.shape == sigma2.shape == (10, 6)  # 5 images x 2 views
+    assert np.allclose(s, (sigma2[0::2] + sigma2[1::2]) / 2, rtol=1e-5)  # the pair variance is their mean
+    assert ((own >= 0) & (own <= 1)).all() and (own[:, 0] > 0).any()

@@ -58,10 +58,15 @@ def mask_values(state: dict[str, Any]) -> torch.Tensor:
     return torch.sigmoid(masks) if kind == "learned" else masks
 
 
+def is_assignment(state: dict[str, Any]) -> bool:
+    """Whether the checkpoint's masks are an AND assignment (``assign``, ``assign_fixed``)."""
+    return str(state.get("mask_kind", "")).startswith("assign")
+
+
 def mask_rows(state: dict[str, Any]) -> list[str]:
     """Names of the rows of ``mask_values``: the K ops, or for an AND assignment shared + the owning ops."""
     ops = list(state.get("aug_names") or [])
-    if not str(state.get("mask_kind", "")).startswith("assign"):
+    if not is_assignment(state):
         return ops
     base = ((state.get("config") or {}).get("views") or {}).get("base", ["crop"])
     return ["shared", *[op for op in ops if op not in base]]
@@ -72,7 +77,7 @@ def variant_scores(state: dict[str, Any]) -> dict[str, np.ndarray]:
     or 1 - m_kj, the op's mask leaving it out (OR). Shared and base ops have none under AND."""
     values = mask_values(state).numpy()
     rows = mask_rows(state)
-    if str(state.get("mask_kind", "")).startswith("assign"):
+    if is_assignment(state):
         return {op: values[k] for k, op in enumerate(rows) if op != "shared"}
     return {op: 1.0 - values[k] for k, op in enumerate(rows)}
 
@@ -84,18 +89,12 @@ def dimension_change(state: dict[str, Any], ops: list[str], n: int = 512, seed: 
     (``analysis.invariance.pair_params``, the run's own strengths), over twice its variance: 0 for a dimension the
     op leaves alone, about 1 for one it redraws. The first ``n`` images of the run's data set."""
     from analysis.invariance import _generator, pair_params
+    from analysis.uncertainty import rebuild
     from core.augment import render_views
-    from core.config import from_dict
     from core.data import build_dataset
     from core.data.transforms import to_float
-    from pretrain.config import PretrainConfig
-    from pretrain.train import build_model
 
-    cfg = from_dict(PretrainConfig, state["config"])
-    model = build_model(cfg, len(state["aug_names"]), list(state["aug_names"]))
-    model.backbone.load_state_dict(state["backbone"])
-    model.expander.load_state_dict(state["expander"])
-    model.eval()
+    cfg, model = rebuild(state)
     images = build_dataset(cfg.data, part=cfg.data.part, progress=False)
     sources = [images[i][0] for i in range(min(n, len(images)))]
     height, width = sources[0].shape[-2:]
@@ -120,15 +119,12 @@ def dimension_change(state: dict[str, Any], ops: list[str], n: int = 512, seed: 
 def change_correlation(state: dict[str, Any], n: int = 512, seed: int = 0) -> dict[str, float]:
     """op -> Spearman's rho over dimensions between ``variant_scores`` and ``dimension_change``: whether each
     op's dimensions are the ones that op actually changes (issue 20's check; NaN for constant scores)."""
-    from scipy import stats
+    from analysis.uncertainty import spearman
 
     scores = variant_scores(state)
     change = dimension_change(state, list(scores), n, seed)
-    out = {}
-    for op, score in scores.items():
-        constant = np.ptp(score) == 0 or np.ptp(change[op]) == 0
-        out[op] = float("nan") if constant else float(stats.spearmanr(score, change[op]).statistic)
-    return out
+    rhos = {op: spearman(score, change[op]) for op, score in scores.items()}
+    return {op: float("nan") if rho is None else rho for op, rho in rhos.items()}
 
 
 def mask_skip_reason(state: dict[str, Any]) -> str | None:
@@ -289,8 +285,7 @@ def analyse_checkpoint(path: Path, state: dict[str, Any], label: str, folder: Pa
         atomic_write_text(folder / "unique_shared.csv", counts_csv(counts, ops)),
     ]
     log = path.parent / LOG_NAME
-    assignment = str(state.get("mask_kind", "")).startswith("assign")
-    key = "assign_share" if assignment else "mask_density"
+    key = "assign_share" if is_assignment(state) else "mask_density"
     curves = density_series(step_rows(read_log(log)), ops, key) if log.is_file() else {}
     if curves:
         written.append(plot_density(curves, f"Mask density over training: {label}", folder / "density.png"))

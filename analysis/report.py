@@ -442,8 +442,7 @@ def _per_run_scores(results: Path) -> pd.DataFrame:
     probes = sweeps.probe_results(records) if not records.empty else pd.DataFrame(columns=["folder", "task", "value"])
     if probes.empty:
         return pd.DataFrame()
-    table = probes.pivot_table(index=probes["folder"].map(str), columns="task", values="value")
-    table = table.reindex(columns=list(sweeps.TASKS)).dropna()
+    table = sweeps.per_run_scores(probes)
     table["mean"] = table[list(sweeps.TASKS)].mean(axis=1)
     for group, tasks in sweeps.GROUPS.items():
         table[group] = table[list(tasks)].mean(axis=1)

@@ -51,32 +51,41 @@ def probe_results(records: pd.DataFrame) -> pd.DataFrame:
     return part.drop_duplicates(["key", "task"], keep="last")[["folder", "task", "value"]]
 
 
-def _numerics(folders, ledger: dict) -> float:
-    """The oldest numerics version (core/numerics.py) among the runs behind ``folders``, from the study ledger
-    (an entry without one predates versions: 1); NaN when the ledger knows none of them."""
-    versions = [entry.get("numerics", 1) for key, entry in ledger.items()
-                if any(_same_folder(PurePath(key), PurePath(f)) for f in folders)]
+def _entries(folders, ledger: dict) -> list[dict]:
+    """The study ledger's entries of the runs behind ``folders``."""
+    return [entry for key, entry in ledger.items() if any(_same_folder(PurePath(key), PurePath(f)) for f in folders)]
+
+
+def _numerics(entries: list[dict]) -> float:
+    """The oldest numerics version (core/numerics.py) among ledger ``entries`` (an entry without one predates
+    versions: 1); NaN when there are none."""
+    versions = [entry.get("numerics", 1) for entry in entries]
     return float(min(versions)) if versions else float("nan")
 
 
-def _current(folders, ledger: dict) -> str:
-    """``yes`` when every run behind ``folders`` matches today's arithmetic (core.numerics.is_current on its
-    ledger entry), ``no`` when one does not (``make study`` retrains it), ``–`` when the ledger knows none."""
-    entries = [entry for key, entry in ledger.items() if any(_same_folder(PurePath(key), PurePath(f)) for f in folders)]
+def _entry_current(entry: dict) -> bool:
+    if not entry.get("resolved"):  # config unknown: current only at today's version
+        return entry.get("numerics", 1) == NUMERICS
+    return is_current(entry.get("numerics", 1), entry["resolved"])
+
+
+def _current(entries: list[dict]) -> str:
+    """``yes`` when every ledger entry of ``entries`` matches today's arithmetic (core.numerics.is_current),
+    ``no`` when one does not (``make study`` retrains it), ``–`` when there are none."""
     if not entries:
         return "–"
-    def current(entry: dict) -> bool:
-        if not entry.get("resolved"):  # config unknown: current only at today's version
-            return entry.get("numerics", 1) == NUMERICS
-        return is_current(entry.get("numerics", 1), entry["resolved"])
+    return "yes" if all(_entry_current(e) for e in entries) else "no"
 
-    return "yes" if all(current(e) for e in entries) else "no"
+
+def per_run_scores(probes: pd.DataFrame) -> pd.DataFrame:
+    """One row per run folder (as text) with every task measured: the nine tasks, in ``TASKS`` order."""
+    per_run = probes.pivot_table(index=probes["folder"].map(str), columns="task", values="value")
+    return per_run.reindex(columns=list(TASKS)).dropna()
 
 
 def _seed_spread(probes: pd.DataFrame) -> float:
     """Sample std over runs of each run's nine-task mean (NaN below two complete runs)."""
-    per_run = probes.pivot_table(index=probes["folder"].map(str), columns="task", values="value")
-    means = per_run.reindex(columns=list(TASKS)).dropna().mean(axis=1)
+    means = per_run_scores(probes).mean(axis=1)
     return float(means.std(ddof=1)) if len(means) > 1 else float("nan")
 
 
@@ -90,8 +99,8 @@ def sweep_table(variants: dict, probes: pd.DataFrame, ledger: dict | None = None
         per_task = mine.groupby("task")["value"].mean()
         n = mine["folder"].map(str).nunique()
         row = {"variant": name, "overrides": " ".join(spec["overrides"]) or "(base config)", "n": n,
-               "numerics": _numerics(set(mine["folder"]), ledger or {}),
-               "current": _current(set(mine["folder"]), ledger or {})}
+               "numerics": _numerics(entries := _entries(set(mine["folder"]), ledger or {})),
+               "current": _current(entries)}
         row.update({t: per_task.get(t, float("nan")) for t in TASKS})
         complete = all(t in per_task for t in TASKS)
         row["mean"] = float(per_task[list(TASKS)].mean()) if complete else float("nan")

@@ -120,15 +120,19 @@ def uncertainty_skip_reason(state: dict[str, Any]) -> str | None:
 
 
 def rebuild(state: dict[str, Any]):
-    """(config, model with the checkpoint's backbone and uncertainty head, eval mode) of a MAST checkpoint."""
+    """(config, model in eval mode) of a suite checkpoint: its backbone, and its expander and uncertainty
+    head where the checkpoint has them."""
     from core.config import from_dict
     from pretrain.config import PretrainConfig
     from pretrain.train import build_model
 
     cfg = from_dict(PretrainConfig, state["config"])
-    model = build_model(cfg, len(state["aug_names"]))
+    model = build_model(cfg, len(state["aug_names"]), list(state["aug_names"]))
     model.backbone.load_state_dict(state["backbone"])
-    model.uncertainty_head.load_state_dict(state["uncertainty_head"])
+    if state.get("expander"):
+        model.expander.load_state_dict(state["expander"])
+    if model.uncertainty_head is not None:
+        model.uncertainty_head.load_state_dict(state["uncertainty_head"])
     return cfg, model.eval()
 
 

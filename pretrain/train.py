@@ -161,6 +161,7 @@ class Trainer:
             raise ValueError(f"train.batch_size={cfg.train.batch_size} must divide by the {world} processes")
         self.views = ViewMaker(cfg.augment, cfg.views, cfg.data.image_size)
         self.ops, self.pairs = self.views.ops, self.views.pairs()
+        self.owned = [self.ops[k] for k in owned_ops(cfg, self.ops)]  # the rows of an AND assignment
         images = build_dataset(cfg.data, part=cfg.data.part, progress=self.info.is_main)
         self.sampler = EpochSampler(len(images), cfg.train.batch_size // world, cfg.seed, self.info.rank, world)
         self.loader = torch.utils.data.DataLoader(
@@ -168,7 +169,6 @@ class Trainer:
             sampler=self.sampler, collate_fn=collate_rendered, num_workers=cfg.data.num_workers,
             worker_init_fn=worker_init_fn,
             pin_memory=self.device.type == "cuda", persistent_workers=cfg.data.num_workers > 0, drop_last=True)
-        check_combination(cfg)
         self.model = build_model(cfg, len(self.ops), self.ops).to(self.device)
         self.cuda = self.device.type == "cuda"
         self.memory = choose(self.device, cfg.model.arch, cfg.model.base_width, cfg.train.channels_last)
@@ -253,7 +253,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1
-        stats = _step_stats(terms, strengths, self.ops, [self.ops[k] for k in owned_ops(self.cfg, self.ops)])
+        stats = _step_stats(terms, strengths, self.ops, self.owned)
         stats.update(loss=total.item(), lr=self.optimizer.param_groups[0]["lr"])
         side_terms = [stats[k] for k in ("unc_fit", "mask_excess") if k in stats]
         if "assign" in stats:  # the assignment's objective has weight 1, not lam

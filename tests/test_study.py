@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from core.config import load_config, to_dict
 from core.records import append_record, make_record
 from scripts import study
 
@@ -292,3 +293,15 @@ def test_a_numerics_change_makes_stale_only_the_runs_it_changes(tmp_path):
     assert study.is_current(2, {"method": "mast_nounc", "loss": {}})
     assert not study.is_current(2, {"method": "mast_nounc", "loss": {"uncertainty": True}})
     assert not study.is_current(1, {"method": "vicreg", "loss": {}})
+
+
+@pytest.mark.parametrize("method", ["vicreg", "mast", "mast_nounc", "mast_fixed"])
+@pytest.mark.parametrize("flag", [None, True, False])
+def test_numerics_head_rule_is_the_configs_own(method, flag):
+    """core.numerics.uses_head reads a resolved config as a dict; it must agree with the config's property."""
+    from core.numerics import uses_head
+    from pretrain.config import PretrainConfig
+
+    overrides = [f"method={method}"] + ([] if flag is None else [f"loss.uncertainty={str(flag).lower()}"])
+    cfg = load_config(PretrainConfig, None, overrides)
+    assert uses_head(to_dict(cfg)) == cfg.uses_uncertainty

@@ -12,13 +12,14 @@ FORCE ?=
 CONFIG_ARG = $(if $(CONFIG),--config $(CONFIG),)
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup all data check test test-all pretrain eval-cls eval-detection eval-segmentation \
+.PHONY: help setup all data check lint format test test-all pretrain eval-cls eval-detection eval-segmentation \
         analysis bench compare study lock clean
 
 help:
 	@echo "make setup              create .venv with the pinned stack (mmcv built once, then cached)"
 	@echo "make all                set-up + the whole pipeline on the embedded FactorShapes data"
-	@echo "make test               set-up + the fast test suite (make test-all: slow tests too)"
+	@echo "make test               set-up + lint + the fast test suite (make test-all: slow tests too)"
+	@echo "make lint / make format ruff format and ruff check: check only / rewrite"
 	@echo "make data               generate the FactorShapes splits into the data cache"
 	@echo "make check              run the stack check (ResNet-50 forward, mmcv RoIAlign/nms on CPU)"
 	@echo "make pretrain           pretrain the embedded MAST default (CONFIG=, SEED=, ARGS=; FORCE=1 starts over)"
@@ -44,7 +45,16 @@ check: $(STAMP)
 data: $(STAMP)
 	$(PY) -m core.data prepare $(CONFIG_ARG) --out $(RESULTS)/runs/data $(ARGS)
 
-test: $(STAMP)
+# Format and lint (ruff; settings in pyproject.toml): `make format` rewrites, `make lint` only checks.
+lint: $(STAMP)
+	$(PY) -m ruff format --check --quiet . || { echo 'make lint: run `make format`' >&2; exit 1; }
+	$(PY) -m ruff check --quiet .
+
+format: $(STAMP)
+	$(PY) -m ruff format --quiet .
+	$(PY) -m ruff check --fix --quiet .
+
+test: $(STAMP) lint
 	$(PY) -m pytest -m "not slow"
 
 test-all: $(STAMP)

@@ -1,18 +1,21 @@
-"""Training curves of pretraining runs, read from their ``log.jsonl`` (``python -m analysis curves RUN...``).
+"""Training curves of pretraining runs, read from their ``log.jsonl`` (``python -m analysis curves
+RUN...``).
 
 Per run (or, with ``--overlay``, all runs in one figure, legend = run label):
 
-* ``loss_terms.png``: one panel per loss term present in the log (loss, embedding_loss, inv, var, cov,
-  density, unc_fit, mask_excess) against the step. The terms live on very different scales (the density term is ~1e-7,
-  unc_fit goes negative), so each gets its own panel rather than a shared axis.
+* ``loss_terms.png``: one panel per loss term present in the log (loss, embedding_loss, inv, var,
+  cov, density, unc_fit, mask_excess) against the step. The terms live on very different scales (the
+  density term is ~1e-7, unc_fit goes negative), so each gets its own panel rather than a shared
+  axis.
 * ``throughput.png``: images per second against the step, raw (faint) and smoothed (trailing mean).
-* ``curves.json``: per run, the number of logged steps, the last value of every term and the median img/s,
-  so the report can quote numbers.
+* ``curves.json``: per run, the number of logged steps, the last value of every term and the median
+  img/s, so the report can quote numbers.
 
 Also home of the helpers the other analyses share for run folders: ``read_log``, ``step_rows``,
-``find_log``, ``run_label`` and ``AnalysisInputError``. Keys missing from a log (a VICReg run has no masks,
-uncertainty or unc_fit) are skipped, never an error.
+``find_log``, ``run_label`` and ``AnalysisInputError``. Keys missing from a log (a VICReg run has no
+masks, uncertainty or unc_fit) are skipped, never an error.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,24 +38,29 @@ class AnalysisInputError(ValueError):
     """An input path cannot be analysed; the message names the path and what to pass instead."""
 
 
-# ------------------------------------------------------------------------------------------- run folders
+# ------------------------------------------------------------------------------------------- run
+# folders
 def find_log(path: str | Path) -> Path:
     """The ``log.jsonl`` of run folder ``path`` (or ``path`` itself when it is that file)."""
     path = Path(path)
     if not path.exists():
-        raise AnalysisInputError(f"{path}: not found; pass a pretraining run folder (holding {LOG_NAME}) or its "
-                                 f"{LOG_NAME}")
+        raise AnalysisInputError(
+            f"{path}: not found; pass a pretraining run folder (holding {LOG_NAME}) or its "
+            f"{LOG_NAME}"
+        )
     log = path / LOG_NAME if path.is_dir() else path
     if not log.is_file():
-        raise AnalysisInputError(f"{path}: no {LOG_NAME} there, so it is not a pretraining run folder; pass the "
-                                 "folder `python -m pretrain --out` wrote")
+        raise AnalysisInputError(
+            f"{path}: no {LOG_NAME} there, so it is not a pretraining run folder; pass the "
+            "folder `python -m pretrain --out` wrote"
+        )
     return log
 
 
 def run_label(path: str | Path) -> str:
-    """A short name for a run: the run folder's name; a checkpoint other than ``last.pt`` adds its stem
-    (``runs/mast/epoch_8.pt`` -> ``mast@epoch_8``, as analysis.invariance names it); a lone file outside a run
-    folder is named by its stem."""
+    """A short name for a run: the run folder's name; a checkpoint other than ``last.pt`` adds its
+    stem (``runs/mast/epoch_8.pt`` -> ``mast@epoch_8``, as analysis.invariance names it); a lone
+    file outside a run folder is named by its stem."""
     path = Path(path).resolve()
     if path.is_dir():
         return path.name
@@ -71,8 +79,8 @@ def _number(value: Any) -> Any:
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
-    """Every JSON object of a run's log (run folder or log file). A cut-off last line (a run killed while
-    writing) is dropped; a malformed line elsewhere is an error naming the file and line."""
+    """Every JSON object of a run's log (run folder or log file). A cut-off last line (a run killed
+    while writing) is dropped; a malformed line elsewhere is an error naming the file and line."""
     log = find_log(path)
     lines = log.read_text(encoding="utf-8").splitlines()
     rows = []
@@ -84,9 +92,13 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             if number == len(lines):
                 break
-            raise AnalysisInputError(f"{log}:{number} is not a JSON object; is this a pretraining log.jsonl?") from None
+            raise AnalysisInputError(
+                f"{log}:{number} is not a JSON object; is this a pretraining log.jsonl?"
+            ) from None
         if not isinstance(row, dict):
-            raise AnalysisInputError(f"{log}:{number} is not a JSON object; is this a pretraining log.jsonl?")
+            raise AnalysisInputError(
+                f"{log}:{number} is not a JSON object; is this a pretraining log.jsonl?"
+            )
         rows.append({key: _number(value) for key, value in row.items()})
     return rows
 
@@ -100,8 +112,10 @@ def step_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def series(rows: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
     """(steps, values) of a scalar ``key`` over the step rows that have it."""
     have = [row for row in rows if isinstance(row.get(key), (int, float))]
-    return (np.array([row["step"] for row in have], dtype=float),
-            np.array([row[key] for row in have], dtype=float))
+    return (
+        np.array([row["step"] for row in have], dtype=float),
+        np.array([row[key] for row in have], dtype=float),
+    )
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -110,24 +124,30 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
         return np.asarray(values, dtype=float)
     out = np.empty(len(values))
     for i in range(len(values)):
-        chunk = values[max(0, i - window + 1): i + 1]
+        chunk = values[max(0, i - window + 1) : i + 1]
         finite = chunk[np.isfinite(chunk)]
         out[i] = finite.mean() if len(finite) else math.nan
     return out
 
 
-# ---------------------------------------------------------------------------------------------- figures
+# ----------------------------------------------------------------------------------------------
+# figures
 def present_terms(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     """The loss terms at least one run logged, in ``LOSS_TERMS`` order."""
-    return [term for term in LOSS_TERMS if any(len(series(rows, term)[0]) for rows in runs.values())]
+    return [
+        term for term in LOSS_TERMS if any(len(series(rows, term)[0]) for rows in runs.values())
+    ]
 
 
 def plot_loss_terms(runs: dict[str, list[dict[str, Any]]], path: Path, title: str) -> Path:
-    """One panel per loss term; one line per run (legend = run label when there are several runs)."""
+    """One panel per loss term; one line per run (legend = run label when there are several
+    runs)."""
     terms = present_terms(runs)
     if not terms:
-        raise AnalysisInputError(f"{title}: the log has no loss terms ({', '.join(LOSS_TERMS)}); is it a "
-                                 "pretraining log?")
+        raise AnalysisInputError(
+            f"{title}: the log has no loss terms ({', '.join(LOSS_TERMS)}); is it a "
+            "pretraining log?"
+        )
     cols = min(3, len(terms))
     rows_n = math.ceil(len(terms) / cols)
     fig, ax = new_figure(4.0 * cols, 3.0 * rows_n)
@@ -143,13 +163,15 @@ def plot_loss_terms(runs: dict[str, list[dict[str, Any]]], path: Path, title: st
         panel.set_ylabel(term)
         if len(runs) > 1:
             panel.legend(fontsize="small")
-    for panel in axes[len(terms):]:
+    for panel in axes[len(terms) :]:
         panel.set_visible(False)
     fig.suptitle(f"Training loss terms: {title}")
     return save_figure(fig, path)
 
 
-def plot_throughput(runs: dict[str, list[dict[str, Any]]], path: Path, title: str, window: int) -> Path | None:
+def plot_throughput(
+    runs: dict[str, list[dict[str, Any]]], path: Path, title: str, window: int
+) -> Path | None:
     """Images per second against the step, raw and smoothed; None when no run logged img_per_s."""
     if not any(len(series(rows, "img_per_s")[0]) for rows in runs.values()):
         return None
@@ -159,8 +181,13 @@ def plot_throughput(runs: dict[str, list[dict[str, Any]]], path: Path, title: st
         if not len(steps):
             continue
         raw = ax.plot(steps, values, alpha=0.3, linewidth=0.8, label=f"{label} (raw)")[0]
-        ax.plot(steps, smooth(values, window), color=raw.get_color(), linewidth=1.6,
-                label=f"{label} (trailing mean of {window} logged steps)")
+        ax.plot(
+            steps,
+            smooth(values, window),
+            color=raw.get_color(),
+            linewidth=1.6,
+            label=f"{label} (trailing mean of {window} logged steps)",
+        )
     ax.set_title(f"Training throughput: {title}")
     ax.set_xlabel("step")
     ax.set_ylabel("images per second")
@@ -169,18 +196,25 @@ def plot_throughput(runs: dict[str, list[dict[str, Any]]], path: Path, title: st
 
 
 def run_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Logged steps, the last value of every loss term and the median img/s of one run (JSON-ready)."""
+    """Logged steps, the last value of every loss term and the median img/s of one run
+    (JSON-ready)."""
     last = {}
     for term in LOSS_TERMS:
         values = series(rows, term)[1]
         if len(values):
             last[term] = float(values[-1]) if math.isfinite(values[-1]) else None
     speed = series(rows, "img_per_s")[1]
-    return {"steps_logged": len(rows), "last_step": rows[-1]["step"] if rows else None, "last": last,
-            "median_img_per_s": float(np.median(speed)) if len(speed) else None}
+    return {
+        "steps_logged": len(rows),
+        "last_step": rows[-1]["step"] if rows else None,
+        "last": last,
+        "median_img_per_s": float(np.median(speed)) if len(speed) else None,
+    }
 
 
-def write_curves(runs: dict[str, list[dict[str, Any]]], folder: Path, title: str, window: int) -> list[Path]:
+def write_curves(
+    runs: dict[str, list[dict[str, Any]]], folder: Path, title: str, window: int
+) -> list[Path]:
     written = [plot_loss_terms(runs, folder / "loss_terms.png", title)]
     speed = plot_throughput(runs, folder / "throughput.png", title, window)
     written += [speed] if speed else []
@@ -189,20 +223,40 @@ def write_curves(runs: dict[str, list[dict[str, Any]]], folder: Path, title: str
     return written
 
 
-# ------------------------------------------------------------------------------------------------- CLI
+# -------------------------------------------------------------------------------------------------
+# CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN",
-                        help="pretraining run folders (holding log.jsonl) or log.jsonl files")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help=f"output folder; each run gets OUT/<run label>/ (default: {DEFAULT_OUT})")
-    parser.add_argument("--overlay", action="store_true",
-                        help="one figure set with every run (legend = run label) in OUT/overlay/ instead of one per run")
-    parser.add_argument("--smooth", type=int, default=20, metavar="STEPS",
-                        help="window of the trailing mean over img/s (default: 20 logged steps)")
+    parser.add_argument(
+        "runs",
+        nargs="+",
+        type=Path,
+        metavar="RUN",
+        help="pretraining run folders (holding log.jsonl) or log.jsonl files",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"output folder; each run gets OUT/<run label>/ (default: {DEFAULT_OUT})",
+    )
+    parser.add_argument(
+        "--overlay",
+        action="store_true",
+        help="one figure set with every run (legend = run label) in OUT/overlay/ instead of one "
+        "per run",
+    )
+    parser.add_argument(
+        "--smooth",
+        type=int,
+        default=20,
+        metavar="STEPS",
+        help="window of the trailing mean over img/s (default: 20 logged steps)",
+    )
 
 
 def unique_label(label: str, taken: set[str] | dict[str, Any]) -> str:
-    """``label``, or ``label-2``, ``label-3``... when two inputs share a folder name (so outputs never collide)."""
+    """``label``, or ``label-2``, ``label-3``... when two inputs share a folder name (so outputs
+    never collide)."""
     candidate, count = label, 2
     while candidate in taken:
         candidate, count = f"{label}-{count}", count + 1
@@ -216,7 +270,9 @@ def load_runs(paths: list[Path]) -> dict[str, list[dict[str, Any]]]:
         label = unique_label(run_label(path), runs)
         runs[label] = step_rows(read_log(path))
         if not runs[label]:
-            raise AnalysisInputError(f"{path}: {LOG_NAME} holds no training steps yet; is the run started?")
+            raise AnalysisInputError(
+                f"{path}: {LOG_NAME} holds no training steps yet; is the run started?"
+            )
     return runs
 
 

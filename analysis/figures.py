@@ -1,4 +1,5 @@
 """Shared plotting set-up: headless matplotlib (Agg), one style, atomic PNG writes."""
+
 from __future__ import annotations
 
 import os
@@ -31,7 +32,8 @@ def _wrap_titles(fig, width_px_per_char: float = 9.0) -> None:
 
 
 def save_figure(fig, path: str | Path) -> Path:
-    """Write ``fig`` as PNG to ``path`` (temp file + rename, so a crash never leaves half a PNG); close it."""
+    """Write ``fig`` as PNG to ``path`` (temp file + rename, so a crash never leaves half a PNG);
+    close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _wrap_titles(fig)

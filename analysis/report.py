@@ -1,10 +1,12 @@
 """``python -m analysis report``: ``results/README.md`` from records, tables, figures and run logs.
 
-The report says what was run (runs, seeds, commits, versions), shows every table, checks the paper's three
-qualitative claims against these results in plain words (including where they are not supported), shows
-every figure, and lists what is missing. It reads only files; a partial set (no detection yet, no MAST run)
-still builds and names the missing parts and the command that makes them.
+The report says what was run (runs, seeds, commits, versions), shows every table, checks the paper's
+three qualitative claims against these results in plain words (including where they are not
+supported), shows every figure, and lists what is missing. It reads only files; a partial set (no
+detection yet, no MAST run) still builds and names the missing parts and the command that makes
+them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +27,16 @@ from core.records import read_records
 
 FACTOR_FAMILY = ("classification", "factorshapes/cls-upright", "linear-lbfgs")
 ORIENT_FAMILY = ("classification", "factorshapes/cls-rot", "linear-lbfgs")
-PACKAGES = ("torch", "torchvision", "mmcv", "mmdet", "mmengine", "pandas", "matplotlib", "scikit-learn")
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "mmcv",
+    "mmdet",
+    "mmengine",
+    "pandas",
+    "matplotlib",
+    "scikit-learn",
+)
 #: What makes each missing part, for the "missing" list.
 MAKERS = {
     "classification": "make eval-cls",
@@ -33,21 +44,35 @@ MAKERS = {
     "segmentation": "make eval-segmentation",
     "masks": "make pretrain (a MAST run), then make analysis",
     "uncertainty": "make pretrain (a MAST run), then make analysis",
-    "vicreg": "make all (pretrains vicreg too) or python -m pretrain --config configs/pretrain/vicreg_*.yaml",
+    "vicreg": "make all (pretrains vicreg too) or python -m pretrain --config "
+    "configs/pretrain/vicreg_*.yaml",
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--results", type=Path, default=Path("results"),
-                        help="results folder: records/, tables/, figures/ in, README.md out (default: %(default)s)")
-    parser.add_argument("--runs", type=Path, default=Path("results/runs"),
-                        help="pretraining run folders, for the 'what was run' section (default: %(default)s)")
-    parser.add_argument("--readme", type=Path, default=None,
-                        help="a README whose results-summary block (between the markers) is rewritten; default: "
-                             "the README.md beside the results folder, left alone when it has no markers")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=Path("results"),
+        help="results folder: records/, tables/, figures/ in, README.md out (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        default=Path("results/runs"),
+        help="pretraining run folders, for the 'what was run' section (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        help="a README whose results-summary block (between the markers) is rewritten; default: "
+        "the README.md beside the results folder, left alone when it has no markers",
+    )
 
 
-# --------------------------------------------------------------------------------------------- sections
+# ---------------------------------------------------------------------------------------------
+# sections
 def versions() -> str:
     found = []
     for name in PACKAGES:
@@ -59,12 +84,17 @@ def versions() -> str:
 
 
 def _is_pretraining_run(folder: Path) -> bool:
-    """A pretraining run folder (other stages' output folders also hold config.yaml and log.jsonl)."""
+    """A pretraining run folder (other stages' output folders also hold config.yaml and
+    log.jsonl)."""
     if not ((folder / "config.yaml").is_file() and (folder / "log.jsonl").is_file()):
         return False
     try:
         return json.loads((folder / "run.json").read_text()).get("stage") == "pretrain"
-    except (OSError, ValueError):  # no run.json (copied from elsewhere): a config that names a method
+    # no run.json (copied from elsewhere): a config that names a method
+    except (
+        OSError,
+        ValueError,
+    ):
         return "method" in read_yaml(folder / "config.yaml")
 
 
@@ -74,18 +104,37 @@ RUNS_CSV = Path("tables") / "pretraining_runs.csv"
 
 def pretraining_runs(runs_dir: Path, results: Path | None = None) -> pd.DataFrame:
     """One row per pretraining run folder under ``runs_dir``; with ``results``, plus the rows of
-    ``results/tables/pretraining_runs.csv`` whose folders are gone (see ``tables.keep_gone_runs``)."""
+    ``results/tables/pretraining_runs.csv`` whose folders are gone (see
+    ``tables.keep_gone_runs``)."""
     rows = []
     for folder in sorted(p for p in runs_dir.glob("*") if _is_pretraining_run(p)):
         cfg = read_yaml(folder / "config.yaml")
-        steps = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if '"loss"' in line]
+        steps = [
+            json.loads(line)
+            for line in (folder / "log.jsonl").read_text().splitlines()
+            if '"loss"' in line
+        ]
         last = steps[-1] if steps else {}
-        speed = pd.Series([s.get("img_per_s") for s in steps], dtype=float).median() if steps else math.nan
-        rows.append({"run": folder.name, "method": cfg.get("method"), "seed": cfg.get("seed"),
-                     "epochs": cfg.get("train", {}).get("epochs"), "steps": last.get("step"),
-                     "final_loss": last.get("loss", math.nan), "img_per_s": speed})
+        speed = (
+            pd.Series([s.get("img_per_s") for s in steps], dtype=float).median()
+            if steps
+            else math.nan
+        )
+        rows.append(
+            {
+                "run": folder.name,
+                "method": cfg.get("method"),
+                "seed": cfg.get("seed"),
+                "epochs": cfg.get("train", {}).get("epochs"),
+                "steps": last.get("step"),
+                "final_loss": last.get("loss", math.nan),
+                "img_per_s": speed,
+            }
+        )
     table = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
-    return tables.keep_gone_runs(table, results / RUNS_CSV, runs_dir) if results is not None else table
+    return (
+        tables.keep_gone_runs(table, results / RUNS_CSV, runs_dir) if results is not None else table
+    )
 
 
 def _number(value, digits: int) -> str:
@@ -94,15 +143,32 @@ def _number(value, digits: int) -> str:
 
 def runs_section(runs: pd.DataFrame, runs_dir: Path) -> list[str]:
     if runs.empty:
-        return [f"No pretraining run folders under `{runs_dir}` (checkpoints may come from elsewhere; the records "
-                "below name them)."]
-    rows = [f"| `{r.run.removesuffix(tables.GONE_MARK)}`{tables.GONE_MARK if r.run.endswith(tables.GONE_MARK) else ''}"
-            f" | {r.method} | {_number(r.seed, 0)} | {_number(r.epochs, 0)} | {_number(r.steps, 0)}"
-            f" | {_number(r.final_loss, 3)} | {_number(r.img_per_s, 0)} |" for r in runs.itertuples(index=False)]
-    note = ([f"†: the run's folder is not under `{runs_dir}` (a fresh checkout holds no runs); its row is kept from "
-             "the last `make analysis` that saw it.", ""] if runs["run"].str.endswith(tables.GONE_MARK).any() else [])
-    return [*note, "| run | method | seed | epochs | steps | final loss | median img/s |",
-            "|---|---|---|---|---|---|---|", *rows]
+        return [
+            f"No pretraining run folders under `{runs_dir}` (checkpoints may come from "
+            "elsewhere; the records below name them)."
+        ]
+    gone = tables.GONE_MARK
+    rows = [
+        f"| `{r.run.removesuffix(gone)}`{gone if r.run.endswith(gone) else ''}"
+        f" | {r.method} | {_number(r.seed, 0)} | {_number(r.epochs, 0)} | {_number(r.steps, 0)}"
+        f" | {_number(r.final_loss, 3)} | {_number(r.img_per_s, 0)} |"
+        for r in runs.itertuples(index=False)
+    ]
+    note = (
+        [
+            f"†: the run's folder is not under `{runs_dir}` (a fresh checkout holds no runs); "
+            "its row is kept from the last `make analysis` that saw it.",
+            "",
+        ]
+        if runs["run"].str.endswith(tables.GONE_MARK).any()
+        else []
+    )
+    return [
+        *note,
+        "| run | method | seed | epochs | steps | final loss | median img/s |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+    ]
 
 
 def records_section(records: pd.DataFrame) -> list[str]:
@@ -111,8 +177,10 @@ def records_section(records: pd.DataFrame) -> list[str]:
     lines = ["| stage | records | methods | seeds | commits |", "|---|---|---|---|---|"]
     for stage, part in records.groupby("stage"):
         commits = ", ".join(sorted({str(c)[:7] for c in part["git_commit"].dropna()}))
-        lines.append(f"| {stage} | {len(part)} | {', '.join(sorted(part['method'].unique()))} | "
-                     f"{', '.join(str(s) for s in sorted(part['seed'].unique()))} | {commits} |")
+        lines.append(
+            f"| {stage} | {len(part)} | {', '.join(sorted(part['method'].unique()))} | "
+            f"{', '.join(str(s) for s in sorted(part['seed'].unique()))} | {commits} |"
+        )
     return lines
 
 
@@ -123,23 +191,41 @@ def tables_section(aggregated: pd.DataFrame) -> list[str]:
     published = tables.load_published()
     for family in tables.families(aggregated):
         table = tables.pivot(aggregated, family, published)
-        lines += [f"### {family}", "", table.attrs.get("caption", ""), "", tables.markdown_table(table), ""]
-    lines += ["### Published reference numbers (from the literature, not ours)", "",
-              tables.markdown_table(tables.published_table(published)), ""]
+        lines += [
+            f"### {family}",
+            "",
+            table.attrs.get("caption", ""),
+            "",
+            tables.markdown_table(table),
+            "",
+        ]
+    lines += [
+        "### Published reference numbers (from the literature, not ours)",
+        "",
+        tables.markdown_table(tables.published_table(published)),
+        "",
+    ]
     return lines
 
 
-# ---------------------------------------------------------------------------------------------- claims
+# ----------------------------------------------------------------------------------------------
+# claims
 def _family_scores(measured: pd.DataFrame, family: tuple[str, str, str]) -> pd.DataFrame:
     stage, dataset, protocol = family
-    part = measured[(measured["stage"] == stage) & (measured["dataset"] == dataset)
-                    & (measured["protocol"] == protocol)]
-    return part.pivot_table(index=["label", "checkpoint", "seed"], columns="task", values="value", aggfunc="first")
+    part = measured[
+        (measured["stage"] == stage)
+        & (measured["dataset"] == dataset)
+        & (measured["protocol"] == protocol)
+    ]
+    return part.pivot_table(
+        index=["label", "checkpoint", "seed"], columns="task", values="value", aggfunc="first"
+    )
 
 
 def main_label(labels, method: str) -> str | None:
-    """The row of ``method``'s own config: the label ``method`` itself, or ``method (<method>_<arch>_...)`` when
-    the method has several configs (e.g. ``mast (mast_factorized_...)`` is a variant, not MAST's row)."""
+    """The row of ``method``'s own config: the label ``method`` itself, or ``method
+    (<method>_<arch>_...)`` when the method has several configs (e.g. ``mast (mast_factorized_...)``
+    is a variant, not MAST's row)."""
     labels = list(labels)
     if method in labels:
         return method
@@ -148,8 +234,8 @@ def main_label(labels, method: str) -> str | None:
 
 
 def factor_scores(measured: pd.DataFrame) -> pd.DataFrame:
-    """Linear-probe top-1 per measurement (rows: label, checkpoint, seed) and factor task (columns); orient from
-    cls-rot, joined on the same checkpoint and seed."""
+    """Linear-probe top-1 per measurement (rows: label, checkpoint, seed) and factor task (columns);
+    orient from cls-rot, joined on the same checkpoint and seed."""
     upright = _family_scores(measured, FACTOR_FAMILY).drop(columns=["orient"], errors="ignore")
     rot = _family_scores(measured, ORIENT_FAMILY)
     if "orient" in rot.columns:
@@ -158,15 +244,20 @@ def factor_scores(measured: pd.DataFrame) -> pd.DataFrame:
 
 
 def seed_summary(scores: pd.DataFrame) -> pd.DataFrame:
-    """Per label: mean, std and n of every task, and of the task mean over the seeds that have every task."""
+    """Per label: mean, std and n of every task, and of the task mean over the seeds that have every
+    task."""
     by_label = scores.groupby(level="label")
     complete = scores.dropna()
     task_mean = complete.mean(axis=1).groupby(level="label")
-    # A label with no seed covering every task (e.g. a ceiling trained per data set): the mean of its task means.
+    # A label with no seed covering every task (e.g. a ceiling trained per data set): the mean of
+    # its task means.
     means = by_label.mean()
     overall = task_mean.mean().reindex(means.index).fillna(means.mean(axis=1))
-    parts = {"mean": means.assign(mean=overall), "std": by_label.std().assign(mean=task_mean.std()),
-             "n": by_label.count().assign(mean=task_mean.count().reindex(means.index).fillna(1))}
+    parts = {
+        "mean": means.assign(mean=overall),
+        "std": by_label.std().assign(mean=task_mean.std()),
+        "n": by_label.count().assign(mean=task_mean.count().reindex(means.index).fillna(1)),
+    }
     return pd.concat(parts, axis=1)  # columns: (statistic, task), the last task being "mean"
 
 
@@ -178,7 +269,8 @@ def _cell(summary: pd.DataFrame, label: str, task: str) -> str:
 
 
 def difference(summary: pd.DataFrame, label: str, reference: str) -> pd.DataFrame:
-    """``label - reference`` per column, with whether it exceeds twice its standard error over seeds."""
+    """``label - reference`` per column, with whether it exceeds twice its standard error over
+    seeds."""
     mean, std, n = (summary[stat] for stat in ("mean", "std", "n"))
     diff = (mean.loc[label] - mean.loc[reference]).dropna()
     se = (std.loc[label] ** 2 / n.loc[label] + std.loc[reference] ** 2 / n.loc[reference]) ** 0.5
@@ -192,44 +284,69 @@ def _difference_text(name: str, diff: pd.DataFrame) -> str:
     better = [t for t, row in tasks.iterrows() if row["clear"] and row["diff"] > 0]
     worse = [t for t, row in tasks.iterrows() if row["clear"] and row["diff"] < 0]
     clear = " (beyond 2 standard errors)" if diff.loc["mean", "clear"] else ""
-    spread = (f"Beyond 2 standard errors of the seed spread: better on {', '.join(better) or 'none'}, worse on "
-              f"{', '.join(worse) or 'none'}." if tasks["se"].notna().any()
-              else "A single seed on a side: no spread to test against.")
-    return (f"{name} >= VICReg on {len(wins)} of {len(tasks)} factor tasks ({', '.join(wins) or 'none'}); mean "
-            f"difference {diff.loc['mean', 'diff']:+.1f} points{clear}. {spread}")
+    spread = (
+        f"Beyond 2 standard errors of the seed spread: better on {', '.join(better) or 'none'}, "
+        f"worse on {', '.join(worse) or 'none'}."
+        if tasks["se"].notna().any()
+        else "A single seed on a side: no spread to test against."
+    )
+    return (
+        f"{name} >= VICReg on {len(wins)} of {len(tasks)} factor tasks "
+        f"({', '.join(wins) or 'none'}); mean "
+        f"difference {diff.loc['mean', 'diff']:+.1f} points{clear}. {spread}"
+    )
 
 
 def row_order(labels, *first: str) -> list[str]:
-    """``first`` (the compared rows), then the other methods by name, then the floor and ceiling references."""
+    """``first`` (the compared rows), then the other methods by name, then the floor and ceiling
+    references."""
     references = [r for r in ("random-init", "supervised") if r in labels]
     return [*first, *sorted(set(labels) - {*first, *references}), *references]
 
 
 # The transfer metrics of the summary: (column name, (stage, dataset, protocol, task, metric)).
 SUMMARY_METRICS = [
-    ("box AP (Faster R-CNN)", ("detection", "factorshapes/det", "embedded-frcnn", "shape", "box_AP")),
-    ("mask AP (Mask R-CNN)", ("segmentation", "factorshapes/det", "embedded-mrcnn", "shape", "mask_AP")),
+    (
+        "box AP (Faster R-CNN)",
+        ("detection", "factorshapes/det", "embedded-frcnn", "shape", "box_AP"),
+    ),
+    (
+        "mask AP (Mask R-CNN)",
+        ("segmentation", "factorshapes/det", "embedded-mrcnn", "shape", "mask_AP"),
+    ),
 ]
 
 
 def _metric_cell(aggregated: pd.DataFrame, label: str, key: tuple[str, ...]) -> str:
     stage, dataset, protocol, task, metric = key
-    row = aggregated[(aggregated["label"] == label) & (aggregated["stage"] == stage)
-                     & (aggregated["dataset"] == dataset) & (aggregated["protocol"] == protocol)
-                     & (aggregated["task"] == task) & (aggregated["metric"] == metric)]
+    row = aggregated[
+        (aggregated["label"] == label)
+        & (aggregated["stage"] == stage)
+        & (aggregated["dataset"] == dataset)
+        & (aggregated["protocol"] == protocol)
+        & (aggregated["task"] == task)
+        & (aggregated["metric"] == metric)
+    ]
     if row.empty:
         return "–"
     mean, std, n = row.iloc[0][["mean", "std", "n"]]
-    return f"{mean:.1f} ± {std:.1f} (n={int(n)})" if n > 1 and pd.notna(std) else f"{mean:.1f} (n={int(n)})"
+    return (
+        f"{mean:.1f} ± {std:.1f} (n={int(n)})"
+        if n > 1 and pd.notna(std)
+        else f"{mean:.1f} (n={int(n)})"
+    )
 
 
-def summary_section(measured: pd.DataFrame, aggregated: pd.DataFrame,
-                    details: str = "`results/README.md`") -> list[str]:
-    """One row per method: the nine-task linear-probe mean, detection box AP and mask AP, mean ± std over seeds;
-    ``details`` says where the per-task tables are (the report itself says "below")."""
+def summary_section(
+    measured: pd.DataFrame, aggregated: pd.DataFrame, details: str = "`results/README.md`"
+) -> list[str]:
+    """One row per method: the nine-task linear-probe mean, detection box AP and mask AP, mean ± std
+    over seeds; ``details`` says where the per-task tables are (the report itself says "below")."""
     scores = factor_scores(measured) if not measured.empty else pd.DataFrame()
     if scores.empty:
-        return ["No factor-task records yet: run `make study` (or `make eval`), then `make analysis`."]
+        return [
+            "No factor-task records yet: run `make study` (or `make eval`), then `make analysis`."
+        ]
     summary = seed_summary(scores)
     labels = list(summary.index)
     first = [label for label in (main_label(labels, "vicreg"), main_label(labels, "mast")) if label]
@@ -238,41 +355,77 @@ def summary_section(measured: pd.DataFrame, aggregated: pd.DataFrame,
     for label in row_order(labels, *first):
         n = int(summary.loc[label, ("n", "mean")])
         probe = f"{_cell(summary, label, 'mean')} (n={n})"
-        lines.append(f"| {label} | {probe} | " + " | ".join(_metric_cell(aggregated, label, key)
-                                                          for _, key in SUMMARY_METRICS) + " |")
-    return lines + ["", "Mean ± sample std over pretraining seeds (n); detection and segmentation on the embedded "
-                    "det split's shape categories. Per-task tables, the claim checks and every figure: "
-                    f"{details}."]
+        lines.append(
+            f"| {label} | {probe} | "
+            + " | ".join(_metric_cell(aggregated, label, key) for _, key in SUMMARY_METRICS)
+            + " |"
+        )
+    return lines + [
+        "",
+        "Mean ± sample std over pretraining seeds (n); detection and segmentation on the "
+        "embedded det split's shape categories. Per-task tables, the claim checks and every "
+        f"figure: {details}.",
+    ]
 
 
 def claim_invariances(measured: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """MAST (and its view variants) vs VICReg per factor task, mean ± std over seeds; returns (lines, missing)."""
-    scores = factor_scores(measured) if not measured.empty else pd.DataFrame(index=pd.Index([], name="label"))
+    """MAST (and its view variants) vs VICReg per factor task, mean ± std over seeds; returns
+    (lines, missing)."""
+    scores = (
+        factor_scores(measured)
+        if not measured.empty
+        else pd.DataFrame(index=pd.Index([], name="label"))
+    )
     labels = sorted(set(scores.index.get_level_values("label")))
     mast, vicreg = main_label(labels, "mast"), main_label(labels, "vicreg")
     missing = [m for m, label in (("mast", mast), ("vicreg", vicreg)) if label is None]
     if missing:
-        return [f"Not checked: no linear-probe records of {' and '.join(missing)} on the factor tasks."], missing
+        return [
+            f"Not checked: no linear-probe records of {' and '.join(missing)} on the factor tasks."
+        ], missing
     summary = seed_summary(scores)
     variants = [label for label in labels if label.startswith("mast (") and label != mast]
     diffs = {label: difference(summary, label, vicreg) for label in (mast, *variants)}
     columns = [c for c in diffs[mast].index if c != "mean"] + ["mean"]
-    lines = ["| method | seeds | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+    lines = [
+        "| method | seeds | " + " | ".join(columns) + " |",
+        "|---|---|" + "---|" * len(columns),
+    ]
     for label in row_order(labels, mast, vicreg):
         seeds = int(summary.loc[label, "n"].max())
-        lines.append(f"| {label} | {seeds} | " + " | ".join(_cell(summary, label, c) for c in columns) + " |")
+        lines.append(
+            f"| {label} | {seeds} | " + " | ".join(_cell(summary, label, c) for c in columns) + " |"
+        )
     for label, diff in diffs.items():
-        cells = [f"{diff.loc[c, 'diff']:+.1f}{'*' if diff.loc[c, 'clear'] else ''}" if c in diff.index else "–"
-                 for c in columns]
+        cells = [
+            f"{diff.loc[c, 'diff']:+.1f}{'*' if diff.loc[c, 'clear'] else ''}"
+            if c in diff.index
+            else "–"
+            for c in columns
+        ]
         lines.append(f"| {label} − vicreg | | " + " | ".join(cells) + " |")
     tasks = diffs[mast].drop(index="mean")["diff"]
-    verdict = "supports" if diffs[mast].loc["mean", "diff"] > 0 and (tasks >= 0).sum() > len(tasks) / 2 \
+    verdict = (
+        "supports"
+        if diffs[mast].loc["mean", "diff"] > 0 and (tasks >= 0).sum() > len(tasks) / 2
         else "does not support"
-    lines += ["", "Cells: linear-probe top-1 (%), mean ± sample std over seeds; `mean`: the nine-task mean per seed, "
-              "then over seeds. Differences marked * exceed twice their standard error over seeds.", ""]
-    lines += [f"- {_difference_text('MAST' if label == mast else f'`{label}`', diff)}" for label, diff in diffs.items()]
-    lines += ["", f"On these results the claim that MAST helps tasks needing different invariances: **{verdict}** "
-              "it (MAST's own config against VICReg)."]
+    )
+    lines += [
+        "",
+        "Cells: linear-probe top-1 (%), mean ± sample std over seeds; `mean`: the nine-task mean "
+        "per seed, "
+        "then over seeds. Differences marked * exceed twice their standard error over seeds.",
+        "",
+    ]
+    lines += [
+        f"- {_difference_text('MAST' if label == mast else f'`{label}`', diff)}"
+        for label, diff in diffs.items()
+    ]
+    lines += [
+        "",
+        "On these results the claim that MAST helps tasks needing different invariances: "
+        f"**{verdict}** it (MAST's own config against VICReg).",
+    ]
     return lines, []
 
 
@@ -284,21 +437,30 @@ def _chance_iou(p: float, q: float) -> float:
 
 def first_seed_only(paths: list[Path]) -> list[Path]:
     """Per-run outputs of the first seed (folder ``..._s0``) or of runs without a seed suffix."""
-    return [p for p in paths if not tables.SEED_SUFFIX.search(p.parent.name) or p.parent.name.endswith("_s0")]
+    return [
+        p
+        for p in paths
+        if not tables.SEED_SUFFIX.search(p.parent.name) or p.parent.name.endswith("_s0")
+    ]
 
 
 def _change_text(change_rho: dict[str, float]) -> str:
-    """The dimension-change check of one masks.json: rho >= 0.5 for every op means each op's dimensions are
-    the ones that op actually changes (analysis.masks.change_correlation)."""
+    """The dimension-change check of one masks.json: rho >= 0.5 for every op means each op's
+    dimensions are the ones that op actually changes (analysis.masks.change_correlation)."""
     valid = {op: r for op, r in change_rho.items() if r is not None and not math.isnan(r)}
     if not valid:
         return ""
     passed = [op for op, r in valid.items() if r >= 0.5]
     listed = ", ".join(f"{op} {r:+.2f}" for op, r in valid.items())
-    verdict = ("every op's dimensions are the ones it changes" if len(passed) == len(valid) else
-               f"{len(passed)} of {len(valid)} ops reach 0.5")
-    return (f" Spearman's rho between a dimension's assignment to an op and its change under pairs differing in "
-            f"that op alone: {listed}; {verdict}.")
+    verdict = (
+        "every op's dimensions are the ones it changes"
+        if len(passed) == len(valid)
+        else f"{len(passed)} of {len(valid)} ops reach 0.5"
+    )
+    return (
+        " Spearman's rho between a dimension's assignment to an op and its change under pairs "
+        f"differing in that op alone: {listed}; {verdict}."
+    )
 
 
 def claim_masks(figures: Path) -> tuple[list[str], list[str]]:
@@ -315,49 +477,80 @@ def claim_masks(figures: Path) -> tuple[list[str], list[str]]:
         mean_off, mean_chance = sum(off) / len(off), sum(chance) / len(chance)
         unique = sum(s["unique"].values())
         separated = mean_off < 0.8 * mean_chance or unique > 0.25 * dim
-        lines.append(f"- `{s['label']}` ({s['mask_kind']} masks, {dim} dims): mean off-diagonal IoU {mean_off:.2f} "
-                     f"against {mean_chance:.2f} for random sets of the same sizes; {unique} dims belong to one op "
-                     f"only; densities " + ", ".join(f"{op} {s['density'][op]:.2f}" for op in ops) + ". "
-                     + ("The masks separate the ops beyond chance." if separated else
-                        "**The masks are no more separated than random sets**: on this run they do not reveal "
-                        "how the augmentations relate.")
-                     + (" (An AND assignment's sets are disjoint by construction.)"
-                        if str(s["mask_kind"]).startswith("assign") else "")
-                     + _change_text(s.get("change_rho") or {}))
+        lines.append(
+            f"- `{s['label']}` ({s['mask_kind']} masks, {dim} dims): mean off-diagonal IoU "
+            f"{mean_off:.2f} against {mean_chance:.2f} for random sets of the same sizes; "
+            f"{unique} dims belong to one op only; densities "
+            + ", ".join(f"{op} {s['density'][op]:.2f}" for op in ops)
+            + ". "
+            + (
+                "The masks separate the ops beyond chance."
+                if separated
+                else "**The masks are no more separated than random sets**: on this run they do "
+                "not reveal "
+                "how the augmentations relate."
+            )
+            + (
+                " (An AND assignment's sets are disjoint by construction.)"
+                if str(s["mask_kind"]).startswith("assign")
+                else ""
+            )
+            + _change_text(s.get("change_rho") or {})
+        )
     return lines, []
 
 
 def claim_uncertainty(figures: Path) -> tuple[list[str], list[str]]:
     summaries = sorted(figures.glob("uncertainty/*/uncertainty.json"))
     if not summaries:
-        return ["Not checked: no uncertainty analysis (needs a MAST run with an uncertainty head)."], ["uncertainty"]
+        return [
+            "Not checked: no uncertainty analysis (needs a MAST run with an uncertainty head)."
+        ], ["uncertainty"]
     by_config: dict[str, list[dict]] = {}
     for path in summaries:
         s = json.loads(path.read_text())
         by_config.setdefault(tables.SEED_SUFFIX.sub("", s["label"]), []).append(s)
     lines = []
     for config, runs in by_config.items():
-        rhos = pd.DataFrame([{op: v["spearman_rho"] for op, v in s["per_op"].items()} for s in runs], dtype=float)
+        rhos = pd.DataFrame(
+            [{op: v["spearman_rho"] for op, v in s["per_op"].items()} for s in runs], dtype=float
+        )
         mean, std = rhos.mean(), rhos.std()
         valid = mean.dropna()
         positive = [op for op, r in valid.items() if r > 0.1]
-        text = ", ".join(f"{op} {mean[op]:+.2f}" + (f" ± {std[op]:.2f}" if len(runs) > 1 else "")
-                         if not pd.isna(mean[op]) else f"{op} n/a" for op in rhos.columns)
+        text = ", ".join(
+            f"{op} {mean[op]:+.2f}" + (f" ± {std[op]:.2f}" if len(runs) > 1 else "")
+            if not pd.isna(mean[op])
+            else f"{op} n/a"
+            for op in rhos.columns
+        )
         verdict = "tracks" if len(positive) > len(valid) / 2 else "does **not** track"
-        lines.append(f"- `{config}` ({len(runs)} run{'s' if len(runs) > 1 else ''}, {runs[0]['n_images']} images "
-                     f"each): Spearman's rho of uncertainty with difference strength"
-                     f"{' (mean ± std over seeds)' if len(runs) > 1 else ''}: {text}. Uncertainty {verdict} "
-                     f"difficulty for most ops (mean rho > 0.1 for {len(positive)} of {len(valid)}).")
+        lines.append(
+            f"- `{config}` ({len(runs)} run{'s' if len(runs) > 1 else ''}, {runs[0]['n_images']} "
+            "images "
+            f"each): Spearman's rho of uncertainty with difference strength"
+            f"{' (mean ± std over seeds)' if len(runs) > 1 else ''}: {text}. Uncertainty {verdict} "
+            f"difficulty for most ops (mean rho > 0.1 for {len(positive)} of {len(valid)})."
+        )
         own = [s["per_view"] for s in runs if s.get("per_view")]
         if own:
-            view_rhos = pd.DataFrame([{op: v["spearman_rho"] for op, v in o.items()} for o in own], dtype=float).mean()
-            lines[-1] += (" Each view's own sigma^2 against its own distortion strength (what one view can know): "
-                          + ", ".join(f"{op} {r:+.2f}" if not pd.isna(r) else f"{op} n/a" for op, r in view_rhos.items())
-                          + f" (mean over {len(own)} run{'s' if len(own) > 1 else ''}).")
+            view_rhos = pd.DataFrame(
+                [{op: v["spearman_rho"] for op, v in o.items()} for o in own], dtype=float
+            ).mean()
+            lines[-1] += (
+                " Each view's own sigma^2 against its own distortion strength (what one view can "
+                "know): "
+                + ", ".join(
+                    f"{op} {r:+.2f}" if not pd.isna(r) else f"{op} n/a"
+                    for op, r in view_rhos.items()
+                )
+                + f" (mean over {len(own)} run{'s' if len(own) > 1 else ''})."
+            )
     return lines, []
 
 
-# ---------------------------------------------------------------------------------------------- study
+# ----------------------------------------------------------------------------------------------
+# study
 def sweeps_section(results: Path) -> list[str]:
     try:
         found = sweeps.sweep_tables(results)
@@ -365,12 +558,16 @@ def sweeps_section(results: Path) -> list[str]:
         return ["No study index yet (`make study` writes `study/index.json`)."]
     if not found:
         return ["The study config has no sweeps."]
-    lines = ["Linear-probe top-1 (%) of MAST with one open choice of docs/method.md changed at a time, on the "
-             "study's sweep seeds; `mean` is over the nine factor tasks (± the sample std of the per-seed means "
-             "when n > 1), `vs base` its difference to the base config (the study's own MAST run). `–`: not run "
-             "yet. `numerics`: the version (core/numerics.py) of the checkpoints measured (today's: "
-             f"{NUMERICS}); `current: no`: a change since then moves this row's numbers (core.numerics.is_current), "
-             "it is not comparable with current rows, and `make study` retrains it.", ""]
+    lines = [
+        "Linear-probe top-1 (%) of MAST with one open choice of docs/method.md changed at a time, "
+        "on the study's sweep seeds; `mean` is over the nine factor tasks (± the sample std of the "
+        "per-seed means when n > 1), `vs base` its difference to the base config (the study's own "
+        "MAST run). `–`: not run yet. `numerics`: the version (core/numerics.py) of the "
+        f"checkpoints measured (today's: {NUMERICS}); `current: no`: a change since then moves "
+        "this row's numbers (core.numerics.is_current), it is not comparable with current rows, "
+        "and `make study` retrains it.",
+        "",
+    ]
     for name, table in found.items():
         lines += [f"### {name}", "", sweeps.markdown(table), ""]
     return lines
@@ -388,17 +585,28 @@ def study_time_section(results: Path) -> list[str]:
     path = results / "study" / "times.jsonl"
     if not path.is_file():
         return ["No study steps recorded yet (`make study`)."]
-    steps = pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+    steps = pd.DataFrame(
+        [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    )
     steps["kind"] = steps["step"].str.split().str[0]
     per_kind = steps.groupby("kind")["seconds"].agg(["count", "sum"])
-    lines = [f"`make study` has spent **{steps['seconds'].sum() / 3600:.2f} h** of wall time over {len(steps)} steps "
-             "(`study/times.jsonl`, every session summed):", "", "| step kind | steps | hours |", "|---|---|---|"]
-    lines += [f"| {kind} | {int(row['count'])} | {row['sum'] / 3600:.2f} |" for kind, row in per_kind.iterrows()]
+    lines = [
+        f"`make study` has spent **{steps['seconds'].sum() / 3600:.2f} h** of wall time over "
+        f"{len(steps)} steps (`study/times.jsonl`, every session summed):",
+        "",
+        "| step kind | steps | hours |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {kind} | {int(row['count'])} | {row['sum'] / 3600:.2f} |"
+        for kind, row in per_kind.iterrows()
+    ]
     return lines
 
 
 def bench_section(results: Path) -> list[str]:
-    """``bench/README.md`` (written by ``make bench``) without its title, its headings one level down."""
+    """``bench/README.md`` (written by ``make bench``) without its title, its headings one level
+    down."""
     path = results / "bench" / "README.md"
     if not path.is_file():
         return ["No benchmarks yet (`make bench`)."]
@@ -407,13 +615,17 @@ def bench_section(results: Path) -> list[str]:
     return [f"#{line}" if line.startswith("#") else line for line in body]
 
 
-# --------------------------------------------------------------------------------------------- figures
+# ---------------------------------------------------------------------------------------------
+# figures
 def figures_section(results: Path) -> list[str]:
     pngs = first_seed_only(sorted((results / "figures").rglob("*.png")))
     if not pngs:
         return ["No figures yet (`make analysis` draws them)."]
-    lines = ["Per-run figures are shown for the first seed; those of the other seeds are in `figures/` beside "
-             "them.", ""]
+    lines = [
+        "Per-run figures are shown for the first seed; those of the other seeds are in "
+        "`figures/` beside them.",
+        "",
+    ]
     for png in pngs:
         rel = png.relative_to(results)
         caption = " / ".join(rel.with_suffix("").parts[1:]).replace("_", " ")
@@ -422,24 +634,51 @@ def figures_section(results: Path) -> list[str]:
 
 
 def missing_section(records: pd.DataFrame, missing: list[str]) -> list[str]:
-    ours = records[~records["method"].isin(["random-init", "supervised"])] if not records.empty else records
-    stages = set(ours["stage"]) if not ours.empty else set()  # a stage with floor records only is still missing
-    needed = [s for s in ("classification", "detection", "segmentation") if s not in stages] + missing
+    ours = (
+        records[~records["method"].isin(["random-init", "supervised"])]
+        if not records.empty
+        else records
+    )
+    # a stage with floor records only is still missing
+    stages = set(ours["stage"]) if not ours.empty else set()
+    needed = [
+        s for s in ("classification", "detection", "segmentation") if s not in stages
+    ] + missing
     if not needed:
         return ["Nothing: every stage has records and every analysis has inputs."]
-    return [f"- {name}: none yet; run `{MAKERS.get(name, 'make all')}`." for name in dict.fromkeys(needed)]
+    return [
+        f"- {name}: none yet; run `{MAKERS.get(name, 'make all')}`."
+        for name in dict.fromkeys(needed)
+    ]
 
 
-# ---------------------------------------------------------------------------------------------- report
-#: The subspace sweeps of the study (issue 20): (sweep, variant) rows compared against the VICReg method runs.
-SUBSPACE_ROWS = [("combine", "and"), ("combine", "and_fixed"), ("conflict", "vicreg_hue05"), ("conflict", "and_hue05")]
+# ----------------------------------------------------------------------------------------------
+# report
+#: The subspace sweeps of the study (issue 20): (sweep, variant) rows compared against the VICReg
+# method runs.
+SUBSPACE_ROWS = [
+    ("combine", "and"),
+    ("combine", "and_fixed"),
+    ("conflict", "vicreg_hue05"),
+    ("conflict", "and_hue05"),
+]
 
 
 def _per_run_scores(results: Path) -> pd.DataFrame:
-    """One row per run folder: the nine factor tasks, their mean and the content / variant-factor means."""
-    records = read_records([results / "records" / f for f in sweeps.RECORD_FILES
-                                   if (results / "records" / f).is_file()])
-    probes = sweeps.probe_results(records) if not records.empty else pd.DataFrame(columns=["folder", "task", "value"])
+    """One row per run folder: the nine factor tasks, their mean and the content / variant-factor
+    means."""
+    records = read_records(
+        [
+            results / "records" / f
+            for f in sweeps.RECORD_FILES
+            if (results / "records" / f).is_file()
+        ]
+    )
+    probes = (
+        sweeps.probe_results(records)
+        if not records.empty
+        else pd.DataFrame(columns=["folder", "task", "value"])
+    )
     if probes.empty:
         return pd.DataFrame()
     table = sweeps.per_run_scores(probes)
@@ -450,8 +689,9 @@ def _per_run_scores(results: Path) -> pd.DataFrame:
 
 
 def claim_subspaces(results: Path) -> list[str]:
-    """Issue 20's checks on the subspace sweeps: AND (and its fixed control) against VICReg on the nine-task
-    mean, and under hue jitter over the whole colour circle, AND against both VICReg configs on hue and shape."""
+    """Issue 20's checks on the subspace sweeps: AND (and its fixed control) against VICReg on the
+    nine-task mean, and under hue jitter over the whole colour circle, AND against both VICReg
+    configs on hue and shape."""
     try:
         index = sweeps.load_index(results)
     except FileNotFoundError:
@@ -462,47 +702,74 @@ def claim_subspaces(results: Path) -> list[str]:
         return ["Not checked: no VICReg method runs or no factor-task records."]
 
     def rows_of(folders: list[str]) -> pd.DataFrame:
-        return scores[[any(sweeps._same_folder(PurePath(i), PurePath(f)) for f in folders) for i in scores.index]]
+        return scores[
+            [
+                any(sweeps._same_folder(PurePath(i), PurePath(f)) for f in folders)
+                for i in scores.index
+            ]
+        ]
 
-    groups = {"vicreg": scores[[PurePath(i).name.startswith(f"{vicreg_name}_s") for i in scores.index]]}
+    groups = {
+        "vicreg": scores[[PurePath(i).name.startswith(f"{vicreg_name}_s") for i in scores.index]]
+    }
     for sweep, variant in SUBSPACE_ROWS:
         spec = index.get("sweeps", {}).get(sweep, {}).get(variant)
         if spec:
             groups[f"{sweep}/{variant}"] = rows_of(spec["runs"])
     groups = {k: v for k, v in groups.items() if len(v)}
     if "vicreg" not in groups or len(groups) == 1:
-        return ["Not checked: the combine / conflict sweeps have no probed runs yet (`make study`)."]
+        return [
+            "Not checked: the combine / conflict sweeps have no probed runs yet (`make study`)."
+        ]
     columns = ["mean", "content", "variant factors", "hue", "shape"]
     reference = groups["vicreg"]
 
     def cell(frame: pd.DataFrame, column: str) -> str:
         values = frame[column]
-        return f"{values.mean():.1f} ± {values.std():.1f}" if len(values) > 1 else f"{values.mean():.1f}"
+        return (
+            f"{values.mean():.1f} ± {values.std():.1f}"
+            if len(values) > 1
+            else f"{values.mean():.1f}"
+        )
 
     def diff(frame: pd.DataFrame, other: pd.DataFrame, column: str) -> tuple[float, bool]:
         d = frame[column].mean() - other[column].mean()
         se = (frame[column].var() / len(frame) + other[column].var() / len(other)) ** 0.5
         return d, bool(len(frame) > 1 and len(other) > 1 and abs(d) > 2 * se)
 
-    lines = ["Linear-probe top-1 (%), mean ± sample std over seeds (n); `content`: shape, size, pos; `variant "
-             "factors`: hue, chiral, texture, light. Differences to `vicreg` (the method runs, VICReg's "
-             "strengths); * beyond two standard errors.", "",
-             "| run | n | " + " | ".join(columns) + " | mean − vicreg |", "|---|---|" + "---|" * (len(columns) + 1)]
+    lines = [
+        "Linear-probe top-1 (%), mean ± sample std over seeds (n); `content`: shape, size, pos; "
+        "`variant factors`: hue, chiral, texture, light. Differences to `vicreg` (the method "
+        "runs, VICReg's strengths); * beyond two standard errors.",
+        "",
+        "| run | n | " + " | ".join(columns) + " | mean − vicreg |",
+        "|---|---|" + "---|" * (len(columns) + 1),
+    ]
     for name, frame in groups.items():
         d, clear = diff(frame, reference, "mean")
         delta = "" if name == "vicreg" else f"{d:+.1f}{'*' if clear else ''}"
-        lines.append(f"| `{name}` | {len(frame)} | " + " | ".join(cell(frame, c) for c in columns) + f" | {delta} |")
+        lines.append(
+            f"| `{name}` | {len(frame)} | "
+            + " | ".join(cell(frame, c) for c in columns)
+            + f" | {delta} |"
+        )
     lines.append("")
     if "combine/and" in groups:
         d, clear = diff(groups["combine/and"], reference, "mean")
         met = d >= 1.0 and clear
-        lines.append(f"- AND on VICReg's pairs against VICReg at equal steps: {d:+.1f} points on the nine-task mean"
-                     f"{' (beyond two standard errors)' if clear else ' (within two standard errors)'}; the "
-                     f"criterion (at least +1, beyond two standard errors) is **{'met' if met else 'not met'}**.")
+        lines.append(
+            f"- AND on VICReg's pairs against VICReg at equal steps: {d:+.1f} points on the "
+            "nine-task mean"
+            f"{' (beyond two standard errors)' if clear else ' (within two standard errors)'}; the "
+            "criterion (at least +1, beyond two standard errors) is "
+            f"**{'met' if met else 'not met'}**."
+        )
     if "combine/and" in groups and "combine/and_fixed" in groups:
         d, clear = diff(groups["combine/and"], groups["combine/and_fixed"], "mean")
-        lines.append(f"- Learned assignment against a fixed random one: {d:+.1f} points"
-                     f"{' (beyond two standard errors)' if clear else ' (within two standard errors)'}.")
+        lines.append(
+            f"- Learned assignment against a fixed random one: {d:+.1f} points"
+            f"{' (beyond two standard errors)' if clear else ' (within two standard errors)'}."
+        )
     if "conflict/and_hue05" in groups:
         mine = groups["conflict/and_hue05"]
         rivals = {"vicreg": reference, "conflict/vicreg_hue05": groups.get("conflict/vicreg_hue05")}
@@ -515,9 +782,11 @@ def claim_subspaces(results: Path) -> list[str]:
                 d, clear = diff(mine, frame, task)
                 beats &= d > 0 and clear
                 parts.append(f"{task} {d:+.1f}{'*' if clear else ''} vs `{rival}`")
-        lines.append(f"- Hue jitter over the whole circle (`augment.hue=0.5`): AND against both VICReg configs: "
-                     f"{', '.join(parts)}; it beats both on hue and shape together (beyond two standard errors): "
-                     f"**{'yes' if beats else 'no'}**.")
+        lines.append(
+            "- Hue jitter over the whole circle (`augment.hue=0.5`): AND against both VICReg "
+            f"configs: {', '.join(parts)}; it beats both on hue and shape together (beyond two "
+            f"standard errors): **{'yes' if beats else 'no'}**."
+        )
     return lines
 
 
@@ -532,37 +801,89 @@ def build_report(results: Path, runs_dir: Path, runs: pd.DataFrame | None = None
     claim3, miss3 = claim_uncertainty(results / "figures")
     runs = pretraining_runs(runs_dir, results) if runs is None else runs
     lines = [
-        "# Results", "",
-        f"Generated by `python -m analysis report` (`make analysis`) on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
-        f" at commit `{git_commit()[:7]}` from {len(records)} records in `records/`; do not edit by hand. "
-        "Every number traces back to a record (config, seed, commit) or a run's log.", "",
-        "## Summary", "", *summary, "",
-        "## What was run", "", "Pretraining runs:", "", *runs_section(runs, runs_dir), "", "Records:", "",
-        *records_section(records), "", f"Software: {versions()}.", "",
-        "## Tables", "", "Cells: mean ± sample std over seeds (n = seeds); **bold**: best of our rows per column "
-        "(the supervised ceiling and published rows are references, never marked).", "", *tables_section(aggregated),
-        "## The paper's claims, checked on these results", "",
-        "### 1. MAST helps tasks that need different invariances", "", *claim1, "",
-        "### 2. The masks reveal how augmentations relate", "", *claim2, "",
-        "### 3. Uncertainty tracks difficulty", "", *claim3, "",
-        "### 4. Subspaces combined with AND (issue 20)", "", *claim_subspaces(results), "",
-        "## Sensitivity sweeps", "", *sweeps_section(results), "",
-        "## Training diagnostics", "", *diagnostics_section(results), "",
-        "## Study time", "", *study_time_section(results), "",
-        "## Benchmarks", "", *bench_section(results), "",
-        "## Figures", "", *figures_section(results),
-        "## Missing", "", *missing_section(records, miss1 + miss2 + miss3), "",
+        "# Results",
+        "",
+        "Generated by `python -m analysis report` (`make analysis`) on "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} at commit `{git_commit()[:7]}` "
+        f"from {len(records)} records in `records/`; do not edit by hand. Every number traces "
+        "back to a record (config, seed, commit) or a run's log.",
+        "",
+        "## Summary",
+        "",
+        *summary,
+        "",
+        "## What was run",
+        "",
+        "Pretraining runs:",
+        "",
+        *runs_section(runs, runs_dir),
+        "",
+        "Records:",
+        "",
+        *records_section(records),
+        "",
+        f"Software: {versions()}.",
+        "",
+        "## Tables",
+        "",
+        "Cells: mean ± sample std over seeds (n = seeds); **bold**: best of our rows per column "
+        "(the supervised ceiling and published rows are references, never marked).",
+        "",
+        *tables_section(aggregated),
+        "## The paper's claims, checked on these results",
+        "",
+        "### 1. MAST helps tasks that need different invariances",
+        "",
+        *claim1,
+        "",
+        "### 2. The masks reveal how augmentations relate",
+        "",
+        *claim2,
+        "",
+        "### 3. Uncertainty tracks difficulty",
+        "",
+        *claim3,
+        "",
+        "### 4. Subspaces combined with AND (issue 20)",
+        "",
+        *claim_subspaces(results),
+        "",
+        "## Sensitivity sweeps",
+        "",
+        *sweeps_section(results),
+        "",
+        "## Training diagnostics",
+        "",
+        *diagnostics_section(results),
+        "",
+        "## Study time",
+        "",
+        *study_time_section(results),
+        "",
+        "## Benchmarks",
+        "",
+        *bench_section(results),
+        "",
+        "## Figures",
+        "",
+        *figures_section(results),
+        "## Missing",
+        "",
+        *missing_section(records, miss1 + miss2 + miss3),
+        "",
     ]
     return "\n".join(lines)
 
 
-README_BEGIN = "<!-- results summary: written by `make analysis` from results/; do not edit by hand -->"
+README_BEGIN = (
+    "<!-- results summary: written by `make analysis` from results/; do not edit by hand -->"
+)
 README_END = "<!-- end of results summary -->"
 
 
 def update_readme(readme: Path, results: Path) -> Path | None:
-    """Replace the block between the summary markers of ``readme`` with the report's summary; ``None`` (nothing
-    written) when the file or its markers are absent."""
+    """Replace the block between the summary markers of ``readme`` with the report's summary;
+    ``None`` (nothing written) when the file or its markers are absent."""
     if not readme.is_file():
         return None
     text = readme.read_text()
@@ -576,8 +897,19 @@ def update_readme(readme: Path, results: Path) -> Path | None:
     claim1, _ = claim_invariances(measured)
     comparisons = [line for line in claim1 if line.startswith("- ")]
     verdict = [line for line in claim1 if line.startswith("On these results")]
-    block = "\n".join([README_BEGIN, "", *summary_section(measured, aggregated), "", *comparisons, "", *verdict, "",
-                       README_END])
+    block = "\n".join(
+        [
+            README_BEGIN,
+            "",
+            *summary_section(measured, aggregated),
+            "",
+            *comparisons,
+            "",
+            *verdict,
+            "",
+            README_END,
+        ]
+    )
     head, rest = text.split(README_BEGIN)
     return atomic_write_text(readme, head + block + rest.split(README_END, 1)[1])
 
@@ -585,7 +917,9 @@ def update_readme(readme: Path, results: Path) -> Path | None:
 def run(args: argparse.Namespace) -> list[Path]:
     # The runs table is saved before the report is written, so its rows outlive the run folders.
     runs = pretraining_runs(args.runs, args.results)
-    written = [atomic_write_text(args.results / RUNS_CSV, runs.to_csv(index=False)),
-               atomic_write_text(args.results / "README.md", build_report(args.results, args.runs, runs))]
+    written = [
+        atomic_write_text(args.results / RUNS_CSV, runs.to_csv(index=False)),
+        atomic_write_text(args.results / "README.md", build_report(args.results, args.runs, runs)),
+    ]
     readme = update_readme(args.readme or args.results.resolve().parent / "README.md", args.results)
     return written + ([readme] if readme else [])

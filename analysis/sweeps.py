@@ -2,12 +2,14 @@
 
   python -m analysis sweeps [--results results]
 
-The study (``make study``) writes ``results/study/index.json``: per sweep and variant, its config overrides and
-run folders. Each table has one row per variant and the linear-probe top-1 of the nine factor tasks (orient
-from cls-rot), their mean, and the mean's difference to the base variant (the one without overrides), read
-from the classification records of those runs (``records/classification.jsonl`` and ``records/sweeps.jsonl``).
-Written to ``tables/sweep_<name>.md`` and ``.csv``.
+The study (``make study``) writes ``results/study/index.json``: per sweep and variant, its config
+overrides and run folders. Each table has one row per variant and the linear-probe top-1 of the nine
+factor tasks (orient from cls-rot), their mean, and the mean's difference to the base variant (the
+one without overrides), read from the classification records of those runs
+(``records/classification.jsonl`` and ``records/sweeps.jsonl``). Written to
+``tables/sweep_<name>.md`` and ``.csv``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,15 +23,23 @@ from core.numerics import NUMERICS, is_current
 from core.records import read_records
 
 TASKS = ("shape", "hue", "orient", "chiral", "texture", "size", "pos", "bg", "light")
-#: Task groups (issue 20): what an invariance to the ops should keep (content) and what the ops change, so
+#: Task groups (issue 20): what an invariance to the ops should keep (content) and what the ops
+# change, so
 #: that a method invariant to them loses it (variant factors).
-GROUPS = {"content": ("shape", "size", "pos"), "variant factors": ("hue", "chiral", "texture", "light")}
+GROUPS = {
+    "content": ("shape", "size", "pos"),
+    "variant factors": ("hue", "chiral", "texture", "light"),
+}
 RECORD_FILES = ("classification.jsonl", "sweeps.jsonl")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--results", type=Path, default=Path("results"),
-                        help="results folder: study/index.json and records/ in, tables/ out (default: %(default)s)")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=Path("results"),
+        help="results folder: study/index.json and records/ in, tables/ out (default: %(default)s)",
+    )
 
 
 def _same_folder(a: PurePath, b: PurePath) -> bool:
@@ -39,12 +49,20 @@ def _same_folder(a: PurePath, b: PurePath) -> bool:
 
 
 def probe_results(records: pd.DataFrame) -> pd.DataFrame:
-    """Latest linear-probe top-1 per (run folder, task, seed) of the factor tasks: columns folder, task, value."""
-    part = records[(records["stage"] == "classification") & (records["protocol"] == "linear-lbfgs")
-                   & (records["metric"] == "top1") & records["task"].isin(TASKS)].copy()
-    part["folder"] = part["pretrain_ckpt"].map(lambda r: PurePath(r["path"]).parent if isinstance(r, dict) else None)
+    """Latest linear-probe top-1 per (run folder, task, seed) of the factor tasks: columns folder,
+    task, value."""
+    part = records[
+        (records["stage"] == "classification")
+        & (records["protocol"] == "linear-lbfgs")
+        & (records["metric"] == "top1")
+        & records["task"].isin(TASKS)
+    ].copy()
+    part["folder"] = part["pretrain_ckpt"].map(
+        lambda r: PurePath(r["path"]).parent if isinstance(r, dict) else None
+    )
     part = part[part["folder"].notna()]
-    part = part[(part["dataset"] != "factorshapes/cls-upright") | (part["task"] != "orient")]  # orient: cls-rot
+    # orient: cls-rot
+    part = part[(part["dataset"] != "factorshapes/cls-upright") | (part["task"] != "orient")]
     when = pd.to_datetime(part["time"], utc=True, errors="coerce", format="ISO8601")
     part = part.loc[when.sort_values(kind="stable").index]
     part["key"] = part["folder"].map(str)
@@ -53,12 +71,16 @@ def probe_results(records: pd.DataFrame) -> pd.DataFrame:
 
 def _entries(folders, ledger: dict) -> list[dict]:
     """The study ledger's entries of the runs behind ``folders``."""
-    return [entry for key, entry in ledger.items() if any(_same_folder(PurePath(key), PurePath(f)) for f in folders)]
+    return [
+        entry
+        for key, entry in ledger.items()
+        if any(_same_folder(PurePath(key), PurePath(f)) for f in folders)
+    ]
 
 
 def _numerics(entries: list[dict]) -> float:
-    """The oldest numerics version (core/numerics.py) among ledger ``entries`` (an entry without one predates
-    versions: 1); NaN when there are none."""
+    """The oldest numerics version (core/numerics.py) among ledger ``entries`` (an entry without one
+    predates versions: 1); NaN when there are none."""
     versions = [entry.get("numerics", 1) for entry in entries]
     return float(min(versions)) if versions else float("nan")
 
@@ -70,15 +92,17 @@ def _entry_current(entry: dict) -> bool:
 
 
 def _current(entries: list[dict]) -> str:
-    """``yes`` when every ledger entry of ``entries`` matches today's arithmetic (core.numerics.is_current),
-    ``no`` when one does not (``make study`` retrains it), ``–`` when there are none."""
+    """``yes`` when every ledger entry of ``entries`` matches today's arithmetic
+    (core.numerics.is_current), ``no`` when one does not (``make study`` retrains it), ``–`` when
+    there are none."""
     if not entries:
         return "–"
     return "yes" if all(_entry_current(e) for e in entries) else "no"
 
 
 def per_run_scores(probes: pd.DataFrame) -> pd.DataFrame:
-    """One row per run folder (as text) with every task measured: the nine tasks, in ``TASKS`` order."""
+    """One row per run folder (as text) with every task measured: the nine tasks, in ``TASKS``
+    order."""
     per_run = probes.pivot_table(index=probes["folder"].map(str), columns="task", values="value")
     return per_run.reindex(columns=list(TASKS)).dropna()
 
@@ -90,17 +114,23 @@ def _seed_spread(probes: pd.DataFrame) -> float:
 
 
 def sweep_table(variants: dict, probes: pd.DataFrame, ledger: dict | None = None) -> pd.DataFrame:
-    """Rows: variants; columns: overrides, n, numerics (of the runs measured), the nine tasks (mean over the
-    variant's runs), mean, mean std (over runs, of each run's nine-task mean), delta."""
+    """Rows: variants; columns: overrides, n, numerics (of the runs measured), the nine tasks (mean
+    over the variant's runs), mean, mean std (over runs, of each run's nine-task mean), delta."""
     rows = []
     for name, spec in variants.items():
         runs = [PurePath(r) for r in spec["runs"]]
-        mine = probes[probes["folder"].map(lambda f: any(_same_folder(f, r) for r in runs))]
+        mine = probes[
+            probes["folder"].map(lambda f, runs=runs: any(_same_folder(f, r) for r in runs))
+        ]
         per_task = mine.groupby("task")["value"].mean()
         n = mine["folder"].map(str).nunique()
-        row = {"variant": name, "overrides": " ".join(spec["overrides"]) or "(base config)", "n": n,
-               "numerics": _numerics(entries := _entries(set(mine["folder"]), ledger or {})),
-               "current": _current(entries)}
+        row = {
+            "variant": name,
+            "overrides": " ".join(spec["overrides"]) or "(base config)",
+            "n": n,
+            "numerics": _numerics(entries := _entries(set(mine["folder"]), ledger or {})),
+            "current": _current(entries),
+        }
         row.update({t: per_task.get(t, float("nan")) for t in TASKS})
         complete = all(t in per_task for t in TASKS)
         row["mean"] = float(per_task[list(TASKS)].mean()) if complete else float("nan")
@@ -130,31 +160,46 @@ def markdown(table: pd.DataFrame) -> str:
 
     columns = [c for c in table.columns if c != "mean std"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(mean_cell(r) if c == "mean" else cell(r[c], c) for c in columns) + " |"
-              for _, r in table.iterrows()]
+    lines += [
+        "| " + " | ".join(mean_cell(r) if c == "mean" else cell(r[c], c) for c in columns) + " |"
+        for _, r in table.iterrows()
+    ]
     return "\n".join(lines)
 
 
 def load_index(results: Path) -> dict:
     path = results / "study" / "index.json"
     if not path.is_file():
-        raise FileNotFoundError(f"no {path}: run `make study` (or `make study ARGS=--dry-run`) to write it")
+        raise FileNotFoundError(
+            f"no {path}: run `make study` (or `make study ARGS=--dry-run`) to write it"
+        )
     return json.loads(path.read_text())
 
 
 def sweep_tables(results: Path) -> dict[str, pd.DataFrame]:
     index = load_index(results)
-    records = read_records([results / "records" / f for f in RECORD_FILES if (results / "records" / f).is_file()])
-    probes = probe_results(records) if not records.empty else pd.DataFrame(columns=["folder", "task", "value"])
+    records = read_records(
+        [results / "records" / f for f in RECORD_FILES if (results / "records" / f).is_file()]
+    )
+    probes = (
+        probe_results(records)
+        if not records.empty
+        else pd.DataFrame(columns=["folder", "task", "value"])
+    )
     ledger_path = results / "study" / "runs.json"
     ledger = json.loads(ledger_path.read_text()) if ledger_path.is_file() else {}
-    return {name: sweep_table(variants, probes, ledger) for name, variants in index.get("sweeps", {}).items()}
+    return {
+        name: sweep_table(variants, probes, ledger)
+        for name, variants in index.get("sweeps", {}).items()
+    }
 
 
 def run(args: argparse.Namespace) -> list[Path]:
     written = []
     for name, table in sweep_tables(args.results).items():
         out = args.results / "tables" / f"sweep_{name}"
-        written.append(atomic_write_text(out.with_suffix(".md"), f"## Sweep: {name}\n\n{markdown(table)}\n"))
+        written.append(
+            atomic_write_text(out.with_suffix(".md"), f"## Sweep: {name}\n\n{markdown(table)}\n")
+        )
         written.append(atomic_write_text(out.with_suffix(".csv"), table.to_csv(index=False)))
     return written

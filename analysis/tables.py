@@ -1,14 +1,17 @@
-"""Result tables: records in, one table per family (stage · dataset · protocol) out, as Markdown, CSV and LaTeX.
+"""Result tables: records in, one table per family (stage · dataset · protocol) out, as Markdown,
+CSV and LaTeX.
 
   python -m analysis tables [--records results/records] [--out results/tables]
 
-A cell is ``mean ± std (n=k)`` over seeds (sample std; no std for n=1). A rerun of the same checkpoint, task,
-protocol, metric and seed replaces the older record (latest ``time`` wins), so reruns never double-count.
-Rows: our methods, then the random-init floor, then the supervised ceiling, then published numbers
-(``analysis/published.csv``, always labelled "published"). The best mean per column among our rows is bold;
-the ceiling and published rows are references, never candidates. ``pilot.jsonl`` (the pretraining pilot) is
-not a result and is left out, and so is ``sweeps.jsonl`` (the study's sweeps: ``python -m analysis sweeps``).
+A cell is ``mean ± std (n=k)`` over seeds (sample std; no std for n=1). A rerun of the same
+checkpoint, task, protocol, metric and seed replaces the older record (latest ``time`` wins), so
+reruns never double-count. Rows: our methods, then the random-init floor, then the supervised
+ceiling, then published numbers (``analysis/published.csv``, always labelled "published"). The best
+mean per column among our rows is bold; the ceiling and published rows are references, never
+candidates. ``pilot.jsonl`` (the pretraining pilot) is not a result and is left out, and so is
+``sweeps.jsonl`` (the study's sweeps: ``python -m analysis sweeps``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,28 +24,61 @@ from core.io import atomic_write_text
 from core.records import read_records
 
 PUBLISHED_CSV = Path(__file__).with_name("published.csv")
-# The pretraining pilot's probes are not results; the study's sweeps get their own tables (analysis.sweeps).
+# The pretraining pilot's probes are not results; the study's sweeps get their own tables
+# (analysis.sweeps).
 EXCLUDED_FILES = {"pilot.jsonl", "sweeps.jsonl"}
 FLOOR, CEILING = "random-init", "supervised"
 ROLE_ORDER = {"ours": 0, "floor": 1, "ceiling": 2, "published": 3}
-BEST_CANDIDATES = ("ours", "floor")  # the ceiling and published rows are references, not competitors
+# the ceiling and published rows are references, not competitors
+BEST_CANDIDATES = (
+    "ours",
+    "floor",
+)
 SEP = " · "
 STAGES = {"classification", "detection", "segmentation"}  # record stages whose families get tables
 
-GROUP_KEYS = ["family", "stage", "dataset", "protocol", "role", "method", "label", "arch", "pretrain_epochs",
-              "task", "metric"]
+GROUP_KEYS = [
+    "family",
+    "stage",
+    "dataset",
+    "protocol",
+    "role",
+    "method",
+    "label",
+    "arch",
+    "pretrain_epochs",
+    "task",
+    "metric",
+]
 ROW_KEYS = ["label", "role", "arch", "pretrain_epochs"]
 META_COLUMNS = ["method", "role", "arch", "epochs"]
-# What identifies one measurement; a later record with the same key is a rerun and replaces the earlier one.
-DEDUP_KEYS = ["stage", "dataset", "protocol", "method", "arch", "checkpoint", "task", "metric", "seed"]
+# What identifies one measurement; a later record with the same key is a rerun and replaces the
+# earlier one.
+DEDUP_KEYS = [
+    "stage",
+    "dataset",
+    "protocol",
+    "method",
+    "arch",
+    "checkpoint",
+    "task",
+    "metric",
+    "seed",
+]
 # Checkpoint file names that say nothing about the run, so the folder name is used instead.
-GENERIC_STEM = re.compile(r"^(last|best|final|latest|checkpoint|ckpt|model|backbone)$|^(epoch|ep|step)[_-]?\d+$")
+GENERIC_STEM = re.compile(
+    r"^(last|best|final|latest|checkpoint|ckpt|model|backbone)$|^(epoch|ep|step)[_-]?\d+$"
+)
 SEED_SUFFIX = re.compile(r"[_-]s(eed)?\d+$")
-PUBLISHED_LEGEND = ("Numbers from the literature (analysis/published.csv, transcribed from docs/protocols.md), "
-                    "each under its own paper's protocol; none of them is ours.")
-LEGEND = ("Cells: mean ± sample std over seeds (n = number of seeds; no std for n=1). **Bold**: best mean per "
-          "column among our rows (floor included; the supervised ceiling and published rows are references and "
-          "never marked). Published rows are numbers from the literature, not ours.")
+PUBLISHED_LEGEND = (
+    "Numbers from the literature (analysis/published.csv, transcribed from docs/protocols.md), "
+    "each under its own paper's protocol; none of them is ours."
+)
+LEGEND = (
+    "Cells: mean ± sample std over seeds (n = number of seeds; no std for n=1). **Bold**: best "
+    "mean per column among our rows (floor included; the supervised ceiling and published rows "
+    "are references and never marked). Published rows are numbers from the literature, not ours."
+)
 
 
 # ---------------------------------------------------------------- reading and aggregating
@@ -51,10 +87,12 @@ GONE_MARK = " †"  # appended to a kept row's run name: its folder is not here 
 
 
 def keep_gone_runs(table: pd.DataFrame, previous: Path, runs_dir: Path) -> pd.DataFrame:
-    """``table`` plus the rows of the earlier ``previous`` CSV whose run folder is gone from ``runs_dir``.
+    """``table`` plus the rows of the earlier ``previous`` CSV whose run folder is gone from
+    ``runs_dir``.
 
-    Run folders (checkpoints, logs) are not committed, so a fresh checkout has none; the per-run tables that
-    the results were written from keep those runs' rows, their names marked with ``GONE_MARK``.
+    Run folders (checkpoints, logs) are not committed, so a fresh checkout has none; the per-run
+    tables that the results were written from keep those runs' rows, their names marked with
+    ``GONE_MARK``.
     """
     if not previous.is_file():
         return table
@@ -65,11 +103,16 @@ def keep_gone_runs(table: pd.DataFrame, previous: Path, runs_dir: Path) -> pd.Da
     here = names.map(lambda n: (runs_dir / n).is_dir()).astype(bool)
     gone = ~names.isin(set(table["run"].astype(str))) & ~here
     kept = earlier[gone].assign(run=names[gone] + GONE_MARK)
-    return pd.concat([table, kept], ignore_index=True).sort_values("run", ignore_index=True) if len(kept) else table
+    return (
+        pd.concat([table, kept], ignore_index=True).sort_values("run", ignore_index=True)
+        if len(kept)
+        else table
+    )
 
 
 def load_results(records_dir: str | Path = "results/records") -> pd.DataFrame:
-    """Every ``*.jsonl`` of ``records_dir`` except the pilot, as one DataFrame (empty when there are none)."""
+    """Every ``*.jsonl`` of ``records_dir`` except the pilot, as one DataFrame (empty when there are
+    none)."""
     files = [p for p in sorted(Path(records_dir).glob("*.jsonl")) if p.name not in EXCLUDED_FILES]
     return read_records(files)  # no files (or no folder): an empty frame with the schema's columns
 
@@ -79,12 +122,14 @@ def _ckpt_field(ckpt, key: str) -> str | None:
 
 
 def _checkpoint_id(ckpt) -> str:
-    """The path first: a checkpoint re-trained into the same run folder replaces the old one (its records too)."""
+    """The path first: a checkpoint re-trained into the same run folder replaces the old one (its
+    records too)."""
     return _ckpt_field(ckpt, "path") or _ckpt_field(ckpt, "sha256") or ""
 
 
 def config_name(ckpt, arch) -> str:
-    """A short name for the pretraining config behind a checkpoint: its run folder, seed suffix removed."""
+    """A short name for the pretraining config behind a checkpoint: its run folder, seed suffix
+    removed."""
     path = _ckpt_field(ckpt, "path")
     if not path:
         sha = _ckpt_field(ckpt, "sha256")
@@ -95,7 +140,8 @@ def config_name(ckpt, arch) -> str:
 
 
 def _latest_only(frame: pd.DataFrame) -> pd.DataFrame:
-    """Drop reruns: per DEDUP_KEYS keep the latest record by time (file order breaks ties), in file order."""
+    """Drop reruns: per DEDUP_KEYS keep the latest record by time (file order breaks ties), in file
+    order."""
     when = pd.to_datetime(frame["time"], utc=True, errors="coerce", format="ISO8601")
     order = when.sort_values(kind="stable", na_position="first").index
     latest = frame.loc[order].drop_duplicates(DEDUP_KEYS, keep="last")
@@ -103,11 +149,14 @@ def _latest_only(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _labels(frame: pd.DataFrame) -> pd.Series:
-    """Method name, plus the config name for methods with several configs in one cell (so rows stay apart)."""
+    """Method name, plus the config name for methods with several configs in one cell (so rows stay
+    apart)."""
     cell = ["stage", "dataset", "protocol", "task", "metric", "method"]
     configs = frame.groupby(cell, dropna=False)["config_name"].nunique()
     ambiguous = set(configs[configs > 1].index.get_level_values("method"))
-    return frame.apply(lambda r: f"{r.method} ({r.config_name})" if r.method in ambiguous else r.method, axis=1)
+    return frame.apply(
+        lambda r: f"{r.method} ({r.config_name})" if r.method in ambiguous else r.method, axis=1
+    )
 
 
 def _role(method: str) -> str:
@@ -119,27 +168,34 @@ def family_name(stage: str, dataset: str, protocol: str) -> str:
 
 
 def measurements(records: pd.DataFrame) -> pd.DataFrame:
-    """One row per measurement: reruns dropped, null values dropped, with ``checkpoint``, ``label``, ``role`` and
-    ``family`` columns (what ``aggregate`` groups; per-seed analyses read it directly)."""
+    """One row per measurement: reruns dropped, null values dropped, with ``checkpoint``, ``label``,
+    ``role`` and ``family`` columns (what ``aggregate`` groups; per-seed analyses read it
+    directly)."""
     frame = records.copy()
     frame["checkpoint"] = frame["pretrain_ckpt"].map(_checkpoint_id)
-    # Deduplicate before dropping null values: a diverged rerun (null) hides the older number, never revives it.
+    # Deduplicate before dropping null values: a diverged rerun (null) hides the older number, never
+    # revives it.
     frame = _latest_only(frame)
     frame = frame[frame["value"].notna()].copy()
     if frame.empty:
         return frame.assign(config_name=[], label=[], role=[], family=[])
-    frame["config_name"] = [config_name(c, a) for c, a in zip(frame["pretrain_ckpt"], frame["arch"])]
+    frame["config_name"] = [
+        config_name(c, a) for c, a in zip(frame["pretrain_ckpt"], frame["arch"])
+    ]
     frame["label"] = _labels(frame)
     frame["role"] = frame["method"].map(_role)
-    frame["family"] = [family_name(*k) for k in zip(frame["stage"], frame["dataset"], frame["protocol"])]
+    frame["family"] = [
+        family_name(*k) for k in zip(frame["stage"], frame["dataset"], frame["protocol"])
+    ]
     return frame
 
 
 def aggregate(records: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sample std and seed count per (family, method label, arch, epochs, task, metric), reruns counted once.
+    """Mean, sample std and seed count per (family, method label, arch, epochs, task, metric),
+    reruns counted once.
 
-    ``n`` counts the distinct (checkpoint, seed) measurements left after deduplication, so three pretraining
-    seeds of one config (one checkpoint each) evaluated with seed 0 count as n=3.
+    ``n`` counts the distinct (checkpoint, seed) measurements left after deduplication, so three
+    pretraining seeds of one config (one checkpoint each) evaluated with seed 0 count as n=3.
     """
     frame = measurements(records)
     if frame.empty:
@@ -156,8 +212,10 @@ def families(records: pd.DataFrame) -> list[str]:
 
 # ---------------------------------------------------------------- published numbers
 
+
 def load_published(path: str | Path = PUBLISHED_CSV) -> pd.DataFrame:
-    """The published reference numbers, each with a row label that says "published" and where it comes from."""
+    """The published reference numbers, each with a row label that says "published" and where it
+    comes from."""
     table = pd.read_csv(path, dtype={"task": str, "datasets": str, "value": str})
     table["shown"] = table["value"]  # as printed in the source (keeps "79.40", "64.0")
     table["value"] = table["value"].astype(float)
@@ -170,14 +228,17 @@ def _dataset_key(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", str(name).lower().removeprefix("folder:"))
 
 
-def _matching_published(published: pd.DataFrame, stage: str, dataset: str, protocol: str) -> pd.DataFrame:
+def _matching_published(
+    published: pd.DataFrame, stage: str, dataset: str, protocol: str
+) -> pd.DataFrame:
     same = (published["stage"] == stage) & (published["protocol"] == protocol)
     names = published["datasets"].map(lambda s: {_dataset_key(n) for n in str(s).split("|")})
     return published[same & names.map(lambda keys: _dataset_key(dataset) in keys)]
 
 
 def _published_long(published: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
-    """Published rows of ``ours``' family in the aggregate's long form; task "*" fills a family with one task."""
+    """Published rows of ``ours``' family in the aggregate's long form; task "*" fills a family with
+    one task."""
     stage, dataset, protocol, family = ours.iloc[0][["stage", "dataset", "protocol", "family"]]
     rows = []
     for pub in _matching_published(published, stage, dataset, protocol).itertuples():
@@ -185,15 +246,34 @@ def _published_long(published: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame
         task = tasks[0] if pub.task == "*" and len(tasks) == 1 else pub.task
         if task not in set(tasks):
             continue  # no column of ours to compare with
-        rows.append(dict(family=family, stage=stage, dataset=dataset, protocol=protocol, role="published",
-                         method=pub.method, label=pub.label, arch=pub.arch, pretrain_epochs=pub.epochs,
-                         task=task, metric=pub.metric, mean=pub.value, std=float("nan"), n=pd.NA,
-                         shown=pub.shown, source=pub.source))
+        rows.append(
+            dict(
+                family=family,
+                stage=stage,
+                dataset=dataset,
+                protocol=protocol,
+                role="published",
+                method=pub.method,
+                label=pub.label,
+                arch=pub.arch,
+                pretrain_epochs=pub.epochs,
+                task=task,
+                metric=pub.metric,
+                mean=pub.value,
+                std=float("nan"),
+                n=pd.NA,
+                shown=pub.shown,
+                source=pub.source,
+            )
+        )
     return pd.DataFrame(rows)
 
 
-def family_rows(aggregated: pd.DataFrame, family: str, published: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Long-form rows of one family: ours (from ``aggregated``) followed by the matching published numbers.
+def family_rows(
+    aggregated: pd.DataFrame, family: str, published: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Long-form rows of one family: ours (from ``aggregated``) followed by the matching published
+    numbers.
 
     ``published`` defaults to ``analysis/published.csv``; pass an empty DataFrame to leave them out.
     """
@@ -206,8 +286,10 @@ def family_rows(aggregated: pd.DataFrame, family: str, published: pd.DataFrame |
 
 # ---------------------------------------------------------------- pivoting
 
+
 def _column_names(keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    """Column label per (task, metric): the task when one metric, the metric when one task, else both."""
+    """Column label per (task, metric): the task when one metric, the metric when one task, else
+    both."""
     if len({m for _, m in keys}) == 1:
         return {k: k[0] for k in keys}
     if len({t for t, _ in keys}) == 1:
@@ -229,7 +311,11 @@ def _epochs_text(epochs) -> str:
 
 def _row_order(row: dict) -> tuple:
     epochs = row["pretrain_epochs"]
-    return ROLE_ORDER[row["role"]], str(row["label"]), float("inf") if pd.isna(epochs) else float(epochs)
+    return (
+        ROLE_ORDER[row["role"]],
+        str(row["label"]),
+        float("inf") if pd.isna(epochs) else float(epochs),
+    )
 
 
 def _rows(long: pd.DataFrame, names: dict) -> list[dict]:
@@ -240,25 +326,34 @@ def _rows(long: pd.DataFrame, names: dict) -> list[dict]:
         for cell in group.itertuples():
             column = names[(cell.task, cell.metric)]
             row["means"][column] = cell.mean
-            row["cells"][column] = (cell.shown if cell.role == "published"
-                                    else format_cell(cell.mean, cell.std, cell.n))
+            row["cells"][column] = (
+                cell.shown if cell.role == "published" else format_cell(cell.mean, cell.std, cell.n)
+            )
         rows.append(row)
     return sorted(rows, key=_row_order)
 
 
 def _best_rows(rows: list[dict], column: str) -> list[int]:
-    """Indices of the rows holding the highest mean of ``column`` among candidates (ties all marked)."""
-    scores = {i: r["means"][column] for i, r in enumerate(rows)
-              if r["role"] in BEST_CANDIDATES and pd.notna(r["means"].get(column))}
+    """Indices of the rows holding the highest mean of ``column`` among candidates (ties all
+    marked)."""
+    scores = {
+        i: r["means"][column]
+        for i, r in enumerate(rows)
+        if r["role"] in BEST_CANDIDATES and pd.notna(r["means"].get(column))
+    }
     top = max(scores.values(), default=None)
     return [i for i, score in scores.items() if score == top]
 
 
-def pivot(aggregated: pd.DataFrame, family: str, published: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The table of one family: rows = method label (with role, arch, epochs), columns = task or metric.
+def pivot(
+    aggregated: pd.DataFrame, family: str, published: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """The table of one family: rows = method label (with role, arch, epochs), columns = task or
+    metric.
 
     Cells are text; the best cell per column is wrapped in ``**…**`` (``markdown_table`` keeps it,
-    ``latex_table`` turns it into ``\\textbf``). ``attrs["best"]`` maps each column to the bold row labels.
+    ``latex_table`` turns it into ``\\textbf``). ``attrs["best"]`` maps each column to the bold row
+    labels.
     """
     long = family_rows(aggregated, family, published)
     keys = list(dict.fromkeys(zip(long["task"], long["metric"])))
@@ -269,11 +364,22 @@ def pivot(aggregated: pd.DataFrame, family: str, published: pd.DataFrame | None 
     for column, winners in best.items():
         for i in winners:
             rows[i]["cells"][column] = f"**{rows[i]['cells'][column]}**"
-    records = [dict(method=r["label"], role=r["role"], arch=r["arch"], epochs=_epochs_text(r["pretrain_epochs"]),
-                    **r["cells"]) for r in rows]
+    records = [
+        dict(
+            method=r["label"],
+            role=r["role"],
+            arch=r["arch"],
+            epochs=_epochs_text(r["pretrain_epochs"]),
+            **r["cells"],
+        )
+        for r in rows
+    ]
     table = pd.DataFrame(records, columns=META_COLUMNS + columns).fillna("")
-    table.attrs.update(family=family, caption=_caption(keys),
-                       best={c: [rows[i]["label"] for i in w] for c, w in best.items()})
+    table.attrs.update(
+        family=family,
+        caption=_caption(keys),
+        best={c: [rows[i]["label"] for i in w] for c, w in best.items()},
+    )
     return table
 
 
@@ -285,8 +391,17 @@ def _caption(keys: list[tuple[str, str]]) -> str:
 
 def published_table(published: pd.DataFrame) -> pd.DataFrame:
     """All published reference numbers as one table of their own (none of them is ours)."""
-    columns = {"label": "method", "arch": "arch", "epochs": "epochs", "datasets": "dataset",
-               "protocol": "protocol", "metric": "metric", "value": "value", "source": "source", "note": "note"}
+    columns = {
+        "label": "method",
+        "arch": "arch",
+        "epochs": "epochs",
+        "datasets": "dataset",
+        "protocol": "protocol",
+        "metric": "metric",
+        "value": "value",
+        "source": "source",
+        "note": "note",
+    }
     table = published[list(columns)].rename(columns=columns)
     table["dataset"] = table["dataset"].str.split("|").str[0]
     table["epochs"] = table["epochs"].map(_epochs_text)
@@ -296,6 +411,7 @@ def published_table(published: pd.DataFrame) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- rendering
 
+
 def _md_cell(value) -> str:
     return "" if pd.isna(value) else str(value).replace("|", "\\|")
 
@@ -304,13 +420,28 @@ def markdown_table(table: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table of ``table``'s columns (index left out)."""
     header = "| " + " | ".join(_md_cell(c) for c in table.columns) + " |"
     rule = "|" + "|".join("---" for _ in table.columns) + "|"
-    rows = ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    rows = [
+        "| " + " | ".join(_md_cell(v) for v in row) + " |" for row in table.itertuples(index=False)
+    ]
     return "\n".join([header, rule, *rows])
 
 
-TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-               "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-               "±": r"$\pm$", "·": r"$\cdot$", "—": "---", "…": r"\ldots{}"}
+TEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "·": r"$\cdot$",
+    "—": "---",
+    "…": r"\ldots{}",
+}
 
 
 def tex_escape(text) -> str:
@@ -321,15 +452,24 @@ def tex_escape(text) -> str:
 
 def latex_table(table: pd.DataFrame, caption: str = "") -> str:
     """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``)."""
-    lines = [r"\begin{table}[ht]", r"\centering", rf"\caption{{{tex_escape(caption)}}}",
-             rf"\begin{{tabular}}{{{'l' * len(table.columns)}}}", r"\toprule",
-             " & ".join(tex_escape(c) for c in table.columns) + r" \\", r"\midrule"]
-    lines += [" & ".join(tex_escape(v) for v in row) + r" \\" for row in table.itertuples(index=False)]
+    lines = [
+        r"\begin{table}[ht]",
+        r"\centering",
+        rf"\caption{{{tex_escape(caption)}}}",
+        rf"\begin{{tabular}}{{{'l' * len(table.columns)}}}",
+        r"\toprule",
+        " & ".join(tex_escape(c) for c in table.columns) + r" \\",
+        r"\midrule",
+    ]
+    lines += [
+        " & ".join(tex_escape(v) for v in row) + r" \\" for row in table.itertuples(index=False)
+    ]
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- writing
+
 
 def slugify(family: str) -> str:
     """File stem of a family: ``classification · factorshapes/cls-upright · knn`` ->
@@ -337,36 +477,60 @@ def slugify(family: str) -> str:
     return "_".join(re.sub(r"[^A-Za-z0-9.-]+", "-", part).strip("-") for part in family.split(SEP))
 
 
-def _write_table(out_dir: Path, stem: str, title: str, table: pd.DataFrame, long: pd.DataFrame,
-                 legend: str = LEGEND) -> list[Path]:
-    """``stem``.md (title, caption, table, legend), .csv (long form, numeric) and .tex (same table)."""
+def _write_table(
+    out_dir: Path,
+    stem: str,
+    title: str,
+    table: pd.DataFrame,
+    long: pd.DataFrame,
+    legend: str = LEGEND,
+) -> list[Path]:
+    """``stem``.md (title, caption, table, legend), .csv (long form, numeric) and .tex (same
+    table)."""
     caption = table.attrs.get("caption", "")
-    markdown = "\n\n".join(part for part in (f"## {title}", caption, markdown_table(table), legend) if part)
+    markdown = "\n\n".join(
+        part for part in (f"## {title}", caption, markdown_table(table), legend) if part
+    )
     latex_caption = f"{title} — {caption}" if caption else title
-    return [atomic_write_text(out_dir / f"{stem}.md", markdown + "\n"),
-            atomic_write_text(out_dir / f"{stem}.csv", long.to_csv(index=False)),
-            atomic_write_text(out_dir / f"{stem}.tex", latex_table(table, latex_caption))]
+    return [
+        atomic_write_text(out_dir / f"{stem}.md", markdown + "\n"),
+        atomic_write_text(out_dir / f"{stem}.csv", long.to_csv(index=False)),
+        atomic_write_text(out_dir / f"{stem}.tex", latex_table(table, latex_caption)),
+    ]
 
 
 def _index(entries: list[tuple[str, str]], n_records: int, records_dir: Path) -> str:
-    lines = ["# Result tables", "",
-             f"Built by `python -m analysis tables` from {n_records} records in `{records_dir}` "
-             f"({', '.join(sorted(EXCLUDED_FILES))} excluded).", ""]
-    lines += [f"- {title}: [md]({stem}.md) · [csv]({stem}.csv) · [tex]({stem}.tex)" for title, stem in entries]
+    lines = [
+        "# Result tables",
+        "",
+        f"Built by `python -m analysis tables` from {n_records} records in `{records_dir}` "
+        f"({', '.join(sorted(EXCLUDED_FILES))} excluded).",
+        "",
+    ]
+    lines += [
+        f"- {title}: [md]({stem}.md) · [csv]({stem}.csv) · [tex]({stem}.tex)"
+        for title, stem in entries
+    ]
     return "\n".join(lines) + "\n"
 
 
 def _remove_stale_families(out_dir: Path, keep: set[str], stages: set[str]) -> None:
-    """Delete family tables a previous run wrote whose records are gone (e.g. archived), so that the folder
-    shows only what the records hold. Tables of other steps (invariance, diagnostics, sweeps) are left alone."""
+    """Delete family tables a previous run wrote whose records are gone (e.g. archived), so that the
+    folder shows only what the records hold. Tables of other steps (invariance, diagnostics, sweeps)
+    are left alone."""
     for path in out_dir.glob("*"):
-        family_file = path.suffix in (".md", ".csv", ".tex") and any(path.stem.startswith(f"{s}_") for s in stages)
+        family_file = path.suffix in (".md", ".csv", ".tex") and any(
+            path.stem.startswith(f"{s}_") for s in stages
+        )
         if family_file and path.stem not in keep:
             path.unlink()
 
 
-def write_tables(records_dir: str | Path = "results/records", out_dir: str | Path = "results/tables") -> list[Path]:
-    """Write every family's table (.md, .csv, .tex) and the published numbers under ``out_dir``, plus index.md.
+def write_tables(
+    records_dir: str | Path = "results/records", out_dir: str | Path = "results/tables"
+) -> list[Path]:
+    """Write every family's table (.md, .csv, .tex) and the published numbers under ``out_dir``,
+    plus index.md.
 
     With no records only index.md is written, saying so. Returns the written paths.
     """
@@ -384,15 +548,28 @@ def write_tables(records_dir: str | Path = "results/records", out_dir: str | Pat
         entries.append((family, stem))
     _remove_stale_families(out_dir, {stem for _, stem in entries}, STAGES | set(records["stage"]))
     title = "published reference numbers (from the literature, not ours)"
-    written += _write_table(out_dir, "published", title, published_table(published), published, PUBLISHED_LEGEND)
+    written += _write_table(
+        out_dir, "published", title, published_table(published), published, PUBLISHED_LEGEND
+    )
     entries.append((title, "published"))
-    return written + [atomic_write_text(out_dir / "index.md", _index(entries, len(records), records_dir))]
+    return written + [
+        atomic_write_text(out_dir / "index.md", _index(entries, len(records), records_dir))
+    ]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--records", type=Path, default=Path("results/records"),
-                        help="folder of records *.jsonl (default: %(default)s; pilot.jsonl is left out)")
-    parser.add_argument("--out", type=Path, default=Path("results/tables"), help="output folder (default: %(default)s)")
+    parser.add_argument(
+        "--records",
+        type=Path,
+        default=Path("results/records"),
+        help="folder of records *.jsonl (default: %(default)s; pilot.jsonl is left out)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/tables"),
+        help="output folder (default: %(default)s)",
+    )
 
 
 def run(args: argparse.Namespace) -> list[Path]:

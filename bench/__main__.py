@@ -1,15 +1,18 @@
-"""Benchmarks (`make bench`): results/bench/<section>.json and results/bench/README.md, which joins them.
+"""Benchmarks (`make bench`): results/bench/<section>.json and results/bench/README.md, which joins
+them.
 
   python -m bench [--only SECTION ...] [--quick] [--repeats N] [--set key=value ...] [--out DIR]
 
-Sections: pretrain (step throughput and peak memory, embedded and ResNet-50 at 224 px), loss_scaling (MAST
-loss cost against d and K), data (views/s per worker: ours, torchvision v2, PIL), downstream (feature
-extraction, linear probes, a detection iteration), gpu (bf16 + channels_last, MFU, data loader settings;
-skipped without CUDA), stages (`make all`'s time per stage, from its log), memory_format (the embedded step
-in channels_last vs contiguous, on this CPU's oneDNN kernels and on its AVX2 ones). Figures are medians over repeats
-after warm-up, with the machine described. README.md is rebuilt from every section file in the folder, so
-`--only` refreshes some sections and keeps the others. Benchmarks are not tests: they assert nothing.
+Sections: pretrain (step throughput and peak memory, embedded and ResNet-50 at 224 px), loss_scaling
+(MAST loss cost against d and K), data (views/s per worker: ours, torchvision v2, PIL), downstream
+(feature extraction, linear probes, a detection iteration), gpu (bf16 + channels_last, MFU, data
+loader settings; skipped without CUDA), stages (`make all`'s time per stage, from its log),
+memory_format (the embedded step in channels_last vs contiguous, on this CPU's oneDNN kernels and on
+its AVX2 ones). Figures are medians over repeats after warm-up, with the machine described.
+README.md is rebuilt from every section file in the folder, so `--only` refreshes some sections and
+keeps the others. Benchmarks are not tests: they assert nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +28,10 @@ from bench.timing import Options, timestamp
 from core.io import atomic_write_text
 from core.logs import setup_logging
 
-SECTIONS = {module.__name__.rsplit(".", 1)[1]: module
-            for module in (pretrain, loss_scaling, data, downstream, gpu, stages, memory_format)}
+SECTIONS = {
+    module.__name__.rsplit(".", 1)[1]: module
+    for module in (pretrain, loss_scaling, data, downstream, gpu, stages, memory_format)
+}
 log = logging.getLogger("bench")
 
 
@@ -36,19 +41,34 @@ def run_section(name: str, opts: Options, out: Path) -> dict[str, object]:
     machine = describe_machine()  # before the section, so that busy_cores is other processes' work
     busy = machine.get("busy_cores")
     if busy is not None and busy > 0.2 * (machine["cores"] or 1):
-        log.warning("other processes keep %.1f of %s cores busy: figures will be slow and noisy",
-                    busy, machine["cores"])
+        log.warning(
+            "other processes keep %.1f of %s cores busy: figures will be slow and noisy",
+            busy,
+            machine["cores"],
+        )
     start = time.perf_counter()
     try:
         result = SECTIONS[name].run(opts)
     except Exception as exc:  # noqa: BLE001 - one failing section must not cost the others' figures
         log.exception("%s failed", name)
         result = {"error": f"{type(exc).__name__}: {exc}"}
-    record = {"benchmark": name, "time": timestamp(), "machine": machine, "quick": opts.quick,
-              "section_s": time.perf_counter() - start, **result}
+    record = {
+        "benchmark": name,
+        "time": timestamp(),
+        "machine": machine,
+        "quick": opts.quick,
+        "section_s": time.perf_counter() - start,
+        **result,
+    }
     kept = _measured_record(out / f"{name}.json")
-    if "skipped" in result and kept is not None:  # e.g. the GPU section on a CPU machine: keep the GPU's figures
-        log.info("%s skipped (%s): kept the figures measured %s", name, result["skipped"], kept.get("time", "?"))
+    # e.g. the GPU section on a CPU machine: keep the GPU's figures
+    if "skipped" in result and kept is not None:
+        log.info(
+            "%s skipped (%s): kept the figures measured %s",
+            name,
+            result["skipped"],
+            kept.get("time", "?"),
+        )
         return kept
     atomic_write_text(out / f"{name}.json", json.dumps(record, indent=2) + "\n")
     log.info("%s done in %.0f s", name, record["section_s"])
@@ -56,7 +76,8 @@ def run_section(name: str, opts: Options, out: Path) -> dict[str, object]:
 
 
 def _measured_record(path: Path) -> dict[str, object] | None:
-    """The section file at ``path`` if it holds figures (not a skip, an error or a quick run), else None."""
+    """The section file at ``path`` if it holds figures (not a skip, an error or a quick run), else
+    None."""
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -67,10 +88,14 @@ def _measured_record(path: Path) -> dict[str, object] | None:
 
 def machine_line(machine: dict[str, object]) -> str:
     memory = f", {machine['memory_gib']} GiB RAM" if machine.get("memory_gib") else ""
-    text = (f"{machine['cpu']}, {machine['cores']} cores{memory}, torch {machine['torch']} "
-            f"({machine['torch_threads']} threads), GPU: {machine['cuda'] or 'none'}")
+    text = (
+        f"{machine['cpu']}, {machine['cores']} cores{memory}, torch {machine['torch']} "
+        f"({machine['torch_threads']} threads), GPU: {machine['cuda'] or 'none'}"
+    )
     busy = machine.get("busy_cores")
-    return text + (f"; other processes busy on {busy:.1f} cores before it" if busy is not None else "")
+    return text + (
+        f"; other processes busy on {busy:.1f} cores before it" if busy is not None else ""
+    )
 
 
 def section_block(name: str, record: dict[str, object]) -> str:
@@ -81,8 +106,10 @@ def section_block(name: str, record: dict[str, object]) -> str:
         body = f"(`{name}.json` has an older layout: rerun `python -m bench --only {name}`)"
     quick = " **Quick mode: tiny sizes, not a measurement.**" if record.get("quick") else ""
     took = f" in {record['section_s']:.0f} s" if "section_s" in record else ""
-    return (f"## {module.TITLE}\n\n_Measured {record.get('time', '?')}{took} on "
-            f"{machine_line(record['machine'])}._{quick}\n\n{body}")
+    return (
+        f"## {module.TITLE}\n\n_Measured {record.get('time', '?')}{took} on "
+        f"{machine_line(record['machine'])}._{quick}\n\n{body}"
+    )
 
 
 def write_readme(out: Path) -> str:
@@ -92,34 +119,67 @@ def write_readme(out: Path) -> str:
         path = out / f"{name}.json"
         if path.is_file():
             blocks.append(section_block(name, json.loads(path.read_text())))
-    text = ("# Benchmarks\n\nGenerated by `make bench` (`python -m bench`); each section's numbers are in "
-            "`<section>.json` beside this file. Figures are medians over repeated runs after warm-up; methods "
-            "compared with each other are interleaved within every repeat. Benchmarks assert nothing.\n\n"
-            + "\n\n".join(blocks) + "\n")
+    text = (
+        "# Benchmarks\n\nGenerated by `make bench` (`python -m bench`); each section's numbers are "
+        "in `<section>.json` beside this file. Figures are medians over repeated runs after "
+        "warm-up; methods compared with each other are interleaved within every repeat. Benchmarks "
+        "assert nothing.\n\n" + "\n\n".join(blocks) + "\n"
+    )
     atomic_write_text(out / "README.md", text)
     return text
 
 
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="+", choices=list(SECTIONS), default=None, metavar="SECTION",
-                        help=f"run these sections only ({', '.join(SECTIONS)})")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny sizes and 2 repeats: a smoke test, not a measurement")
-    parser.add_argument("--repeats", type=int, default=None, help="repeats of every figure (default: per section)")
-    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[],
-                        help="overrides for every pretraining config benchmarked, e.g. model.expander=512-512")
-    parser.add_argument("--data-root", default=None, help="FactorShapes cache folder (default: the data cache)")
-    parser.add_argument("--make-log", type=Path, default=Path("results/runs/make_all.jsonl"),
-                        help="make all's stage log (default: %(default)s)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(SECTIONS),
+        default=None,
+        metavar="SECTION",
+        help=f"run these sections only ({', '.join(SECTIONS)})",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes and 2 repeats: a smoke test, not a measurement",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="repeats of every figure (default: per section)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        action="extend",
+        default=[],
+        help="overrides for every pretraining config benchmarked, e.g. model.expander=512-512",
+    )
+    parser.add_argument(
+        "--data-root", default=None, help="FactorShapes cache folder (default: the data cache)"
+    )
+    parser.add_argument(
+        "--make-log",
+        type=Path,
+        default=Path("results/runs/make_all.jsonl"),
+        help="make all's stage log (default: %(default)s)",
+    )
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be at least 1")
-    opts = Options(quick=args.quick, repeats=args.repeats, overrides=args.overrides, data_root=args.data_root,
-                   make_log=args.make_log)
+    opts = Options(
+        quick=args.quick,
+        repeats=args.repeats,
+        overrides=args.overrides,
+        data_root=args.data_root,
+        make_log=args.make_log,
+    )
     records = [run_section(name, opts, args.out) for name in args.only or SECTIONS]
     print(write_readme(args.out))
     failed = [record["benchmark"] for record in records if "error" in record]

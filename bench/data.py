@@ -1,19 +1,21 @@
-"""Data pipeline throughput: views per second for one data-loader worker (one thread, in this process).
+"""Data pipeline throughput: views per second for one data-loader worker (one thread, in this
+process).
 
 Three pipelines make VICReg's two views of the same images with the same augmentation settings (the
 embedded config's: crop scale 0.25-1, VICReg's jitter, grayscale, blur and solarize probabilities):
 
-- ``recording``: ours, as pretraining runs it: ``ViewMaker.batch`` draws every view's parameters from a
-  per-sample generator, records them and renders the batch (``core.augment.render_views``); its parameter
-  drawing alone is timed too (``sampling_share``: that part of its time);
-- ``v2``: the same ops from ``torchvision.transforms.v2`` on uint8 tensors, one image at a time, nothing
-  recorded (Gaussian blur with the largest kernel ours would use);
+- ``recording``: ours, as pretraining runs it: ``ViewMaker.batch`` draws every view's parameters
+  from a per-sample generator, records them and renders the batch (``core.augment.render_views``);
+  its parameter drawing alone is timed too (``sampling_share``: that part of its time);
+- ``v2``: the same ops from ``torchvision.transforms.v2`` on uint8 tensors, one image at a time,
+  nothing recorded (Gaussian blur with the largest kernel ours would use);
 - ``pil``: a PIL pipeline like the official VICReg code's: ``torchvision.transforms`` on PIL images,
   blur through ``PIL.ImageFilter``, solarize through ``PIL.ImageOps``, ``ToTensor`` last.
 
 Images come from FactorShapes, in memory before timing (decoding is no pipeline's work here), at the
 embedded 64 px and at 224 px. Pipelines are interleaved within every repeat; figures are medians.
 """
+
 from __future__ import annotations
 
 import random
@@ -35,11 +37,14 @@ from pretrain.views import ViewMaker
 
 TITLE = "Data pipeline (views/s per worker)"
 CONFIG = "configs/pretrain/vicreg_r18w16_b128_16e_shapes.yaml"
-RECORDING_TARGET = 0.10  # acceptance: recording costs at most 10 % of the views/s of the same ops without it
+RECORDING_TARGET = (
+    0.10  # acceptance: recording costs at most 10 % of the views/s of the same ops without it
+)
 
 
 class PILBlur:
-    """Gaussian blur with probability ``p`` and sigma ~ U(sigma), through PIL (VICReg's official choice)."""
+    """Gaussian blur with probability ``p`` and sigma ~ U(sigma), through PIL (VICReg's official
+    choice)."""
 
     def __init__(self, p: float, sigma: tuple[float, float]):
         self.p, self.sigma = p, sigma
@@ -62,35 +67,66 @@ class PILSolarize:
 
 def pil_pipelines(cfg: AugmentConfig, size: int) -> list[v1.Compose]:
     """View 1 and view 2 of the official VICReg code's transform, with ``cfg``'s strengths."""
-    return [v1.Compose([
-        v1.RandomResizedCrop(size, scale=tuple(cfg.crop_scale), ratio=tuple(cfg.crop_ratio),
-                             interpolation=v1.InterpolationMode.BICUBIC),
-        v1.RandomHorizontalFlip(cfg.flip_p),
-        v1.RandomApply([v1.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)], p=cfg.jitter_p),
-        v1.RandomGrayscale(cfg.grayscale_p),
-        PILBlur(cfg.blur_p[view], tuple(cfg.blur_sigma)),
-        PILSolarize(cfg.solarize_p[view]),
-        v1.ToTensor(),
-    ]) for view in (0, 1)]
+    return [
+        v1.Compose(
+            [
+                v1.RandomResizedCrop(
+                    size,
+                    scale=tuple(cfg.crop_scale),
+                    ratio=tuple(cfg.crop_ratio),
+                    interpolation=v1.InterpolationMode.BICUBIC,
+                ),
+                v1.RandomHorizontalFlip(cfg.flip_p),
+                v1.RandomApply(
+                    [v1.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)],
+                    p=cfg.jitter_p,
+                ),
+                v1.RandomGrayscale(cfg.grayscale_p),
+                PILBlur(cfg.blur_p[view], tuple(cfg.blur_sigma)),
+                PILSolarize(cfg.solarize_p[view]),
+                v1.ToTensor(),
+            ]
+        )
+        for view in (0, 1)
+    ]
 
 
 def v2_pipelines(cfg: AugmentConfig, size: int) -> list[v2.Compose]:
-    """The same views with ``torchvision.transforms.v2`` on uint8 tensors, parameters not recorded."""
+    """The same views with ``torchvision.transforms.v2`` on uint8 tensors, parameters not
+    recorded."""
     kernel = blur_kernel_size(cfg.blur_sigma[1], size, size)
-    return [v2.Compose([
-        v2.RandomResizedCrop(size, scale=tuple(cfg.crop_scale), ratio=tuple(cfg.crop_ratio),
-                             interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
-        v2.RandomHorizontalFlip(cfg.flip_p),
-        v2.RandomApply([v2.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)], p=cfg.jitter_p),
-        v2.RandomGrayscale(cfg.grayscale_p),
-        v2.RandomApply([v2.GaussianBlur(kernel, sigma=tuple(cfg.blur_sigma))], p=cfg.blur_p[view]),
-        v2.RandomSolarize(threshold=128, p=cfg.solarize_p[view]),
-    ]) for view in (0, 1)]
+    return [
+        v2.Compose(
+            [
+                v2.RandomResizedCrop(
+                    size,
+                    scale=tuple(cfg.crop_scale),
+                    ratio=tuple(cfg.crop_ratio),
+                    interpolation=v2.InterpolationMode.BICUBIC,
+                    antialias=True,
+                ),
+                v2.RandomHorizontalFlip(cfg.flip_p),
+                v2.RandomApply(
+                    [v2.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)],
+                    p=cfg.jitter_p,
+                ),
+                v2.RandomGrayscale(cfg.grayscale_p),
+                v2.RandomApply(
+                    [v2.GaussianBlur(kernel, sigma=tuple(cfg.blur_sigma))], p=cfg.blur_p[view]
+                ),
+                v2.RandomSolarize(threshold=128, p=cfg.solarize_p[view]),
+            ]
+        )
+        for view in (0, 1)
+    ]
 
 
 def load_images(size: int, count: int, data_root: str | None, n: int | None) -> list[torch.Tensor]:
-    """The first ``count`` of ``n`` FactorShapes pretrain images at ``size`` px, uint8 [3, S, S] tensors."""
-    data = DataConfig(dataset="factorshapes", root=data_root, split="pretrain", image_size=size, n=n)
+    """The first ``count`` of ``n`` FactorShapes pretrain images at ``size`` px, uint8 [3, S, S]
+    tensors."""
+    data = DataConfig(
+        dataset="factorshapes", root=data_root, split="pretrain", image_size=size, n=n
+    )
     dataset = build_dataset(data, progress=False)
     return [dataset[i][0] for i in range(count)]
 
@@ -99,7 +135,9 @@ def pipeline_calls(images: list[torch.Tensor], cfg: PretrainConfig, size: int) -
     """One call per pipeline: two views of every image."""
     maker = ViewMaker(cfg.augment, cfg.views, size)
     v2_views, pil_views = v2_pipelines(cfg.augment, size), pil_pipelines(cfg.augment, size)
-    pil_images = [Image.fromarray(np.ascontiguousarray(image.permute(1, 2, 0).numpy())) for image in images]
+    pil_images = [
+        Image.fromarray(np.ascontiguousarray(image.permute(1, 2, 0).numpy())) for image in images
+    ]
     epoch = [0]
 
     def generators() -> list[torch.Generator]:
@@ -109,7 +147,8 @@ def pipeline_calls(images: list[torch.Tensor], cfg: PretrainConfig, size: int) -
     def recording() -> None:
         maker.batch(images, generators())
 
-    def sampling() -> None:  # the part of ``recording`` that draws and records parameters, no pixels
+    # the part of ``recording`` that draws and records parameters, no pixels
+    def sampling() -> None:
         for image, generator in zip(images, generators()):
             maker.sample(generator, image.shape[-2], image.shape[-1])
 
@@ -122,23 +161,32 @@ def pipeline_calls(images: list[torch.Tensor], cfg: PretrainConfig, size: int) -
     return {"recording": recording, "v2": plain_v2, "pil": pil, "sampling": sampling}
 
 
-def measure(size: int, count: int, cfg: PretrainConfig, repeats: int, data_root: str | None,
-            n: int | None) -> dict[str, object]:
+def measure(
+    size: int, count: int, cfg: PretrainConfig, repeats: int, data_root: str | None, n: int | None
+) -> dict[str, object]:
     images = load_images(size, count, data_root, n)
     samples = interleaved(pipeline_calls(images, cfg, size), repeats)
     share = statistics.median(samples.pop("sampling")) / statistics.median(samples["recording"])
     views = 2 * count
-    rows = {name: {"views_per_s": views / summary(values)["median_s"], **summary(values, per=views)}
-            for name, values in samples.items()}
+    rows = {
+        name: {"views_per_s": views / summary(values)["median_s"], **summary(values, per=views)}
+        for name, values in samples.items()
+    }
     # throughput ratios = inverse time ratios, each the median over repeats of one repeat's ratio
-    return {"size": size, "images": count, "pipelines": rows,
-            "recording_cost": 1 - paired_ratio(samples["v2"], samples["recording"]),
-            "recording_vs_pil": paired_ratio(samples["pil"], samples["recording"]), "sampling_share": share}
+    return {
+        "size": size,
+        "images": count,
+        "pipelines": rows,
+        "recording_cost": 1 - paired_ratio(samples["v2"], samples["recording"]),
+        "recording_vs_pil": paired_ratio(samples["pil"], samples["recording"]),
+        "sampling_share": share,
+    }
 
 
 def run(opts: Options) -> dict[str, object]:
     cfg = load_config(PretrainConfig, ROOT / CONFIG, [])
-    # size -> (images per call, images in the cache part read); 64 px full: the part pretraining made
+    # size -> (images per call, images in the cache part read); 64 px full: the part pretraining
+    # made
     sizes = {64: (8, 16), 224: (4, 16)} if opts.quick else {64: (256, None), 224: (48, 64)}
     repeats = opts.reps(5)
     threads = torch.get_num_threads()
@@ -146,25 +194,42 @@ def run(opts: Options) -> dict[str, object]:
     random.seed(0)
     torch.manual_seed(0)
     try:
-        by_size = [measure(size, count, cfg, repeats, opts.data_root, n) for size, (count, n) in sizes.items()]
+        by_size = [
+            measure(size, count, cfg, repeats, opts.data_root, n)
+            for size, (count, n) in sizes.items()
+        ]
     finally:
         torch.set_num_threads(threads)
-    return {"repeats": repeats, "threads": 1, "recording_target": RECORDING_TARGET, "by_size": by_size}
+    return {
+        "repeats": repeats,
+        "threads": 1,
+        "recording_target": RECORDING_TARGET,
+        "by_size": by_size,
+    }
 
 
 def markdown(result: dict[str, object]) -> str:
-    lines = [f"Two views of each image, one thread, median of {result['repeats']} repeats (ratios: median of the "
-             f"per-repeat ratios). Recording cost = 1 - (our views/s) / (v2's views/s), the same ops without "
-             f"recording (target <= {result['recording_target']:.0%}; negative: ours is faster although it "
-             "records); ours vs PIL: our views/s over the PIL pipeline's (target >= 1).", "",
-             "Parameter share: the part of our pipeline's time spent drawing and recording the parameters (the "
-             "per-sample generators included); an upper bound of recording's own cost, since every pipeline "
-             "draws its parameters.", "",
-             "| view size | images | recording (views/s) | v2, not recorded (views/s) | PIL, VICReg's (views/s) "
-             "| recording cost | ours vs PIL | parameter share |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Two views of each image, one thread, median of {result['repeats']} repeats (ratios: "
+        "median of the per-repeat ratios). Recording cost = 1 - (our views/s) / (v2's views/s), "
+        f"the same ops without recording (target <= {result['recording_target']:.0%}; negative: "
+        "ours is faster although it records); ours vs PIL: our views/s over the PIL pipeline's "
+        "(target >= 1).",
+        "",
+        "Parameter share: the part of our pipeline's time spent drawing and recording the "
+        "parameters (the per-sample generators included); an upper bound of recording's own cost, "
+        "since every pipeline draws its parameters.",
+        "",
+        "| view size | images | recording (views/s) | v2, not recorded (views/s) | PIL, VICReg's "
+        "(views/s) | recording cost | ours vs PIL | parameter share |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in result["by_size"]:
         p = row["pipelines"]
-        lines.append(f"| {row['size']} px | {row['images']} | {p['recording']['views_per_s']:.0f} | "
-                     f"{p['v2']['views_per_s']:.0f} | {p['pil']['views_per_s']:.0f} | "
-                     f"{row['recording_cost']:.1%} | {row['recording_vs_pil']:.2f} | {row['sampling_share']:.1%} |")
+        lines.append(
+            f"| {row['size']} px | {row['images']} | {p['recording']['views_per_s']:.0f} | "
+            f"{p['v2']['views_per_s']:.0f} | {p['pil']['views_per_s']:.0f} | "
+            f"{row['recording_cost']:.1%} | {row['recording_vs_pil']:.2f} | "
+            f"{row['sampling_share']:.1%} |"
+        )
     return "\n".join(lines)

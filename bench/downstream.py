@@ -1,15 +1,18 @@
-"""Downstream costs on the CPU: feature extraction, the 9 linear probes, a detection training iteration.
+"""Downstream costs on the CPU: feature extraction, the 9 linear probes, a detection training
+iteration.
 
-- Feature extraction (img/s): ``downstream.classification.features.extract`` with the embedded backbone
-  (ResNet-18 at base width 16, random init: weights do not change the cost) on FactorShapes cls-upright test
-  images, the evaluation transform and batch of ``configs/classification/linear_knn_shapes.yaml``.
-- Linear probe (s): the ``linear-lbfgs`` protocol (L2 grid on val, refit on train + val) of each of the 9
-  factor tasks, on that backbone's features of the full parts (the floor's features: what `make eval-cls`
-  probes for it), with the config's grid and iteration cap.
-- Detection (s per training iteration): the ``embedded-frcnn`` card, random-init backbone, a handful of
-  iterations through mmengine's Runner (its IterTimerHook's per-iteration times, data loading included),
-  on a small FactorShapes det part (iteration cost does not depend on the part's size).
+- Feature extraction (img/s): ``downstream.classification.features.extract`` with the embedded
+  backbone (ResNet-18 at base width 16, random init: weights do not change the cost) on FactorShapes
+  cls-upright test images, the evaluation transform and batch of
+  ``configs/classification/linear_knn_shapes.yaml``.
+- Linear probe (s): the ``linear-lbfgs`` protocol (L2 grid on val, refit on train + val) of each of
+  the 9 factor tasks, on that backbone's features of the full parts (the floor's features: what
+  `make eval-cls` probes for it), with the config's grid and iteration cap.
+- Detection (s per training iteration): the ``embedded-frcnn`` card, random-init backbone, a handful
+  of iterations through mmengine's Runner (its IterTimerHook's per-iteration times, data loading
+  included), on a small FactorShapes det part (iteration cost does not depend on the part's size).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -33,7 +36,8 @@ DET_PROTOCOL = "embedded-frcnn"
 
 
 class FirstImages(torch.utils.data.Dataset):
-    """The first ``count`` items of a data set, keeping its ``label_names`` (what ``extract`` reads)."""
+    """The first ``count`` items of a data set, keeping its ``label_names`` (what ``extract``
+    reads)."""
 
     def __init__(self, dataset, count: int):
         self.dataset, self.count = dataset, min(count, len(dataset))
@@ -53,18 +57,27 @@ def classification_config(opts: Options) -> ClassificationConfig:
     return load_config(ClassificationConfig, ROOT / CLS_CONFIG, overrides)
 
 
-def time_extraction(backbone: torch.nn.Module, cfg: ClassificationConfig, count: int,
-                    repeats: int) -> dict[str, object]:
+def time_extraction(
+    backbone: torch.nn.Module, cfg: ClassificationConfig, count: int, repeats: int
+) -> dict[str, object]:
     """img/s of ``extract`` over the first ``count`` test images of the first task's split."""
     transform = resize_center_crop(cfg.data.image_size, cfg.resize_ratio)
     images = FirstImages(build_part(cfg.data, "test", transform), count)
-    samples = interleaved({"extract": lambda: extract(backbone, images, cfg.batch_size, "cpu")}, repeats)
+    samples = interleaved(
+        {"extract": lambda: extract(backbone, images, cfg.batch_size, "cpu")}, repeats
+    )
     stats = summary(samples["extract"])
-    return {"images": len(images), "batch_size": cfg.batch_size, "img_per_s": len(images) / stats["median_s"],
-            **stats}
+    return {
+        "images": len(images),
+        "batch_size": cfg.batch_size,
+        "img_per_s": len(images) / stats["median_s"],
+        **stats,
+    }
 
 
-def task_features(backbone: torch.nn.Module, tasks, cfg: ClassificationConfig) -> tuple[dict, float]:
+def task_features(
+    backbone: torch.nn.Module, tasks, cfg: ClassificationConfig
+) -> tuple[dict, float]:
     """Features and labels of every part of every split the tasks use, and the seconds it took."""
     transform = resize_center_crop(cfg.data.image_size, cfg.resize_ratio)
     start = time.perf_counter()
@@ -72,17 +85,29 @@ def task_features(backbone: torch.nn.Module, tasks, cfg: ClassificationConfig) -
     for task in tasks:
         split = task.data.split
         if split not in features:
-            features[split] = {part: extract(backbone, build_part(task.data, part, transform), cfg.batch_size, "cpu")
-                               for part in ("train", "val", "test")}
+            features[split] = {
+                part: extract(
+                    backbone, build_part(task.data, part, transform), cfg.batch_size, "cpu"
+                )
+                for part in ("train", "val", "test")
+            }
     return features, time.perf_counter() - start
 
 
-def time_probes(features: dict, tasks, cfg: ClassificationConfig, repeats: int) -> list[dict[str, object]]:
-    """Seconds of ``linear_probe`` for each task: median over ``repeats`` after one warm-up probe."""
+def time_probes(
+    features: dict, tasks, cfg: ClassificationConfig, repeats: int
+) -> list[dict[str, object]]:
+    """Seconds of ``linear_probe`` for each task: median over ``repeats`` after one warm-up
+    probe."""
+
     def probe(task) -> None:
         parts = features[task.data.split]
-        linear_probe(*((parts[p][0], parts[p][1][task.label]) for p in ("train", "val", "test")), task.classes,
-                     tuple(cfg.lbfgs.l2_grid), cfg.lbfgs.max_iter)
+        linear_probe(
+            *((parts[p][0], parts[p][1][task.label]) for p in ("train", "val", "test")),
+            task.classes,
+            tuple(cfg.lbfgs.l2_grid),
+            cfg.lbfgs.max_iter,
+        )
 
     probe(tasks[0])  # warm-up: first calls into LBFGS and the kernels
     rows = []
@@ -92,20 +117,34 @@ def time_probes(features: dict, tasks, cfg: ClassificationConfig, repeats: int) 
             start = time.perf_counter()
             probe(task)
             samples.append(time.perf_counter() - start)
-        rows.append({"task": f"{task.data.split}/{task.label}", "classes": task.classes,
-                     "n_train": len(features[task.data.split]["train"][0]), **summary(samples)})
+        rows.append(
+            {
+                "task": f"{task.data.split}/{task.label}",
+                "classes": task.classes,
+                "n_train": len(features[task.data.split]["train"][0]),
+                **summary(samples),
+            }
+        )
     return rows
 
 
 def time_detection(opts: Options, iterations: int, warmup: int) -> dict[str, object]:
-    """Seconds per training iteration of the card (random-init backbone), after ``warmup`` iterations."""
+    """Seconds per training iteration of the card (random-init backbone), after ``warmup``
+    iterations."""
     from mmengine.runner import Runner
 
     from downstream.detection.runner import data_parts, load_card, mmengine_config
 
     total = warmup + iterations
-    card = load_card(DET_PROTOCOL, {"max_iters": total, "warmup_iters": 1, "milestones": [total + 1],
-                                    "data.n": 16 if opts.quick else 64})
+    card = load_card(
+        DET_PROTOCOL,
+        {
+            "max_iters": total,
+            "warmup_iters": 1,
+            "milestones": [total + 1],
+            "data.n": 16 if opts.quick else 64,
+        },
+    )
     if opts.quick:
         card.batch_size = 2
     parts = data_parts(card, opts.data_root)
@@ -117,9 +156,16 @@ def time_detection(opts: Options, iterations: int, warmup: int) -> dict[str, obj
         runner.train()
         times = runner.message_hub.get_scalar("train/time").data[0].tolist()
     timed = times[warmup:]
-    return {"protocol": DET_PROTOCOL, "batch_size": card.batch_size, "image_scale": list(card.image_scale),
-            "warmup_iters": warmup, "timed_iters": len(timed), "iter_s": statistics.median(timed),
-            "img_per_s": card.batch_size / statistics.median(timed), "samples_s": timed}
+    return {
+        "protocol": DET_PROTOCOL,
+        "batch_size": card.batch_size,
+        "image_scale": list(card.image_scale),
+        "warmup_iters": warmup,
+        "timed_iters": len(timed),
+        "iter_s": statistics.median(timed),
+        "img_per_s": card.batch_size / statistics.median(timed),
+        "samples_s": timed,
+    }
 
 
 def run(opts: Options) -> dict[str, object]:
@@ -131,24 +177,42 @@ def run(opts: Options) -> dict[str, object]:
     features, extract_all_s = task_features(backbone, tasks, cfg)
     probes = time_probes(features, tasks, cfg, opts.reps(3))
     detection = time_detection(opts, 2 if opts.quick else 10, 1 if opts.quick else 3)
-    return {"arch": f"{ARCH[0]}w{ARCH[1]}", "threads": torch.get_num_threads(), "repeats": repeats,
-            "extraction": extraction, "extract_all_parts_s": extract_all_s,
-            "linear_probe": {"l2_grid": list(cfg.lbfgs.l2_grid), "max_iter": cfg.lbfgs.max_iter, "tasks": probes,
-                             "total_s": sum(row["median_s"] for row in probes)},
-            "detection": detection}
+    return {
+        "arch": f"{ARCH[0]}w{ARCH[1]}",
+        "threads": torch.get_num_threads(),
+        "repeats": repeats,
+        "extraction": extraction,
+        "extract_all_parts_s": extract_all_s,
+        "linear_probe": {
+            "l2_grid": list(cfg.lbfgs.l2_grid),
+            "max_iter": cfg.lbfgs.max_iter,
+            "tasks": probes,
+            "total_s": sum(row["median_s"] for row in probes),
+        },
+        "detection": detection,
+    }
 
 
 def markdown(result: dict[str, object]) -> str:
     ext, probe, det = result["extraction"], result["linear_probe"], result["detection"]
-    lines = [f"Backbone {result['arch']} (random init), {result['threads']} threads; medians of {result['repeats']} "
-             "repeats.", "",
-             "| figure | value |", "|---|---|",
-             f"| feature extraction, batch {ext['batch_size']} | {ext['img_per_s']:.0f} img/s |",
-             f"| features of every part the 9 tasks use (one backbone) | {result['extract_all_parts_s']:.1f} s |",
-             f"| linear probe (linear-lbfgs), 9 tasks | {probe['total_s']:.1f} s |",
-             f"| detection ({det['protocol']}, batch {det['batch_size']}) training iteration | "
-             f"{det['iter_s']:.3f} s ({det['img_per_s']:.1f} img/s) |", "",
-             "| probe task | classes | train images | seconds |", "|---|---|---|---|"]
+    lines = [
+        f"Backbone {result['arch']} (random init), {result['threads']} threads; medians of "
+        f"{result['repeats']} repeats.",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| feature extraction, batch {ext['batch_size']} | {ext['img_per_s']:.0f} img/s |",
+        "| features of every part the 9 tasks use (one backbone) | "
+        f"{result['extract_all_parts_s']:.1f} s |",
+        f"| linear probe (linear-lbfgs), 9 tasks | {probe['total_s']:.1f} s |",
+        f"| detection ({det['protocol']}, batch {det['batch_size']}) training iteration | "
+        f"{det['iter_s']:.3f} s ({det['img_per_s']:.1f} img/s) |",
+        "",
+        "| probe task | classes | train images | seconds |",
+        "|---|---|---|---|",
+    ]
     for row in probe["tasks"]:
-        lines.append(f"| {row['task']} | {row['classes']} | {row['n_train']} | {row['median_s']:.2f} |")
+        lines.append(
+            f"| {row['task']} | {row['classes']} | {row['n_train']} | {row['median_s']:.2f} |"
+        )
     return "\n".join(lines)

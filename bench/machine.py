@@ -1,4 +1,5 @@
 """A description of the machine a benchmark ran on."""
+
 from __future__ import annotations
 
 import os
@@ -11,7 +12,9 @@ from core.env import cpu_model
 
 
 def busy_cores(seconds: float = 0.5) -> float | None:
-    """How many cores other processes keep busy: CPU time over a short sleep of this process (Linux)."""
+    """How many cores other processes keep busy: CPU time over a short sleep of this process
+    (Linux)."""
+
     def sample() -> tuple[int, int]:
         with open("/proc/stat") as handle:
             values = [int(v) for v in handle.readline().split()[1:]]
@@ -28,9 +31,14 @@ def busy_cores(seconds: float = 0.5) -> float | None:
 
 
 def describe_machine() -> dict[str, object]:
-    info: dict[str, object] = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                               "torch": torch.__version__, "python": platform.python_version(),
-                               "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    info: dict[str, object] = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
     try:
         with open("/proc/meminfo") as handle:
             kib = next(int(line.split()[1]) for line in handle if line.startswith("MemTotal"))

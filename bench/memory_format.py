@@ -1,9 +1,10 @@
-"""CPU memory formats: the embedded MAST training step in channels_last and in contiguous tensors, on the
-oneDNN kernels this CPU gets and on its AVX2 kernels (``ONEDNN_MAX_CPU_ISA=AVX2``, what AVX2-only CPUs run),
-each in a child process (the cap applies at start-up). Both formats are forced here, whatever
-``core.memory_format`` would choose; the choice it makes is reported beside them. The figures are what
-docs/reliability.md cites for turning channels_last off on AVX2-class kernels.
+"""CPU memory formats: the embedded MAST training step in channels_last and in contiguous tensors,
+on the oneDNN kernels this CPU gets and on its AVX2 kernels (``ONEDNN_MAX_CPU_ISA=AVX2``, what
+AVX2-only CPUs run), each in a child process (the cap applies at start-up). Both formats are forced
+here, whatever ``core.memory_format`` would choose; the choice it makes is reported beside them. The
+figures are what docs/reliability.md cites for turning channels_last off on AVX2-class kernels.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,8 @@ KERNELS = {"native": None, "avx2": "AVX2"}
 
 
 def measure(overrides: list[str], steps: int, repeats: int) -> dict[str, object]:
-    """Median step time of the embedded MAST config in both formats, interleaved (this process's kernels)."""
+    """Median step time of the embedded MAST config in both formats, interleaved (this process's
+    kernels)."""
     built = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, channels_last in (("channels_last", True), ("contiguous", False)):
@@ -33,14 +35,23 @@ def measure(overrides: list[str], steps: int, repeats: int) -> dict[str, object]
             trainer.memory = Choice(channels_last, "forced by the benchmark")
             trainer.model.to(memory_format=trainer.memory.memory_format)
             built[name] = (trainer, batch)
-        samples = interleaved({n: (lambda t=t, b=b: run_steps(t, b, steps)) for n, (t, b) in built.items()},
-                              repeats, warmup=1)
+        samples = interleaved(
+            {n: (lambda t=t, b=b: run_steps(t, b, steps)) for n, (t, b) in built.items()},
+            repeats,
+            warmup=1,
+        )
         trainer = built["contiguous"][0]
         chosen = choose(torch.device("cpu"), trainer.cfg.model.arch, trainer.cfg.model.base_width)
     rows = {name: summary(values, per=steps) for name, values in samples.items()}
-    return {"step_s": {name: row["median_s"] for name, row in rows.items()}, "samples_s": samples,
-            "channels_last_vs_contiguous": paired_ratio(samples["channels_last"], samples["contiguous"]),
-            "chosen": chosen.as_dict(), "threads": torch.get_num_threads()}
+    return {
+        "step_s": {name: row["median_s"] for name, row in rows.items()},
+        "samples_s": samples,
+        "channels_last_vs_contiguous": paired_ratio(
+            samples["channels_last"], samples["contiguous"]
+        ),
+        "chosen": chosen.as_dict(),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def run(opts: Options) -> dict[str, object]:
@@ -53,25 +64,52 @@ def run(opts: Options) -> dict[str, object]:
         env.pop("ONEDNN_MAX_CPU_ISA", None)
         if cap:
             env["ONEDNN_MAX_CPU_ISA"] = cap
-        command = [sys.executable, "-m", "bench.memory_format", "--steps", str(steps), "--repeats", str(repeats),
-                   "--set", *overrides, *opts.overrides]
-        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+        command = [
+            sys.executable,
+            "-m",
+            "bench.memory_format",
+            "--steps",
+            str(steps),
+            "--repeats",
+            str(repeats),
+            "--set",
+            *overrides,
+            *opts.overrides,
+        ]
+        done = subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, check=False
+        )
         if done.returncode:
             raise RuntimeError(f"{name} kernels: the child failed:\n{done.stderr[-2000:]}")
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
-    return {"config": EMBEDDED["mast"], "steps_per_repeat": steps, "repeats": repeats, "overrides": overrides,
-            "kernels": results}
+    return {
+        "config": EMBEDDED["mast"],
+        "steps_per_repeat": steps,
+        "repeats": repeats,
+        "overrides": overrides,
+        "kernels": results,
+    }
 
 
 def markdown(result: dict[str, object]) -> str:
-    lines = [(f"`{result['config']}` training step ({result['repeats']} repeats of {result['steps_per_repeat']} "
-              "step(s), both formats interleaved):"), "",
-             ("| oneDNN kernels | threads | channels_last (s) | contiguous (s) | channels_last / contiguous "
-              "| core.memory_format chooses |"), "|---|---|---|---|---|---|"]
+    lines = [
+        (
+            f"`{result['config']}` training step ({result['repeats']} repeats of "
+            f"{result['steps_per_repeat']} step(s), both formats interleaved):"
+        ),
+        "",
+        (
+            "| oneDNN kernels | threads | channels_last (s) | contiguous (s) | channels_last / "
+            "contiguous | core.memory_format chooses |"
+        ),
+        "|---|---|---|---|---|---|",
+    ]
     for name, row in result["kernels"].items():
-        lines.append(f"| {name} | {row['threads']} | {row['step_s']['channels_last']:.3f} | "
-                     f"{row['step_s']['contiguous']:.3f} | {row['channels_last_vs_contiguous']:.2f} | "
-                     f"{row['chosen']['memory_format']} |")
+        lines.append(
+            f"| {name} | {row['threads']} | {row['step_s']['channels_last']:.3f} | "
+            f"{row['step_s']['contiguous']:.3f} | {row['channels_last_vs_contiguous']:.2f} | "
+            f"{row['chosen']['memory_format']} |"
+        )
     return "\n".join(lines)
 
 

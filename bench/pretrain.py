@@ -1,22 +1,25 @@
-"""Pretraining step throughput and peak memory of vicreg, mast (pair) and mast (factorized), side by side.
+"""Pretraining step throughput and peak memory of vicreg, mast (pair) and mast (factorized), side by
+side.
 
-Two settings: the embedded config (ResNet-18 at base width 16, 64 px, batch 128) and ResNet-50 at 224 px
-with VICReg's ImageNet recipe (expander 8192-8192-8192, LARS) at a small batch, on FactorShapes images
-rendered at 224 px. Each method's Trainer is built from its config; one batch of its own data loader is kept
-and the training step (forward, loss, backward, optimiser) is timed on it. Methods are interleaved within
-every repeat, so drifts of a shared machine hit all of them alike; figures are medians over repeats after
-warm-up, a ratio to vicreg is the median of the per-repeat ratios against the vicreg timed in the same
-group. img/s counts source images (a factorized step renders K + 1 views of each).
+Two settings: the embedded config (ResNet-18 at base width 16, 64 px, batch 128) and ResNet-50 at
+224 px with VICReg's ImageNet recipe (expander 8192-8192-8192, LARS) at a small batch, on
+FactorShapes images rendered at 224 px. Each method's Trainer is built from its config; one batch of
+its own data loader is kept and the training step (forward, loss, backward, optimiser) is timed on
+it. Methods are interleaved within every repeat, so drifts of a shared machine hit all of them
+alike; figures are medians over repeats after warm-up, a ratio to vicreg is the median of the
+per-repeat ratios against the vicreg timed in the same group. img/s counts source images (a
+factorized step renders K + 1 views of each).
 
-Peak memory: on CPU each method runs again in a fresh process (numbers not polluted by the other methods)
-that builds its Trainer and takes one step: the resident high-water mark (``peak_mb``) and the part of it
-above the resident memory before the step (``step_mb``: gradients, optimiser state, activations). On CUDA:
-``torch.cuda.max_memory_allocated`` and the part above the memory allocated before the step.
-This section runs on the CPU (``device=cpu``); the gpu section covers CUDA.
+Peak memory: on CPU each method runs again in a fresh process (numbers not polluted by the other
+methods) that builds its Trainer and takes one step: the resident high-water mark (``peak_mb``) and
+the part of it above the resident memory before the step (``step_mb``: gradients, optimiser state,
+activations). On CUDA: ``torch.cuda.max_memory_allocated`` and the part above the memory allocated
+before the step. This section runs on the CPU (``device=cpu``); the gpu section covers CUDA.
 
-When mast (pair) takes more than 5 % longer than vicreg, one step of each is profiled and the operators
-that cost the most are recorded, to show where the difference comes from.
+When mast (pair) takes more than 5 % longer than vicreg, one step of each is profiled and the
+operators that cost the most are recorded, to show where the difference comes from.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,51 +32,103 @@ from pathlib import Path
 
 import torch
 
-from bench.timing import ROOT, Options, interleaved, paired_ratio, peak_rss_mb, reset_peak_rss, rss_mb, summary, sync
+from bench.timing import (
+    ROOT,
+    Options,
+    interleaved,
+    paired_ratio,
+    peak_rss_mb,
+    reset_peak_rss,
+    rss_mb,
+    summary,
+    sync,
+)
 from core.config import load_config
 from pretrain.config import PretrainConfig
 from pretrain.train import Trainer
 
 TITLE = "Pretraining step (CPU)"
-EMBEDDED = {"vicreg": "configs/pretrain/vicreg_r18w16_b128_16e_shapes.yaml",
-            "mast": "configs/pretrain/mast_r18w16_b128_16e_shapes.yaml"}
-RESNET50 = {"vicreg": "configs/pretrain/vicreg_r50_b512_100e_imagenet.yaml",
-            "mast": "configs/pretrain/mast_r50_b512_100e_imagenet.yaml"}
-METHODS = {"vicreg": ("vicreg", []), "mast_pair": ("mast", []),
-           "mast_factorized": ("mast", ["views.mode=factorized"])}
-#: ImageNet configs on FactorShapes rendered at 224 px: the network and recipe of ImageNet, data at hand.
-R50_DATA = ["data.dataset=factorshapes", "data.root=null", "data.split=pretrain", "data.part=train",
-            "data.image_size=224", "data.num_workers=0"]
+EMBEDDED = {
+    "vicreg": "configs/pretrain/vicreg_r18w16_b128_16e_shapes.yaml",
+    "mast": "configs/pretrain/mast_r18w16_b128_16e_shapes.yaml",
+}
+RESNET50 = {
+    "vicreg": "configs/pretrain/vicreg_r50_b512_100e_imagenet.yaml",
+    "mast": "configs/pretrain/mast_r50_b512_100e_imagenet.yaml",
+}
+METHODS = {
+    "vicreg": ("vicreg", []),
+    "mast_pair": ("mast", []),
+    "mast_factorized": ("mast", ["views.mode=factorized"]),
+}
+#: ImageNet configs on FactorShapes rendered at 224 px: the network and recipe of ImageNet, data at
+# hand.
+R50_DATA = [
+    "data.dataset=factorshapes",
+    "data.root=null",
+    "data.split=pretrain",
+    "data.part=train",
+    "data.image_size=224",
+    "data.num_workers=0",
+]
 PAIR_TARGET = 1.05  # the acceptance bar: mast (pair) step time <= 1.05 x vicreg's
 
 
 def settings(opts: Options) -> dict[str, dict[str, object]]:
-    """Per setting: configs, the overrides that size it, timed steps per repeat, and groups of methods timed
-    together with their default repeats. At ResNet-50 the pair comparison gets many repeats (its steps
-    are long and a shared machine's noise is +-15 % per step); factorized, 5 x slower, gets few."""
+    """Per setting: configs, the overrides that size it, timed steps per repeat, and groups of
+    methods timed together with their default repeats. At ResNet-50 the pair comparison gets many
+    repeats (its steps are long and a shared machine's noise is +-15 % per step); factorized, 5 x
+    slower, gets few."""
     every = ("vicreg", "mast_pair", "mast_factorized")
     if opts.quick:
-        return {"embedded": {"configs": EMBEDDED, "overrides": ["train.batch_size=8", "data.n=16"],
-                             "steps": 1, "groups": [(every, 2)]},
-                "resnet50_224": {"configs": RESNET50, "overrides": [*R50_DATA, "data.image_size=64", "data.n=4",
-                                                                    "train.batch_size=4", "model.expander=64-64"],
-                                 "steps": 1, "groups": [(every, 2)]}}
-    return {"embedded": {"configs": EMBEDDED, "overrides": [], "steps": 3, "groups": [(every, 7)]},
-            "resnet50_224": {"configs": RESNET50, "overrides": [*R50_DATA, "data.n=16", "train.batch_size=8"],
-                             "steps": 1, "groups": [(("vicreg", "mast_pair"), 9), (("vicreg", "mast_factorized"), 2)]}}
+        return {
+            "embedded": {
+                "configs": EMBEDDED,
+                "overrides": ["train.batch_size=8", "data.n=16"],
+                "steps": 1,
+                "groups": [(every, 2)],
+            },
+            "resnet50_224": {
+                "configs": RESNET50,
+                "overrides": [
+                    *R50_DATA,
+                    "data.image_size=64",
+                    "data.n=4",
+                    "train.batch_size=4",
+                    "model.expander=64-64",
+                ],
+                "steps": 1,
+                "groups": [(every, 2)],
+            },
+        }
+    return {
+        "embedded": {"configs": EMBEDDED, "overrides": [], "steps": 3, "groups": [(every, 7)]},
+        "resnet50_224": {
+            "configs": RESNET50,
+            "overrides": [*R50_DATA, "data.n=16", "train.batch_size=8"],
+            "steps": 1,
+            "groups": [(("vicreg", "mast_pair"), 9), (("vicreg", "mast_factorized"), 2)],
+        },
+    }
 
 
-def variants(setting: dict[str, object], opts: Options, device: str = "cpu") -> dict[str, tuple[str, list[str]]]:
+def variants(
+    setting: dict[str, object], opts: Options, device: str = "cpu"
+) -> dict[str, tuple[str, list[str]]]:
     """method name -> (config path, overrides), the user's overrides last."""
     root = [f"data.root={opts.data_root}"] if opts.data_root else []
     out = {}
     for name, (method, extra) in METHODS.items():
-        out[name] = (setting["configs"][method],
-                     [f"device={device}", *extra, *setting["overrides"], *root, *opts.overrides])
+        out[name] = (
+            setting["configs"][method],
+            [f"device={device}", *extra, *setting["overrides"], *root, *opts.overrides],
+        )
     return out
 
 
-def build(config: str, overrides: list[str], out: Path) -> tuple[Trainer, tuple[torch.Tensor, torch.Tensor]]:
+def build(
+    config: str, overrides: list[str], out: Path
+) -> tuple[Trainer, tuple[torch.Tensor, torch.Tensor]]:
     """A Trainer in training mode and one batch of its own loader."""
     cfg = load_config(PretrainConfig, ROOT / config, overrides)
     trainer = Trainer(cfg, out)
@@ -87,11 +142,15 @@ def run_steps(trainer: Trainer, batch, steps: int) -> None:
         trainer.train_step(*batch)
 
 
-def measure_steps(specs: dict[str, tuple[str, list[str]]], steps: int, repeats: int,
-                  warmup: int = 1) -> dict[str, dict[str, object]]:
-    """Median step time and img/s of every method, interleaved; ``warmup`` untimed calls of ``steps`` steps."""
+def measure_steps(
+    specs: dict[str, tuple[str, list[str]]], steps: int, repeats: int, warmup: int = 1
+) -> dict[str, dict[str, object]]:
+    """Median step time and img/s of every method, interleaved; ``warmup`` untimed calls of
+    ``steps`` steps."""
     with tempfile.TemporaryDirectory() as tmp:
-        built = {name: build(config, extra, Path(tmp) / name) for name, (config, extra) in specs.items()}
+        built = {
+            name: build(config, extra, Path(tmp) / name) for name, (config, extra) in specs.items()
+        }
         device = next(iter(built.values()))[0].device
         fns = {name: (lambda t=t, b=b: run_steps(t, b, steps)) for name, (t, b) in built.items()}
         samples = interleaved(fns, repeats, warmup, device)
@@ -99,15 +158,21 @@ def measure_steps(specs: dict[str, tuple[str, list[str]]], steps: int, repeats: 
         for name, (trainer, _) in built.items():
             stats = summary(samples[name], per=steps)
             batch_size = trainer.cfg.train.batch_size
-            rows[name] = {"views": trainer.views.num_views, "batch_size": batch_size, "step_s": stats["median_s"],
-                          "img_per_s": batch_size / stats["median_s"], **stats,
-                          "params_m": sum(p.numel() for p in trainer.model.parameters()) / 1e6}
+            rows[name] = {
+                "views": trainer.views.num_views,
+                "batch_size": batch_size,
+                "step_s": stats["median_s"],
+                "img_per_s": batch_size / stats["median_s"],
+                **stats,
+                "params_m": sum(p.numel() for p in trainer.model.parameters()) / 1e6,
+            }
         return rows
 
 
 def memory_of(config: str, overrides: list[str], steps: int = 1) -> dict[str, object]:
-    """Peak memory over building one method's Trainer and ``steps`` training steps, and the part of it the
-    steps add (gradients, optimiser state, activations). Call it in a fresh process on the CPU."""
+    """Peak memory over building one method's Trainer and ``steps`` training steps, and the part of
+    it the steps add (gradients, optimiser state, activations). Call it in a fresh process on the
+    CPU."""
     with tempfile.TemporaryDirectory() as tmp:
         trainer, batch = build(config, overrides, Path(tmp))
         if trainer.cuda:
@@ -121,7 +186,11 @@ def memory_of(config: str, overrides: list[str], steps: int = 1) -> dict[str, ob
         fresh = reset_peak_rss()  # if it cannot be reset, the peak is the process's whole life's
         run_steps(trainer, batch, steps)
         peak = peak_rss_mb()
-        return {"kind": "cpu_rss", "peak_mb": peak, "step_mb": peak - before if fresh and before else None}
+        return {
+            "kind": "cpu_rss",
+            "peak_mb": peak,
+            "step_mb": peak - before if fresh and before else None,
+        }
 
 
 def memory_in_subprocess(config: str, overrides: list[str], steps: int = 1) -> dict[str, object]:
@@ -143,7 +212,10 @@ def profile_step(trainer: Trainer, batch) -> dict[str, dict[str, float]]:
     with profile(activities=activities) as prof:
         run_steps(trainer, batch, 1)
         sync(trainer.device)
-    return {e.key: {"self_ms": e.self_cpu_time_total / 1000, "calls": e.count} for e in prof.key_averages()}
+    return {
+        e.key: {"self_ms": e.self_cpu_time_total / 1000, "calls": e.count}
+        for e in prof.key_averages()
+    }
 
 
 def _top(ops: dict[str, dict[str, float]], key, count: int = 8) -> list[dict[str, object]]:
@@ -151,8 +223,8 @@ def _top(ops: dict[str, dict[str, float]], key, count: int = 8) -> list[dict[str
 
 
 def profile_pair(specs: dict[str, tuple[str, list[str]]]) -> dict[str, list[dict[str, object]]]:
-    """One profiled step of vicreg and of mast (pair): each one's costliest operators, and the operators
-    mast (pair) spends the most extra time in."""
+    """One profiled step of vicreg and of mast (pair): each one's costliest operators, and the
+    operators mast (pair) spends the most extra time in."""
     ops = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("vicreg", "mast_pair"):
@@ -160,23 +232,34 @@ def profile_pair(specs: dict[str, tuple[str, list[str]]]) -> dict[str, list[dict
             run_steps(trainer, batch, 2)  # warm-up
             ops[name] = profile_step(trainer, batch)
     base, mast = ops["vicreg"], ops["mast_pair"]
-    extra = {op: {"extra_ms": mast[op]["self_ms"] - base.get(op, {"self_ms": 0.0})["self_ms"],
-                  "calls": mast[op]["calls"]} for op in mast}
-    return {"vicreg": _top(base, lambda op: base[op]["self_ms"]),
-            "mast_pair": _top(mast, lambda op: mast[op]["self_ms"]),
-            "extra_in_mast_pair": _top(extra, lambda op: extra[op]["extra_ms"])}
+    extra = {
+        op: {
+            "extra_ms": mast[op]["self_ms"] - base.get(op, {"self_ms": 0.0})["self_ms"],
+            "calls": mast[op]["calls"],
+        }
+        for op in mast
+    }
+    return {
+        "vicreg": _top(base, lambda op: base[op]["self_ms"]),
+        "mast_pair": _top(mast, lambda op: mast[op]["self_ms"]),
+        "extra_in_mast_pair": _top(extra, lambda op: extra[op]["extra_ms"]),
+    }
 
 
-def measure_groups(specs: dict[str, tuple[str, list[str]]], setting: dict[str, object],
-                   opts: Options) -> dict[str, dict[str, object]]:
-    """Every group of methods timed interleaved; each method's ratio to the vicreg of its own group."""
+def measure_groups(
+    specs: dict[str, tuple[str, list[str]]], setting: dict[str, object], opts: Options
+) -> dict[str, dict[str, object]]:
+    """Every group of methods timed interleaved; each method's ratio to the vicreg of its own
+    group."""
     rows: dict[str, dict[str, object]] = {}
     for methods, repeats in setting["groups"]:
         repeats = opts.reps(repeats)
         group = measure_steps({name: specs[name] for name in methods}, setting["steps"], repeats)
         for name, row in group.items():
-            row.update(repeats=repeats, step_time_vs_vicreg=paired_ratio(row["samples_s"],
-                                                                         group["vicreg"]["samples_s"]))
+            row.update(
+                repeats=repeats,
+                step_time_vs_vicreg=paired_ratio(row["samples_s"], group["vicreg"]["samples_s"]),
+            )
             rows.setdefault(name, row)  # vicreg: its first group's figures
     return rows
 
@@ -189,9 +272,15 @@ def run(opts: Options) -> dict[str, object]:
         for name, (config, extra) in specs.items():
             rows[name]["memory"] = memory_in_subprocess(config, extra)
         for row in rows.values():
-            row["peak_memory_vs_vicreg"] = row["memory"]["peak_mb"] / rows["vicreg"]["memory"]["peak_mb"]
-        entry = {"steps_per_repeat": setting["steps"], "overrides": specs["vicreg"][1], "methods": rows,
-                 "mast_pair_within_target": rows["mast_pair"]["step_time_vs_vicreg"] <= PAIR_TARGET}
+            row["peak_memory_vs_vicreg"] = (
+                row["memory"]["peak_mb"] / rows["vicreg"]["memory"]["peak_mb"]
+            )
+        entry = {
+            "steps_per_repeat": setting["steps"],
+            "overrides": specs["vicreg"][1],
+            "methods": rows,
+            "mast_pair_within_target": rows["mast_pair"]["step_time_vs_vicreg"] <= PAIR_TARGET,
+        }
         if not entry["mast_pair_within_target"]:
             entry["profile"] = profile_pair(specs)
         results[setting_name] = entry
@@ -207,37 +296,56 @@ def markdown(result: dict[str, object]) -> str:
     for name, entry in result["settings"].items():
         rows = entry["methods"]
         batch = rows["vicreg"]["batch_size"]
-        lines = [f"**{name}** (batch {batch}; repeats of {entry['steps_per_repeat']} step(s))", "",
-                 "| method | views | repeats | step (s) | img/s | step time vs vicreg | peak memory (MiB) "
-                 "| step memory (MiB) | peak memory vs vicreg |", "|---|---|---|---|---|---|---|---|---|"]
+        lines = [
+            f"**{name}** (batch {batch}; repeats of {entry['steps_per_repeat']} step(s))",
+            "",
+            "| method | views | repeats | step (s) | img/s | step time vs vicreg | peak memory "
+            "(MiB) | step memory (MiB) | peak memory vs vicreg |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for method, row in rows.items():
             memory = row["memory"]
-            lines.append(f"| {method} | {row['views']} | {row['repeats']} | {row['step_s']:.3f} | "
-                         f"{row['img_per_s']:.1f} | "
-                         f"{row['step_time_vs_vicreg']:.3f} | {_mb(memory['peak_mb'])} | {_mb(memory['step_mb'])} | "
-                         f"{row['peak_memory_vs_vicreg']:.2f} |")
+            lines.append(
+                f"| {method} | {row['views']} | {row['repeats']} | {row['step_s']:.3f} | "
+                f"{row['img_per_s']:.1f} | {row['step_time_vs_vicreg']:.3f} | "
+                f"{_mb(memory['peak_mb'])} | {_mb(memory['step_mb'])} | "
+                f"{row['peak_memory_vs_vicreg']:.2f} |"
+            )
         verdict = "yes" if entry["mast_pair_within_target"] else "**no** (profile below)"
-        lines.append(f"\nmast (pair) within {result['pair_target']} x vicreg's step time: {verdict}")
+        lines.append(
+            f"\nmast (pair) within {result['pair_target']} x vicreg's step time: {verdict}"
+        )
         if "profile" in entry:
             for method in ("vicreg", "mast_pair"):
-                top = ", ".join(f"{op['op']} {op['self_ms']:.1f} ms" for op in entry["profile"][method][:5])
+                top = ", ".join(
+                    f"{op['op']} {op['self_ms']:.1f} ms" for op in entry["profile"][method][:5]
+                )
                 lines.append(f"- {method}, largest self times of one step: {top}")
-            extra = ", ".join(f"{op['op']} +{op['extra_ms']:.1f} ms"
-                              for op in entry["profile"]["extra_in_mast_pair"][:5])
+            extra = ", ".join(
+                f"{op['op']} +{op['extra_ms']:.1f} ms"
+                for op in entry["profile"]["extra_in_mast_pair"][:5]
+            )
             lines.append(f"- where mast (pair) spends more than vicreg: {extra}")
         blocks.append("\n".join(lines))
     memory_kind = next(iter(result["settings"].values()))["methods"]["vicreg"]["memory"]["kind"]
-    note = ("Peak memory: resident high-water mark of a fresh process that builds the method's trainer and takes "
-            "one step; step memory: the part above the resident memory before the step (gradients, optimiser "
-            "state, activations)." if memory_kind == "cpu_rss" else
-            "Peak memory: torch.cuda.max_memory_allocated; step memory: the part above the memory before the step.")
+    note = (
+        "Peak memory: resident high-water mark of a fresh process that builds the method's trainer "
+        "and takes one step; step memory: the part above the resident memory before the step "
+        "(gradients, optimiser state, activations)."
+        if memory_kind == "cpu_rss"
+        else "Peak memory: torch.cuda.max_memory_allocated; step memory: the part above the memory "
+        "before the step."
+    )
     return "\n\n".join(blocks) + "\n\n" + note
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bench.pretrain --memory CONFIG [--set ...]``: one JSON line with ``memory_of``."""
+    """``python -m bench.pretrain --memory CONFIG [--set ...]``: one JSON line with
+    ``memory_of``."""
     parser = argparse.ArgumentParser(prog="python -m bench.pretrain")
-    parser.add_argument("--memory", required=True, help="config whose training steps' peak memory to measure")
+    parser.add_argument(
+        "--memory", required=True, help="config whose training steps' peak memory to measure"
+    )
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--set", dest="overrides", nargs="+", default=[])
     args = parser.parse_args(argv)

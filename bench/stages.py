@@ -1,6 +1,8 @@
-"""`make all`'s wall time per stage, read from its own log (``results/runs/make_all.jsonl``, one line per stage
-run, written by ``scripts/run_all.sh``); nothing is run. The last entry of every stage counts: a re-run that
-skipped finished work logs its (short) time too, so ``runs`` says how many entries a stage has."""
+"""`make all`'s wall time per stage, read from its own log (``results/runs/make_all.jsonl``, one
+line per stage run, written by ``scripts/run_all.sh``); nothing is run. The last entry of every
+stage counts: a re-run that skipped finished work logs its (short) time too, so ``runs`` says how
+many entries a stage has."""
+
 from __future__ import annotations
 
 import json
@@ -22,7 +24,12 @@ def read_stages(path: Path) -> list[dict[str, object]]:
         except (ValueError, KeyError, TypeError):
             continue
         counts[name] = counts.get(name, 0) + 1
-        last[name] = {"stage": name, "seconds": seconds, "time": entry.get("time"), "runs": counts[name]}
+        last[name] = {
+            "stage": name,
+            "seconds": seconds,
+            "time": entry.get("time"),
+            "runs": counts[name],
+        }
     return list(last.values())
 
 
@@ -37,10 +44,16 @@ def run(opts: Options) -> dict[str, object]:
 def markdown(result: dict[str, object]) -> str:
     if "skipped" in result:
         return f"{result['skipped']}: {result['log']} not found."
-    lines = [f"From `{result['log']}` (last entry of each stage).", "",
-             "| stage | seconds | minutes | finished | entries |", "|---|---|---|---|---|"]
+    lines = [
+        f"From `{result['log']}` (last entry of each stage).",
+        "",
+        "| stage | seconds | minutes | finished | entries |",
+        "|---|---|---|---|---|",
+    ]
     for row in result["stages"]:
-        lines.append(f"| {row['stage']} | {row['seconds']:.0f} | {row['seconds'] / 60:.1f} | {row['time'] or ''} | "
-                     f"{row['runs']} |")
+        lines.append(
+            f"| {row['stage']} | {row['seconds']:.0f} | {row['seconds'] / 60:.1f} | "
+            f"{row['time'] or ''} | {row['runs']} |"
+        )
     lines.append(f"| **total** | {result['total_s']:.0f} | {result['total_s'] / 60:.1f} | | |")
     return "\n".join(lines)

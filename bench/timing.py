@@ -1,4 +1,6 @@
-"""What every benchmark section shares: options, interleaved timing with warm-up, medians, memory probes."""
+"""What every benchmark section shares: options, interleaved timing with warm-up, medians, memory
+probes."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent  # the repository: configs are rea
 class Options:
     """Command-line choices every section reads."""
 
-    #: Tiny sizes and two repeats: checks that a section runs and writes its file, not a measurement.
+    #: Tiny sizes and two repeats: checks that a section runs and writes its file, not a
+    # measurement.
     quick: bool = False
     #: Repeats of every timed figure (None: each section's own default).
     repeats: int | None = None
@@ -38,13 +41,19 @@ def sync(device: torch.device | str | None) -> None:
         torch.cuda.synchronize(device)
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
-                device: torch.device | str | None = None) -> dict[str, list[float]]:
-    """Seconds of each call of ``fns[name]``, ``repeats`` samples each after ``warmup`` untimed calls.
+def interleaved(
+    fns: dict[str, Callable[[], object]],
+    repeats: int,
+    warmup: int = 1,
+    device: torch.device | str | None = None,
+) -> dict[str, list[float]]:
+    """Seconds of each call of ``fns[name]``, ``repeats`` samples each after ``warmup`` untimed
+    calls.
 
-    Within a repeat every function runs once in turn, so a change of load on a shared machine hits all of
-    them alike and their ratios stay comparable; the turn order rotates from repeat to repeat, so that no
-    function always runs right after the same other one (caches and the allocator favour some orders)."""
+    Within a repeat every function runs once in turn, so a change of load on a shared machine hits
+    all of them alike and their ratios stay comparable; the turn order rotates from repeat to
+    repeat, so that no function always runs right after the same other one (caches and the allocator
+    favour some orders)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -62,15 +71,20 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int 
 
 
 def paired_ratio(samples: list[float], baseline: list[float]) -> float:
-    """Median over repeats of ``samples[r] / baseline[r]``: both timed within the same repeat, so a load
-    change between repeats cancels out (steadier than a ratio of two medians)."""
+    """Median over repeats of ``samples[r] / baseline[r]``: both timed within the same repeat, so a
+    load change between repeats cancels out (steadier than a ratio of two medians)."""
     return statistics.median(a / b for a, b in zip(samples, baseline, strict=True))
 
 
 def summary(samples: list[float], per: float = 1.0) -> dict[str, object]:
     """Median (the figure), spread and raw samples of seconds per call, divided by ``per`` units."""
     values = [s / per for s in samples]
-    return {"median_s": statistics.median(values), "min_s": min(values), "max_s": max(values), "samples_s": values}
+    return {
+        "median_s": statistics.median(values),
+        "min_s": min(values),
+        "max_s": max(values),
+        "samples_s": values,
+    }
 
 
 def _status_kib(field: str) -> int | None:
@@ -89,7 +103,8 @@ def rss_mb() -> float | None:
 
 
 def reset_peak_rss() -> bool:
-    """Restart the kernel's resident high-water mark (Linux >= 4.0), so a peak covers what follows only."""
+    """Restart the kernel's resident high-water mark (Linux >= 4.0), so a peak covers what follows
+    only."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
@@ -98,7 +113,8 @@ def reset_peak_rss() -> bool:
 
 
 def peak_rss_mb() -> float | None:
-    """Resident high-water mark of this process (since start or the last ``reset_peak_rss``), MiB."""
+    """Resident high-water mark of this process (since start or the last ``reset_peak_rss``),
+    MiB."""
     kib = _status_kib("VmHWM")
     if kib is None:
         import resource

@@ -1,23 +1,29 @@
-"""Augmentations that record their parameters: every view is a pure function of (image, parameter vector).
+"""Augmentations that record their parameters: every view is a pure function of (image, parameter
+vector).
 
 Six ops are applied in a fixed order, VICReg's pipeline: ``crop`` (RandomResizedCrop), ``flip``,
-``color_jitter`` (p = 0.8), ``grayscale`` (p = 0.2), ``blur`` and ``solarize``. ``sample_params`` draws one
-view's parameters from a ``torch.Generator`` (never from a global RNG, so a ``(seed, index)`` pair gives the
-same view again); ``apply_params`` renders them. The parameter vector is flat float32 with a fixed layout
-(``PARAM_SLICES``, ``PARAM_NAMES``)::
+``color_jitter`` (p = 0.8), ``grayscale`` (p = 0.2), ``blur`` and ``solarize``. ``sample_params``
+draws one view's parameters from a ``torch.Generator`` (never from a global RNG, so a ``(seed,
+index)`` pair gives the same view again); ``apply_params`` renders them. The parameter vector is
+flat float32 with a fixed layout (``PARAM_SLICES``, ``PARAM_NAMES``)::
 
-    crop          top, left, height, width     the box actually cropped, in fractions of the source image
+    crop          top, left, height, width     the box actually cropped, in fractions of the source
+                                               image
     flip          applied                      0/1
     color_jitter  applied, brightness, contrast, saturation, hue, order
-                  multiplicative factors actually used (1 = neutral), hue shift in turns (0 = neutral),
-                  order = index into ``JITTER_ORDERS`` of the sequence the four sub-ops ran in
+                  multiplicative factors actually used (1 = neutral), hue shift in turns (0 =
+                  neutral), order = index into ``JITTER_ORDERS`` of the sequence the four sub-ops
+                  ran in
     grayscale     applied
-    blur          applied, sigma               sigma in pixels of the output view, 0 when not applied
+    blur          applied, sigma               sigma in pixels of the output view, 0 when not
+                                               applied
     solarize      applied                      pixels >= 128 inverted (PIL's ImageOps.solarize)
 
-An op that is not applied, or not listed in ``AugmentConfig.ops``, has neutral parameters (``neutral``)
-and leaves the image unchanged; the neutral crop is the whole image (still resized to ``out_size``).
+An op that is not applied, or not listed in ``AugmentConfig.ops``, has neutral parameters
+(``neutral``) and leaves the image unchanged; the neutral crop is the whole image (still resized to
+``out_size``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,23 +79,29 @@ NEUTRAL: dict[str, tuple[float, ...]] = {
     "solarize": (0.0,),
 }
 
-#: Solarize threshold on uint8 pixels (pixels >= threshold are inverted, as PIL's ImageOps.solarize).
+#: Solarize threshold on uint8 pixels (pixels >= threshold are inverted, as PIL's
+# ImageOps.solarize).
 SOLARIZE_THRESHOLD = 128
 #: Interpolation of the resized crop (VICReg uses bicubic).
 DEFAULT_INTERPOLATION = "bicubic"
-#: Views rendered together at most (in pixels per channel): a 224 px chunk of 20 views keeps its float
+#: Views rendered together at most (in pixels per channel): a 224 px chunk of 20 views keeps its
+# float
 #: copies (12 MB each) small enough for the cache and below the allocator's mmap threshold.
 RENDER_CHUNK_PIXELS = 2**20
 
 
-# ------------------------------------------------------------------------------------------------ config
+# ------------------------------------------------------------------------------------------------
+# config
 @dataclasses.dataclass
 class AugmentConfig:
-    """Which ops may be applied and how strongly (defaults: VICReg's). Per-view fields hold (view 1, view 2)."""
+    """Which ops may be applied and how strongly (defaults: VICReg's). Per-view fields hold (view 1,
+    view 2)."""
 
-    #: Ops that may be applied; an op not listed is never applied (neutral parameters), e.g. for ablations.
+    #: Ops that may be applied; an op not listed is never applied (neutral parameters), e.g. for
+    # ablations.
     ops: list[str] = dataclasses.field(default_factory=lambda: list(OPS))
-    #: RandomResizedCrop: range of the crop's area as a fraction of the image, and of its aspect ratio w/h.
+    #: RandomResizedCrop: range of the crop's area as a fraction of the image, and of its aspect
+    # ratio w/h.
     crop_scale: tuple[float, ...] = (0.08, 1.0)
     crop_ratio: tuple[float, ...] = (3 / 4, 4 / 3)
     flip_p: float = 0.5
@@ -115,14 +127,21 @@ def _fail(message: str) -> None:
 
 
 def _check_prob(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0.0 <= float(value) <= 1.0
+    ):
         _fail(f"{name} = {value!r} must be a probability in [0, 1]")
 
 
 def _check_pair(name: str, value: Sequence[float]) -> tuple[float, float]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
         _fail(f"{name} = {value!r} must be a pair of numbers (two values)")
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in value):
+    if any(
+        isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+        for v in value
+    ):
         _fail(f"{name} = {value!r} must hold two finite numbers")
     return float(value[0]), float(value[1])
 
@@ -147,9 +166,20 @@ def validate(cfg: AugmentConfig) -> None:
         _check_prob(name, getattr(cfg, name))
     for name in ("brightness", "contrast", "saturation"):
         value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) < math.inf:
-            _fail(f"{name} = {value!r} must be a number >= 0 (factors are drawn from [max(0, 1-x), 1+x])")
-    if isinstance(cfg.hue, bool) or not isinstance(cfg.hue, (int, float)) or not 0.0 <= float(cfg.hue) <= 0.5:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not 0.0 <= float(value) < math.inf
+        ):
+            _fail(
+                f"{name} = {value!r} must be a number >= 0 (factors are drawn from [max(0, 1-x), "
+                "1+x])"
+            )
+    if (
+        isinstance(cfg.hue, bool)
+        or not isinstance(cfg.hue, (int, float))
+        or not 0.0 <= float(cfg.hue) <= 0.5
+    ):
         _fail(f"hue = {cfg.hue!r} must be in [0, 0.5] (a shift in turns)")
     for name in ("blur_p", "solarize_p"):
         for view, p in enumerate(_check_pair(name, getattr(cfg, name))):
@@ -159,7 +189,8 @@ def validate(cfg: AugmentConfig) -> None:
         _fail(f"blur_sigma = {cfg.blur_sigma!r} must satisfy 0 < min <= max")
 
 
-# ---------------------------------------------------------------------------------------------- sampling
+# ----------------------------------------------------------------------------------------------
+# sampling
 def _uniform(generator: torch.Generator, n: int) -> list[float]:
     """``n`` draws from U[0, 1) using only ``generator``."""
     return torch.rand(n, generator=generator, dtype=torch.float64).tolist()
@@ -172,13 +203,20 @@ def _check_view(view: int, height: int, width: int) -> None:
         raise ValueError(f"image size must be positive, got {height}x{width}")
 
 
-def sample_crop_box(generator: torch.Generator, height: int, width: int, scale: Sequence[float],
-                    ratio: Sequence[float]) -> tuple[int, int, int, int]:
-    """RandomResizedCrop's box in pixels ``(top, left, h, w)``: 10 tries, then a centre-crop fallback.
+def sample_crop_box(
+    generator: torch.Generator,
+    height: int,
+    width: int,
+    scale: Sequence[float],
+    ratio: Sequence[float],
+) -> tuple[int, int, int, int]:
+    """RandomResizedCrop's box in pixels ``(top, left, h, w)``: 10 tries, then a centre-crop
+    fallback.
 
-    Each try draws an area fraction ~ U(scale) and a log-uniform aspect ratio w/h ~ exp(U(log ratio)); the
-    first box that fits is placed uniformly. If none fits, the whole image is taken, narrowed to the
-    nearest allowed aspect ratio when the image's own is outside ``ratio``, and centred.
+    Each try draws an area fraction ~ U(scale) and a log-uniform aspect ratio w/h ~ exp(U(log
+    ratio)); the first box that fits is placed uniformly. If none fits, the whole image is taken,
+    narrowed to the nearest allowed aspect ratio when the image's own is outside ``ratio``, and
+    centred.
     """
     area = float(height * width)
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
@@ -202,17 +240,20 @@ def sample_crop_box(generator: torch.Generator, height: int, width: int, scale: 
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def sample_op(cfg: AugmentConfig, generator: torch.Generator, op: str, view: int, height: int,
-              width: int) -> torch.Tensor:
-    """One op's parameters (its ``PARAM_SLICES[op]`` part) for a view of a ``height`` x ``width`` image."""
+def sample_op(
+    cfg: AugmentConfig, generator: torch.Generator, op: str, view: int, height: int, width: int
+) -> torch.Tensor:
+    """One op's parameters (its ``PARAM_SLICES[op]`` part) for a view of a ``height`` x ``width``
+    image."""
     if op not in OPS:
         raise ValueError(f"unknown op {op!r}; valid ops: {', '.join(OPS)}")
     _check_view(view, height, width)
     return torch.tensor(_op_values(cfg, generator, op, view, height, width), dtype=torch.float32)
 
 
-def _op_values(cfg: AugmentConfig, generator: torch.Generator, op: str, view: int, height: int,
-               width: int) -> Sequence[float]:
+def _op_values(
+    cfg: AugmentConfig, generator: torch.Generator, op: str, view: int, height: int, width: int
+) -> Sequence[float]:
     """``sample_op``'s values as floats (arguments already checked)."""
     if op not in cfg.ops:
         values: Sequence[float] = NEUTRAL[op]
@@ -225,11 +266,19 @@ def _op_values(cfg: AugmentConfig, generator: torch.Generator, op: str, view: in
         u_apply, u_b, u_c, u_s, u_h = _uniform(generator, 5)
         order = tuple(torch.randperm(4, generator=generator).tolist())
         if u_apply < cfg.jitter_p:
+
             def factor(strength: float, u: float) -> float:
                 lo = max(0.0, 1.0 - strength)
                 return lo + (1.0 + strength - lo) * u
-            values = (1.0, factor(cfg.brightness, u_b), factor(cfg.contrast, u_c), factor(cfg.saturation, u_s),
-                      cfg.hue * (2.0 * u_h - 1.0), float(_ORDER_INDEX[order]))
+
+            values = (
+                1.0,
+                factor(cfg.brightness, u_b),
+                factor(cfg.contrast, u_c),
+                factor(cfg.saturation, u_s),
+                cfg.hue * (2.0 * u_h - 1.0),
+                float(_ORDER_INDEX[order]),
+            )
         else:
             values = NEUTRAL["color_jitter"]
     elif op == "grayscale":
@@ -245,13 +294,17 @@ def _op_values(cfg: AugmentConfig, generator: torch.Generator, op: str, view: in
     return values
 
 
-def sample_params(cfg: AugmentConfig, generator: torch.Generator, view: int, height: int,
-                  width: int) -> torch.Tensor:
-    """A view's full parameter vector ``[PARAM_DIM]`` (float32): every op's part, in ``OPS`` order."""
+def sample_params(
+    cfg: AugmentConfig, generator: torch.Generator, view: int, height: int, width: int
+) -> torch.Tensor:
+    """A view's full parameter vector ``[PARAM_DIM]`` (float32): every op's part, in ``OPS``
+    order."""
     _check_view(view, height, width)
     # One tensor per view, not one per op: sampling runs for every view of every batch.
-    return torch.tensor([v for op in OPS for v in _op_values(cfg, generator, op, view, height, width)],
-                        dtype=torch.float32)
+    return torch.tensor(
+        [v for op in OPS for v in _op_values(cfg, generator, op, view, height, width)],
+        dtype=torch.float32,
+    )
 
 
 def neutral_params() -> torch.Tensor:
@@ -259,7 +312,8 @@ def neutral_params() -> torch.Tensor:
     return torch.tensor([v for op in OPS for v in NEUTRAL[op]], dtype=torch.float32)
 
 
-# ----------------------------------------------------------------------------------------------- applying
+# -----------------------------------------------------------------------------------------------
+# applying
 def blur_kernel_size(sigma: float, height: int, width: int) -> int:
     """Odd kernel size 2*ceil(3*sigma)+1, clamped to the largest odd size that fits the image."""
     size = 2 * math.ceil(3.0 * sigma) + 1
@@ -268,16 +322,28 @@ def blur_kernel_size(sigma: float, height: int, width: int) -> int:
     return max(1, min(size, limit))
 
 
-def _check_batch(images: Sequence[torch.Tensor] | torch.Tensor, params: torch.Tensor, out_size: int) -> torch.Tensor:
+def _check_batch(
+    images: Sequence[torch.Tensor] | torch.Tensor, params: torch.Tensor, out_size: int
+) -> torch.Tensor:
     if not isinstance(params, torch.Tensor) or params.ndim != 2 or params.shape[1] != PARAM_DIM:
         shape = tuple(params.shape) if isinstance(params, torch.Tensor) else type(params).__name__
         raise ValueError(f"params must be a tensor of shape [N, {PARAM_DIM}], got {shape}")
     if len(images) != params.shape[0]:
-        raise ValueError(f"{len(images)} images but {params.shape[0]} parameter rows: give one row per image")
+        raise ValueError(
+            f"{len(images)} images but {params.shape[0]} parameter rows: give one row per image"
+        )
     for image in images:
-        if (not isinstance(image, torch.Tensor) or image.dtype != torch.uint8 or image.ndim != 3
-                or image.shape[0] != 3):
-            what = f"{image.dtype} {tuple(image.shape)}" if isinstance(image, torch.Tensor) else type(image).__name__
+        if (
+            not isinstance(image, torch.Tensor)
+            or image.dtype != torch.uint8
+            or image.ndim != 3
+            or image.shape[0] != 3
+        ):
+            what = (
+                f"{image.dtype} {tuple(image.shape)}"
+                if isinstance(image, torch.Tensor)
+                else type(image).__name__
+            )
             raise ValueError(f"image must be a uint8 tensor [3, H, W], got {what}")
     if isinstance(out_size, bool) or int(out_size) < 1:
         raise ValueError(f"out_size must be positive, got {out_size}")
@@ -287,15 +353,22 @@ def _check_batch(images: Sequence[torch.Tensor] | torch.Tensor, params: torch.Te
     on = jitter[:, 0] >= 0.5
     order = jitter[:, 5].round()
     if bool((on & ((order < 0) | (order >= len(JITTER_ORDERS)))).any()):
-        raise ValueError(f"color_jitter.order must be an index in 0..{len(JITTER_ORDERS) - 1}, "
-                         f"got {jitter[on, 5].tolist()}")
+        raise ValueError(
+            f"color_jitter.order must be an index in 0..{len(JITTER_ORDERS) - 1}, "
+            f"got {jitter[on, 5].tolist()}"
+        )
     if bool((on & (jitter[:, 4].abs() > 0.5)).any()):
-        raise ValueError(f"color_jitter.hue must be a shift in [-0.5, 0.5] turns, got {jitter[on, 4].tolist()}")
+        raise ValueError(
+            f"color_jitter.hue must be a shift in [-0.5, 0.5] turns, got {jitter[on, 4].tolist()}"
+        )
     return p
 
 
-def _crops(images: Sequence[torch.Tensor], p: torch.Tensor, out_size: int, interpolation: str) -> torch.Tensor:
-    """Each image's recorded box, resized to ``out_size`` (antialiased, on uint8): [N, 3, S, S] uint8."""
+def _crops(
+    images: Sequence[torch.Tensor], p: torch.Tensor, out_size: int, interpolation: str
+) -> torch.Tensor:
+    """Each image's recorded box, resized to ``out_size`` (antialiased, on uint8): [N, 3, S, S]
+    uint8."""
     mode = InterpolationMode(interpolation)  # torchvision < 0.27 takes no plain strings here
     out = []
     for image, (top, left, h, w) in zip(images, p[:, PARAM_SLICES["crop"]].double().tolist()):
@@ -304,8 +377,11 @@ def _crops(images: Sequence[torch.Tensor], p: torch.Tensor, out_size: int, inter
         cw = min(max(int(round(w * width)), 1), width)
         ct = min(max(int(round(top * height)), 0), height - ch)
         cl = min(max(int(round(left * width)), 0), width - cw)
-        out.append(F.resized_crop(image, ct, cl, ch, cw, [out_size, out_size], interpolation=mode,
-                                  antialias=True))
+        out.append(
+            F.resized_crop(
+                image, ct, cl, ch, cw, [out_size, out_size], interpolation=mode, antialias=True
+            )
+        )
     return torch.stack(out)
 
 
@@ -322,18 +398,23 @@ def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.
 
 
 def _shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Rotate the HSV hue of float images [n, 3, H, W] by ``shift`` [n] turns (value and saturation kept)."""
+    """Rotate the HSV hue of float images [n, 3, H, W] by ``shift`` [n] turns (value and saturation
+    kept)."""
     value, _ = x.max(-3)
     low, _ = x.min(-3)
     chroma = value - low
     safe = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
     r, g, b = x.unbind(-3)
     # Hue in sixths of a turn, from whichever channel is largest (red first on ties, as PIL).
-    hue = torch.where(value == r, (g - b) / safe,
-                      torch.where(value == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe))
+    hue = torch.where(
+        value == r,
+        (g - b) / safe,
+        torch.where(value == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe),
+    )
     hue = torch.where(chroma > 0, hue, torch.zeros_like(hue))
     hue = torch.remainder(hue / 6.0 + shift.view(-1, 1, 1), 1.0)
-    # Back to RGB: each channel n in (5, 3, 1) is value - chroma * clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6.
+    # Back to RGB: each channel n in (5, 3, 1) is value - chroma * clamp(min(k, 4 - k), 0, 1), k =
+    # (n + 6h) mod 6.
     channels = []
     for n in (5.0, 3.0, 1.0):
         k = torch.remainder(n + hue * 6.0, 6.0)
@@ -352,28 +433,36 @@ def _jitter_subop(x: torch.Tensor, sub: int, factor: torch.Tensor) -> torch.Tens
 
 
 def _color_jitter(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """Per image: brightness, contrast, saturation and hue in the recorded order, neutral factors skipped."""
+    """Per image: brightness, contrast, saturation and hue in the recorded order, neutral factors
+    skipped."""
     jitter = p[:, PARAM_SLICES["color_jitter"]]
     on = jitter[:, 0] >= 0.5
     if not bool(on.any()):
         return x
     factors = jitter[:, 1:5]
     neutral = torch.tensor(NEUTRAL["color_jitter"][1:5])
-    orders = torch.tensor(JITTER_ORDERS)[jitter[:, 5].round().long().clamp(0, len(JITTER_ORDERS) - 1)]
+    orders = torch.tensor(JITTER_ORDERS)[
+        jitter[:, 5].round().long().clamp(0, len(JITTER_ORDERS) - 1)
+    ]
     for position in range(4):
         for sub in range(4):
-            rows = (on & (orders[:, position] == sub) & (factors[:, sub] != neutral[sub])).nonzero().flatten()
+            rows = (
+                (on & (orders[:, position] == sub) & (factors[:, sub] != neutral[sub]))
+                .nonzero()
+                .flatten()
+            )
             if len(rows):
                 x[rows] = _jitter_subop(x[rows], sub, factors[rows, sub])
     return x
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur of [n, 3, S, S] with one sigma and kernel radius per image, reflect padding.
+    """Separable Gaussian blur of [n, 3, S, S] with one sigma and kernel radius per image, reflect
+    padding.
 
-    Images are blurred in groups of equal radius, so an image's result depends on its own parameters alone,
-    not on which other images share the batch (a wider kernel padded with zero taps would round differently).
-    Works in place; images of radius 0 are left as they are."""
+    Images are blurred in groups of equal radius, so an image's result depends on its own parameters
+    alone, not on which other images share the batch (a wider kernel padded with zero taps would
+    round differently). Works in place; images of radius 0 are left as they are."""
     for reach in radius.unique().tolist():
         if reach > 0:
             rows = (radius == reach).nonzero().flatten()
@@ -382,8 +471,8 @@ def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, radius: torch.Tensor) -
 
 
 def _separable_blur(x: torch.Tensor, sigma: torch.Tensor, reach: int) -> torch.Tensor:
-    """Blur [n, C, H, W] by a (2 reach + 1)-tap Gaussian per image: two depthwise convolutions (one kernel per
-    channel), about twice as fast on the CPU as accumulating shifted copies."""
+    """Blur [n, C, H, W] by a (2 reach + 1)-tap Gaussian per image: two depthwise convolutions (one
+    kernel per channel), about twice as fast on the CPU as accumulating shifted copies."""
     taps = torch.arange(-reach, reach + 1, dtype=torch.float32)
     kernel = torch.exp(-0.5 * (taps[None] / sigma[:, None]) ** 2)
     total = torch.zeros_like(sigma)
@@ -402,31 +491,47 @@ def _separable_blur(x: torch.Tensor, sigma: torch.Tensor, reach: int) -> torch.T
 def _blur(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     applied, sigma = p[:, PARAM_SLICES["blur"]].unbind(-1)
     size = x.shape[-1]
-    kernel = torch.tensor([blur_kernel_size(s, size, size) if s > 0 else 1 for s in sigma.double().tolist()])
+    kernel = torch.tensor(
+        [blur_kernel_size(s, size, size) if s > 0 else 1 for s in sigma.double().tolist()]
+    )
     # radius 0 for views without blur: _gaussian_blur picks each radius group from the batch itself
     return _gaussian_blur(x, sigma, torch.where((applied >= 0.5) & (sigma > 0), kernel // 2, 0))
 
 
-def render_views(images: Sequence[torch.Tensor] | torch.Tensor, params: torch.Tensor, out_size: int,
-                 interpolation: str = DEFAULT_INTERPOLATION) -> torch.Tensor:
-    """Render a batch of views: ``images[i]`` uint8 [3, H, W] (sizes may differ) and ``params`` [N, P]
+def render_views(
+    images: Sequence[torch.Tensor] | torch.Tensor,
+    params: torch.Tensor,
+    out_size: int,
+    interpolation: str = DEFAULT_INTERPOLATION,
+) -> torch.Tensor:
+    """Render a batch of views: ``images[i]`` uint8 [3, H, W] (sizes may differ) and ``params`` [N,
+    P]
     -> uint8 [N, 3, out_size, out_size].
 
-    Crops are resized per image (antialiased, uint8); flip, colour jitter, grayscale and blur then run on
-    the whole batch in float with per-image parameters, and one rounding back to uint8 precedes solarize.
-    Every step treats an image on its own, so a view's pixels are the same whatever batch renders it; large
-    batches are rendered in chunks of about ``RENDER_CHUNK_PIXELS`` pixels, whose float copies stay in cache.
+    Crops are resized per image (antialiased, uint8); flip, colour jitter, grayscale and blur then
+    run on the whole batch in float with per-image parameters, and one rounding back to uint8
+    precedes solarize. Every step treats an image on its own, so a view's pixels are the same
+    whatever batch renders it; large batches are rendered in chunks of about ``RENDER_CHUNK_PIXELS``
+    pixels, whose float copies stay in cache.
     """
     p = _check_batch(images, params, out_size)
     chunk = max(1, RENDER_CHUNK_PIXELS // (out_size * out_size))
     if len(p) <= chunk:
         return _render(images, p, out_size, interpolation)
-    return torch.cat([_render(images[i:i + chunk], p[i:i + chunk], out_size, interpolation)
-                      for i in range(0, len(p), chunk)])
+    return torch.cat(
+        [
+            _render(images[i : i + chunk], p[i : i + chunk], out_size, interpolation)
+            for i in range(0, len(p), chunk)
+        ]
+    )
 
 
-def _render(images: Sequence[torch.Tensor] | torch.Tensor, p: torch.Tensor, out_size: int,
-            interpolation: str) -> torch.Tensor:
+def _render(
+    images: Sequence[torch.Tensor] | torch.Tensor,
+    p: torch.Tensor,
+    out_size: int,
+    interpolation: str,
+) -> torch.Tensor:
     s = PARAM_SLICES
     views = _crops(images, p, out_size, interpolation)
     flip = (p[:, s["flip"]][:, 0] >= 0.5).nonzero().flatten()
@@ -442,16 +547,22 @@ def _render(images: Sequence[torch.Tensor] | torch.Tensor, p: torch.Tensor, out_
     return views
 
 
-def apply_params(image: torch.Tensor, params: torch.Tensor, out_size: int,
-                 interpolation: str = DEFAULT_INTERPOLATION) -> torch.Tensor:
-    """Render one view: uint8 ``[3, H, W]`` -> uint8 ``[3, out_size, out_size]``, determined by ``params`` alone."""
+def apply_params(
+    image: torch.Tensor,
+    params: torch.Tensor,
+    out_size: int,
+    interpolation: str = DEFAULT_INTERPOLATION,
+) -> torch.Tensor:
+    """Render one view: uint8 ``[3, H, W]`` -> uint8 ``[3, out_size, out_size]``, determined by
+    ``params`` alone."""
     if not isinstance(params, torch.Tensor) or params.shape != (PARAM_DIM,):
         shape = tuple(params.shape) if isinstance(params, torch.Tensor) else type(params).__name__
         raise ValueError(f"params must be a tensor of shape [{PARAM_DIM}], got {shape}")
     return render_views([image], params[None], out_size, interpolation)[0]
 
 
-# ------------------------------------------------------------------------------------------------ helpers
+# ------------------------------------------------------------------------------------------------
+# helpers
 def _check_ops(ops: Iterable[str]) -> list[str]:
     if isinstance(ops, str):
         ops = [ops]
@@ -463,17 +574,21 @@ def _check_ops(ops: Iterable[str]) -> list[str]:
 
 
 def with_ops_from(base: torch.Tensor, other: torch.Tensor, ops: Iterable[str]) -> torch.Tensor:
-    """A copy of ``base`` whose parts for ``ops`` come from ``other`` (also for batches ``[..., PARAM_DIM]``)."""
+    """A copy of ``base`` whose parts for ``ops`` come from ``other`` (also for batches ``[...,
+    PARAM_DIM]``)."""
     ops = _check_ops(ops)
     if base.shape != other.shape or base.shape[-1:] != (PARAM_DIM,):
-        raise ValueError(f"base and other must have the same shape [..., {PARAM_DIM}], "
-                         f"got {tuple(base.shape)} and {tuple(other.shape)}")
+        raise ValueError(
+            f"base and other must have the same shape [..., {PARAM_DIM}], "
+            f"got {tuple(base.shape)} and {tuple(other.shape)}"
+        )
     return torch.where(_columns_of(tuple(ops)), other.to(base.dtype), base)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _columns_of(ops: tuple[str, ...]) -> torch.Tensor:
-    """[PARAM_DIM] bool: the parameter columns of ``ops`` (cached: views of every batch ask for them)."""
+    """[PARAM_DIM] bool: the parameter columns of ``ops`` (cached: views of every batch ask for
+    them)."""
     mask = torch.zeros(PARAM_DIM, dtype=torch.bool)
     for op in ops:
         mask[PARAM_SLICES[op]] = True
@@ -483,14 +598,20 @@ def _columns_of(ops: tuple[str, ...]) -> torch.Tensor:
 def describe(params: torch.Tensor) -> dict[str, float]:
     """``{"crop.top": ..., ...}``: the parameter vector by name, for logs."""
     if not isinstance(params, torch.Tensor) or params.shape != (PARAM_DIM,):
-        raise ValueError(f"params must be a tensor of shape [{PARAM_DIM}], got {getattr(params, 'shape', params)!r}")
+        raise ValueError(
+            f"params must be a tensor of shape [{PARAM_DIM}], got "
+            f"{getattr(params, 'shape', params)!r}"
+        )
     return dict(zip(PARAM_NAMES, params.detach().to("cpu", torch.float32).double().tolist()))
 
 
 class Augment:
-    """The pipeline's common case: a fixed config and output size; ``sample`` then ``__call__`` (replayable)."""
+    """The pipeline's common case: a fixed config and output size; ``sample`` then ``__call__``
+    (replayable)."""
 
-    def __init__(self, cfg: AugmentConfig, out_size: int, interpolation: str = DEFAULT_INTERPOLATION):
+    def __init__(
+        self, cfg: AugmentConfig, out_size: int, interpolation: str = DEFAULT_INTERPOLATION
+    ):
         validate(cfg)
         if isinstance(out_size, bool) or not isinstance(out_size, int) or out_size < 1:
             raise ValueError(f"out_size must be a positive integer, got {out_size!r}")
@@ -498,15 +619,21 @@ class Augment:
         self.out_size = out_size
         self.interpolation = interpolation
 
-    def sample(self, generator: torch.Generator, view: int, height: int, width: int) -> torch.Tensor:
+    def sample(
+        self, generator: torch.Generator, view: int, height: int, width: int
+    ) -> torch.Tensor:
         return sample_params(self.cfg, generator, view, height, width)
 
     def __call__(self, image: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         return apply_params(image, params, self.out_size, self.interpolation)
 
     def render(self, images: Sequence[torch.Tensor], params: torch.Tensor) -> torch.Tensor:
-        """Many views at once: ``images[i]`` with ``params[i]`` -> uint8 [N, 3, S, S] (same pixels as ``__call__``)."""
+        """Many views at once: ``images[i]`` with ``params[i]`` -> uint8 [N, 3, S, S] (same pixels
+        as ``__call__``)."""
         return render_views(images, params, self.out_size, self.interpolation)
 
     def __repr__(self) -> str:
-        return f"Augment(out_size={self.out_size}, ops={list(self.cfg.ops)}, interpolation={self.interpolation!r})"
+        return (
+            f"Augment(out_size={self.out_size}, ops={list(self.cfg.ops)}, "
+            f"interpolation={self.interpolation!r})"
+        )

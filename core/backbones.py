@@ -1,16 +1,22 @@
 """torchvision ResNet backbones without the classifier, with an optional reduced width for CPU runs.
 
-``build_backbone("resnet18", base_width=16)`` keeps torchvision's module names (so state_dicts stay in the
-torchvision layout every tool reads) and scales every stage's channels by ``base_width / 64``.
+``build_backbone("resnet18", base_width=16)`` keeps torchvision's module names (so state_dicts stay
+in the torchvision layout every tool reads) and scales every stage's channels by ``base_width /
+64``.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 from torchvision.models import resnet
 
-ARCHS = {"resnet18": (resnet.BasicBlock, [2, 2, 2, 2]), "resnet34": (resnet.BasicBlock, [3, 4, 6, 3]),
-         "resnet50": (resnet.Bottleneck, [3, 4, 6, 3]), "resnet101": (resnet.Bottleneck, [3, 4, 23, 3])}
+ARCHS = {
+    "resnet18": (resnet.BasicBlock, [2, 2, 2, 2]),
+    "resnet34": (resnet.BasicBlock, [3, 4, 6, 3]),
+    "resnet50": (resnet.Bottleneck, [3, 4, 6, 3]),
+    "resnet101": (resnet.Bottleneck, [3, 4, 23, 3]),
+}
 
 
 class _ScaledResNet(resnet.ResNet):
@@ -27,11 +33,16 @@ class _ScaledResNet(resnet.ResNet):
     def _make_layer(self, block, planes, blocks, stride=1, dilate=False):  # noqa: ANN001 - torchvision's signature
         if planes == 64:  # first stage: its input is the stem
             self.inplanes = self._stem
-        return super()._make_layer(block, max(1, round(planes * self._scale)), blocks, stride, dilate)
+        return super()._make_layer(
+            block, max(1, round(planes * self._scale)), blocks, stride, dilate
+        )
 
 
-def build_backbone(arch: str = "resnet50", base_width: int = 64, zero_init_residual: bool = True) -> nn.Module:
-    """A ResNet whose forward returns the pooled feature (``fc`` is Identity); ``.feature_dim`` gives its size."""
+def build_backbone(
+    arch: str = "resnet50", base_width: int = 64, zero_init_residual: bool = True
+) -> nn.Module:
+    """A ResNet whose forward returns the pooled feature (``fc`` is Identity); ``.feature_dim``
+    gives its size."""
     if arch not in ARCHS:
         raise ValueError(f"unknown backbone '{arch}'; available: {', '.join(ARCHS)}")
     if base_width < 1:
@@ -58,5 +69,7 @@ def arch_of(model: nn.Module) -> tuple[str, int] | None:
         return None
     blocks = [len(getattr(model, f"layer{i}")) for i in range(1, 5)]
     block = type(model.layer1[0])
-    arch = next((name for name, (kind, layers) in ARCHS.items() if kind is block and layers == blocks), None)
+    arch = next(
+        (name for name, (kind, layers) in ARCHS.items() if kind is block and layers == blocks), None
+    )
     return (arch, model.conv1.out_channels) if arch else None

@@ -1,32 +1,33 @@
 """Import the ResNet backbone of an external self-supervised checkpoint into the suite's format.
 
-Every file is read through :func:`core.checkpoints.load_file` (``weights_only=True``), so a file that needs a
-full unpickle is refused, never executed. The layouts recognised (``detect_format``):
+Every file is read through :func:`core.checkpoints.load_file` (``weights_only=True``), so a file
+that needs a full unpickle is refused, never executed. The layouts recognised (``detect_format``):
 
-==============  ==========================================================  =====================================
-format          where the backbone is                                        dropped
-==============  ==========================================================  =====================================
-mast-suite      ``state["backbone"]`` of a ``mast-suite/1`` checkpoint       (nothing)
-torchvision     a plain state_dict (optionally under ``state_dict``,         ``fc.*``
-                optionally with a DDP ``module.`` prefix)
-moco            ``state_dict`` keys ``module.encoder_q.*`` (MoCo v1/v2)      ``encoder_q.fc.*``, ``encoder_k.*``,
-                                                                             ``queue``, ``queue_ptr``
-mocov3          ``state_dict`` keys ``module.base_encoder.*``                ``base_encoder.fc.*`` (projector),
-                                                                             momentum encoder, predictor
-lightning       ``state_dict`` keys ``backbone.*`` (solo-learn, lightly)    projector, predictor, momentum
-                                                                             backbone, classifier, ...
-mmselfsup       ``state_dict`` keys ``backbone.*``, ``module.backbone.*``    ``neck.*``, ``head.*``, target
-                or ``model.backbone.*`` (mmselfsup / mmpretrain)             network, ...
-==============  ==========================================================  =====================================
+Format: where the backbone is; what is dropped.
 
-A backbone saved as ``nn.Sequential(*list(resnet.children())[:-1])`` (lightly's examples) has index names
-(``0.weight`` for conv1, ``4.*``..``7.*`` for layer1..layer4); they are renamed to torchvision's.
+- ``mast-suite``: ``state["backbone"]`` of a ``mast-suite/1`` checkpoint; nothing.
+- ``torchvision``: a plain state_dict (optionally under ``state_dict``, optionally with a DDP
+  ``module.`` prefix); ``fc.*``.
+- ``moco``: ``state_dict`` keys ``module.encoder_q.*`` (MoCo v1/v2); ``encoder_q.fc.*``,
+  ``encoder_k.*``, ``queue``, ``queue_ptr``.
+- ``mocov3``: ``state_dict`` keys ``module.base_encoder.*``; ``base_encoder.fc.*`` (projector),
+  momentum encoder, predictor.
+- ``lightning``: ``state_dict`` keys ``backbone.*`` (solo-learn, lightly); projector, predictor,
+  momentum backbone, classifier, ...
+- ``mmselfsup``: ``state_dict`` keys ``backbone.*``, ``module.backbone.*`` or ``model.backbone.*``
+  (mmselfsup / mmpretrain); ``neck.*``, ``head.*``, target network, ...
 
-The architecture is read off the keys (blocks per stage, ``conv3`` for bottlenecks) and the base width off
-``conv1.weight``; then the keys must equal ``build_backbone(arch, base_width)``'s without ``fc``, and every
-shape must match. Missing BatchNorm ``num_batches_tracked`` counters (absent from some releases, no learned
-value) are filled with zeros and reported; any other missing or unexpected key is an error that lists them.
+A backbone saved as ``nn.Sequential(*list(resnet.children())[:-1])`` (lightly's examples) has index
+names (``0.weight`` for conv1, ``4.*``..``7.*`` for layer1..layer4); they are renamed to
+torchvision's.
+
+The architecture is read off the keys (blocks per stage, ``conv3`` for bottlenecks) and the base
+width off ``conv1.weight``; then the keys must equal ``build_backbone(arch, base_width)``'s without
+``fc``, and every shape must match. Missing BatchNorm ``num_batches_tracked`` counters (absent from
+some releases, no learned value) are filled with zeros and reported; any other missing or unexpected
+key is an error that lists them.
 """
+
 from __future__ import annotations
 
 import re
@@ -42,31 +43,56 @@ from core.io import sha256_file
 
 # format -> (prefixes the backbone may sit under, in order of preference; one-line description)
 LAYOUTS: dict[str, tuple[tuple[str, ...], str]] = {
-    "mast-suite": (("",), f"suite checkpoint (format: {FORMAT}) with the backbone under 'backbone'"),
-    "torchvision": (("", "module."), "plain torchvision ResNet state_dict (conv1.weight, layer1.0.conv1.weight, "
-                                     "optional fc.*), e.g. official VICReg / Barlow Twins / DINO releases"),
-    "moco": (("module.encoder_q.", "encoder_q."), "MoCo v1/v2: state_dict with module.encoder_q.* / "
-                                                  "module.encoder_k.* / queue"),
-    "mocov3": (("module.base_encoder.", "base_encoder."), "MoCo v3: state_dict with module.base_encoder.* / "
-                                                          "module.momentum_encoder.* / module.predictor.*"),
-    "lightning": (("backbone.",), "Lightning checkpoint (solo-learn, lightly): state_dict with backbone.* "
-                                  "(torchvision names or nn.Sequential indices), projector.*, momentum_backbone.*"),
-    "mmselfsup": (("backbone.", "module.backbone.", "model.backbone."),
-                  "mmselfsup / mmpretrain: state_dict with backbone.* (or module.backbone.*, model.backbone.*), "
-                  "neck.*, head.*, and a 'meta' entry"),
+    "mast-suite": (
+        ("",),
+        f"suite checkpoint (format: {FORMAT}) with the backbone under 'backbone'",
+    ),
+    "torchvision": (
+        ("", "module."),
+        "plain torchvision ResNet state_dict (conv1.weight, layer1.0.conv1.weight, "
+        "optional fc.*), e.g. official VICReg / Barlow Twins / DINO releases",
+    ),
+    "moco": (
+        ("module.encoder_q.", "encoder_q."),
+        "MoCo v1/v2: state_dict with module.encoder_q.* / module.encoder_k.* / queue",
+    ),
+    "mocov3": (
+        ("module.base_encoder.", "base_encoder."),
+        "MoCo v3: state_dict with module.base_encoder.* / "
+        "module.momentum_encoder.* / module.predictor.*",
+    ),
+    "lightning": (
+        ("backbone.",),
+        "Lightning checkpoint (solo-learn, lightly): state_dict with backbone.* "
+        "(torchvision names or nn.Sequential indices), projector.*, momentum_backbone.*",
+    ),
+    "mmselfsup": (
+        ("backbone.", "module.backbone.", "model.backbone."),
+        "mmselfsup / mmpretrain: state_dict with backbone.* (or module.backbone.*, "
+        "model.backbone.*), neck.*, head.*, and a 'meta' entry",
+    ),
 }
 FORMATS = tuple(LAYOUTS)
 
-# lightly's nn.Sequential(*list(resnet.children())[:-1]): index -> torchvision module (2 relu, 3 maxpool and
-# 8 avgpool hold no tensors; 9 is fc when the classifier was kept).
-_SEQUENTIAL_NAMES = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4", "9": "fc"}
+# lightly's nn.Sequential(*list(resnet.children())[:-1]): index -> torchvision module (2 relu, 3
+# maxpool and 8 avgpool hold no tensors; 9 is fc when the classifier was kept).
+_SEQUENTIAL_NAMES = {
+    "0": "conv1",
+    "1": "bn1",
+    "4": "layer1",
+    "5": "layer2",
+    "6": "layer3",
+    "7": "layer4",
+    "9": "fc",
+}
 _LIGHTNING_TOP_KEYS = ("pytorch-lightning_version", "global_step", "optimizer_states", "loops")
 _SHOWN = 10
 
 
 @dataclass
 class ImportReport:
-    """What ``import_backbone`` found: the layout, the architecture and what it kept, renamed, filled, dropped."""
+    """What ``import_backbone`` found: the layout, the architecture and what it kept, renamed,
+    filled, dropped."""
 
     format: str
     arch: str
@@ -81,19 +107,29 @@ class ImportReport:
         return asdict(self)
 
     def summary(self) -> dict[str, Any]:
-        """Counts instead of key lists, with the dropped keys grouped by module (for ``inspect``)."""
+        """Counts instead of key lists, with the dropped keys grouped by module (for
+        ``inspect``)."""
         groups: dict[str, int] = {}
         for key in self.dropped:
             group = _group_of(key, self.prefix)
             groups[group] = groups.get(group, 0) + 1
-        return {"format": self.format, "arch": self.arch, "base_width": self.base_width, "prefix": self.prefix,
-                "n_backbone": self.n_backbone, "n_dropped": len(self.dropped), "dropped_groups": groups,
-                "n_filled": len(self.filled), "renamed": self.renamed}
+        return {
+            "format": self.format,
+            "arch": self.arch,
+            "base_width": self.base_width,
+            "prefix": self.prefix,
+            "n_backbone": self.n_backbone,
+            "n_dropped": len(self.dropped),
+            "dropped_groups": groups,
+            "n_filled": len(self.filled),
+            "renamed": self.renamed,
+        }
 
 
 def _group_of(key: str, prefix: str) -> str:
-    if prefix and key.startswith(prefix):  # e.g. module.encoder_q.fc.0.weight -> module.encoder_q.fc
-        return prefix + key[len(prefix):].split(".", 1)[0]
+    # e.g. module.encoder_q.fc.0.weight -> module.encoder_q.fc
+    if prefix and key.startswith(prefix):
+        return prefix + key[len(prefix) :].split(".", 1)[0]
     parts = key.split(".")
     keep = 2 if parts[0] in ("module", "model") else 1  # module.queue, module.encoder_k, projector
     return ".".join(parts[:keep])
@@ -112,12 +148,15 @@ def _unknown(obj: Any, state_dict: dict | None) -> CheckpointError:
     seen = state_dict if state_dict is not None else obj
     keys = [str(k) for k in seen] if isinstance(seen, dict) else []
     where = "state_dict keys" if state_dict is not None and state_dict is not obj else "keys"
-    return CheckpointError(f"no supported checkpoint layout matches; {where} seen: {_listing(keys)}. "
-                           f"Supported layouts: {_supported()}")
+    return CheckpointError(
+        f"no supported checkpoint layout matches; {where} seen: {_listing(keys)}. "
+        f"Supported layouts: {_supported()}"
+    )
 
 
 def _state_dict(obj: Any) -> dict | None:
-    """The flat name -> tensor mapping of a non-suite file: ``obj["state_dict"]`` or ``obj`` itself."""
+    """The flat name -> tensor mapping of a non-suite file: ``obj["state_dict"]`` or ``obj``
+    itself."""
     if not isinstance(obj, dict):
         return None
     inner = obj.get("state_dict")
@@ -129,16 +168,20 @@ def _state_dict(obj: Any) -> dict | None:
 
 
 def detect_format(obj: Any) -> str:
-    """The layout of a loaded checkpoint ``obj``: one of ``FORMATS``; a CheckpointError listing what was seen
-    (the first keys) and the supported layouts otherwise."""
+    """The layout of a loaded checkpoint ``obj``: one of ``FORMATS``; a CheckpointError listing what
+    was seen (the first keys) and the supported layouts otherwise."""
     if not isinstance(obj, dict):
-        raise CheckpointError(f"the file holds a {type(obj).__name__}, not a dict of tensors. "
-                              f"Supported layouts: {_supported()}")
+        raise CheckpointError(
+            f"the file holds a {type(obj).__name__}, not a dict of tensors. "
+            f"Supported layouts: {_supported()}"
+        )
     found = obj.get("format")
     if found == FORMAT:
         return "mast-suite"
     if isinstance(found, str) and found.startswith("mast-suite"):
-        raise CheckpointError(f"suite format {found!r} is not supported by this version (expected {FORMAT!r})")
+        raise CheckpointError(
+            f"suite format {found!r} is not supported by this version (expected {FORMAT!r})"
+        )
     state_dict = _state_dict(obj)
     if state_dict is None:
         raise _unknown(obj, None)
@@ -149,16 +192,21 @@ def detect_format(obj: Any) -> str:
 
     if has("backbone.") and any(key in obj for key in _LIGHTNING_TOP_KEYS):
         return "lightning"
-    # before MoCo: mmselfsup's own MoCo also holds encoder_q.0.* (an alias of backbone.*) and encoder_k.*
-    if has("module.backbone.") or has("model.backbone.") or (
-            has("backbone.") and ("meta" in obj or has("neck.") or has("data_preprocessor."))):
+    # before MoCo: mmselfsup's own MoCo also holds encoder_q.0.* (an alias of backbone.*) and
+    # encoder_k.*
+    if (
+        has("module.backbone.")
+        or has("model.backbone.")
+        or (has("backbone.") and ("meta" in obj or has("neck.") or has("data_preprocessor.")))
+    ):
         return "mmselfsup"
     if has("module.encoder_q.") or has("encoder_q."):
         return "moco"
     if has("module.base_encoder.") or has("base_encoder."):
         return "mocov3"
     if has("backbone."):
-        return "lightning"  # a bare backbone.* state_dict: both backbone.* layouts read it the same way
+        # a bare backbone.* state_dict: both backbone.* layouts read it the same way
+        return "lightning"
     if "conv1.weight" in state_dict or "module.conv1.weight" in state_dict:
         return "torchvision"
     raise _unknown(obj, state_dict)
@@ -169,12 +217,14 @@ def _pick_prefix(state_dict: dict, fmt: str) -> str:
     for prefix in prefixes:  # the prefix under which a ResNet stem sits
         if f"{prefix}conv1.weight" in state_dict or f"{prefix}0.weight" in state_dict:
             return prefix
-    for prefix in prefixes:  # else the first under which anything sits: the strict check lists what is wrong
+    # else the first under which anything sits: the strict check lists what is wrong
+    for prefix in prefixes:
         if any(str(k).startswith(prefix) for k in state_dict):
             return prefix
-    raise CheckpointError(f"no key starts with {' or '.join(repr(p) for p in prefixes)} as the {fmt} layout "
-                          f"expects (wrong prefix or wrong --format?); keys seen: "
-                          f"{_listing([str(k) for k in state_dict])}")
+    raise CheckpointError(
+        f"no key starts with {' or '.join(repr(p) for p in prefixes)} as the {fmt} layout expects "
+        f"(wrong prefix or wrong --format?); keys seen: {_listing([str(k) for k in state_dict])}"
+    )
 
 
 def _torchvision_name(name: str) -> tuple[str, bool]:
@@ -186,7 +236,9 @@ def _torchvision_name(name: str) -> tuple[str, bool]:
 
 def _infer_arch(names: list[str], shapes: dict[str, torch.Size]) -> tuple[str, int]:
     if "conv1.weight" not in shapes:
-        raise CheckpointError(f"no stem convolution 'conv1.weight' among the backbone keys {_listing(names)}")
+        raise CheckpointError(
+            f"no stem convolution 'conv1.weight' among the backbone keys {_listing(names)}"
+        )
     blocks = []
     for stage in range(1, 5):
         found = {m.group(1) for n in names if (m := re.match(rf"layer{stage}\.(\d+)\.", n))}
@@ -196,12 +248,18 @@ def _infer_arch(names: list[str], shapes: dict[str, torch.Size]) -> tuple[str, i
         if list(layers) == blocks and (block.expansion == 4) == bottleneck:
             stem = shapes["conv1.weight"]
             if len(stem) != 4:
-                raise CheckpointError(f"conv1.weight has shape {tuple(stem)}, not that of a convolution")
+                raise CheckpointError(
+                    f"conv1.weight has shape {tuple(stem)}, not that of a convolution"
+                )
             return arch, int(stem[0])
-    known = ", ".join(f"{a} {list(l)} {'bottleneck' if b.expansion == 4 else 'basic'}"
-                      for a, (b, l) in ARCHS.items())
-    raise CheckpointError(f"no supported ResNet has {blocks} {'bottleneck' if bottleneck else 'basic'} blocks "
-                          f"per stage (known: {known})")
+    known = ", ".join(
+        f"{a} {list(layers)} {'bottleneck' if b.expansion == 4 else 'basic'}"
+        for a, (b, layers) in ARCHS.items()
+    )
+    raise CheckpointError(
+        f"no supported ResNet has {blocks} {'bottleneck' if bottleneck else 'basic'} blocks "
+        f"per stage (known: {known})"
+    )
 
 
 def _expected_shapes(arch: str, base_width: int) -> dict[str, torch.Size]:
@@ -216,7 +274,11 @@ def extract_backbone(obj: Any, fmt: str = "auto") -> tuple[dict[str, torch.Tenso
     if detected not in LAYOUTS:
         raise CheckpointError(f"unknown format {fmt!r}; choose auto or one of {', '.join(FORMATS)}")
     if detected == "mast-suite":
-        if not isinstance(obj, dict) or obj.get("format") != FORMAT or not isinstance(obj.get("backbone"), dict):
+        if (
+            not isinstance(obj, dict)
+            or obj.get("format") != FORMAT
+            or not isinstance(obj.get("backbone"), dict)
+        ):
             raise CheckpointError(f"not a {FORMAT} checkpoint with a 'backbone' dict")
         state_dict = obj["backbone"]
     else:
@@ -236,8 +298,11 @@ def extract_backbone(obj: Any, fmt: str = "auto") -> tuple[dict[str, torch.Tenso
         if not key.startswith(prefix):
             dropped.append(key)
             continue
-        name, was_renamed = _torchvision_name(key[len(prefix):]) if sequential else (key[len(prefix):], False)
-        if name.startswith("fc."):  # the classifier, or the projector MoCo and MoCo v3 put in its place
+        name, was_renamed = (
+            _torchvision_name(key[len(prefix) :]) if sequential else (key[len(prefix) :], False)
+        )
+        # the classifier, or the projector MoCo and MoCo v3 put in its place
+        if name.startswith("fc."):
             dropped.append(key)
             continue
         if name in backbone:
@@ -253,8 +318,10 @@ def extract_backbone(obj: Any, fmt: str = "auto") -> tuple[dict[str, torch.Tenso
     if detected == "mast-suite":  # what the suite recorded must agree with the weights
         recorded = (obj.get("arch"), obj.get("base_width", 64))
         if recorded != (arch, base_width):
-            raise CheckpointError(f"the checkpoint records arch={recorded[0]!r}, base_width={recorded[1]!r} but "
-                                  f"its backbone is {arch} with base width {base_width}")
+            raise CheckpointError(
+                f"the checkpoint records arch={recorded[0]!r}, base_width={recorded[1]!r} but "
+                f"its backbone is {arch} with base width {base_width}"
+            )
     expected = _expected_shapes(arch, base_width)
     missing = [k for k in expected if k not in backbone]
     filled = [k for k in missing if k.endswith(".num_batches_tracked")]
@@ -266,26 +333,46 @@ def extract_backbone(obj: Any, fmt: str = "auto") -> tuple[dict[str, torch.Tenso
             parts.append(f"missing backbone keys {_listing(missing)}")
         if unexpected:
             parts.append(f"unexpected backbone keys {_listing(unexpected)}")
-        raise CheckpointError(f"the {detected} backbone (prefix {prefix!r}) does not match {arch} with base width "
-                              f"{base_width}: " + "; ".join(parts))
-    wrong = [f"{origin[k]} {tuple(backbone[k].shape)} vs {tuple(shape)}" for k, shape in expected.items()
-             if k in backbone and backbone[k].shape != shape]
+        raise CheckpointError(
+            f"the {detected} backbone (prefix {prefix!r}) does not match {arch} with base width "
+            f"{base_width}: " + "; ".join(parts)
+        )
+    wrong = [
+        f"{origin[k]} {tuple(backbone[k].shape)} vs {tuple(shape)}"
+        for k, shape in expected.items()
+        if k in backbone and backbone[k].shape != shape
+    ]
     if wrong:
-        raise CheckpointError(f"shape mismatch against {arch} with base width {base_width} (checkpoint vs "
-                              f"expected): {_listing(wrong)}")
-    result = {k: backbone[k] if k in backbone else torch.zeros((), dtype=torch.long) for k in expected}
-    report = ImportReport(format=detected, arch=arch, base_width=base_width, prefix=prefix,
-                          n_backbone=len(result), dropped=dropped, filled=filled, renamed=renamed)
+        raise CheckpointError(
+            f"shape mismatch against {arch} with base width {base_width} (checkpoint vs "
+            f"expected): {_listing(wrong)}"
+        )
+    result = {
+        k: backbone[k] if k in backbone else torch.zeros((), dtype=torch.long) for k in expected
+    }
+    report = ImportReport(
+        format=detected,
+        arch=arch,
+        base_width=base_width,
+        prefix=prefix,
+        n_backbone=len(result),
+        dropped=dropped,
+        filled=filled,
+        renamed=renamed,
+    )
     return result, report
 
 
-def import_backbone(path: str | Path,
-                    format: str = "auto") -> tuple[dict[str, torch.Tensor], ImportReport]:  # noqa: A002
-    """The backbone of checkpoint ``path`` as a torchvision ResNet state_dict without ``fc``, and a report.
+def import_backbone(
+    path: str | Path, format: str = "auto"
+) -> tuple[dict[str, torch.Tensor], ImportReport]:  # noqa: A002
+    """The backbone of checkpoint ``path`` as a torchvision ResNet state_dict without ``fc``, and a
+    report.
 
     ``format`` is ``"auto"`` (read from the keys) or one of ``FORMATS``. Every problem is a one-line
-    CheckpointError naming the file: an unknown layout (with the first keys seen and the supported layouts),
-    a wrong prefix, missing or unexpected backbone keys (listed), a shape mismatch (key and both shapes).
+    CheckpointError naming the file: an unknown layout (with the first keys seen and the supported
+    layouts), a wrong prefix, missing or unexpected backbone keys (listed), a shape mismatch (key
+    and both shapes).
     """
     obj = load_file(path)
     try:
@@ -295,13 +382,24 @@ def import_backbone(path: str | Path,
 
 
 def convert(path: str | Path, out: str | Path, format: str = "auto") -> Path:  # noqa: A002
-    """Import the backbone of ``path`` and write it as a suite checkpoint at ``out`` (atomically)."""
+    """Import the backbone of ``path`` and write it as a suite checkpoint at ``out``
+    (atomically)."""
     backbone, report = import_backbone(path, format)
     source = Path(path).resolve()
     state = {
-        "format": FORMAT, "backbone": backbone, "arch": report.arch, "base_width": report.base_width,
+        "format": FORMAT,
+        "backbone": backbone,
+        "arch": report.arch,
+        "base_width": report.base_width,
         "method": f"imported:{report.format}",
-        "config": {"source": str(source), "source_sha256": sha256_file(source), "report": report.to_dict()},
-        "expander": None, "masks": None, "uncertainty_head": None, "aug_names": None,
+        "config": {
+            "source": str(source),
+            "source_sha256": sha256_file(source),
+            "report": report.to_dict(),
+        },
+        "expander": None,
+        "masks": None,
+        "uncertainty_head": None,
+        "aug_names": None,
     }
     return save_checkpoint(state, out)

@@ -1,22 +1,26 @@
-"""The suite's checkpoint format: save (atomic), load (``weights_only=True`` always), validate, export.
+"""The suite's checkpoint format: save (atomic), load (``weights_only=True`` always), validate,
+export.
 
-A checkpoint is a dict with ``"format": "mast-suite/1"`` and at least ``backbone`` (a torchvision ResNet
-state_dict without ``fc``), ``arch``, ``method`` and ``config``; pretraining adds expander, masks, uncertainty
-head, optimizer, scaler, rng, epoch and step (see DESIGN.md). ``export_backbone`` writes the bare state_dict
-that ``torchvision.models.<arch>()`` loads with ``strict=False`` (only ``fc`` missing).
+A checkpoint is a dict with ``"format": "mast-suite/1"`` and at least ``backbone`` (a torchvision
+ResNet state_dict without ``fc``), ``arch``, ``method`` and ``config``; pretraining adds expander,
+masks, uncertainty head, optimizer, scaler, rng, epoch and step (see DESIGN.md). ``export_backbone``
+writes the bare state_dict that ``torchvision.models.<arch>()`` loads with ``strict=False`` (only
+``fc`` missing).
 
 External checkpoints (torchvision, MoCo v1/v2/v3, solo-learn, lightly, mmselfsup) are imported by
-``core.checkpoint_import``; its ``detect_format``, ``import_backbone``, ``convert`` and ``ImportReport`` are
-re-exported here. CLI: ``python -m core.checkpoints inspect FILE | export FILE OUT | convert FILE OUT``.
+``core.checkpoint_import``; its ``detect_format``, ``import_backbone``, ``convert`` and
+``ImportReport`` are re-exported here. CLI: ``python -m core.checkpoints inspect FILE | export FILE
+OUT | convert FILE OUT``.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import pickle
 import re
-import zipfile
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +38,14 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically (temp file, fsync, rename): an interrupted save leaves the
-    previous checkpoint intact. Leftover temp files of an earlier interrupted save are removed first."""
+    """Write ``state`` to ``path`` atomically (temp file, fsync, rename): an interrupted save leaves
+    the previous checkpoint intact. Leftover temp files of an earlier interrupted save are removed
+    first."""
     missing = [key for key in REQUIRED_KEYS if key not in state]
     if missing:
-        raise CheckpointError(f"refusing to save a checkpoint without {missing} (required: {list(REQUIRED_KEYS)})")
+        raise CheckpointError(
+            f"refusing to save a checkpoint without {missing} (required: {list(REQUIRED_KEYS)})"
+        )
     if state["format"] != FORMAT:
         raise CheckpointError(f"checkpoint format must be {FORMAT!r}, got {state['format']!r}")
     path = Path(path)
@@ -50,7 +57,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 
 
 def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load`` with ``weights_only=True`` and one-line errors for missing, truncated and pickled files."""
+    """``torch.load`` with ``weights_only=True`` and one-line errors for missing, truncated and
+    pickled files."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -58,19 +66,26 @@ def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if not zipfile.is_zipfile(path):  # garbage or a truncated archive, not a refused object
-            raise CheckpointError(f"{path} is not a readable torch checkpoint (truncated or corrupt?)") from None
+            raise CheckpointError(
+                f"{path} is not a readable torch checkpoint (truncated or corrupt?)"
+            ) from None
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         what = f"Python objects ({found.group(1)})" if found else "Python objects"
         raise CheckpointError(
-            f"{path} holds {what} that only a full unpickle can load; it is refused "
-            "because unpickling an untrusted file can run arbitrary code. Re-save its weights as a plain "
+            f"{path} holds {what} that only a full unpickle can load; it is refused because "
+            "unpickling an untrusted file can run arbitrary code. Re-save its weights as a plain "
             "state_dict (torch.save(model.state_dict(), ...)) where it was made."
         ) from None
     except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): {exc}") from None
-    except Exception as exc:  # e.g. a plain pickle: torch's restricted unpickler fails in its own ways
-        raise CheckpointError(f"{path} is not a readable torch checkpoint (a plain pickle, truncated or corrupt?): "
-                              f"{type(exc).__name__}") from None
+        raise CheckpointError(
+            f"{path} is not a readable torch checkpoint (truncated or corrupt?): {exc}"
+        ) from None
+    # e.g. a plain pickle: torch's restricted unpickler fails in its own ways
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path} is not a readable torch checkpoint (a plain pickle, truncated or corrupt?): "
+            f"{type(exc).__name__}"
+        ) from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -79,12 +94,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def check_suite_state(state: Any, path: str | Path) -> dict[str, Any]:
-    """``state`` if it is a suite checkpoint with the required keys, a CheckpointError naming ``path`` if not."""
+    """``state`` if it is a suite checkpoint with the required keys, a CheckpointError naming
+    ``path`` if not."""
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(
-            f"{path} is not a {FORMAT} checkpoint (format: {found!r}); import external checkpoints with "
-            "`python -m core.checkpoints convert`"
+            f"{path} is not a {FORMAT} checkpoint (format: {found!r}); import external checkpoints "
+            "with `python -m core.checkpoints convert`"
         )
     missing = [key for key in REQUIRED_KEYS if key not in state]
     if missing:
@@ -102,18 +118,25 @@ def describe(state: dict[str, Any]) -> dict[str, Any]:
     """A short, JSON-ready summary of a suite checkpoint."""
     backbone = state["backbone"]
     return {
-        "format": state["format"], "arch": state["arch"], "method": state["method"],
-        "epoch": state.get("epoch"), "step": state.get("step"), "aug_names": state.get("aug_names"),
+        "format": state["format"],
+        "arch": state["arch"],
+        "method": state["method"],
+        "epoch": state.get("epoch"),
+        "step": state.get("step"),
+        "aug_names": state.get("aug_names"),
         "backbone_tensors": len(backbone),
-        "backbone_parameters": int(sum(t.numel() for t in backbone.values() if t.is_floating_point())),
+        "backbone_parameters": int(
+            sum(t.numel() for t in backbone.values() if t.is_floating_point())
+        ),
         "keys": sorted(state),
     }
 
 
 def inspect_file(path: str | Path) -> dict[str, Any]:
-    """A JSON-ready summary of any supported checkpoint: its layout, architecture, base width, the prefix its
-    backbone sits under and key counts; suite checkpoints add ``describe``'s fields (and, where their backbone
-    is not a ResNet the importer recognises, ``backbone_check`` with the reason)."""
+    """A JSON-ready summary of any supported checkpoint: its layout, architecture, base width, the
+    prefix its backbone sits under and key counts; suite checkpoints add ``describe``'s fields (and,
+    where their backbone is not a ResNet the importer recognises, ``backbone_check`` with the
+    reason)."""
     from core.checkpoint_import import detect_format, extract_backbone
 
     obj = load_file(path)
@@ -149,20 +172,33 @@ def __getattr__(name: str) -> Any:  # re-export the importer lazily (it imports 
 def main(argv: list[str] | None = None) -> int:
     from core.checkpoint_import import FORMATS, convert
 
-    parser = argparse.ArgumentParser(prog="python -m core.checkpoints",
-                                     description="Inspect, export or import (convert) checkpoints.")
+    parser = argparse.ArgumentParser(
+        prog="python -m core.checkpoints",
+        description="Inspect, export or import (convert) checkpoints.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    inspect = sub.add_parser("inspect", help="print the layout, architecture, base width, prefix and key counts "
-                                             "of a suite or supported external checkpoint")
+    inspect = sub.add_parser(
+        "inspect",
+        help="print the layout, architecture, base width, prefix and key counts "
+        "of a suite or supported external checkpoint",
+    )
     inspect.add_argument("file", type=Path)
-    export = sub.add_parser("export", help="write the bare torchvision backbone state_dict of a suite checkpoint")
+    export = sub.add_parser(
+        "export", help="write the bare torchvision backbone state_dict of a suite checkpoint"
+    )
     export.add_argument("file", type=Path)
     export.add_argument("out", type=Path)
-    conv = sub.add_parser("convert", help="import the ResNet backbone of an external checkpoint into a suite one")
+    conv = sub.add_parser(
+        "convert", help="import the ResNet backbone of an external checkpoint into a suite one"
+    )
     conv.add_argument("file", type=Path)
     conv.add_argument("out", type=Path)
-    conv.add_argument("--format", default="auto", choices=("auto", *FORMATS),
-                      help="the source layout (default: auto, read from the keys)")
+    conv.add_argument(
+        "--format",
+        default="auto",
+        choices=("auto", *FORMATS),
+        help="the source layout (default: auto, read from the keys)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "inspect":
@@ -178,8 +214,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the imported module's main, not this __main__ copy: core.checkpoint_import raises the CheckpointError
-    # of core.checkpoints, which a copy's `except CheckpointError` would not catch.
+    # Run the imported module's main, not this __main__ copy: core.checkpoint_import raises the
+    # CheckpointError of core.checkpoints, which a copy's `except CheckpointError` would not catch.
     from core.checkpoints import main as _main
 
     sys.exit(_main())

@@ -1,10 +1,12 @@
 """Strict, typed configs: YAML files and ``--set key=value`` overrides become nested dataclasses.
 
-A stage declares its config as dataclasses (see ``RunConfig``); ``load_config`` reads a YAML file into it.
-Every key must exist in the schema (a typo is an error that lists the valid keys), every value must have the
-declared type, and choices are checked. Values given with ``--set`` are parsed as YAML scalars/lists
-(``yaml.safe_load``), never evaluated. The resolved config is saved next to every output (``save_config``).
+A stage declares its config as dataclasses (see ``RunConfig``); ``load_config`` reads a YAML file
+into it. Every key must exist in the schema (a typo is an error that lists the valid keys), every
+value must have the declared type, and choices are checked. Values given with ``--set`` are parsed
+as YAML scalars/lists (``yaml.safe_load``), never evaluated. The resolved config is saved next to
+every output (``save_config``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,15 +27,19 @@ class ConfigError(ValueError):
     """The config cannot be used; the message names the key and what is allowed."""
 
 
-# ----------------------------------------------------------------------------------------------- schema
+# -----------------------------------------------------------------------------------------------
+# schema
 @dataclasses.dataclass
 class DataConfig:
     """Where images come from. Names other tools rely on: dataset, root, image_size."""
 
-    dataset: Literal["factorshapes", "folder", "stl10", "cifar10", "cifar100", "fashion_mnist"] = "factorshapes"
+    dataset: Literal["factorshapes", "folder", "stl10", "cifar10", "cifar100", "fashion_mnist"] = (
+        "factorshapes"
+    )
     #: factorshapes: cache folder (default: $MAST_DATA_CACHE or ~/.cache/mast-suite/data);
     #: folder: an ImageNet-layout or flat image folder; stl10: the folder holding stl10_binary/;
-    #: cifar10/cifar100: the folder holding cifar-10-batches-py/ or cifar-100-python/; fashion_mnist: the IDX files.
+    #: cifar10/cifar100: the folder holding cifar-10-batches-py/ or cifar-100-python/;
+    # fashion_mnist: the IDX files.
     root: str | None = None
     #: factorshapes: pretrain | cls-upright | cls-rot | det | det-upright. folder/stl10: unused.
     split: str = "pretrain"
@@ -41,9 +47,11 @@ class DataConfig:
     image_size: int = 64
     #: factorshapes: images per part (null: the data set's defaults, e.g. 10,000 for pretrain).
     n: int | None = None
-    #: factorshapes: seed of the generator; fixed across runs so that every run sees the same images.
+    #: factorshapes: seed of the generator; fixed across runs so that every run sees the same
+    # images.
     generator_seed: int = 0
-    #: factorshapes pretrain/cls splits: multiplies the object sizes (1.25: 0.25/0.35/0.45 of the width; a
+    #: factorshapes pretrain/cls splits: multiplies the object sizes (1.25: 0.25/0.35/0.45 of the
+    # width; a
     #: lever for `shape`, docs/defaults.md). Other values get their own cache folder.
     object_scale: float = 1.0
     #: Data loader processes per training process.
@@ -52,7 +60,8 @@ class DataConfig:
     on_bad_image: Literal["skip", "error"] = "skip"
     #: folder: decode every file once before training and drop unreadable ones (slow on ImageNet).
     verify_images: bool = False
-    #: folder: labels from class sub-folders (ImageNet layout), none, or auto (sub-folders if present).
+    #: folder: labels from class sub-folders (ImageNet layout), none, or auto (sub-folders if
+    # present).
     folder_labels: Literal["auto", "subfolders", "none"] = "auto"
 
 
@@ -75,12 +84,16 @@ class RunConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
 
-# ------------------------------------------------------------------------------------------- conversion
+# -------------------------------------------------------------------------------------------
+# conversion
 def _valid_keys_message(cls: type, where: str, key: str) -> str:
     names = [f.name for f in dataclasses.fields(cls)]
     close = difflib.get_close_matches(key, names, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return f"unknown config key '{where}{key}'{hint}; valid keys{' under ' + where[:-1] if where else ''}: {', '.join(names)}"
+    return (
+        f"unknown config key '{where}{key}'{hint}; valid "
+        f"keys{' under ' + where[:-1] if where else ''}: {', '.join(names)}"
+    )
 
 
 def _type_name(tp: Any) -> str:
@@ -88,7 +101,8 @@ def _type_name(tp: Any) -> str:
 
 
 def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` and return it converted (dataclasses, tuples, floats)."""
+    """Check ``value`` against the annotation ``tp`` and return it converted (dataclasses, tuples,
+    floats)."""
     origin, args = get_origin(tp), get_args(tp)
     if tp is Any:
         return value
@@ -101,14 +115,23 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 return _convert(value, option, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"'{key}' = {value!r} matches none of {_type_name(tp)}")
+        raise ConfigError(
+            errors[0]
+            if len(errors) == 1
+            else f"'{key}' = {value!r} matches none of {_type_name(tp)}"
+        )
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"'{key}' = {value!r} is not allowed; choose one of: {', '.join(map(str, args))}")
+            raise ConfigError(
+                f"'{key}' = {value!r} is not allowed; choose one of: {', '.join(map(str, args))}"
+            )
         return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"'{key}' must be a mapping of keys {[f.name for f in dataclasses.fields(tp)]}, got {value!r}")
+            raise ConfigError(
+                f"'{key}' must be a mapping of keys {[f.name for f in dataclasses.fields(tp)]}, "
+                f"got {value!r}"
+            )
         return from_dict(tp, value, prefix=f"{key}.")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
@@ -156,31 +179,39 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """The config as plain dicts and lists (tuples become lists), ready for YAML, JSON and records."""
+    """The config as plain dicts and lists (tuples become lists), ready for YAML, JSON and
+    records."""
+
     def plain(value: Any) -> Any:
         if isinstance(value, (list, tuple)):
             return [plain(v) for v in value]
         if isinstance(value, dict):
             return {k: plain(v) for k, v in value.items()}
         return value
+
     return plain(dataclasses.asdict(config))
 
 
-# --------------------------------------------------------------------------------------------- overrides
+# ---------------------------------------------------------------------------------------------
+# overrides
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``'train.lr=0.1'`` -> (['train', 'lr'], 0.1). The value is a YAML scalar or flow list/mapping."""
+    """``'train.lr=0.1'`` -> (['train', 'lr'], 0.1). The value is a YAML scalar or flow
+    list/mapping."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override '{text}' must look like key.subkey=value")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override '{text}': the value is not valid YAML ({exc.problem})") from None
+        raise ConfigError(
+            f"override '{text}': the value is not valid YAML ({exc.problem})"
+        ) from None
     return key.strip().split("."), value
 
 
 def apply_overrides(cls: type, data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of ``data`` with each ``key=value`` set; keys are checked against schema ``cls``."""
+    """Return a copy of ``data`` with each ``key=value`` set; keys are checked against schema
+    ``cls``."""
     data = _deep_copy(data)
     for text in overrides:
         path, value = parse_override(text)
@@ -209,7 +240,8 @@ def _deep_copy(data: Any) -> Any:
     return data
 
 
-# ------------------------------------------------------------------------------------------- load, save
+# ------------------------------------------------------------------------------------------- load,
+# save
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML mapping from ``path``; a missing file or a non-mapping is a one-line ConfigError."""
     path = Path(path)
@@ -220,12 +252,17 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
+        raise ConfigError(
+            f"config file {path} must hold a mapping of keys, got {type(data).__name__}"
+        )
     return data
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Defaults of ``cls``, updated by the YAML file at ``path``, then by ``overrides`` (``key=value``)."""
+def load_config(
+    cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None
+) -> T:
+    """Defaults of ``cls``, updated by the YAML file at ``path``, then by ``overrides``
+    (``key=value``)."""
     data = read_yaml(path) if path is not None else {}
     data = apply_overrides(cls, data, list(overrides or []))
     try:

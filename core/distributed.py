@@ -1,9 +1,11 @@
 """Distributed helpers: process-group start-up from torchrun's environment and collectives.
 
-Under ``torchrun --nproc_per_node N -m <stage> ...`` each process reads RANK, WORLD_SIZE, LOCAL_RANK,
-MASTER_ADDR and MASTER_PORT from its environment; without them everything runs as one process. The backend is
-NCCL when the processes use CUDA devices and gloo otherwise (CPU DDP works for tests and small runs).
+Under ``torchrun --nproc_per_node N -m <stage> ...`` each process reads RANK, WORLD_SIZE,
+LOCAL_RANK, MASTER_ADDR and MASTER_PORT from its environment; without them everything runs as one
+process. The backend is NCCL when the processes use CUDA devices and gloo otherwise (CPU DDP works
+for tests and small runs).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,9 +32,13 @@ class DistInfo:
 
 
 def env_dist_info() -> DistInfo:
-    """What torchrun's environment says about this process (a single process when it says nothing)."""
-    return DistInfo(rank=int(os.environ.get("RANK", 0)), world_size=int(os.environ.get("WORLD_SIZE", 1)),
-                    local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+    """What torchrun's environment says about this process (a single process when it says
+    nothing)."""
+    return DistInfo(
+        rank=int(os.environ.get("RANK", 0)),
+        world_size=int(os.environ.get("WORLD_SIZE", 1)),
+        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+    )
 
 
 def init_distributed(use_cuda: bool | None = None, timeout_minutes: int = 30) -> DistInfo:
@@ -42,13 +48,20 @@ def init_distributed(use_cuda: bool | None = None, timeout_minutes: int = 30) ->
         return info
     for name in ("MASTER_ADDR", "MASTER_PORT"):
         if name not in os.environ:
-            raise RuntimeError(f"WORLD_SIZE={info.world_size} but {name} is not set: start the run with torchrun")
+            raise RuntimeError(
+                f"WORLD_SIZE={info.world_size} but {name} is not set: start the run with torchrun"
+            )
     if use_cuda is None:
         use_cuda = torch.cuda.is_available()
     if use_cuda:
         torch.cuda.set_device(info.local_rank % torch.cuda.device_count())
-    dist.init_process_group("nccl" if use_cuda else "gloo", init_method="env://", rank=info.rank,
-                            world_size=info.world_size, timeout=datetime.timedelta(minutes=timeout_minutes))
+    dist.init_process_group(
+        "nccl" if use_cuda else "gloo",
+        init_method="env://",
+        rank=info.rank,
+        world_size=info.world_size,
+        timeout=datetime.timedelta(minutes=timeout_minutes),
+    )
     return info
 
 
@@ -86,9 +99,10 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
 class _GatherWithGrad(torch.autograd.Function):
     """All-gather along dim 0 whose backward routes each process's share of the gradient back to it.
 
-    Every process computes the same loss on the gathered batch, so the gradient of the sum of those losses
-    with respect to this process's rows is the sum over processes of their gradient slices: all-reduce (sum)
-    the incoming gradient and keep our rows. DDP's gradient averaging then yields the gradient of one loss.
+    Every process computes the same loss on the gathered batch, so the gradient of the sum of those
+    losses with respect to this process's rows is the sum over processes of their gradient slices:
+    all-reduce (sum) the incoming gradient and keep our rows. DDP's gradient averaging then yields
+    the gradient of one loss.
     """
 
     @staticmethod
@@ -103,7 +117,7 @@ class _GatherWithGrad(torch.autograd.Function):
         grad = grad.contiguous()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         start = dist.get_rank() * ctx.batch
-        return grad[start:start + ctx.batch]
+        return grad[start : start + ctx.batch]
 
 
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:

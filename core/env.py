@@ -1,9 +1,11 @@
 """Versions of the installed stack and the check that its compiled pieces work.
 
-``python -m core.env --check`` is the last step of ``make setup``: it runs a torchvision ResNet forward and
-mmcv's RoIAlign and nms on CPU, and exits non-zero with the reason when one of them fails; it also reports
-the CPU memory format training will use (``core.memory_format``, probed in a child process) and why.
+``python -m core.env --check`` is the last step of ``make setup``: it runs a torchvision ResNet
+forward and mmcv's RoIAlign and nms on CPU, and exits non-zero with the reason when one of them
+fails; it also reports the CPU memory format training will use (``core.memory_format``, probed in a
+child process) and why.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +22,9 @@ class MissingOpsError(RuntimeError):
 
 
 def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; else what ``platform`` knows). Float results on CPU depend on
-    it: the same seed gives the same bits on one CPU model, not across models (other oneDNN kernels)."""
+    """The CPU's model name (``/proc/cpuinfo``; else what ``platform`` knows). Float results on CPU
+    depend on it: the same seed gives the same bits on one CPU model, not across models (other
+    oneDNN kernels)."""
     return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
@@ -34,7 +37,9 @@ def _cpuinfo(field: str) -> str:
     """The first ``field`` line's value in ``/proc/cpuinfo``, or "" (no such file or field)."""
     try:
         with open("/proc/cpuinfo") as handle:
-            return next((line.split(":", 1)[1].strip() for line in handle if line.startswith(field)), "")
+            return next(
+                (line.split(":", 1)[1].strip() for line in handle if line.startswith(field)), ""
+            )
     except OSError:
         return ""
 
@@ -55,11 +60,14 @@ def require_mmcv_ops() -> None:
     try:
         from mmcv.ops import RoIAlign, nms  # noqa: F401
     except ImportError as exc:  # mmcv missing, or mmcv-lite without mmcv._ext
-        raise MissingOpsError(f"mmcv's compiled ops are not available ({exc}): {SETUP_HINT}") from exc
+        raise MissingOpsError(
+            f"mmcv's compiled ops are not available ({exc}): {SETUP_HINT}"
+        ) from exc
 
 
 def check_stack() -> dict[str, float]:
-    """Run a ResNet-50 forward and mmcv RoIAlign + nms on CPU; return small numbers that prove they ran."""
+    """Run a ResNet-50 forward and mmcv RoIAlign + nms on CPU; return small numbers that prove they
+    ran."""
     import torch
     import torchvision
 
@@ -76,23 +84,34 @@ def check_stack() -> dict[str, float]:
     boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], dtype=torch.float32)
     _, keep = nms(boxes, torch.tensor([0.9, 0.8, 0.7]), iou_threshold=0.5)
     if logits.shape != (1, 1000) or pooled.shape != (2, 4, 2, 2) or keep.tolist() != [0, 2]:
-        raise RuntimeError(f"stack check gave wrong shapes: {logits.shape}, {pooled.shape}, {keep.tolist()}")
+        raise RuntimeError(
+            f"stack check gave wrong shapes: {logits.shape}, {pooled.shape}, {keep.tolist()}"
+        )
     return {"resnet50_logit_sum": float(logits.sum()), "roi_align_sum": float(pooled.sum())}
 
 
 def memory_formats() -> dict[str, dict[str, str]]:
-    """The CPU memory format chosen for ResNet-18 at the tests' width (4) and the embedded one (16)."""
+    """The CPU memory format chosen for ResNet-18 at the tests' width (4) and the embedded one
+    (16)."""
     import torch
 
     from core.memory_format import choose
 
-    return {f"resnet18w{width}": choose(torch.device("cpu"), "resnet18", width).as_dict() for width in (4, 16)}
+    return {
+        f"resnet18w{width}": choose(torch.device("cpu"), "resnet18", width).as_dict()
+        for width in (4, 16)
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.env", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="also run the CPU checks of torch and mmcv ops")
+    parser = argparse.ArgumentParser(
+        prog="python -m core.env",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="also run the CPU checks of torch and mmcv ops"
+    )
     args = parser.parse_args(argv)
     report: dict[str, object] = {"versions": versions()}
     if args.check:
@@ -105,7 +124,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     print(json.dumps(report))
     for name, choice in report.get("memory_format", {}).items():
-        print(f"CPU memory format for {name}: {choice['memory_format']} ({choice['reason']})", file=sys.stderr)
+        print(
+            f"CPU memory format for {name}: {choice['memory_format']} ({choice['reason']})",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -1,6 +1,8 @@
-"""Fault injection for the tests: ``MAST_FAULT=<point>:<n>`` SIGKILLs this process the n-th time it reaches
-``<point>``. Points: ``step`` (an optimiser step done), ``checkpoint_write`` (a checkpoint half written to its
-temporary file), ``checkpoint_saved`` (a checkpoint renamed into place). Unset, every call is a no-op."""
+"""Fault injection for the tests: ``MAST_FAULT=<point>:<n>`` SIGKILLs this process the n-th time it
+reaches ``<point>``. Points: ``step`` (an optimiser step done), ``checkpoint_write`` (a checkpoint
+half written to its temporary file), ``checkpoint_saved`` (a checkpoint renamed into place). Unset,
+every call is a no-op."""
+
 from __future__ import annotations
 
 import os
@@ -29,7 +31,8 @@ def point(name: str) -> None:
 
 
 class _Writer:
-    """A file object that passes ``point(name)`` once, after its first write: the file is then partial."""
+    """A file object that passes ``point(name)`` once, after its first write: the file is then
+    partial."""
 
     def __init__(self, handle: BinaryIO, name: str):
         self._handle, self._name, self._written = handle, name, False
@@ -47,6 +50,7 @@ class _Writer:
 
 
 def writer(handle: BinaryIO, name: str) -> BinaryIO:
-    """``handle``, wrapped so that point ``name`` is passed mid-write when ``MAST_FAULT`` names it."""
+    """``handle``, wrapped so that point ``name`` is passed mid-write when ``MAST_FAULT`` names
+    it."""
     armed = _armed()
     return _Writer(handle, name) if armed and armed[0] == name else handle

@@ -1,9 +1,10 @@
 """Atomic file writes: a reader sees the old file or the new one, never a half-written one.
 
-The recipe is the usual one: write a temporary file in the destination folder, flush and fsync it, rename it
-over the destination (atomic on POSIX within one file system), then fsync the folder so the rename itself
-survives a power cut.
+The recipe is the usual one: write a temporary file in the destination folder, flush and fsync it,
+rename it over the destination (atomic on POSIX within one file system), then fsync the folder so
+the rename itself survives a power cut.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,8 +28,8 @@ def _fsync_dir(folder: Path) -> None:
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     """Call ``write(fileobj)`` on a temporary file, then move it to ``path`` atomically.
 
-    If ``write`` raises (or the process dies), ``path`` keeps its previous content; the temporary file is
-    removed on an exception and is recognisable by its ``.tmp-`` prefix otherwise.
+    If ``write`` raises (or the process dies), ``path`` keeps its previous content; the temporary
+    file is removed on an exception and is recognisable by its ``.tmp-`` prefix otherwise.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,7 +60,8 @@ def atomic_torch_save(obj: object, path: str | Path) -> Path:
 
 
 def suite_cache(name: str, override: str) -> Path:
-    """The suite's cache folder ``name``: $``override`` if set, else $XDG_CACHE_HOME (~/.cache)/mast-suite/name."""
+    """The suite's cache folder ``name``: $``override`` if set, else $XDG_CACHE_HOME
+    (~/.cache)/mast-suite/name."""
     default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mast-suite" / name
     return Path(os.environ.get(override) or default).expanduser()
 

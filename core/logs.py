@@ -1,4 +1,5 @@
 """Console logging, JSON-lines logs and tqdm progress, all quiet on non-main processes."""
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,15 @@ T = TypeVar("T")
 
 
 def setup_logging(level: int = logging.INFO, rank: int = 0) -> None:
-    """One-line console messages (``time level name: message``); warnings and errors only on rank > 0."""
-    logging.basicConfig(level=level if rank == 0 else logging.WARNING, stream=sys.stderr, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    """One-line console messages (``time level name: message``); warnings and errors only on rank >
+    0."""
+    logging.basicConfig(
+        level=level if rank == 0 else logging.WARNING,
+        stream=sys.stderr,
+        force=True,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
 
 
 def progress_disabled(rank: int = 0) -> bool:
@@ -27,15 +34,32 @@ def progress_disabled(rank: int = 0) -> bool:
     return rank != 0 or os.environ.get("MAST_NO_PROGRESS", "0") == "1"
 
 
-def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, rank: int = 0,
-             **kwargs: Any) -> Iterator[T]:
+def progress(
+    iterable: Iterable[T], desc: str = "", total: int | None = None, rank: int = 0, **kwargs: Any
+) -> Iterator[T]:
     """A tqdm bar on the main process (off when MAST_NO_PROGRESS=1 or rank > 0)."""
-    return tqdm(iterable, desc=desc, total=total, disable=progress_disabled(rank), dynamic_ncols=True, mininterval=1.0, **kwargs)
+    return tqdm(
+        iterable,
+        desc=desc,
+        total=total,
+        disable=progress_disabled(rank),
+        dynamic_ncols=True,
+        mininterval=1.0,
+        **kwargs,
+    )
 
 
 def progress_bar(total: int, desc: str = "", rank: int = 0, initial: int = 0) -> tqdm:
-    """A manually updated tqdm bar (``bar.update(n)``), with the same quiet rules as ``progress``."""
-    return tqdm(total=total, initial=initial, desc=desc, disable=progress_disabled(rank), dynamic_ncols=True, mininterval=1.0)
+    """A manually updated tqdm bar (``bar.update(n)``), with the same quiet rules as
+    ``progress``."""
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        disable=progress_disabled(rank),
+        dynamic_ncols=True,
+        mininterval=1.0,
+    )
 
 
 def _plain(value: Any) -> Any:
@@ -55,8 +79,8 @@ def _plain(value: Any) -> Any:
 class JsonlLogger:
     """Append one JSON object per call to a file, flushed at once so a killed run keeps its log.
 
-    Tensors and numpy scalars are converted; ``time`` (seconds since the epoch) is added to each line.
-    On non-main processes (``enabled=False``) it does nothing.
+    Tensors and numpy scalars are converted; ``time`` (seconds since the epoch) is added to each
+    line. On non-main processes (``enabled=False``) it does nothing.
     """
 
     def __init__(self, path: str | Path, enabled: bool = True):
@@ -78,7 +102,7 @@ class JsonlLogger:
             self._handle.close()
             self._handle = None
 
-    def __enter__(self) -> "JsonlLogger":
+    def __enter__(self) -> JsonlLogger:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,16 +1,17 @@
 """The memory format convolutions train in: channels_last where it is known to be safe and faster.
 
-On CUDA a requested channels_last is used as is. On CPU, oneDNN runs the convolutions with kernels for the
-instruction set it finds, and channels_last is chosen only when a probe in a child process finds oneDNN on
-AVX-512-class kernels and the model's channels_last gradients equal the contiguous ones. On AVX2-class
-kernels it is never chosen: their 1x1 strided weight-gradient kernel corrupts the heap, or returns wrong
-gradients, for convolutions of fewer than 8 input channels, and nothing vouches for the other shapes
-(docs/reliability.md: the defect, and what contiguous tensors cost there). A child process keeps a crash
-out of the caller; its verdict is cached on disk per CPU, torch version, kernel settings, architecture,
-width and thread count.
+On CUDA a requested channels_last is used as is. On CPU, oneDNN runs the convolutions with kernels
+for the instruction set it finds, and channels_last is chosen only when a probe in a child process
+finds oneDNN on AVX-512-class kernels and the model's channels_last gradients equal the contiguous
+ones. On AVX2-class kernels it is never chosen: their 1x1 strided weight-gradient kernel corrupts
+the heap, or returns wrong gradients, for convolutions of fewer than 8 input channels, and nothing
+vouches for the other shapes (docs/reliability.md: the defect, and what contiguous tensors cost
+there). A child process keeps a crash out of the caller; its verdict is cached on disk per CPU,
+torch version, kernel settings, architecture, width and thread count.
 
   python -m core.memory_format [--arch resnet18] [--width 4] [--threads N] [--no-cache]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,15 @@ from core.env import cpu_flags, cpu_model
 from core.io import atomic_write_text, suite_cache
 
 #: Environment variables that change which kernels oneDNN, MKL or ATen pick: part of the cache key.
-KERNEL_ENV = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE", "MKL_ENABLE_INSTRUCTIONS",
-              "MKL_CBWR", "ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS")
+KERNEL_ENV = (
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+    "ONEDNN_DEFAULT_FPMATH_MODE",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "MKL_CBWR",
+    "ATEN_CPU_CAPABILITY",
+    "OMP_NUM_THREADS",
+)
 #: oneDNN ISA names (its verbose "isa:" line) that mean AVX-512-class kernels.
 FAST_ISA = ("AVX-512", "AVX512", "AVX10", "AMX")
 #: Largest relative gradient difference between the two formats that counts as float rounding.
@@ -60,28 +68,57 @@ class Choice:
 
 
 def probe_key(arch: str, width: int, threads: int) -> str:
-    facts = [PROBE_VERSION, torch.__version__, cpu_model(), cpu_flags(), arch, width, threads,
-             {name: os.environ.get(name) for name in KERNEL_ENV}]
+    facts = [
+        PROBE_VERSION,
+        torch.__version__,
+        cpu_model(),
+        cpu_flags(),
+        arch,
+        width,
+        threads,
+        {name: os.environ.get(name) for name in KERNEL_ENV},
+    ]
     return hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:16]
 
 
-def probe(arch: str, width: int, threads: int, use_cache: bool = True, timeout: float = 300) -> dict[str, object]:
-    """Run the probe child for ``arch`` at ``width`` with ``threads`` threads (cached on disk): a channels_last
-    forward + backward compared with a contiguous one. Returns ``isa`` (oneDNN's), ``max_rel_diff``, and
-    ``crashed`` (the signal or exit status) when the child died."""
-    path = suite_cache("probes", "MAST_PROBE_CACHE") / f"memory_format-{probe_key(arch, width, threads)}.json"
+def probe(
+    arch: str, width: int, threads: int, use_cache: bool = True, timeout: float = 300
+) -> dict[str, object]:
+    """Run the probe child for ``arch`` at ``width`` with ``threads`` threads (cached on disk): a
+    channels_last forward + backward compared with a contiguous one. Returns ``isa`` (oneDNN's),
+    ``max_rel_diff``, and ``crashed`` (the signal or exit status) when the child died."""
+    path = (
+        suite_cache("probes", "MAST_PROBE_CACHE")
+        / f"memory_format-{probe_key(arch, width, threads)}.json"
+    )
     if use_cache:
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError):
             pass
     root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "ONEDNN_VERBOSE": "profile_create", "OMP_NUM_THREADS": str(threads),
-           "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)}
-    command = [sys.executable, "-m", "core.memory_format", "--child", "--arch", arch, "--width", str(width),
-               "--threads", str(threads)]
+    env = {
+        **os.environ,
+        "ONEDNN_VERBOSE": "profile_create",
+        "OMP_NUM_THREADS": str(threads),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "core.memory_format",
+        "--child",
+        "--arch",
+        arch,
+        "--width",
+        str(width),
+        "--threads",
+        str(threads),
+    ]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, check=False, env=env, timeout=timeout)
+        done = subprocess.run(
+            command, capture_output=True, text=True, check=False, env=env, timeout=timeout
+        )
         stdout, returncode = done.stdout, done.returncode
     except subprocess.TimeoutExpired as exc:
         stdout, returncode = (exc.stdout or b"").decode(errors="replace"), None
@@ -92,8 +129,11 @@ def probe(arch: str, width: int, threads: int, use_cache: bool = True, timeout: 
     if returncode is None:
         result["crashed"] = f"no answer within {timeout:.0f} s"
     elif returncode != 0 or not answer:
-        result["crashed"] = (f"signal {signal.Signals(-returncode).name}" if returncode < 0
-                             else f"exit status {returncode}")
+        result["crashed"] = (
+            f"signal {signal.Signals(-returncode).name}"
+            if returncode < 0
+            else f"exit status {returncode}"
+        )
     else:
         result.update(json.loads(answer[-1]))
     if use_cache:
@@ -110,21 +150,32 @@ def verdict(result: dict[str, object]) -> Choice:
     """The choice a probe result supports, with its reason in one line."""
     isa = str(result["isa"])
     crashed, diff = result.get("crashed"), float(result.get("max_rel_diff", float("inf")))
-    found = (f"the probe crashed ({crashed})" if crashed
-             else f"gradients differ by {diff:.2g}" if diff > TOLERANCE else f"gradients match ({diff:.1e})")
+    found = (
+        f"the probe crashed ({crashed})"
+        if crashed
+        else f"gradients differ by {diff:.2g}"
+        if diff > TOLERANCE
+        else f"gradients match ({diff:.1e})"
+    )
     if not fast_isa(isa):
-        return Choice(False, f"oneDNN has AVX2-class kernels here ({isa}), whose channels_last 1x1 strided "
-                             f"kernels corrupt memory at narrow widths (docs/reliability.md); {found}")
+        return Choice(
+            False,
+            f"oneDNN has AVX2-class kernels here ({isa}), whose channels_last 1x1 strided "
+            f"kernels corrupt memory at narrow widths (docs/reliability.md); {found}",
+        )
     if crashed or diff > TOLERANCE:
         return Choice(False, f"oneDNN on {isa}: channels_last {found}")
-    return Choice(True, f"oneDNN on {isa}: channels_last is faster here and its {found} the contiguous ones")
+    return Choice(
+        True, f"oneDNN on {isa}: channels_last is faster here and its {found} the contiguous ones"
+    )
 
 
 _CHOSEN: dict[tuple[str, int, int], Choice] = {}
 
 
 def choose(device: torch.device, arch: str, width: int, requested: bool = True) -> Choice:
-    """The memory format for training ``arch`` at ``width`` on ``device`` (channels_last only if requested)."""
+    """The memory format for training ``arch`` at ``width`` on ``device`` (channels_last only if
+    requested)."""
     if not requested:
         return Choice(False, "train.channels_last is false")
     if device.type == "cuda":
@@ -138,16 +189,21 @@ def choose(device: torch.device, arch: str, width: int, requested: bool = True) 
 
 
 def choose_for(model: torch.nn.Module, device: torch.device, requested: bool = True) -> Choice:
-    """``choose`` for a backbone of ``core.backbones`` (its arch and width read off it); contiguous on CPU
-    for any other network, which the probe does not know."""
+    """``choose`` for a backbone of ``core.backbones`` (its arch and width read off it); contiguous
+    on CPU for any other network, which the probe does not know."""
     found = arch_of(model)
     if found is None and device.type == "cpu" and requested:
-        return Choice(False, "not a core.backbones ResNet: the probe cannot vouch for channels_last")
+        return Choice(
+            False, "not a core.backbones ResNet: the probe cannot vouch for channels_last"
+        )
     return choose(device, *(found or ("", 0)), requested=requested)
 
 
-# --------------------------------------------------------------------------------------------- child
-def gradients(arch: str, width: int, memory_format: torch.memory_format, steps: int) -> dict[str, torch.Tensor]:
+# ---------------------------------------------------------------------------------------------
+# child
+def gradients(
+    arch: str, width: int, memory_format: torch.memory_format, steps: int
+) -> dict[str, torch.Tensor]:
     """Weight gradients of ``steps`` forward + backward passes (the same batch), summed."""
     torch.manual_seed(0)
     model = build_backbone(arch, base_width=width).to(memory_format=memory_format).train()
@@ -164,8 +220,8 @@ def gradients(arch: str, width: int, memory_format: torch.memory_format, steps: 
 
 def child(arch: str, width: int, threads: int) -> int:
     torch.set_num_threads(threads)
-    # One convolution first, and C's stdout flushed, so that oneDNN's ISA line reaches the parent even if
-    # the check below crashes the process.
+    # One convolution first, and C's stdout flushed, so that oneDNN's ISA line reaches the parent
+    # even if the check below crashes the process.
     conv = torch.nn.Conv2d(8, 8, 3).to(memory_format=torch.channels_last)
     conv(torch.zeros(1, 8, 4, 4).contiguous(memory_format=torch.channels_last))
     ctypes.CDLL(None).fflush(None)
@@ -173,21 +229,37 @@ def child(arch: str, width: int, threads: int) -> int:
     tested = gradients(arch, width, torch.channels_last, steps=10)
     repeated = gradients(arch, width, torch.contiguous_format, steps=10)
     worst = 0.0
-    for name, grad in tested.items():  # 10 passes of one batch: compare to 10 contiguous ones and to 10 x one
+    # 10 passes of one batch: compare to 10 contiguous ones and to 10 x one
+    for (
+        name,
+        grad,
+    ) in tested.items():
         scale = float(repeated[name].abs().max()) + 1e-12
-        worst = max(worst, float((grad - repeated[name]).abs().max()) / scale,
-                    float((grad - 10 * reference[name]).abs().max()) / scale)
+        worst = max(
+            worst,
+            float((grad - repeated[name]).abs().max()) / scale,
+            float((grad - 10 * reference[name]).abs().max()) / scale,
+        )
     print(json.dumps({"max_rel_diff": worst}), flush=True)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.memory_format", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m core.memory_format",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--arch", default="resnet18")
-    parser.add_argument("--width", type=int, default=4, help="base width (default 4: the tests' narrowest)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--no-cache", action="store_true", help="probe again instead of reading the cache")
+    parser.add_argument(
+        "--width", type=int, default=4, help="base width (default 4: the tests' narrowest)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
+    parser.add_argument(
+        "--no-cache", action="store_true", help="probe again instead of reading the cache"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     threads = args.threads or torch.get_num_threads()
@@ -195,7 +267,17 @@ def main(argv: list[str] | None = None) -> int:
         return child(args.arch, args.width, threads)
     result = probe(args.arch, args.width, threads, use_cache=not args.no_cache)
     choice = verdict(result)
-    print(json.dumps({"arch": args.arch, "width": args.width, "threads": threads, **result, **choice.as_dict()}))
+    print(
+        json.dumps(
+            {
+                "arch": args.arch,
+                "width": args.width,
+                "threads": threads,
+                **result,
+                **choice.as_dict(),
+            }
+        )
+    )
     return 0
 
 

@@ -1,23 +1,27 @@
-"""The suite's numerics version: bumped whenever a change alters the numbers a seeded run computes, not only
-its speed. Checkpoints record it; the study (``scripts/study.py``) retrains a run whose checkpoint has an
-older version, so that every run of one study is computed by the same arithmetic.
+"""The suite's numerics version: bumped whenever a change alters the numbers a seeded run computes,
+not only its speed. Checkpoints record it; the study (``scripts/study.py``) retrains a run whose
+checkpoint has an older version, so that every run of one study is computed by the same arithmetic.
 
 History:
   1  up to commit b5c665d.
-  2  views: blur as depthwise convolutions grouped by radius (was shifted copies accumulated tap by tap);
-     loss: covariance term from the N x N Gram matrix when N < d. Both differ from version 1 by float
-     rounding only (blur: < 5e-7 before the uint8 rounding, about 1 pixel value in 20,000 moves by 1), which
-     training amplifies into run-to-run differences the size of a seed's.
-  3  pretraining: the uncertainty head reads detached backbone features (its fit trained the backbone
-     before). Changes only runs with the head (``uses_head``); others keep version 2's numbers.
+  2  views: blur as depthwise convolutions grouped by radius (was shifted copies accumulated tap
+     by tap); loss: covariance term from the N x N Gram matrix when N < d. Both differ from
+     version 1 by float rounding only (blur: < 5e-7 before the uint8 rounding, about 1 pixel value
+     in 20,000 moves by 1), which training amplifies into run-to-run differences the size of a
+     seed's.
+  3  pretraining: the uncertainty head reads detached backbone features (its fit trained the
+     backbone before). Changes only runs with the head (``uses_head``); others keep version 2's
+     numbers.
 """
+
 from __future__ import annotations
 
 NUMERICS = 3
 
 
 def uses_head(config: dict) -> bool:
-    """Whether a resolved pretraining config trains the uncertainty head (``PretrainConfig.uses_uncertainty``)."""
+    """Whether a resolved pretraining config trains the uncertainty head
+    (``PretrainConfig.uses_uncertainty``)."""
     method, loss = config.get("method"), config.get("loss") or {}
     if method == "vicreg":
         return False
@@ -25,10 +29,12 @@ def uses_head(config: dict) -> bool:
     return bool(flag) if flag is not None else method in ("mast", "mast_fixed")
 
 
-#: version -> which resolved configs it changed (a run computed before it, of such a config, is stale).
+#: version -> which resolved configs it changed (a run computed before it, of such a config, is
+# stale).
 CHANGED = {2: lambda config: True, 3: uses_head}
 
 
 def is_current(version: int, config: dict) -> bool:
-    """Whether a run computed at numerics ``version`` with the resolved ``config`` matches today's arithmetic."""
+    """Whether a run computed at numerics ``version`` with the resolved ``config`` matches today's
+    arithmetic."""
     return not any(changed(config) for v, changed in CHANGED.items() if version < v <= NUMERICS)

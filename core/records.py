@@ -1,11 +1,12 @@
 """Result records: one JSON object per line in ``results/records/<stage>.jsonl``.
 
-Each number the suite produces becomes one record with everything needed to trace it (run, commit, method,
-checkpoint hash, data set, task, protocol, seed, metric, config). Appends are atomic: the line is written
-with a single ``write`` on an ``O_APPEND`` descriptor under an exclusive ``flock``, then fsynced, so
-processes appending to one file at once lose no line and never interleave. ``read_records`` loads records
-into a pandas DataFrame for the analysis stage.
+Each number the suite produces becomes one record with everything needed to trace it (run, commit,
+method, checkpoint hash, data set, task, protocol, seed, metric, config). Appends are atomic: the
+line is written with a single ``write`` on an ``O_APPEND`` descriptor under an exclusive ``flock``,
+then fsynced, so processes appending to one file at once lose no line and never interleave.
+``read_records`` loads records into a pandas DataFrame for the analysis stage.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -23,8 +24,25 @@ from core.io import sha256_file
 
 log = logging.getLogger("core.records")
 
-FIELDS = ("run_id", "time", "git_commit", "stage", "method", "arch", "pretrain_ckpt", "pretrain_epochs",
-          "dataset", "task", "protocol", "seed", "metric", "value", "n_train", "n_test", "config")
+FIELDS = (
+    "run_id",
+    "time",
+    "git_commit",
+    "stage",
+    "method",
+    "arch",
+    "pretrain_ckpt",
+    "pretrain_epochs",
+    "dataset",
+    "task",
+    "protocol",
+    "seed",
+    "metric",
+    "value",
+    "n_train",
+    "n_test",
+    "config",
+)
 #: Fields a caller must give; the rest default (time, run_id, git_commit) or may be null.
 REQUIRED = ("stage", "method", "dataset", "task", "protocol", "seed", "metric", "value")
 
@@ -46,7 +64,8 @@ def checkpoint_ref(path: str | Path | None) -> dict[str, str] | None:
 
 
 def make_record(**fields: Any) -> dict[str, Any]:
-    """A complete record: schema fields in order (missing optional ones null) followed by any extras."""
+    """A complete record: schema fields in order (missing optional ones null) followed by any
+    extras."""
     missing = [name for name in REQUIRED if fields.get(name) is None]
     if missing:
         raise RecordError(f"record lacks required fields {missing} (required: {list(REQUIRED)})")
@@ -54,6 +73,7 @@ def make_record(**fields: Any) -> dict[str, Any]:
         raise RecordError(f"record value must be a number, got {fields['value']!r}")
     if "git_commit" not in fields:
         from core.cli import git_commit
+
         fields["git_commit"] = git_commit()
     fields.setdefault("run_id", new_run_id())
     fields.setdefault("time", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
@@ -77,7 +97,9 @@ def append_record(path: str | Path, record: dict[str, Any]) -> None:
     """Append ``record`` as one line to ``path`` atomically (safe with concurrent writers)."""
     missing = [name for name in REQUIRED if record.get(name) is None]
     if missing:
-        raise RecordError(f"record lacks required fields {missing}; build records with make_record()")
+        raise RecordError(
+            f"record lacks required fields {missing}; build records with make_record()"
+        )
     line = (json.dumps(_json_safe(record), allow_nan=False, default=str) + "\n").encode("utf-8")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,14 +108,15 @@ def append_record(path: str | Path, record: dict[str, Any]) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX)
         view = memoryview(line)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)  # closing releases the lock
 
 
 def iter_records(path: str | Path) -> Iterable[dict[str, Any]]:
-    """Records of one file; an unreadable line (e.g. torn by a crash) is skipped with a warning naming it."""
+    """Records of one file; an unreadable line (e.g. torn by a crash) is skipped with a warning
+    naming it."""
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():

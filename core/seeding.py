@@ -1,10 +1,11 @@
 """Seeds and random-number-generator state.
 
-Every run takes one seed and records it. ``seed_everything`` seeds Python, NumPy and torch; data loader
-workers get seeds derived from it (``worker_init_fn``); ``rng_state``/``set_rng_state`` capture and restore
-all generators in a form that ``torch.load(weights_only=True)`` accepts (tensors, ints, lists, dicts), so a
-resumed run continues the same random stream.
+Every run takes one seed and records it. ``seed_everything`` seeds Python, NumPy and torch; data
+loader workers get seeds derived from it (``worker_init_fn``); ``rng_state``/``set_rng_state``
+capture and restore all generators in a form that ``torch.load(weights_only=True)`` accepts
+(tensors, ints, lists, dicts), so a resumed run continues the same random stream.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,13 +17,15 @@ import torch
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed Python, NumPy and torch (all devices). ``deterministic`` also asks torch for deterministic
-    kernels (slower on GPU; CPU runs are deterministic for a fixed seed and thread count anyway)."""
+    """Seed Python, NumPy and torch (all devices). ``deterministic`` also asks torch for
+    deterministic kernels (slower on GPU; CPU runs are deterministic for a fixed seed and thread
+    count anyway)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    # A fixed thread count for the run: torch.set_num_threads also turns MKL's dynamic threading off, which
-    # lets MKL change a call's threads, and with them its rounding, from run to run (the tests set it too).
+    # A fixed thread count for the run: torch.set_num_threads also turns MKL's dynamic threading
+    # off, which lets MKL change a call's threads, and with them its rounding, from run to run (the
+    # tests set it too).
     torch.set_num_threads(torch.get_num_threads())
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -31,14 +34,16 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 def worker_init_fn(worker_id: int) -> None:
-    """Seed Python and NumPy in a data loader worker from torch's per-worker seed (itself from the run seed)."""
+    """Seed Python and NumPy in a data loader worker from torch's per-worker seed (itself from the
+    run seed)."""
     seed = torch.initial_seed() % 2**32
     random.seed(seed + worker_id)
     np.random.seed((seed + worker_id) % 2**32)
 
 
 def make_generator(seed: int) -> torch.Generator:
-    """A CPU torch.Generator for samplers and data loaders, so shuffling depends on the seed alone."""
+    """A CPU torch.Generator for samplers and data loaders, so shuffling depends on the seed
+    alone."""
     generator = torch.Generator()
     generator.manual_seed(seed)
     return generator
@@ -50,7 +55,11 @@ def rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     state: dict[str, Any] = {
         "python": [version, list(internal), gauss],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(_plain, np_state[2:])],
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np_state[1].astype(np.int64)),
+            *map(_plain, np_state[2:]),
+        ],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():

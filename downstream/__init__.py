@@ -1,1 +1,2 @@
-"""Transfer stages: classification (linear, kNN, fine-tune) and MMDetection detection/segmentation."""
+"""Transfer stages: classification (linear, kNN, fine-tune) and MMDetection
+detection/segmentation."""

@@ -1,4 +1,5 @@
 """The pretraining config: every open choice of method.md is a key here."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,25 +34,36 @@ class LossConfig:
     rho: float = 0.5
     #: w_ik = 1[d_ik > 0] (binary) or d_ik (strength).
     gate: Literal["binary", "strength"] = "binary"
-    #: How s weights the invariance (pretrain/losses/mast.py): detach (head fits s to detached errors, the
-    #: embedding gets 1/s weights of mean 1), batch (log s centred over the batch), none (l/s + log s as is).
+    #: How s weights the invariance (pretrain/losses/mast.py): detach (head fits s to detached
+    # errors, the
+    #: embedding gets 1/s weights of mean 1), batch (log s centred over the batch), none (l/s + log
+    # s as is).
     uncertainty_norm: Literal["detach", "batch", "none"] = "detach"
-    #: What moves learned masks: invariance (they descend lam L_inv with the network) or contrast (the excess
-    #: error of op k's subspace on pairs that differ in op k over pairs that do not; pretrain/losses/mast.py).
+    #: What moves learned masks: invariance (they descend lam L_inv with the network) or contrast
+    # (the excess
+    #: error of op k's subspace on pairs that differ in op k over pairs that do not;
+    # pretrain/losses/mast.py).
     mask_objective: Literal["invariance", "contrast"] = "invariance"
-    #: How a pair's subspaces combine (docs/method.md): or (the mean of the differing ops' masked errors) or
-    #: and (each non-base op owns dimensions through a learned softmax assignment; a pair is excused on the
+    #: How a pair's subspaces combine (docs/method.md): or (the mean of the differing ops' masked
+    # errors) or
+    #: and (each non-base op owns dimensions through a learned softmax assignment; a pair is excused
+    # on the
     #: dimensions of the ops it differs in; pretrain/losses/mast_and.py). and needs views.mode=pair.
     combine: Literal["or", "and"] = "or"
-    #: and: the batch correlation between an op's difference and a dimension's error that the op must exceed
-    #: to take the dimension from the shared class (about 1 / sqrt(batch) keeps noise from handing dims out).
+    #: and: the batch correlation between an op's difference and a dimension's error that the op
+    # must exceed
+    #: to take the dimension from the shared class (about 1 / sqrt(batch) keeps noise from handing
+    # dims out).
     assign_margin: float = 0.1
-    #: and: the largest share of the dimensions one op may own (null: 1 / (number of owning ops + 1)).
+    #: and: the largest share of the dimensions one op may own (null: 1 / (number of owning ops +
+    # 1)).
     assign_cap: float | None = None
     #: The uncertainty head on or off (null: the method's default: on for mast and mast_fixed).
     uncertainty: bool | None = None
-    #: detach mode: the 1/s weights are tempered (w ~ s^-t, t <= 1 the largest that keeps it) so that each op's
-    #: effective sample size (sum w)^2 / sum w^2 stays at least this fraction of the batch (0: untempered).
+    #: detach mode: the 1/s weights are tempered (w ~ s^-t, t <= 1 the largest that keeps it) so
+    # that each op's
+    #: effective sample size (sum w)^2 / sum w^2 stays at least this fraction of the batch (0:
+    # untempered).
     min_ess: float = 0.0
 
 
@@ -79,7 +91,8 @@ class PretrainTrainConfig(TrainConfig):
     #: Keep epoch_<n>.pt every N epochs besides last.pt (0: keep none).
     keep_every: int = 0
     log_every: int = 10
-    #: CUDA only: autocast dtype and SyncBatchNorm across GPUs. channels_last applies on CPU too (oneDNN).
+    #: CUDA only: autocast dtype and SyncBatchNorm across GPUs. channels_last applies on CPU too
+    # (oneDNN).
     amp: Literal["none", "bf16", "fp16"] = "bf16"
     channels_last: bool = True
     sync_bn: bool = True

@@ -1,9 +1,10 @@
 """Pretraining batches: multi-view samples whose randomness depends only on (seed, epoch, index).
 
 The sampler yields keys ``epoch * N + index``; the data set derives the image index and a per-sample
-generator from the key, so views are the same whatever the number of workers or processes, and a resumed
-run sees exactly the batches an uninterrupted run would have seen.
+generator from the key, so views are the same whatever the number of workers or processes, and a
+resumed run sees exactly the batches an uninterrupted run would have seen.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,23 +44,27 @@ class ViewDataset(Dataset):
 
 
 def collate_rendered(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The DataLoader's collate for ``ViewDataset``: ``__getitems__`` already returns stacked tensors."""
+    """The DataLoader's collate for ``ViewDataset``: ``__getitems__`` already returns stacked
+    tensors."""
     return batch
 
 
 class EpochSampler(Sampler[int]):
-    """Shuffled keys of one epoch for this process (equal shares, remainder dropped), from ``skip`` on.
+    """Shuffled keys of one epoch for this process (equal shares, remainder dropped), from ``skip``
+    on.
 
-    Call ``set_epoch(epoch, skip)`` before each epoch; ``skip`` drops that many of this process's samples
-    (used when resuming in the middle of an epoch)."""
+    Call ``set_epoch(epoch, skip)`` before each epoch; ``skip`` drops that many of this process's
+    samples (used when resuming in the middle of an epoch)."""
 
     def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
         self.size, self.batch_size, self.seed = size, batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.per_rank = (size // (batch_size * world_size)) * batch_size  # whole batches only
         if self.per_rank == 0:
-            raise ValueError(f"{size} images cannot fill one batch of {batch_size} on {world_size} process(es): "
-                             "lower train.batch_size or use more data")
+            raise ValueError(
+                f"{size} images cannot fill one batch of {batch_size} on {world_size} process(es): "
+                "lower train.batch_size or use more data"
+            )
         self.epoch, self.skip = 0, 0
 
     @property
@@ -68,13 +73,17 @@ class EpochSampler(Sampler[int]):
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         if not 0 <= skip <= self.per_rank:
-            raise ValueError(f"cannot skip {skip} samples of an epoch of {self.per_rank} on this process")
+            raise ValueError(
+                f"cannot skip {skip} samples of an epoch of {self.per_rank} on this process"
+            )
         self.epoch, self.skip = epoch, skip
 
     def __iter__(self):
-        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch))
-        mine = order[self.rank::self.world_size][: self.per_rank]
-        return iter((mine[self.skip:] + self.epoch * self.size).tolist())
+        order = torch.randperm(
+            self.size, generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        )
+        mine = order[self.rank :: self.world_size][: self.per_rank]
+        return iter((mine[self.skip :] + self.epoch * self.size).tolist())
 
     def __len__(self) -> int:
         return self.per_rank - self.skip

@@ -1,9 +1,10 @@
 """The network pretraining optimises: backbone, VICReg expander, MAST masks and uncertainty head.
 
-``PretrainModel.forward(views)`` takes the V views of a batch and returns the embeddings of every view and,
-when the method has them, the masks and the uncertainty head's log-variances. The masks are part of the
-model (not the loss) so that DDP averages their gradients with the rest.
+``PretrainModel.forward(views)`` takes the V views of a batch and returns the embeddings of every
+view and, when the method has them, the masks and the uncertainty head's log-variances. The masks
+are part of the model (not the loss) so that DDP averages their gradients with the rest.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -21,14 +22,17 @@ def parse_spec(spec: str) -> list[int]:
     try:
         sizes = [int(part) for part in spec.split("-")]
     except ValueError:
-        raise ValueError(f"expander spec '{spec}' must be layer sizes joined by '-', e.g. 8192-8192-8192") from None
+        raise ValueError(
+            f"expander spec '{spec}' must be layer sizes joined by '-', e.g. 8192-8192-8192"
+        ) from None
     if not sizes or min(sizes) < 1:
         raise ValueError(f"expander spec '{spec}' must list positive layer sizes")
     return sizes
 
 
 def build_expander(in_dim: int, spec: str) -> nn.Sequential:
-    """VICReg's expander: (Linear, BatchNorm1d, ReLU) for every hidden size, then a Linear without bias."""
+    """VICReg's expander: (Linear, BatchNorm1d, ReLU) for every hidden size, then a Linear without
+    bias."""
     sizes = [in_dim, *parse_spec(spec)]
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-2], sizes[1:-1]):
@@ -38,12 +42,17 @@ def build_expander(in_dim: int, spec: str) -> nn.Sequential:
 
 
 class UncertaintyHead(nn.Module):
-    """u: y -> hidden -> K (Linear, BN, ReLU, Linear): log sigma^2 of each op's subspace for one view."""
+    """u: y -> hidden -> K (Linear, BN, ReLU, Linear): log sigma^2 of each op's subspace for one
+    view."""
 
     def __init__(self, in_dim: int, num_ops: int, hidden: int = 512):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-                                 nn.Linear(hidden, num_ops))
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, num_ops),
+        )
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         return self.net(y)
@@ -53,17 +62,26 @@ MaskKind = Literal["learned", "fixed", "assign", "assign_fixed"]
 
 
 class MaskBank(nn.Module):
-    """K masks over the d embedding dimensions: learned (sigmoid of logits) or a fixed random partition (OR);
-    or, for AND (``assign``, ``assign_fixed``), a [K + 1, d] assignment of each dimension to {shared, op_1..op_K}
-    (softmax of logits over the K + 1 classes, or a fixed random one-hot), where K counts the owning ops."""
+    """K masks over the d embedding dimensions: learned (sigmoid of logits) or a fixed random
+    partition (OR); or, for AND (``assign``, ``assign_fixed``), a [K + 1, d] assignment of each
+    dimension to {shared, op_1..op_K} (softmax of logits over the K + 1 classes, or a fixed random
+    one-hot), where K counts the owning ops."""
 
-    def __init__(self, num_ops: int, dim: int, kind: MaskKind = "learned", init_std: float = 0.01, seed: int = 0):
+    def __init__(
+        self,
+        num_ops: int,
+        dim: int,
+        kind: MaskKind = "learned",
+        init_std: float = 0.01,
+        seed: int = 0,
+    ):
         super().__init__()
         generator = torch.Generator().manual_seed(seed)
         self.kind = kind
         rows = num_ops + 1 if kind.startswith("assign") else num_ops
         if kind in ("learned", "assign"):
-            # method.md: logits start at 0 plus N(0, 0.01) noise (masks at about 0.5; assignments uniform).
+            # method.md: logits start at 0 plus N(0, 0.01) noise (masks at about 0.5; assignments
+            # uniform).
             self.logits = nn.Parameter(torch.randn(rows, dim, generator=generator) * init_std)
         elif kind == "fixed":
             self.register_buffer("fixed", random_partition(num_ops, dim, generator))
@@ -81,22 +99,38 @@ class MaskBank(nn.Module):
 
 
 class PretrainModel(nn.Module):
-    def __init__(self, arch: str = "resnet18", base_width: int = 64, expander: str = "8192-8192-8192",
-                 num_ops: int = 0, masks: Literal["none", "learned", "fixed", "assign", "assign_fixed"] = "none",
-                 uncertainty: bool = False, uncertainty_hidden: int = 512, mask_init_std: float = 0.01,
-                 seed: int = 0, num_owned: int | None = None):
-        """``num_owned``: ops that can own dimensions under an AND assignment (default: all ``num_ops``)."""
+    def __init__(
+        self,
+        arch: str = "resnet18",
+        base_width: int = 64,
+        expander: str = "8192-8192-8192",
+        num_ops: int = 0,
+        masks: Literal["none", "learned", "fixed", "assign", "assign_fixed"] = "none",
+        uncertainty: bool = False,
+        uncertainty_hidden: int = 512,
+        mask_init_std: float = 0.01,
+        seed: int = 0,
+        num_owned: int | None = None,
+    ):
+        """``num_owned``: ops that can own dimensions under an AND assignment (default: all
+        ``num_ops``)."""
         super().__init__()
         self.backbone = build_backbone(arch, base_width)
         self.expander = build_expander(self.backbone.feature_dim, expander)
         self.embed_dim = parse_spec(expander)[-1]
         rows = num_owned if masks.startswith("assign") and num_owned is not None else num_ops
-        self.masks = MaskBank(rows, self.embed_dim, masks, mask_init_std, seed) if masks != "none" else None
-        self.uncertainty_head = (UncertaintyHead(self.backbone.feature_dim, num_ops, uncertainty_hidden)
-                                 if uncertainty else None)
+        self.masks = (
+            MaskBank(rows, self.embed_dim, masks, mask_init_std, seed) if masks != "none" else None
+        )
+        self.uncertainty_head = (
+            UncertaintyHead(self.backbone.feature_dim, num_ops, uncertainty_hidden)
+            if uncertainty
+            else None
+        )
 
     def forward(self, views: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``views`` [V, B, 3, H, W] float (or a list of V [B, 3, H, W]) -> ``z`` [V, B, d], optional ``masks`` [K, d], ``log_var`` [V, B, K].
+        """``views`` [V, B, 3, H, W] float (or a list of V [B, 3, H, W]) -> ``z`` [V, B, d],
+        optional ``masks`` [K, d], ``log_var`` [V, B, K].
 
         Each view goes through the network on its own, as in the official VICReg code, so BatchNorm
         statistics are per view."""
@@ -105,7 +139,8 @@ class PretrainModel(nn.Module):
         if self.masks is not None:
             out["masks"] = self.masks()
         if self.uncertainty_head is not None:
-            # Detached: the head reads the features, it never trains the backbone to feed it (a backbone that
-            # encodes each view's augmentation state to predict the pair error loses what the ops change).
+            # Detached: the head reads the features, it never trains the backbone to feed it (a
+            # backbone that encodes each view's augmentation state to predict the pair error loses
+            # what the ops change).
             out["log_var"] = torch.stack([self.uncertainty_head(y.detach()) for y in ys])
         return out

@@ -1,10 +1,12 @@
 """Optimisers and the learning-rate schedule of VICReg's official code.
 
-LARS (momentum 0.9, eta 0.001) with weight decay and the trust ratio skipped for biases and norm parameters
-(every 1-d tensor), as the official code excludes them. lr = base_lr x batch / 256; linear warm-up, then
-cosine to 0.001 x lr. MAST's masks and uncertainty head form their own group, without weight decay or LARS
-adaptation, at ``mask_lr`` (scaled by the same schedule). SGD and AdamW are there for small CPU runs.
+LARS (momentum 0.9, eta 0.001) with weight decay and the trust ratio skipped for biases and norm
+parameters (every 1-d tensor), as the official code excludes them. lr = base_lr x batch / 256;
+linear warm-up, then cosine to 0.001 x lr. MAST's masks and uncertainty head form their own group,
+without weight decay or LARS adaptation, at ``mask_lr`` (scaled by the same schedule). SGD and AdamW
+are there for small CPU runs.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,15 +17,25 @@ from torch import nn
 
 
 class LARS(torch.optim.Optimizer):
-    """SGD with momentum whose update is scaled per tensor by eta * ||w|| / ||g + wd w|| (the trust ratio).
+    """SGD with momentum whose update is scaled per tensor by eta * ||w|| / ||g + wd w|| (the trust
+    ratio).
 
-    Groups carry ``lars`` (apply the trust ratio) and ``weight_decay``; plain flags, so the optimizer state
-    saves and loads with ``weights_only=True``.
+    Groups carry ``lars`` (apply the trust ratio) and ``weight_decay``; plain flags, so the
+    optimizer state saves and loads with ``weights_only=True``.
     """
 
-    def __init__(self, params: Any, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
-                 eta: float = 0.001, lars: bool = True):
-        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, lars=lars))
+    def __init__(
+        self,
+        params: Any,
+        lr: float,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        eta: float = 0.001,
+        lars: bool = True,
+    ):
+        super().__init__(
+            params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, lars=lars)
+        )
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001 - torch's signature
@@ -32,11 +44,18 @@ class LARS(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                update = p.grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else p.grad.clone()
+                update = (
+                    p.grad.add(p, alpha=group["weight_decay"])
+                    if group["weight_decay"]
+                    else p.grad.clone()
+                )
                 if group["lars"]:
                     p_norm, u_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(update)
-                    ratio = torch.where((p_norm > 0) & (u_norm > 0), group["eta"] * p_norm / u_norm,
-                                        torch.ones_like(p_norm))
+                    ratio = torch.where(
+                        (p_norm > 0) & (u_norm > 0),
+                        group["eta"] * p_norm / u_norm,
+                        torch.ones_like(p_norm),
+                    )
                     update.mul_(ratio)
                 state = self.state[p]
                 if "momentum_buffer" not in state:
@@ -47,8 +66,11 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def param_groups(model: nn.Module, weight_decay: float, lr: float, mask_lr: float) -> list[dict[str, Any]]:
-    """Three groups: weights (decay + LARS), biases and norms (neither), masks + uncertainty head (own lr)."""
+def param_groups(
+    model: nn.Module, weight_decay: float, lr: float, mask_lr: float
+) -> list[dict[str, Any]]:
+    """Three groups: weights (decay + LARS), biases and norms (neither), masks + uncertainty head
+    (own lr)."""
     special = set()
     for name in ("masks", "uncertainty_head"):
         module = getattr(model, name, None)
@@ -59,14 +81,23 @@ def param_groups(model: nn.Module, weight_decay: float, lr: float, mask_lr: floa
         if not p.requires_grad:
             continue
         (extra if id(p) in special else flat if p.ndim == 1 else weights).append(p)
-    groups = [dict(params=weights, weight_decay=weight_decay, lars=True, lr=lr, base_lr=lr),
-              dict(params=flat, weight_decay=0.0, lars=False, lr=lr, base_lr=lr),
-              dict(params=extra, weight_decay=0.0, lars=False, lr=mask_lr, base_lr=mask_lr)]
+    groups = [
+        dict(params=weights, weight_decay=weight_decay, lars=True, lr=lr, base_lr=lr),
+        dict(params=flat, weight_decay=0.0, lars=False, lr=lr, base_lr=lr),
+        dict(params=extra, weight_decay=0.0, lars=False, lr=mask_lr, base_lr=mask_lr),
+    ]
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, mask_lr: float,
-                    momentum: float = 0.9, eta: float = 0.001) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module,
+    name: str,
+    lr: float,
+    weight_decay: float,
+    mask_lr: float,
+    momentum: float = 0.9,
+    eta: float = 0.001,
+) -> torch.optim.Optimizer:
     groups = param_groups(model, weight_decay, lr, mask_lr)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum, eta=eta)
@@ -80,7 +111,8 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, end_factor: float = 0.001) -> float:
-    """Multiplier of each group's base lr: linear warm-up from 0, then cosine down to ``end_factor``."""
+    """Multiplier of each group's base lr: linear warm-up from 0, then cosine down to
+    ``end_factor``."""
     if step < warmup_steps:
         return step / warmup_steps
     span = max(1, total_steps - warmup_steps)

@@ -1,4 +1,6 @@
-"""The pretraining loop: views -> model -> loss -> optimiser, with logs, checkpoints, resume and DDP."""
+"""The pretraining loop: views -> model -> loss -> optimiser, with logs, checkpoints, resume and
+DDP."""
+
 from __future__ import annotations
 
 import logging
@@ -49,10 +51,18 @@ def owned_ops(cfg: PretrainConfig, ops: list[str]) -> list[int]:
 def build_model(cfg: PretrainConfig, num_ops: int, ops: list[str] | None = None) -> PretrainModel:
     """``ops``: the K op names (needed for an AND assignment, whose rows are the non-base ops)."""
     owned = len(owned_ops(cfg, ops)) if ops is not None else None
-    return PretrainModel(cfg.model.arch, cfg.model.base_width, cfg.model.expander, num_ops=num_ops,
-                         masks=cfg.mask_kind, uncertainty=cfg.uses_uncertainty,
-                         uncertainty_hidden=cfg.model.uncertainty_hidden, mask_init_std=cfg.model.mask_init_std,
-                         seed=cfg.seed, num_owned=owned)
+    return PretrainModel(
+        cfg.model.arch,
+        cfg.model.base_width,
+        cfg.model.expander,
+        num_ops=num_ops,
+        masks=cfg.mask_kind,
+        uncertainty=cfg.uses_uncertainty,
+        uncertainty_hidden=cfg.model.uncertainty_hidden,
+        mask_init_std=cfg.model.mask_init_std,
+        seed=cfg.seed,
+        num_owned=owned,
+    )
 
 
 def check_combination(cfg: PretrainConfig) -> None:
@@ -60,11 +70,15 @@ def check_combination(cfg: PretrainConfig) -> None:
     if cfg.loss.combine != "and" or cfg.method == "vicreg":
         return
     if cfg.views.mode != "pair":
-        raise ValueError("loss.combine=and needs views.mode=pair (factorized pairs differ in one op, where AND "
-                         "and OR agree: use loss.combine=or)")
+        raise ValueError(
+            "loss.combine=and needs views.mode=pair (factorized pairs differ in one op, where AND "
+            "and OR agree: use loss.combine=or)"
+        )
     if cfg.uses_uncertainty:
-        raise ValueError("loss.combine=and has no uncertainty weighting yet: set loss.uncertainty=false or use "
-                         "method=mast_nounc")
+        raise ValueError(
+            "loss.combine=and has no uncertainty weighting yet: set loss.uncertainty=false or use "
+            "method=mast_nounc"
+        )
 
 
 def build_loss(cfg: PretrainConfig, ops: list[str] | None = None) -> torch.nn.Module:
@@ -74,27 +88,63 @@ def build_loss(cfg: PretrainConfig, ops: list[str] | None = None) -> torch.nn.Mo
         check_combination(cfg)
         if ops is None:
             raise ValueError("the AND loss needs the op names (build_loss(cfg, ops))")
-        return MASTAndLoss(owned_ops(cfg, ops), cfg.loss.lam, cfg.loss.mu, cfg.loss.nu, cfg.loss.assign_margin,
-                           cfg.loss.assign_cap)
-    return MASTLoss(cfg.loss.lam, cfg.loss.mu, cfg.loss.nu, cfg.loss.beta, cfg.loss.rho,
-                    uncertainty=cfg.uses_uncertainty, uncertainty_norm=cfg.loss.uncertainty_norm,
-                    mask_objective=cfg.loss.mask_objective, min_ess=cfg.loss.min_ess)
+        return MASTAndLoss(
+            owned_ops(cfg, ops),
+            cfg.loss.lam,
+            cfg.loss.mu,
+            cfg.loss.nu,
+            cfg.loss.assign_margin,
+            cfg.loss.assign_cap,
+        )
+    return MASTLoss(
+        cfg.loss.lam,
+        cfg.loss.mu,
+        cfg.loss.nu,
+        cfg.loss.beta,
+        cfg.loss.rho,
+        uncertainty=cfg.uses_uncertainty,
+        uncertainty_norm=cfg.loss.uncertainty_norm,
+        mask_objective=cfg.loss.mask_objective,
+        min_ess=cfg.loss.min_ess,
+    )
 
 
-def checkpoint_state(cfg: PretrainConfig, model: PretrainModel, optimizer, scaler, ops: list[str],
-                     epoch: int, step: int, world_size: int, machine: dict[str, Any]) -> dict[str, Any]:
+def checkpoint_state(
+    cfg: PretrainConfig,
+    model: PretrainModel,
+    optimizer,
+    scaler,
+    ops: list[str],
+    epoch: int,
+    step: int,
+    world_size: int,
+    machine: dict[str, Any],
+) -> dict[str, Any]:
     masks = None
     if model.masks is not None:
         masks = (model.masks.logits if model.masks.learned else model.masks.fixed).detach().cpu()
     head = model.uncertainty_head
     return {
-        "format": FORMAT, "backbone": {k: v.cpu() for k, v in model.backbone.state_dict().items()},
-        "arch": cfg.model.arch, "base_width": cfg.model.base_width, "method": cfg.method,
-        "expander": model.expander.state_dict(), "masks": masks, "mask_kind": cfg.mask_kind,
-        "aug_names": ops, "uncertainty_head": head.state_dict() if head is not None else None,
-        "config": to_dict(cfg), "epoch": epoch, "step": step, "world_size": world_size,
-        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
-        "git_commit": git_commit(), "numerics": NUMERICS, "machine": machine,
+        "format": FORMAT,
+        "backbone": {k: v.cpu() for k, v in model.backbone.state_dict().items()},
+        "arch": cfg.model.arch,
+        "base_width": cfg.model.base_width,
+        "method": cfg.method,
+        "expander": model.expander.state_dict(),
+        "masks": masks,
+        "mask_kind": cfg.mask_kind,
+        "aug_names": ops,
+        "uncertainty_head": head.state_dict() if head is not None else None,
+        "config": to_dict(cfg),
+        "epoch": epoch,
+        "step": step,
+        "world_size": world_size,
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": rng_state(),
+        "git_commit": git_commit(),
+        "numerics": NUMERICS,
+        "machine": machine,
     }
 
 
@@ -114,18 +164,33 @@ def restore(state: dict[str, Any], model: PretrainModel, optimizer, scaler) -> N
 def _check_finite(total: torch.Tensor, terms: dict[str, torch.Tensor], step: int) -> None:
     if torch.isfinite(total):
         return
-    bad = [f"{name}={value.item():.4g}" for name, value in terms.items()
-           if value.ndim == 0 and not torch.isfinite(value)]
-    raise TrainingDiverged(f"loss is not finite at step {step} (terms: {', '.join(bad) or 'total'}); "
-                           "the last checkpoint is kept: lower optim.base_lr or check the data, then --resume")
+    bad = [
+        f"{name}={value.item():.4g}"
+        for name, value in terms.items()
+        if value.ndim == 0 and not torch.isfinite(value)
+    ]
+    raise TrainingDiverged(
+        f"loss is not finite at step {step} (terms: {', '.join(bad) or 'total'}); "
+        "the last checkpoint is kept: lower optim.base_lr or check the data, then --resume"
+    )
 
 
-def _step_stats(terms: dict[str, torch.Tensor], strengths: torch.Tensor | None, ops: list[str],
-                owned: list[str] | None = None) -> dict[str, Any]:
-    """Scalars as they are; per-op terms as {op: value} (``owned``: the ops of an AND assignment's rows)."""
+def _step_stats(
+    terms: dict[str, torch.Tensor],
+    strengths: torch.Tensor | None,
+    ops: list[str],
+    owned: list[str] | None = None,
+) -> dict[str, Any]:
+    """Scalars as they are; per-op terms as {op: value} (``owned``: the ops of an AND assignment's
+    rows)."""
     stats: dict[str, Any] = {k: v.item() for k, v in terms.items() if v.ndim == 0}
-    per_op = {"gate_rate": "gate_rate", "s_mean": "uncertainty", "weight_spread": "uncertainty_spread",
-              "mask_density": "mask_density", "ess": "ess"}
+    per_op = {
+        "gate_rate": "gate_rate",
+        "s_mean": "uncertainty",
+        "weight_spread": "uncertainty_spread",
+        "mask_density": "mask_density",
+        "ess": "ess",
+    }
     for key, name in per_op.items():
         if key in terms:
             stats[name] = dict(zip(ops, terms[key].tolist()))
@@ -138,8 +203,11 @@ def _step_stats(terms: dict[str, torch.Tensor], strengths: torch.Tensor | None, 
 
 
 def newest_readable(folder: Path, but: Path | None = None) -> Path | None:
-    """The readable ``epoch_<n>.pt`` of ``folder`` with the largest n (other than ``but``), or None."""
-    kept = sorted(folder.glob("epoch_*.pt"), key=lambda p: int(p.stem[6:]) if p.stem[6:].isdigit() else -1)
+    """The readable ``epoch_<n>.pt`` of ``folder`` with the largest n (other than ``but``), or
+    None."""
+    kept = sorted(
+        folder.glob("epoch_*.pt"), key=lambda p: int(p.stem[6:]) if p.stem[6:].isdigit() else -1
+    )
     for path in reversed(kept):
         if path != but:
             try:
@@ -153,52 +221,101 @@ def newest_readable(folder: Path, but: Path | None = None) -> Path | None:
 class Trainer:
     def __init__(self, cfg: PretrainConfig, out: Path):
         self.cfg, self.out = cfg, Path(out)
-        self.info = dist.init_distributed(use_cuda=cfg.device != "cpu" and torch.cuda.is_available())
+        self.info = dist.init_distributed(
+            use_cuda=cfg.device != "cpu" and torch.cuda.is_available()
+        )
         self.device = select_device(cfg.device, self.info.local_rank)
         seed_everything(cfg.seed)
         world = self.info.world_size
         if cfg.train.batch_size % world:
-            raise ValueError(f"train.batch_size={cfg.train.batch_size} must divide by the {world} processes")
+            raise ValueError(
+                f"train.batch_size={cfg.train.batch_size} must divide by the {world} processes"
+            )
         self.views = ViewMaker(cfg.augment, cfg.views, cfg.data.image_size)
         self.ops, self.pairs = self.views.ops, self.views.pairs()
-        self.owned = [self.ops[k] for k in owned_ops(cfg, self.ops)]  # the rows of an AND assignment
+        # the rows of an AND assignment
+        self.owned = [self.ops[k] for k in owned_ops(cfg, self.ops)]
         images = build_dataset(cfg.data, part=cfg.data.part, progress=self.info.is_main)
-        self.sampler = EpochSampler(len(images), cfg.train.batch_size // world, cfg.seed, self.info.rank, world)
+        self.sampler = EpochSampler(
+            len(images), cfg.train.batch_size // world, cfg.seed, self.info.rank, world
+        )
         self.loader = torch.utils.data.DataLoader(
-            ViewDataset(images, self.views, cfg.seed), batch_size=cfg.train.batch_size // world,
-            sampler=self.sampler, collate_fn=collate_rendered, num_workers=cfg.data.num_workers,
+            ViewDataset(images, self.views, cfg.seed),
+            batch_size=cfg.train.batch_size // world,
+            sampler=self.sampler,
+            collate_fn=collate_rendered,
+            num_workers=cfg.data.num_workers,
             worker_init_fn=worker_init_fn,
-            pin_memory=self.device.type == "cuda", persistent_workers=cfg.data.num_workers > 0, drop_last=True)
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=cfg.data.num_workers > 0,
+            drop_last=True,
+        )
         self.model = build_model(cfg, len(self.ops), self.ops).to(self.device)
         self.cuda = self.device.type == "cuda"
-        self.memory = choose(self.device, cfg.model.arch, cfg.model.base_width, cfg.train.channels_last)
+        self.memory = choose(
+            self.device, cfg.model.arch, cfg.model.base_width, cfg.train.channels_last
+        )
         if self.info.is_main:
             log.info("memory format: %s (%s)", self.memory.name, self.memory.reason)
         if self.memory.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         # What a bit-exact resume needs besides the state: CPU float results depend on these.
-        self.machine = {"cpu": cpu_model(), "threads": torch.get_num_threads(), "memory_format": self.memory.name}
+        self.machine = {
+            "cpu": cpu_model(),
+            "threads": torch.get_num_threads(),
+            "memory_format": self.memory.name,
+        }
         if self.cuda and world > 1 and cfg.train.sync_bn:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        self.net = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.cuda else None)
-                    if world > 1 else self.model)
+        self.net = (
+            DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.cuda else None
+            )
+            if world > 1
+            else self.model
+        )
         self.loss = build_loss(cfg, self.ops)
         scale = cfg.train.batch_size / 256
-        mask_lr = (cfg.optim.mask_lr if cfg.optim.mask_lr is not None else cfg.optim.base_lr) * scale
-        self.optimizer = build_optimizer(self.model, cfg.optim.name, cfg.optim.base_lr * scale,
-                                         cfg.optim.weight_decay, mask_lr, cfg.optim.momentum, cfg.optim.eta)
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp) if self.cuda else None
+        mask_lr = (
+            cfg.optim.mask_lr if cfg.optim.mask_lr is not None else cfg.optim.base_lr
+        ) * scale
+        self.optimizer = build_optimizer(
+            self.model,
+            cfg.optim.name,
+            cfg.optim.base_lr * scale,
+            cfg.optim.weight_decay,
+            mask_lr,
+            cfg.optim.momentum,
+            cfg.optim.eta,
+        )
+        self.amp_dtype = (
+            {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
+            if self.cuda
+            else None
+        )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.per_epoch = self.sampler.batches_per_epoch
         self.total_steps = cfg.train.epochs * self.per_epoch
-        self.warmup_steps = min(int(cfg.optim.warmup_epochs * self.per_epoch), self.total_steps // 2)
+        self.warmup_steps = min(
+            int(cfg.optim.warmup_epochs * self.per_epoch), self.total_steps // 2
+        )
         self.step = 0
 
-    # ------------------------------------------------------------------------------------------ state
+    # ------------------------------------------------------------------------------------------
+    # state
     def save(self, path: Path) -> None:
         if self.info.is_main:
-            state = checkpoint_state(self.cfg, self.model, self.optimizer, self.scaler, self.ops,
-                                     self.step // self.per_epoch, self.step, self.info.world_size, self.machine)
+            state = checkpoint_state(
+                self.cfg,
+                self.model,
+                self.optimizer,
+                self.scaler,
+                self.ops,
+                self.step // self.per_epoch,
+                self.step,
+                self.info.world_size,
+                self.machine,
+            )
             save_checkpoint(state, path)
 
     def resume(self, path: Path | None = None) -> None:
@@ -210,43 +327,69 @@ class Trainer:
             state = load_checkpoint(path, map_location="cpu")
         except CheckpointError as exc:
             older = newest_readable(self.out, but=path)
-            fix = (f"resume from the newest readable one with --resume-from {older}" if older else
-                   "no readable epoch_<n>.pt is there: start over with --force (the folder is moved aside)")
+            fix = (
+                f"resume from the newest readable one with --resume-from {older}"
+                if older
+                else "no readable epoch_<n>.pt is there: start over with --force (the folder is "
+                "moved aside)"
+            )
             raise ResumeError(f"{exc}; {fix}") from None
         if state["world_size"] != self.info.world_size:
-            raise ResumeError(f"{path} was written by {state['world_size']} process(es), this run has "
-                              f"{self.info.world_size}: resume with the same number of processes")
+            raise ResumeError(
+                f"{path} was written by {state['world_size']} process(es), this run has "
+                f"{self.info.world_size}: resume with the same number of processes"
+            )
         if state["method"] != self.cfg.method or state["aug_names"] != self.ops:
-            raise ResumeError(f"{path} holds method {state['method']} with ops {state['aug_names']}, the config "
-                              f"asks for {self.cfg.method} with {self.ops}")
+            raise ResumeError(
+                f"{path} holds method {state['method']} with ops {state['aug_names']}, the config "
+                f"asks for {self.cfg.method} with {self.ops}"
+            )
         restore(state, self.model, self.optimizer, self.scaler)
         self.step = int(state["step"])
         before = state.get("machine") or {}
-        changed = {k: (before[k], v) for k, v in self.machine.items() if k in before and before[k] != v}
+        changed = {
+            k: (before[k], v) for k, v in self.machine.items() if k in before and before[k] != v
+        }
         if changed and self.info.is_main:
-            log.warning("resuming with %s: the weights will match an uninterrupted run only to float rounding",
-                        ", ".join(f"{k} {new} (trained with {old})" for k, (old, new) in changed.items()))
-        log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.step // self.per_epoch)
+            log.warning(
+                "resuming with %s: the weights will match an uninterrupted run only to float "
+                "rounding",
+                ", ".join(f"{k} {new} (trained with {old})" for k, (old, new) in changed.items()),
+            )
+        log.info(
+            "resumed from %s at step %d (epoch %d)", path, self.step, self.step // self.per_epoch
+        )
 
-    # ------------------------------------------------------------------------------------------ steps
+    # ------------------------------------------------------------------------------------------
+    # steps
     def train_step(self, views: torch.Tensor, params: torch.Tensor) -> dict[str, Any]:
         views = views.to(self.device, non_blocking=True).transpose(0, 1)  # [V, B, 3, S, S]
         images = [to_float(v).contiguous(memory_format=self.memory.memory_format) for v in views]
         set_lr(self.optimizer, lr_factor(self.step, self.total_steps, self.warmup_steps))
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+        with torch.autocast(
+            self.device.type,
+            dtype=self.amp_dtype or torch.float32,
+            enabled=self.amp_dtype is not None,
+        ):
             out = self.net(images)  # a list of V tensors [B, 3, S, S]
         z = out["z"].float()
         strengths = None
         if self.cfg.method == "vicreg":
             total, terms = self.loss(z[0], z[1])
         else:
-            strengths = pair_strengths(params.float(), self.pairs, self.cfg.augment, self.ops).to(self.device)
+            strengths = pair_strengths(params.float(), self.pairs, self.cfg.augment, self.ops).to(
+                self.device
+            )
             gates = gates_from(strengths, self.cfg.loss.gate)
             if self.cfg.loss.combine == "and":
-                total, terms = self.loss(z, self.pairs.to(self.device), gates, out["masks"].float(), strengths)
+                total, terms = self.loss(
+                    z, self.pairs.to(self.device), gates, out["masks"].float(), strengths
+                )
             else:
                 log_var = out["log_var"].float() if "log_var" in out else None
-                total, terms = self.loss(z, self.pairs.to(self.device), gates, out["masks"].float(), log_var)
+                total, terms = self.loss(
+                    z, self.pairs.to(self.device), gates, out["masks"].float(), log_var
+                )
         _check_finite(total, terms, self.step + 1)  # 1-based, as in the log
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
@@ -258,18 +401,22 @@ class Trainer:
         side_terms = [stats[k] for k in ("unc_fit", "mask_excess") if k in stats]
         if "assign" in stats:  # the assignment's objective has weight 1, not lam
             side_terms.append(stats["assign"] / self.cfg.loss.lam)
-        if side_terms:  # the part of the loss the embedding optimises (the head's fit, the masks' objective aside)
+        # the part of the loss the embedding optimises (the head's fit, the masks' objective aside)
+        if side_terms:
             stats["embedding_loss"] = stats["loss"] - self.cfg.loss.lam * sum(side_terms)
         return stats
 
     def snapshot_masks(self, epoch: int) -> None:
         if self.info.is_main and self.model.masks is not None:
             masks = self.model.masks().detach().cpu().half()
-            atomic_torch_save({"epoch": epoch, "ops": self.ops, "masks": masks},
-                              self.out / "masks" / f"epoch_{epoch:04d}.pt")
+            atomic_torch_save(
+                {"epoch": epoch, "ops": self.ops, "masks": masks},
+                self.out / "masks" / f"epoch_{epoch:04d}.pt",
+            )
 
     def end_epoch(self, logger: JsonlLogger) -> None:
-        """Checkpoint (last.pt, and epoch_<n>.pt when asked), mask snapshot and an epoch line in the log."""
+        """Checkpoint (last.pt, and epoch_<n>.pt when asked), mask snapshot and an epoch line in the
+        log."""
         finished = self.step // self.per_epoch
         self.save(self.out / "last.pt")
         self.snapshot_masks(finished)
@@ -278,7 +425,8 @@ class Trainer:
         logger.log(event="epoch_end", epoch=finished, step=self.step)
 
     def fit(self) -> dict[str, Any]:
-        """Train from ``self.step`` to the end (or ``train.max_steps``); return the last step's stats."""
+        """Train from ``self.step`` to the end (or ``train.max_steps``); return the last step's
+        stats."""
         cfg = self.cfg
         stop = min(self.total_steps, cfg.train.max_steps or self.total_steps)
         every = cfg.train.checkpoint_every_steps
@@ -293,16 +441,23 @@ class Trainer:
             for views, params in self.loader:
                 last = self.train_step(views, params)
                 now = time.perf_counter()
-                last.update(step=self.step, epoch=epoch, img_per_s=cfg.train.batch_size / max(now - tick, 1e-9))
+                last.update(
+                    step=self.step,
+                    epoch=epoch,
+                    img_per_s=cfg.train.batch_size / max(now - tick, 1e-9),
+                )
                 tick = now
                 bar.update(1)
-                bar.set_postfix(loss=f"{last['loss']:.3f}", img_s=f"{last['img_per_s']:.0f}", refresh=False)
+                bar.set_postfix(
+                    loss=f"{last['loss']:.3f}", img_s=f"{last['img_per_s']:.0f}", refresh=False
+                )
                 if self.step % cfg.train.log_every == 0 or self.step == stop:
                     logger.log(**last)
                 faults.point("step")
                 if self.step == stop:
                     break
-                if every and self.step % every == 0 and self.step % self.per_epoch:  # epoch ends save anyway
+                # epoch ends save anyway
+                if every and self.step % every == 0 and self.step % self.per_epoch:
                     self.save(self.out / "last.pt")
             if self.step % self.per_epoch == 0:
                 self.end_epoch(logger)

@@ -1,11 +1,13 @@
 """Which views a batch holds, how they differ, and how strongly (method.md, "Views").
 
-``pair`` mode: view 1 samples every op; view 2 samples ``base`` ops (crop) afresh and, for the other ops,
-follows ``resample``: ``one`` (exactly one other op, uniform per sample), ``bernoulli`` (each with
-``resample_p``) or ``all`` (VICReg's pair). ``factorized`` mode: an anchor plus one view per op in which
-only that op is resampled. The difference strength d_ik in [0, 1] of every op between the two views a
-subspace compares is computed from the recorded parameters alone, so analysis can recompute it.
+``pair`` mode: view 1 samples every op; view 2 samples ``base`` ops (crop) afresh and, for the other
+ops, follows ``resample``: ``one`` (exactly one other op, uniform per sample), ``bernoulli`` (each
+with ``resample_p``) or ``all`` (VICReg's pair). ``factorized`` mode: an anchor plus one view per op
+in which only that op is resampled. The difference strength d_ik in [0, 1] of every op between the
+two views a subspace compares is computed from the recorded parameters alone, so analysis can
+recompute it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,8 +37,10 @@ class ViewMaker:
         if unknown:
             raise ValueError(f"views.base has unknown ops {unknown}; valid: {', '.join(OPS)}")
         if views.resample not in ("one", "bernoulli", "all") or not 0 <= views.resample_p <= 1:
-            raise ValueError(f"views.resample must be one, bernoulli or all and views.resample_p in [0, 1]; got "
-                             f"{views.resample!r}, {views.resample_p}")
+            raise ValueError(
+                f"views.resample must be one, bernoulli or all and views.resample_p in [0, 1]; got "
+                f"{views.resample!r}, {views.resample_p}"
+            )
         self.augment, self.views = Augment(augment, out_size), views
         self.ops = [op for op in OPS if op in augment.ops]  # the K ops in use, in canonical order
         self.others = [op for op in self.ops if op not in views.base]
@@ -56,7 +60,11 @@ class ViewMaker:
         if policy == "all":
             return list(self.ops)
         if policy == "one":
-            picked = [self.others[int(torch.randint(len(self.others), (1,), generator=generator))]] if self.others else []
+            picked = (
+                [self.others[int(torch.randint(len(self.others), (1,), generator=generator))]]
+                if self.others
+                else []
+            )
         else:
             draws = torch.rand(len(self.others), generator=generator)
             picked = [op for op, u in zip(self.others, draws.tolist()) if u < self.views.resample_p]
@@ -74,17 +82,25 @@ class ViewMaker:
             rows.append(with_ops_from(first, fresh, [op]))
         return torch.stack(rows)
 
-    def __call__(self, image: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, image: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 [3, H, W] -> (views uint8 [V, 3, S, S], params float [V, P])."""
         views, params = self.batch([image], [generator])
         return views[0], params[0]
 
-    def batch(self, images: list[torch.Tensor], generators: list[torch.Generator]
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(
+        self, images: list[torch.Tensor], generators: list[torch.Generator]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Views of many images at once, ``generators[i]`` drawing image i's parameters:
-        (views uint8 [B, V, 3, S, S], params float [B, V, P]); pixels equal those of one image at a time."""
-        params = torch.stack([self.sample(g, image.shape[-2], image.shape[-1])
-                              for image, g in zip(images, generators)])
+        (views uint8 [B, V, 3, S, S], params float [B, V, P]); pixels equal those of one image at a
+        time."""
+        params = torch.stack(
+            [
+                self.sample(g, image.shape[-2], image.shape[-1])
+                for image, g in zip(images, generators)
+            ]
+        )
         count, views = params.shape[:2]
         sources = [image for image in images for _ in range(views)]
         rendered = self.augment.render(sources, params.flatten(0, 1))
@@ -99,26 +115,38 @@ def _crop_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     top_a, left_a, h_a, w_a = a.unbind(-1)
     top_b, left_b, h_b, w_b = b.unbind(-1)
     inter_h = (torch.minimum(top_a + h_a, top_b + h_b) - torch.maximum(top_a, top_b)).clamp_min(0)
-    inter_w = (torch.minimum(left_a + w_a, left_b + w_b) - torch.maximum(left_a, left_b)).clamp_min(0)
+    inter_w = (torch.minimum(left_a + w_a, left_b + w_b) - torch.maximum(left_a, left_b)).clamp_min(
+        0
+    )
     inter = inter_h * inter_w
     return inter / (h_a * w_a + h_b * w_b - inter).clamp_min(1e-12)
 
 
-def difference_strength(a: torch.Tensor, b: torch.Tensor, cfg: AugmentConfig, ops: list[str]) -> torch.Tensor:
+def difference_strength(
+    a: torch.Tensor, b: torch.Tensor, cfg: AugmentConfig, ops: list[str]
+) -> torch.Tensor:
     """d_ik in [0, 1] for parameter rows ``a``, ``b`` [..., P] and each op of ``ops``: [..., K]."""
     columns = []
     for op in ops:
         pa, pb = a[..., PARAM_SLICES[op]], b[..., PARAM_SLICES[op]]
         if op == "crop":
-            d = torch.where((pa == pb).all(-1), 0.0, 1 - _crop_iou(pa, pb))  # equal boxes: exactly 0
+            # equal boxes: exactly 0
+            d = torch.where((pa == pb).all(-1), 0.0, 1 - _crop_iou(pa, pb))
         elif op == "color_jitter":
-            # Factors 1..4 (brightness, contrast, saturation, hue), each over its full range 2 x strength;
-            # a non-applied jitter records neutral factors, so it compares as "no change".
-            ranges = torch.tensor([2 * cfg.brightness, 2 * cfg.contrast, 2 * cfg.saturation, 2 * cfg.hue],
-                                  dtype=a.dtype, device=a.device)
+            # Factors 1..4 (brightness, contrast, saturation, hue), each over its full range 2 x
+            # strength; a non-applied jitter records neutral factors, so it compares as "no change".
+            ranges = torch.tensor(
+                [2 * cfg.brightness, 2 * cfg.contrast, 2 * cfg.saturation, 2 * cfg.hue],
+                dtype=a.dtype,
+                device=a.device,
+            )
             used = ranges > 0
             diffs = (pa[..., 1:5] - pb[..., 1:5]).abs()[..., used] / ranges[used]
-            d = diffs.mean(-1) if bool(used.any()) else torch.zeros(a.shape[:-1], dtype=a.dtype, device=a.device)
+            d = (
+                diffs.mean(-1)
+                if bool(used.any())
+                else torch.zeros(a.shape[:-1], dtype=a.dtype, device=a.device)
+            )
         elif op == "blur":
             d = (pa[..., 1] - pb[..., 1]).abs() / max(cfg.blur_sigma)
         else:  # flip, grayscale, solarize: applied or not
@@ -127,10 +155,14 @@ def difference_strength(a: torch.Tensor, b: torch.Tensor, cfg: AugmentConfig, op
     return torch.stack(columns, dim=-1)
 
 
-def pair_strengths(params: torch.Tensor, pairs: torch.Tensor, cfg: AugmentConfig, ops: list[str]) -> torch.Tensor:
+def pair_strengths(
+    params: torch.Tensor, pairs: torch.Tensor, cfg: AugmentConfig, ops: list[str]
+) -> torch.Tensor:
     """d_ik for the pair subspace k compares: ``params`` [B, V, P] -> [B, K]."""
-    full = [difference_strength(params[:, a], params[:, b], cfg, [op])[..., 0]
-            for op, (a, b) in zip(ops, pairs.tolist())]
+    full = [
+        difference_strength(params[:, a], params[:, b], cfg, [op])[..., 0]
+        for op, (a, b) in zip(ops, pairs.tolist())
+    ]
     return torch.stack(full, dim=-1)
 
 

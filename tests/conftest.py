@@ -1,4 +1,6 @@
-"""Shared test set-up: one torch thread per process (tests run beside other work on 2 cores), no bars."""
+"""Shared test set-up: one torch thread per process (tests run beside other work on 2 cores), no
+bars."""
+
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -1,4 +1,5 @@
 """Every shipped config loads strictly, and its name says its method, batch and epochs."""
+
 import re
 from pathlib import Path
 
@@ -13,25 +14,38 @@ PRETRAIN = sorted((ROOT / "configs" / "pretrain").glob("*.yaml"))
 
 def test_there_are_configs():
     names = {p.stem for p in PRETRAIN}
-    assert {"mast_r18w16_b128_16e_shapes", "vicreg_r18w16_b128_16e_shapes", "vicreg_r50_b512_100e_imagenet",
-            "vicreg_r50_b2048_1000e_imagenet", "mast_r18_b256_200e_stl10"} <= names
+    assert {
+        "mast_r18w16_b128_16e_shapes",
+        "vicreg_r18w16_b128_16e_shapes",
+        "vicreg_r50_b512_100e_imagenet",
+        "vicreg_r50_b2048_1000e_imagenet",
+        "mast_r18_b256_200e_stl10",
+    } <= names
 
 
 @pytest.mark.parametrize("path", PRETRAIN, ids=lambda p: p.stem)
 def test_pretrain_config_matches_its_name(path):
     cfg = load_config(PretrainConfig, path)
-    method, arch, batch, epochs, data = re.fullmatch(r"(\w+?)_(r\d+\w*)_b(\d+)_(\d+)e_(\w+)", path.stem).groups()
-    # `<method>_factorized` names the method with factorized views (views.mode is a view policy, not a loss).
+    method, arch, batch, epochs, data = re.fullmatch(
+        r"(\w+?)_(r\d+\w*)_b(\d+)_(\d+)e_(\w+)", path.stem
+    ).groups()
+    # `<method>_factorized` names the method with factorized views (views.mode is a view policy, not
+    # a loss).
     method, factorized = method.removesuffix("_factorized"), method.endswith("_factorized")
     assert (cfg.views.mode == "factorized") == factorized
-    # `mast_and` names MAST with AND-combined subspaces (loss.combine), learned masks and no uncertainty.
+    # `mast_and` names MAST with AND-combined subspaces (loss.combine), learned masks and no
+    # uncertainty.
     combine_and = method == "mast_and"
     assert (cfg.loss.combine == "and") == combine_and
-    assert cfg.method == ("mast_nounc" if combine_and else method) and not (combine_and and cfg.uses_uncertainty)
+    assert cfg.method == ("mast_nounc" if combine_and else method) and not (
+        combine_and and cfg.uses_uncertainty
+    )
     assert cfg.train.batch_size == int(batch) and cfg.train.epochs == int(epochs)
     depth = re.match(r"r(\d+)", arch).group(1)
     assert cfg.model.arch == f"resnet{depth}"
-    assert {"shapes": "factorshapes", "imagenet": "folder", "stl10": "stl10"}[data] == cfg.data.dataset
+    assert {"shapes": "factorshapes", "imagenet": "folder", "stl10": "stl10"}[
+        data
+    ] == cfg.data.dataset
     assert (cfg.views.resample == "all") == (method in ("vicreg", "mast_and"))
 
 
@@ -45,6 +59,12 @@ def test_classification_config_matches_its_name(path):
 
     cfg = load_config(ClassificationConfig, path)
     protocols, data = re.fullmatch(r"(linear_knn|linear-sgd|finetune)_(\w+)", path.stem).groups()
-    assert cfg.protocols == {"linear_knn": ["linear-lbfgs", "knn"], "linear-sgd": ["linear-sgd"],
-                             "finetune": ["finetune"]}[protocols]
+    assert (
+        cfg.protocols
+        == {
+            "linear_knn": ["linear-lbfgs", "knn"],
+            "linear-sgd": ["linear-sgd"],
+            "finetune": ["finetune"],
+        }[protocols]
+    )
     assert {"shapes": "factorshapes", "in1k": "folder"}.get(data, data) == cfg.data.dataset

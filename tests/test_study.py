@@ -1,5 +1,6 @@
-"""The study driver (scripts/study.py): its plan, its resume rules and its errors; stage commands are recorded,
-not run (each stage has its own tests)."""
+"""The study driver (scripts/study.py): its plan, its resume rules and its errors; stage commands
+are recorded, not run (each stage has its own tests)."""
+
 import json
 from pathlib import Path
 
@@ -16,14 +17,24 @@ NOUNC = "configs/pretrain/mast_nounc_r18w16_b128_16e_shapes.yaml"
 
 
 def make_config(tmp_path: Path, **extra) -> study.StudyConfig:
-    data = {"seeds": [0, 1], "methods": [VICREG, MAST, NOUNC], "runs": str(tmp_path / "runs"),
-            "results": str(tmp_path / "results"),
-            "evaluations": {"detection": [{"protocol": "embedded-frcnn"},
-                                          {"protocol": "embedded-frcnn", "set": ["data.categories=color"], "seeds": [0]}],
-                            "segmentation": [{"protocol": "embedded-mrcnn"}]},
-            "sweeps": {"rho": {"base": MAST, "variants": {"0.5": [], "0.25": ["loss.rho=0.25"]}},
-                       "uncertainty": {"base": MAST, "variants": {"on": [], "off": ["method=mast_nounc"]}}},
-            **extra}
+    data = {
+        "seeds": [0, 1],
+        "methods": [VICREG, MAST, NOUNC],
+        "runs": str(tmp_path / "runs"),
+        "results": str(tmp_path / "results"),
+        "evaluations": {
+            "detection": [
+                {"protocol": "embedded-frcnn"},
+                {"protocol": "embedded-frcnn", "set": ["data.categories=color"], "seeds": [0]},
+            ],
+            "segmentation": [{"protocol": "embedded-mrcnn"}],
+        },
+        "sweeps": {
+            "rho": {"base": MAST, "variants": {"0.5": [], "0.25": ["loss.rho=0.25"]}},
+            "uncertainty": {"base": MAST, "variants": {"on": [], "off": ["method=mast_nounc"]}},
+        },
+        **extra,
+    }
     return study.from_dict(study.StudyConfig, data)
 
 
@@ -47,21 +58,37 @@ class Recorder(study.Study):
 def test_plan_orders_runs_and_reuses_method_runs_for_equal_sweep_variants(tmp_path):
     cfg = make_config(tmp_path)
     names = [str(r.folder.relative_to(tmp_path / "runs")) for r in study.plan_runs(cfg, [0, 1])]
-    assert names == ["vicreg_r18w16_b128_16e_shapes_s0", "mast_r18w16_b128_16e_shapes_s0",
-                     "mast_nounc_r18w16_b128_16e_shapes_s0", "sweeps/rho/0.25_s0",
-                     "vicreg_r18w16_b128_16e_shapes_s1", "mast_r18w16_b128_16e_shapes_s1",
-                     "mast_nounc_r18w16_b128_16e_shapes_s1"]
+    assert names == [
+        "vicreg_r18w16_b128_16e_shapes_s0",
+        "mast_r18w16_b128_16e_shapes_s0",
+        "mast_nounc_r18w16_b128_16e_shapes_s0",
+        "sweeps/rho/0.25_s0",
+        "vicreg_r18w16_b128_16e_shapes_s1",
+        "mast_r18w16_b128_16e_shapes_s1",
+        "mast_nounc_r18w16_b128_16e_shapes_s1",
+    ]
     index = study.sweep_index(cfg)["sweeps"]
-    assert index["rho"]["0.5"]["runs"] == [str(tmp_path / "runs" / "mast_r18w16_b128_16e_shapes_s0")]
-    assert index["uncertainty"]["off"]["runs"] == [str(tmp_path / "runs" / "mast_nounc_r18w16_b128_16e_shapes_s0")]
+    assert index["rho"]["0.5"]["runs"] == [
+        str(tmp_path / "runs" / "mast_r18w16_b128_16e_shapes_s0")
+    ]
+    assert index["uncertainty"]["off"]["runs"] == [
+        str(tmp_path / "runs" / "mast_nounc_r18w16_b128_16e_shapes_s0")
+    ]
     assert index["rho"]["0.25"]["overrides"] == ["loss.rho=0.25"]
 
 
 def test_a_typo_in_a_sweep_or_method_stops_before_any_work(tmp_path, capsys):
     config = tmp_path / "study.yaml"
-    config.write_text(yaml.safe_dump({"methods": [MAST], "runs": str(tmp_path / "runs"),
-                                      "results": str(tmp_path / "results"),
-                                      "sweeps": {"rho": {"variants": {"bad": ["loss.rhoo=0.1"]}}}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "methods": [MAST],
+                "runs": str(tmp_path / "runs"),
+                "results": str(tmp_path / "results"),
+                "sweeps": {"rho": {"variants": {"bad": ["loss.rhoo=0.1"]}}},
+            }
+        )
+    )
     with pytest.raises(SystemExit, match="config error: .*rhoo"):
         study.main(["--config", str(config), "--dry-run"])
     config.write_text(yaml.safe_dump({"methodz": [MAST]}))
@@ -78,23 +105,48 @@ def test_a_run_gets_pretraining_and_the_evaluations_of_its_seed(tmp_path):
     fake_checkpoint(run, "mast s0")  # the pretrain step is recorded, not run: pretend it wrote this
     recorder.do_run(run)
     modules = [argv[2] for argv in recorder.commands]
-    assert modules == ["pretrain", "downstream.classification", "downstream.detection", "downstream.detection",
-                       "downstream.detection"]
+    assert modules == [
+        "pretrain",
+        "downstream.classification",
+        "downstream.detection",
+        "downstream.detection",
+        "downstream.detection",
+    ]
     assert recorder.commands[0][-2:] == ["--set", "seed=0"]
-    assert "data.categories=color" in recorder.commands[3] and "embedded-mrcnn" in recorder.commands[4]
+    assert (
+        "data.categories=color" in recorder.commands[3] and "embedded-mrcnn" in recorder.commands[4]
+    )
     seed1 = study.plan_runs(cfg, [0, 1])[5]
     seed1.folder.mkdir(parents=True)
     fake_checkpoint(seed1, "mast s1")
     recorder.commands.clear()
     recorder.do_run(seed1)
-    assert not any("data.categories=color" in argv for argv in recorder.commands)  # colour: seed 0 only
+    # colour: seed 0 only
+    assert not any("data.categories=color" in argv for argv in recorder.commands)
     ref = {"path": str(seed1.ckpt), "sha256": study.sha256_file(seed1.ckpt)}
-    append_record(tmp_path / "results" / "records" / "detection.jsonl", make_record(
-        stage="detection", method="mast", arch="resnet18w16", pretrain_ckpt=ref, dataset="factorshapes/det",
-        task="shape", protocol="embedded-frcnn", seed=0, metric="box_AP", value=7.0))
+    append_record(
+        tmp_path / "results" / "records" / "detection.jsonl",
+        make_record(
+            stage="detection",
+            method="mast",
+            arch="resnet18w16",
+            pretrain_ckpt=ref,
+            dataset="factorshapes/det",
+            task="shape",
+            protocol="embedded-frcnn",
+            seed=0,
+            metric="box_AP",
+            value=7.0,
+        ),
+    )
     recorder.commands.clear()
-    recorder.do_run(seed1)  # its shape detection is recorded: not asked again; segmentation still is
-    assert [argv[2] for argv in recorder.commands] == ["pretrain", "downstream.classification", "downstream.detection"]
+    # its shape detection is recorded: not asked again; segmentation still is
+    recorder.do_run(seed1)
+    assert [argv[2] for argv in recorder.commands] == [
+        "pretrain",
+        "downstream.classification",
+        "downstream.detection",
+    ]
     assert "embedded-mrcnn" in recorder.commands[2]
     sweep = study.plan_runs(cfg, [0])[3]
     sweep.folder.mkdir(parents=True)
@@ -111,12 +163,26 @@ def test_finished_run_without_checkpoint_is_skipped_only_when_records_and_config
     recorder = Recorder(cfg)
     recorder.ledger.remember(run, "abc123", study.resolved_config(run))
     ref = {"path": str(run.ckpt), "sha256": "abc123"}
-    append_record(tmp_path / "results" / "records" / "sweeps.jsonl", make_record(
-        stage="classification", method="mast", arch="resnet18w16", pretrain_ckpt=ref, dataset="factorshapes/cls-upright",
-        task="shape", protocol="linear-lbfgs", seed=0, metric="top1", value=30.0))
+    append_record(
+        tmp_path / "results" / "records" / "sweeps.jsonl",
+        make_record(
+            stage="classification",
+            method="mast",
+            arch="resnet18w16",
+            pretrain_ckpt=ref,
+            dataset="factorshapes/cls-upright",
+            task="shape",
+            protocol="linear-lbfgs",
+            seed=0,
+            metric="top1",
+            value=30.0,
+        ),
+    )
     recorder.do_run(run)
     assert recorder.commands == []
-    recorder.ledger.runs[str(run.folder)]["resolved"]["loss"]["rho"] = 0.3  # trained with another config
+    recorder.ledger.runs[str(run.folder)]["resolved"]["loss"]["rho"] = (
+        0.3  # trained with another config
+    )
     recorder.do_run(run)
     assert recorder.commands[0][2] == "pretrain"
 
@@ -129,7 +195,9 @@ def test_a_run_folder_with_another_config_is_moved_aside_not_deleted(tmp_path):
     old["loss"]["lam"] = 5.0
     (run.folder / "config.yaml").write_text(yaml.safe_dump(old))
     (run.folder / "last.pt").write_bytes(b"old weights")
-    Recorder(cfg).pretrain(run, study.config_hash(study.resolved_config(run)), study.resolved_config(run))
+    Recorder(cfg).pretrain(
+        run, study.config_hash(study.resolved_config(run)), study.resolved_config(run)
+    )
     moved = list((tmp_path / "runs" / "stale").glob("mast_r18w16_b128_16e_shapes_s0-*"))
     assert len(moved) == 1 and (moved[0] / "last.pt").read_bytes() == b"old weights"
     assert not run.folder.exists()
@@ -140,21 +208,41 @@ def test_a_checkpoint_of_older_numerics_is_set_aside_and_retrained(tmp_path):
     run = study.plan_runs(cfg, [0])[1]
     run.folder.mkdir(parents=True)
     recorder = Recorder(cfg)
-    recorder.pretrain(run, study.config_hash(study.resolved_config(run)), study.resolved_config(run))  # no checkpoint yet: nothing moved
+    # no checkpoint yet: nothing moved
+    recorder.pretrain(
+        run, study.config_hash(study.resolved_config(run)), study.resolved_config(run)
+    )
     fake_checkpoint(run, "current")
-    recorder.pretrain(run, study.config_hash(study.resolved_config(run)), study.resolved_config(run))
+    recorder.pretrain(
+        run, study.config_hash(study.resolved_config(run)), study.resolved_config(run)
+    )
     assert run.folder.exists() and len(recorder.commands) == 2
     fake_checkpoint(run, "old arithmetic", numerics=study.NUMERICS - 1)
-    recorder.pretrain(run, study.config_hash(study.resolved_config(run)), study.resolved_config(run))
+    recorder.pretrain(
+        run, study.config_hash(study.resolved_config(run)), study.resolved_config(run)
+    )
     moved = list((tmp_path / "runs" / "stale").glob("mast_r18w16_b128_16e_shapes_s0-*"))
     assert len(moved) == 1 and not run.folder.exists() and recorder.commands[-1][2] == "pretrain"
     # a run whose checkpoint is gone is skipped only if its records came from today's numerics
     sweep = study.plan_runs(cfg, [0])[3]
-    recorder.ledger.remember(sweep, "abc123", study.resolved_config(sweep), numerics=study.NUMERICS - 1)
-    append_record(tmp_path / "results" / "records" / "sweeps.jsonl", make_record(
-        stage="classification", method="mast", arch="resnet18w16", pretrain_ckpt={"path": str(sweep.ckpt),
-        "sha256": "abc123"}, dataset="factorshapes/cls-upright", task="shape", protocol="linear-lbfgs", seed=0,
-        metric="top1", value=30.0))
+    recorder.ledger.remember(
+        sweep, "abc123", study.resolved_config(sweep), numerics=study.NUMERICS - 1
+    )
+    append_record(
+        tmp_path / "results" / "records" / "sweeps.jsonl",
+        make_record(
+            stage="classification",
+            method="mast",
+            arch="resnet18w16",
+            pretrain_ckpt={"path": str(sweep.ckpt), "sha256": "abc123"},
+            dataset="factorshapes/cls-upright",
+            task="shape",
+            protocol="linear-lbfgs",
+            seed=0,
+            metric="top1",
+            value=30.0,
+        ),
+    )
     recorder.commands.clear()
     recorder.do_run(sweep)
     assert recorder.commands[0][2] == "pretrain"
@@ -176,7 +264,8 @@ def test_an_unfinished_checkpoint_gets_no_evaluations(tmp_path):
     cfg = make_config(tmp_path)
     run = study.plan_runs(cfg, [0])[1]
     run.folder.mkdir(parents=True)
-    fake_checkpoint(run, "half", epoch=3)  # pretraining left out with --only: an epoch checkpoint of a killed run
+    # pretraining left out with --only: an epoch checkpoint of a killed run
+    fake_checkpoint(run, "half", epoch=3)
     recorder = Recorder(cfg)
     recorder.only = {"classification", "detection", "segmentation"}
     recorder.do_run(run)
@@ -188,13 +277,27 @@ def test_has_records_sees_records_appended_after_a_check(tmp_path):
     ref = {"path": "a.pt", "sha256": "abc"}
 
     def add(task):
-        append_record(records, make_record(stage="detection", method="mast", arch="resnet18w16", pretrain_ckpt=ref,
-                                           dataset="factorshapes/det", task=task, protocol="embedded-frcnn", seed=0,
-                                           metric="box_AP", value=7.0))
+        append_record(
+            records,
+            make_record(
+                stage="detection",
+                method="mast",
+                arch="resnet18w16",
+                pretrain_ckpt=ref,
+                dataset="factorshapes/det",
+                task=task,
+                protocol="embedded-frcnn",
+                seed=0,
+                metric="box_AP",
+                value=7.0,
+            ),
+        )
 
     assert not study.has_records(records, "abc")
     add("shape")
-    assert study.has_records(records, "abc", {"shape"}) and not study.has_records(records, "abc", {"color"})
+    assert study.has_records(records, "abc", {"shape"}) and not study.has_records(
+        records, "abc", {"color"}
+    )
     add("color")  # the file changed since the last check: read again
     assert study.has_records(records, "abc", {"shape", "color"})
     assert not study.has_records(records, "other")
@@ -202,17 +305,30 @@ def test_has_records_sees_records_appended_after_a_check(tmp_path):
 
 def test_estimates_use_a_steps_own_time_else_the_median_of_its_kind_that_did_work(tmp_path):
     ledger = study.Ledger(tmp_path)
-    for step, seconds in [("pretrain vicreg_s0", 300.0), ("pretrain mast_s0", 400.0), ("pretrain mast_s0", 5.0),
-                          ("pretrain sweeps/rho/0.25_s0", 500.0), ("pretrain mast_factorized_s0", 1000.0),
-                          ("detection embedded-frcnn mast_s0", 240.0), ("segmentation embedded-mrcnn x_s0", 330.0)]:
+    for step, seconds in [
+        ("pretrain vicreg_s0", 300.0),
+        ("pretrain mast_s0", 400.0),
+        ("pretrain mast_s0", 5.0),
+        ("pretrain sweeps/rho/0.25_s0", 500.0),
+        ("pretrain mast_factorized_s0", 1000.0),
+        ("detection embedded-frcnn mast_s0", 240.0),
+        ("segmentation embedded-mrcnn x_s0", 330.0),
+    ]:
         ledger.time(step, seconds, True)
-    assert ledger.estimate("pretrain mast_s0") == 5.0  # its latest time: the run was finished, it resumed at once
-    assert ledger.estimate("pretrain mast_s1") == 400.0  # median of the pair-mode pretraining that did work
+    # its latest time: the run was finished, it resumed at once
+    assert ledger.estimate("pretrain mast_s0") == 5.0
+    # median of the pair-mode pretraining that did work
+    assert ledger.estimate("pretrain mast_s1") == 400.0
     assert ledger.estimate("pretrain mast_factorized_s1") == 1000.0
     assert ledger.estimate("detection embedded-frcnn data.categories=color vicreg_s1") == 240.0
     assert ledger.estimate("segmentation embedded-mrcnn vicreg_s1") == 330.0
-    assert ledger.estimate("classification vicreg_s1") is None and ledger.estimate("analysis") is None
-    assert study.step_kind("detection embedded-frcnn data.categories=color x") == ("detection", "embedded-frcnn")
+    assert (
+        ledger.estimate("classification vicreg_s1") is None and ledger.estimate("analysis") is None
+    )
+    assert study.step_kind("detection embedded-frcnn data.categories=color x") == (
+        "detection",
+        "embedded-frcnn",
+    )
 
 
 def test_dry_run_counts_the_evaluations_of_runs_not_trained_yet(tmp_path, capsys):
@@ -220,15 +336,33 @@ def test_dry_run_counts_the_evaluations_of_runs_not_trained_yet(tmp_path, capsys
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(study.to_dict(cfg)))
     ledger = study.Ledger(tmp_path / "results" / "study")
-    for step, seconds in [("pretrain vicreg_r18w16_b128_16e_shapes_s9", 360.0),
-                          ("classification vicreg_r18w16_b128_16e_shapes_s9", 36.0),
-                          ("detection embedded-frcnn vicreg_r18w16_b128_16e_shapes_s9", 360.0),
-                          ("segmentation embedded-mrcnn vicreg_r18w16_b128_16e_shapes_s9", 360.0)]:
+    for step, seconds in [
+        ("pretrain vicreg_r18w16_b128_16e_shapes_s9", 360.0),
+        ("classification vicreg_r18w16_b128_16e_shapes_s9", 36.0),
+        ("detection embedded-frcnn vicreg_r18w16_b128_16e_shapes_s9", 360.0),
+        ("segmentation embedded-mrcnn vicreg_r18w16_b128_16e_shapes_s9", 360.0),
+    ]:
         ledger.time(step, seconds, True)
-    assert study.main(["--config", str(config), "--dry-run", "--seeds", "1", "--only", "pretrain",
-                       "classification", "detection", "segmentation"]) == 0
+    assert (
+        study.main(
+            [
+                "--config",
+                str(config),
+                "--dry-run",
+                "--seeds",
+                "1",
+                "--only",
+                "pretrain",
+                "classification",
+                "detection",
+                "segmentation",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
-    # Seed 1 of 3 methods, none trained: 3 x (pretrain 360 + classification 36 + detection 360 + segmentation
+    # Seed 1 of 3 methods, none trained: 3 x (pretrain 360 + classification 36 + detection 360 +
+    # segmentation
     # 360) = 3,348 s = 0.93 h; the colour detection file is seed 0's only.
     assert "then 3 evaluation step(s) after pretraining" in out
     assert "dry run: about 0.9 h of steps left" in out and "not counted" not in out
@@ -239,22 +373,45 @@ def test_floors_already_recorded_are_not_asked_again(tmp_path, capsys):
     cfg = make_config(tmp_path)
     recorder = Recorder(cfg)
     records = tmp_path / "results" / "records" / "detection.jsonl"
-    for task, seed, split in [("shape", 0, "det"), ("color", 0, "det"), ("shape", 1, "det-upright")]:
-        append_record(records, make_record(stage="detection", method="random-init", arch="resnet18w16",
-                                           pretrain_ckpt=None, dataset=f"factorshapes/{split}", task=task,
-                                           protocol="embedded-frcnn", seed=seed, metric="box_AP", value=6.0))
+    for task, seed, split in [
+        ("shape", 0, "det"),
+        ("color", 0, "det"),
+        ("shape", 1, "det-upright"),
+    ]:
+        append_record(
+            records,
+            make_record(
+                stage="detection",
+                method="random-init",
+                arch="resnet18w16",
+                pretrain_ckpt=None,
+                dataset=f"factorshapes/{split}",
+                task=task,
+                protocol="embedded-frcnn",
+                seed=seed,
+                metric="box_AP",
+                value=6.0,
+            ),
+        )
     recorder.floors([0, 1])
-    floors = [(argv[argv.index("--protocol") + 1], argv[argv.index("--seed") + 1])
-              for argv in recorder.commands if argv[2] == "downstream.detection"]
-    # Seed 1's shape floor on the det split is not recorded (the det-upright one is another data set).
+    floors = [
+        (argv[argv.index("--protocol") + 1], argv[argv.index("--seed") + 1])
+        for argv in recorder.commands
+        if argv[2] == "downstream.detection"
+    ]
+    # Seed 1's shape floor on the det split is not recorded (the det-upright one is another data
+    # set).
     assert floors == [("embedded-frcnn", "1"), ("embedded-mrcnn", "0"), ("embedded-mrcnn", "1")]
     out = capsys.readouterr().out
     assert "detection embedded-frcnn data.categories=color random-init_s0: recorded, skipped" in out
-    cfg.evaluations.detection = [study.DetectionEval("embedded-frcnn", ["data.split=det-upright"], [1])]
+    cfg.evaluations.detection = [
+        study.DetectionEval("embedded-frcnn", ["data.split=det-upright"], [1])
+    ]
     cfg.evaluations.segmentation = []
     recorder.commands.clear()
     recorder.floors([1])
-    assert [argv[2] for argv in recorder.commands] == ["downstream.classification"]  # det-upright: recorded
+    # det-upright: recorded
+    assert [argv[2] for argv in recorder.commands] == ["downstream.classification"]
 
 
 def test_a_finished_current_run_with_every_record_lists_no_step(tmp_path):
@@ -265,30 +422,55 @@ def test_a_finished_current_run_with_every_record_lists_no_step(tmp_path):
     fake_checkpoint(run, "rho 0.25")
     recorder = Recorder(cfg)
     recorder.do_run(run)
-    assert [argv[2] for argv in recorder.commands] == ["pretrain", "downstream.classification"]  # no record yet
+    # no record yet
+    assert [argv[2] for argv in recorder.commands] == [
+        "pretrain",
+        "downstream.classification",
+    ]
     ref = {"path": str(run.ckpt), "sha256": study.sha256_file(run.ckpt)}
-    append_record(tmp_path / "results" / "records" / "sweeps.jsonl", make_record(
-        stage="classification", method="mast", arch="resnet18w16", pretrain_ckpt=ref,
-        dataset="factorshapes/cls-upright", task="shape", protocol="linear-lbfgs", seed=0, metric="top1", value=30.0))
+    append_record(
+        tmp_path / "results" / "records" / "sweeps.jsonl",
+        make_record(
+            stage="classification",
+            method="mast",
+            arch="resnet18w16",
+            pretrain_ckpt=ref,
+            dataset="factorshapes/cls-upright",
+            task="shape",
+            protocol="linear-lbfgs",
+            seed=0,
+            metric="top1",
+            value=30.0,
+        ),
+    )
     recorder.commands.clear()
     recorder.do_run(run)
-    assert recorder.commands == [] and recorder.ledger.runs[str(run.folder)]["ckpt_sha256"] == ref["sha256"]
-    fake_checkpoint(run, "rho 0.25", epoch=7)  # unfinished (and another digest): pretraining resumes
+    assert (
+        recorder.commands == []
+        and recorder.ledger.runs[str(run.folder)]["ckpt_sha256"] == ref["sha256"]
+    )
+    # unfinished (and another digest): pretraining resumes
+    fake_checkpoint(run, "rho 0.25", epoch=7)
     recorder.do_run(run)
     assert recorder.commands[0][2] == "pretrain"
 
 
 def test_a_numerics_change_makes_stale_only_the_runs_it_changes(tmp_path):
-    """Version 3 detached the uncertainty head's input: a vicreg or mast_nounc run of version 2 is current,
-    a mast run (with the head) is stale and retrained."""
+    """Version 3 detached the uncertainty head's input: a vicreg or mast_nounc run of version 2 is
+    current, a mast run (with the head) is stale and retrained."""
     cfg = make_config(tmp_path)
     runs = {r.folder.name.rsplit("_s", 1)[0]: r for r in study.plan_runs(cfg, [0]) if not r.sweep}
     recorder = Recorder(cfg)
-    for name, stale in [("vicreg_r18w16_b128_16e_shapes", False), ("mast_r18w16_b128_16e_shapes", True)]:
+    for name, stale in [
+        ("vicreg_r18w16_b128_16e_shapes", False),
+        ("mast_r18w16_b128_16e_shapes", True),
+    ]:
         run = runs[name]
         run.folder.mkdir(parents=True, exist_ok=True)
         fake_checkpoint(run, "version 2", numerics=2)
-        recorder.pretrain(run, study.config_hash(study.resolved_config(run)), study.resolved_config(run))
+        recorder.pretrain(
+            run, study.config_hash(study.resolved_config(run)), study.resolved_config(run)
+        )
         assert run.folder.exists() != stale
     assert study.is_current(2, {"method": "mast_nounc", "loss": {}})
     assert not study.is_current(2, {"method": "mast_nounc", "loss": {"uncertainty": True}})
@@ -298,10 +480,13 @@ def test_a_numerics_change_makes_stale_only_the_runs_it_changes(tmp_path):
 @pytest.mark.parametrize("method", ["vicreg", "mast", "mast_nounc", "mast_fixed"])
 @pytest.mark.parametrize("flag", [None, True, False])
 def test_numerics_head_rule_is_the_configs_own(method, flag):
-    """core.numerics.uses_head reads a resolved config as a dict; it must agree with the config's property."""
+    """core.numerics.uses_head reads a resolved config as a dict; it must agree with the config's
+    property."""
     from core.numerics import uses_head
     from pretrain.config import PretrainConfig
 
-    overrides = [f"method={method}"] + ([] if flag is None else [f"loss.uncertainty={str(flag).lower()}"])
+    overrides = [f"method={method}"] + (
+        [] if flag is None else [f"loss.uncertainty={str(flag).lower()}"]
+    )
     cfg = load_config(PretrainConfig, None, overrides)
     assert uses_head(to_dict(cfg)) == cfg.uses_uncertainty

@@ -1,4 +1,5 @@
 """Data sets behind one interface (``core.data.base.ImageDataset``), built from a ``DataConfig``."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,22 +16,39 @@ def default_data_root() -> Path:
     return suite_cache("data", "MAST_DATA_CACHE")
 
 
-def build_dataset(cfg: DataConfig, part: str = "train", transform: Transform | None = None,
-                  progress: bool = True) -> ImageDataset:
+def build_dataset(
+    cfg: DataConfig, part: str = "train", transform: Transform | None = None, progress: bool = True
+) -> ImageDataset:
     """The data set ``cfg`` describes, for ``part`` (train/val/test, or unlabeled for STL-10)."""
     if cfg.dataset == "factorshapes":
         from core.data.factorshapes import FactorShapesDataset
 
-        return FactorShapesDataset(cfg.root or default_data_root(), split=cfg.split, part=part, n=cfg.n,
-                                   image_size=cfg.image_size, seed=cfg.generator_seed, transform=transform,
-                                   progress=progress, object_scale=cfg.object_scale)
+        return FactorShapesDataset(
+            cfg.root or default_data_root(),
+            split=cfg.split,
+            part=part,
+            n=cfg.n,
+            image_size=cfg.image_size,
+            seed=cfg.generator_seed,
+            transform=transform,
+            progress=progress,
+            object_scale=cfg.object_scale,
+        )
     if cfg.root is None:
-        raise DataError(f"data.root is required for data.dataset={cfg.dataset}: pass --set data.root=PATH")
+        raise DataError(
+            f"data.root is required for data.dataset={cfg.dataset}: pass --set data.root=PATH"
+        )
     if cfg.dataset == "folder":
         from core.data.folder import ImageFolderDataset
 
-        return ImageFolderDataset(cfg.root, part=part, labels=cfg.folder_labels, on_bad_image=cfg.on_bad_image,
-                                  verify=cfg.verify_images, transform=transform)
+        return ImageFolderDataset(
+            cfg.root,
+            part=part,
+            labels=cfg.folder_labels,
+            on_bad_image=cfg.on_bad_image,
+            verify=cfg.verify_images,
+            transform=transform,
+        )
     if cfg.dataset == "stl10":
         from core.data.stl10 import STL10Dataset
 
@@ -43,5 +61,7 @@ def build_dataset(cfg: DataConfig, part: str = "train", transform: Transform | N
         from core.data.idx import IDXDataset
 
         return IDXDataset(cfg.root, part=part, transform=transform)
-    raise DataError(f"unknown data.dataset '{cfg.dataset}'; valid: factorshapes, folder, stl10, cifar10, cifar100, "
-                    "fashion_mnist")
+    raise DataError(
+        f"unknown data.dataset '{cfg.dataset}'; valid: factorshapes, folder, stl10, cifar10, "
+        "cifar100, fashion_mnist"
+    )

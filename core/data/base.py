@@ -1,9 +1,11 @@
 """The one interface every image data set of the suite implements.
 
-An item is ``(image, target)``: ``image`` a ``torch.uint8`` tensor of shape ``[3, H, W]`` (RGB, after the
-optional ``transform``), ``target`` a ``dict[str, int]`` of labels (empty for unlabelled data). Views for
-pretraining are built on the uint8 tensors; classification reads the labels by name.
+An item is ``(image, target)``: ``image`` a ``torch.uint8`` tensor of shape ``[3, H, W]`` (RGB,
+after the optional ``transform``), ``target`` a ``dict[str, int]`` of labels (empty for unlabelled
+data). Views for pretraining are built on the uint8 tensors; classification reads the labels by
+name.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,9 +41,13 @@ class ImageDataset(torch.utils.data.Dataset):
         raise NotImplementedError
 
     def targets(self, name: str) -> np.ndarray:
-        """Every sample's label ``name`` as int64, without decoding images where the data set allows it."""
+        """Every sample's label ``name`` as int64, without decoding images where the data set allows
+        it."""
         if name not in self.label_names:
-            raise DataError(f"no label '{name}' in this data set; labels: {', '.join(self.label_names) or 'none'}")
+            raise DataError(
+                f"no label '{name}' in this data set; labels: "
+                f"{', '.join(self.label_names) or 'none'}"
+            )
         stored = self._stored_targets(name)
         if stored is not None:
             return np.asarray(stored, dtype=np.int64)
@@ -67,7 +73,8 @@ def require_path(path: str | Path, what: str) -> Path:
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    """Any PIL image (grayscale, palette, RGBA, CMYK, 16-bit) as a ``[3, H, W]`` uint8 RGB tensor."""
+    """Any PIL image (grayscale, palette, RGBA, CMYK, 16-bit) as a ``[3, H, W]`` uint8 RGB
+    tensor."""
     if image.mode in ("P", "LA", "PA") or (image.mode == "RGBA"):
         # Composite transparency on black so that palette/alpha images never keep an alpha channel.
         image = image.convert("RGBA")

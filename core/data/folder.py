@@ -1,10 +1,11 @@
 """Images from a folder: ImageNet layout (one sub-folder per class) or a flat/unlabelled tree.
 
-Any size and mode (grayscale, palette, RGBA, 16-bit) is read and converted to RGB. An unreadable file is
-skipped (logged and counted in ``n_skipped``; the next readable image takes its place so batches keep their
-size), or raises with ``on_bad_image="error"``. ``verify=True`` decodes every file up front and drops the bad
-ones, so that ``len()`` counts only readable images.
+Any size and mode (grayscale, palette, RGBA, 16-bit) is read and converted to RGB. An unreadable
+file is skipped (logged and counted in ``n_skipped``; the next readable image takes its place so
+batches keep their size), or raises with ``on_bad_image="error"``. ``verify=True`` decodes every
+file up front and drops the bad ones, so that ``len()`` counts only readable images.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,12 +21,22 @@ from core.logs import progress
 
 log = logging.getLogger("core.data")
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
-_DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+)
+_DECODE_ERRORS = (
+    OSError,
+    UnidentifiedImageError,
+    ValueError,
+    SyntaxError,
+    Image.DecompressionBombError,
+)
 
 
 def _images_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    return sorted(
+        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+    )
 
 
 def read_image(path: Path) -> torch.Tensor:
@@ -36,10 +47,15 @@ def read_image(path: Path) -> torch.Tensor:
 
 
 class ImageFolderDataset(ImageDataset):
-    def __init__(self, root: str | Path, part: str | None = None,
-                 labels: Literal["auto", "subfolders", "none"] = "auto",
-                 on_bad_image: Literal["skip", "error"] = "skip", verify: bool = False,
-                 transform: Transform | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        part: str | None = None,
+        labels: Literal["auto", "subfolders", "none"] = "auto",
+        on_bad_image: Literal["skip", "error"] = "skip",
+        verify: bool = False,
+        transform: Transform | None = None,
+    ):
         super().__init__(transform)
         root = require_path(root, "image folder")
         if part and (root / part).is_dir():
@@ -49,7 +65,10 @@ class ImageFolderDataset(ImageDataset):
         loose = [p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
         use_classes = labels == "subfolders" or (labels == "auto" and class_dirs and not loose)
         if labels == "subfolders" and not class_dirs:
-            raise DataError(f"{root} has no class sub-folders (set data.folder_labels: none for unlabelled images)")
+            raise DataError(
+                f"{root} has no class sub-folders (set data.folder_labels: none for unlabelled "
+                "images)"
+            )
         self.classes = [d.name for d in class_dirs] if use_classes else []
         if use_classes:
             self.samples = [(p, k) for k, d in enumerate(class_dirs) for p in _images_under(d)]
@@ -72,10 +91,17 @@ class ImageFolderDataset(ImageDataset):
 
     def _bad(self, path: Path, exc: Exception) -> None:
         if self.on_bad_image == "error":
-            raise DataError(f"unreadable image {path}: {exc} (set data.on_bad_image: skip to skip such files)")
+            raise DataError(
+                f"unreadable image {path}: {exc} (set data.on_bad_image: skip to skip such files)"
+            )
         if path not in self.bad_files:
             self.bad_files.add(path)
-            log.warning("skipping unreadable image %s (%s); %d skipped so far", path, exc, len(self.bad_files))
+            log.warning(
+                "skipping unreadable image %s (%s); %d skipped so far",
+                path,
+                exc,
+                len(self.bad_files),
+            )
 
     def _drop_unreadable(self) -> None:
         good = []
@@ -90,7 +116,12 @@ class ImageFolderDataset(ImageDataset):
             raise DataError(f"no readable images under {self.root}")
         self.samples = good
         if self.bad_files:
-            log.warning("%s: %d unreadable image(s) skipped, %d kept", self.root, len(self.bad_files), len(good))
+            log.warning(
+                "%s: %d unreadable image(s) skipped, %d kept",
+                self.root,
+                len(self.bad_files),
+                len(good),
+            )
 
     def _stored_targets(self, name: str) -> np.ndarray:
         return np.array([label for _, label in self.samples], dtype=np.int64)

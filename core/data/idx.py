@@ -1,8 +1,9 @@
 """Fashion-MNIST (and MNIST) from the IDX files their authors distribute, gzipped or not.
 
-``train-images-idx3-ubyte[.gz]``, ``train-labels-idx1-ubyte[.gz]``, ``t10k-...``. The 28 x 28 grayscale images
-are replicated to 3 channels so every backbone of the suite reads them unchanged.
+``train-images-idx3-ubyte[.gz]``, ``train-labels-idx1-ubyte[.gz]``, ``t10k-...``. The 28 x 28
+grayscale images are replicated to 3 channels so every backbone of the suite reads them unchanged.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -22,10 +23,12 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataError(f"{path} is not an IDX file of unsigned bytes")
     ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(shape)):
-        raise DataError(f"{path}: header says {shape} ({int(np.prod(shape))} bytes), file holds {body.size}")
+        raise DataError(
+            f"{path}: header says {shape} ({int(np.prod(shape))} bytes), file holds {body.size}"
+        )
     return body.reshape(shape)
 
 
@@ -45,7 +48,10 @@ class IDXDataset(ImageDataset):
         self.images = read_idx(_find(folder, f"{PARTS[part]}-images-idx3-ubyte"))
         self.labels = read_idx(_find(folder, f"{PARTS[part]}-labels-idx1-ubyte")).astype(np.int64)
         if self.images.ndim != 3 or len(self.images) != len(self.labels):
-            raise DataError(f"{folder}: {part} images {self.images.shape} and labels {self.labels.shape} do not match")
+            raise DataError(
+                f"{folder}: {part} images {self.images.shape} and labels {self.labels.shape} do "
+                "not match"
+            )
         self.label_names = {"class": int(self.labels.max()) + 1 if len(self.labels) else 0}
 
     def __len__(self) -> int:

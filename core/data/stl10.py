@@ -1,9 +1,11 @@
 """STL-10 in the binary format its authors distribute (``stl10_binary/*.bin``).
 
-Each image is 3 x 96 x 96 bytes, channel-major and column-major within a channel; labels are bytes 1..10
-(stored here as 0..9). Parts: ``train`` (5,000 labelled), ``test`` (8,000 labelled), ``unlabeled``
-(100,000) and ``train+unlabeled`` (105,000, no labels: the usual pretraining set). Files are memory-mapped.
+Each image is 3 x 96 x 96 bytes, channel-major and column-major within a channel; labels are bytes
+1..10 (stored here as 0..9). Parts: ``train`` (5,000 labelled), ``test`` (8,000 labelled),
+``unlabeled`` (100,000) and ``train+unlabeled`` (105,000, no labels: the usual pretraining set).
+Files are memory-mapped.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,15 +18,20 @@ from core.data.base import DataError, ImageDataset, Transform, require_path
 SIDE = 96
 IMAGE_BYTES = 3 * SIDE * SIDE
 CLASSES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
-FILES = {"train": ("train_X.bin", "train_y.bin"), "test": ("test_X.bin", "test_y.bin"),
-         "unlabeled": ("unlabeled_X.bin", None)}
+FILES = {
+    "train": ("train_X.bin", "train_y.bin"),
+    "test": ("test_X.bin", "test_y.bin"),
+    "unlabeled": ("unlabeled_X.bin", None),
+}
 PARTS = (*FILES, "train+unlabeled")
 
 
 def _images(path: Path) -> np.ndarray:
     size = path.stat().st_size
     if size == 0 or size % IMAGE_BYTES:
-        raise DataError(f"{path} is not an STL-10 image file (size {size} is not a multiple of {IMAGE_BYTES})")
+        raise DataError(
+            f"{path} is not an STL-10 image file (size {size} is not a multiple of {IMAGE_BYTES})"
+        )
     return np.memmap(path, dtype=np.uint8, mode="r").reshape(-1, 3, SIDE, SIDE)
 
 
@@ -41,9 +48,14 @@ class STL10Dataset(ImageDataset):
             x_file, y_file = FILES[name]
             self.arrays.append(_images(require_path(folder / x_file, f"STL-10 file {x_file}")))
             if y_file and len(names) == 1:
-                labels = np.fromfile(require_path(folder / y_file, f"STL-10 file {y_file}"), dtype=np.uint8)
+                labels = np.fromfile(
+                    require_path(folder / y_file, f"STL-10 file {y_file}"), dtype=np.uint8
+                )
                 if len(labels) != len(self.arrays[0]) or labels.min() < 1 or labels.max() > 10:
-                    raise DataError(f"{folder / y_file} does not match {x_file} (labels must be 1..10, one per image)")
+                    raise DataError(
+                        f"{folder / y_file} does not match {x_file} (labels must be 1..10, one per "
+                        "image)"
+                    )
                 self.labels = labels.astype(np.int64) - 1
         self.offsets = np.cumsum([0] + [len(a) for a in self.arrays])
         self.label_names = {"class": len(CLASSES)} if self.labels is not None else {}
@@ -59,5 +71,6 @@ class STL10Dataset(ImageDataset):
             raise IndexError(index)
         which = int(np.searchsorted(self.offsets, index, side="right") - 1)
         raw = self.arrays[which][index - self.offsets[which]]
-        image = torch.from_numpy(np.ascontiguousarray(raw.transpose(0, 2, 1)))  # column-major -> [3, H, W]
+        # column-major -> [3, H, W]
+        image = torch.from_numpy(np.ascontiguousarray(raw.transpose(0, 2, 1)))
         return image, ({"class": int(self.labels[index])} if self.labels is not None else {})

@@ -1,15 +1,19 @@
-"""Classification transfer: linear-lbfgs, knn, linear-sgd and finetune on frozen or fine-tuned backbones.
+"""Classification transfer: linear-lbfgs, knn, linear-sgd and finetune on frozen or fine-tuned
+backbones.
 
-  python -m downstream.classification --config FILE --ckpt CKPT [--ckpt CKPT ...] [--set key=value ...]
+  python -m downstream.classification --config FILE --ckpt CKPT [--ckpt CKPT ...] [--set key=value
+  ...]
   python -m downstream.classification --config FILE --runs results/runs --floor --ceiling
 
---ckpt takes any checkpoint the importer accepts (suite, torchvision, MoCo v1-v3, solo-learn, lightly,
-mmselfsup; see `python -m core.checkpoints inspect FILE`). --runs evaluates every finished pretraining
-checkpoint (last.pt) under a folder. --floor adds a random-init backbone of each evaluated architecture
-(one per floor_seeds), --ceiling a network of that architecture trained with each task's labels (computed
-once, then reused). One record per number goes to --records; a record that exists is never computed again,
-and frozen features are cached (config key `cache`), so re-running is cheap and adds no duplicates.
+--ckpt takes any checkpoint the importer accepts (suite, torchvision, MoCo v1-v3, solo-learn,
+lightly, mmselfsup; see `python -m core.checkpoints inspect FILE`). --runs evaluates every finished
+pretraining checkpoint (last.pt) under a folder. --floor adds a random-init backbone of each
+evaluated architecture (one per floor_seeds), --ceiling a network of that architecture trained with
+each task's labels (computed once, then reused). One record per number goes to --records; a record
+that exists is never computed again, and frozen features are cached (config key `cache`), so
+re-running is cheap and adds no duplicates.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +34,9 @@ log = logging.getLogger("downstream.classification")
 
 
 def discover(runs: Path) -> list[Path]:
-    """Finished pretraining checkpoints (``DIR/last.pt`` whose epoch reached the configured epochs) directly under
-    ``runs``: nested folders (pilot, study sweeps, stale runs) are left to the tools that made them."""
+    """Finished pretraining checkpoints (``DIR/last.pt`` whose epoch reached the configured epochs)
+    directly under ``runs``: nested folders (pilot, study sweeps, stale runs) are left to the tools
+    that made them."""
     found = []
     for path in sorted(runs.glob("*/last.pt")):
         try:
@@ -43,7 +48,9 @@ def discover(runs: Path) -> list[Path]:
             continue
         epochs = (state.get("config") or {}).get("train", {}).get("epochs")
         if epochs is not None and state.get("epoch", epochs) < epochs:
-            log.info("skipping %s: still training (epoch %s of %s)", path, state.get("epoch"), epochs)
+            log.info(
+                "skipping %s: still training (epoch %s of %s)", path, state.get("epoch"), epochs
+            )
             continue
         found.append(path)
     return found
@@ -53,25 +60,55 @@ def parse_arch(text: str) -> tuple[str, int]:
     """``resnet18w16`` -> ("resnet18", 16); ``resnet50`` -> ("resnet50", 64)."""
     arch, _, width = text.partition("w")
     if not arch.startswith("resnet") or (width and not width.isdigit()):
-        raise argparse.ArgumentTypeError(f"architecture '{text}' must look like resnet18, resnet50 or resnet18w16")
+        raise argparse.ArgumentTypeError(
+            f"architecture '{text}' must look like resnet18, resnet50 or resnet18w16"
+        )
     return arch, int(width or 64)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m downstream.classification", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m downstream.classification",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_common_args(parser, ClassificationConfig, default_out="results/runs/classification")
-    parser.add_argument("--ckpt", type=Path, action="append", default=[], help="checkpoint to evaluate (repeatable)")
-    parser.add_argument("--format", default="auto", help="checkpoint layout for --ckpt (default: auto-detect)")
-    parser.add_argument("--runs", type=Path, help="evaluate every finished pretraining run folder directly under this folder")
-    parser.add_argument("--floor", action="store_true", help="add random-init backbones of each architecture")
-    parser.add_argument("--ceiling", action="store_true", help="add the supervised-per-label networks")
-    parser.add_argument("--arch", type=parse_arch, action="append", default=[],
-                        help="architecture for --floor/--ceiling when no checkpoint gives one, e.g. resnet18w16")
-    parser.add_argument("--records", type=Path, default=Path("results/records/classification.jsonl"),
-                        help="records file to append to (default: %(default)s)")
-    parser.add_argument("--ceiling-dir", type=Path, default=Path("results/runs/ceiling"),
-                        help="where the ceiling networks are kept (default: %(default)s)")
+    parser.add_argument(
+        "--ckpt", type=Path, action="append", default=[], help="checkpoint to evaluate (repeatable)"
+    )
+    parser.add_argument(
+        "--format", default="auto", help="checkpoint layout for --ckpt (default: auto-detect)"
+    )
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        help="evaluate every finished pretraining run folder directly under this folder",
+    )
+    parser.add_argument(
+        "--floor", action="store_true", help="add random-init backbones of each architecture"
+    )
+    parser.add_argument(
+        "--ceiling", action="store_true", help="add the supervised-per-label networks"
+    )
+    parser.add_argument(
+        "--arch",
+        type=parse_arch,
+        action="append",
+        default=[],
+        help="architecture for --floor/--ceiling when no checkpoint gives one, e.g. resnet18w16",
+    )
+    parser.add_argument(
+        "--records",
+        type=Path,
+        default=Path("results/records/classification.jsonl"),
+        help="records file to append to (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--ceiling-dir",
+        type=Path,
+        default=Path("results/runs/ceiling"),
+        help="where the ceiling networks are kept (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     cfg = config_from_args(ClassificationConfig, args)
     setup_logging()
@@ -84,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ckpts = list(args.ckpt) + (discover(args.runs) if args.runs else [])
         if not ckpts and not args.arch:
-            parser.error("nothing to evaluate: give --ckpt, --runs (with finished runs) or --arch with --floor/--ceiling")
+            parser.error(
+                "nothing to evaluate: give --ckpt, --runs (with finished runs) or --arch with "
+                "--floor/--ceiling"
+            )
         lock = RunLock(args.out, "classification").acquire()  # one process per output folder
         prepare_out_dir(args.out, cfg, stage="classification")
         evaluator = Evaluator(cfg, args.records, args.out)
@@ -96,19 +136,37 @@ def main(argv: list[str] | None = None) -> int:
             log.info("%s: %d new records%s", path, written, "" if written else " (all existed)")
         for arch, width in archs:
             if args.floor:
-                log.info("random-init floor %s w%d: %d new records", arch, width, evaluator.floor(arch, width))
+                log.info(
+                    "random-init floor %s w%d: %d new records",
+                    arch,
+                    width,
+                    evaluator.floor(arch, width),
+                )
             if args.ceiling:
-                log.info("supervised ceiling %s w%d: %d new records", arch, width,
-                         evaluator.ceiling(arch, width, args.ceiling_dir))
-    except (ConfigError, DataError, CheckpointError, FloatingPointError, ValueError, RuntimeError) as exc:
+                log.info(
+                    "supervised ceiling %s w%d: %d new records",
+                    arch,
+                    width,
+                    evaluator.ceiling(arch, width, args.ceiling_dir),
+                )
+    except (
+        ConfigError,
+        DataError,
+        CheckpointError,
+        FloatingPointError,
+        ValueError,
+        RuntimeError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
         if lock is not None:
             lock.release()
     cache = evaluator.cache
-    print(f"done in {time.time() - start:.0f} s: {evaluator.written} new records in {args.records}; "
-          f"features: {cache.hits} reused from the cache, {cache.misses} extracted")
+    print(
+        f"done in {time.time() - start:.0f} s: {evaluator.written} new records in {args.records}; "
+        f"features: {cache.hits} reused from the cache, {cache.misses} extracted"
+    )
     return 0
 
 

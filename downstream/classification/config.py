@@ -1,9 +1,11 @@
 """Config schema of the classification stage (``python -m downstream.classification``).
 
-Every field that changes a number is here, so a record's ``config`` says how it was made. The protocols are
-those of ``docs/protocols.md`` (linear-lbfgs, linear-sgd, knn, finetune); the floor is a random-init backbone
-of the evaluated architecture, the ceiling a network of the same architecture trained with labels.
+Every field that changes a number is here, so a record's ``config`` says how it was made. The
+protocols are those of ``docs/protocols.md`` (linear-lbfgs, linear-sgd, knn, finetune); the floor is
+a random-init backbone of the evaluated architecture, the ceiling a network of the same architecture
+trained with labels.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,7 +20,9 @@ Protocol = Literal["linear-lbfgs", "knn", "linear-sgd", "finetune"]
 @dataclasses.dataclass
 class LbfgsConfig:
     #: L2 weights tried on the validation split (log-spaced); ties go to the stronger one.
-    l2_grid: list[float] = dataclasses.field(default_factory=lambda: [10.0 ** e for e in range(-6, 1)])
+    l2_grid: list[float] = dataclasses.field(
+        default_factory=lambda: [10.0**e for e in range(-6, 1)]
+    )
     max_iter: int = 200
 
 
@@ -61,7 +65,8 @@ class FinetuneConfig(ImageTrainingConfig):
 
 @dataclasses.dataclass
 class CeilingConfig:
-    """The supervised-per-label reference: the same architecture trained from scratch on one label."""
+    """The supervised-per-label reference: the same architecture trained from scratch on one
+    label."""
 
     epochs: int = 8
     batch_size: int = 128
@@ -77,13 +82,18 @@ class ClassificationConfig:
     seed: int = 0
     #: auto (CUDA if available, else CPU), cpu, cuda, cuda:N, mps.
     device: str = "auto"
-    data: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(split="cls-upright", num_workers=0))
-    #: ``split/label`` pairs (FactorShapes) or label names; empty: FactorShapes' 9 factor tasks, or every label.
+    data: DataConfig = dataclasses.field(
+        default_factory=lambda: DataConfig(split="cls-upright", num_workers=0)
+    )
+    #: ``split/label`` pairs (FactorShapes) or label names; empty: FactorShapes' 9 factor tasks, or
+    # every label.
     tasks: list[str] = dataclasses.field(default_factory=list)
     protocols: list[Protocol] = dataclasses.field(default_factory=lambda: ["linear-lbfgs", "knn"])
-    #: Evaluation images: shorter side resized to image_size * resize_ratio, then centre-cropped to image_size.
+    #: Evaluation images: shorter side resized to image_size * resize_ratio, then centre-cropped to
+    # image_size.
     resize_ratio: float = 1.0
-    #: Data sets without a validation part: this fraction of train (fixed, seed 0) is held out for validation.
+    #: Data sets without a validation part: this fraction of train (fixed, seed 0) is held out for
+    # validation.
     val_fraction: float = 0.1
     batch_size: int = 256
     #: Where extracted features are kept, one file per (backbone, data, part, transform).
@@ -91,7 +101,9 @@ class ClassificationConfig:
     lbfgs: LbfgsConfig = dataclasses.field(default_factory=LbfgsConfig)
     knn: KnnConfig = dataclasses.field(default_factory=KnnConfig)
     linear_sgd: SgdConfig = dataclasses.field(default_factory=SgdConfig)
-    finetune: FinetuneConfig = dataclasses.field(default_factory=lambda: FinetuneConfig(epochs=20, weight_decay=0.0))
+    finetune: FinetuneConfig = dataclasses.field(
+        default_factory=lambda: FinetuneConfig(epochs=20, weight_decay=0.0)
+    )
     #: Random-init backbones of each evaluated architecture (the floor), one per seed.
     floor_seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
     ceiling: CeilingConfig = dataclasses.field(default_factory=CeilingConfig)
@@ -102,8 +114,10 @@ class ClassificationConfig:
             raise ConfigError(f"finetune.fractions must lie in (0, 1], got {fractions}")
         for name in ("backbone_lr", "head_lr"):
             if len(getattr(self.finetune, name)) != len(fractions):
-                raise ConfigError(f"finetune.{name} needs one value per fraction ({len(fractions)}), "
-                                  f"got {getattr(self.finetune, name)}")
+                raise ConfigError(
+                    f"finetune.{name} needs one value per fraction ({len(fractions)}), "
+                    f"got {getattr(self.finetune, name)}"
+                )
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
         if self.knn.k < 1:

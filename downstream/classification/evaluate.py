@@ -1,17 +1,19 @@
 """The classification stage: every (backbone, task, protocol) of a config becomes one record.
 
-A record that already exists (same checkpoint hash or random-init seed, data set, task, protocol, seed and
-protocol settings) is not computed again, so re-running adds nothing; frozen features come from the
-feature cache, so a new protocol on an evaluated backbone costs no extraction.
+A record that already exists (same checkpoint hash or random-init seed, data set, task, protocol,
+seed and protocol settings) is not computed again, so re-running adds nothing; frozen features come
+from the feature cache, so a new protocol on an evaluated backbone costs no extraction.
 """
+
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,8 +31,14 @@ from downstream.classification.config import ClassificationConfig
 from downstream.classification.features import Backbone, FeatureCache, random_backbone, weights_hash
 from downstream.classification.knn import knn_accuracy
 from downstream.classification.linear import linear_probe
-from downstream.classification.tasks import (Task, balanced_subset, build_part, data_identity, resolve_tasks,
-                                             split_indices)
+from downstream.classification.tasks import (
+    Task,
+    balanced_subset,
+    build_part,
+    data_identity,
+    resolve_tasks,
+    split_indices,
+)
 from downstream.classification.train import LabelView, evaluate, fit, train_transform
 
 log = logging.getLogger("downstream.classification")
@@ -39,17 +47,22 @@ KEY_FIELDS = ("method", "arch", "dataset", "task", "protocol", "seed", "metric")
 
 
 def record_key(record: dict[str, Any]) -> str:
-    """What makes two records the same measurement: the fields above, the checkpoint's hash, the config."""
+    """What makes two records the same measurement: the fields above, the checkpoint's hash, the
+    config."""
     ckpt = record.get("pretrain_ckpt") or {}
     key = {name: record.get(name) for name in KEY_FIELDS}
-    key.update(ckpt=ckpt.get("sha256") if isinstance(ckpt, dict) else None, config=record.get("config"))
+    key.update(
+        ckpt=ckpt.get("sha256") if isinstance(ckpt, dict) else None, config=record.get("config")
+    )
     return json.dumps(key, sort_keys=True, default=str)
 
 
 class Evaluator:
     """Runs the protocols of ``cfg`` on backbones and appends records to ``records``."""
 
-    def __init__(self, cfg: ClassificationConfig, records: str | Path, log_dir: str | Path | None = None):
+    def __init__(
+        self, cfg: ClassificationConfig, records: str | Path, log_dir: str | Path | None = None
+    ):
         self.cfg, self.records = cfg, Path(records)
         self.device = select_device(cfg.device)
         self.cache = FeatureCache(cfg.cache)
@@ -69,31 +82,61 @@ class Evaluator:
         if self.events is not None:
             self.events.log(**fields)
 
-    # ----------------------------------------------------------------------------------------- records
-    def _base(self, bb: Backbone, task: Task, protocol: str, config: dict[str, Any], ckpt_ref) -> dict[str, Any]:
+    # -----------------------------------------------------------------------------------------
+    # records
+    def _base(
+        self, bb: Backbone, task: Task, protocol: str, config: dict[str, Any], ckpt_ref
+    ) -> dict[str, Any]:
         seed = bb.pretrain_seed if bb.pretrain_seed is not None else self.cfg.seed
-        return dict(stage=STAGE, method=bb.method, arch=bb.arch_label, pretrain_ckpt=ckpt_ref,
-                    pretrain_epochs=bb.pretrain_epochs, dataset=task.dataset_name, task=task.label,
-                    protocol=protocol, seed=seed, metric="top1", config=config)
+        return dict(
+            stage=STAGE,
+            method=bb.method,
+            arch=bb.arch_label,
+            pretrain_ckpt=ckpt_ref,
+            pretrain_epochs=bb.pretrain_epochs,
+            dataset=task.dataset_name,
+            task=task.label,
+            protocol=protocol,
+            seed=seed,
+            metric="top1",
+            config=config,
+        )
 
     def _pending(self, base: dict[str, Any]) -> bool:
         return record_key(base) not in self.done
 
-    def _write(self, base: dict[str, Any], value: float, n_train: int, n_test: int, **extra: Any) -> None:
+    def _write(
+        self, base: dict[str, Any], value: float, n_train: int, n_test: int, **extra: Any
+    ) -> None:
         record = make_record(**base, value=value, n_train=n_train, n_test=n_test, **extra)
         append_record(self.records, record)
         self.done.add(record_key(record))
         self.written += 1
-        self._event(event="record", method=base["method"], task=base["task"], protocol=base["protocol"],
-                    value=value)
-        log.info("%s %s %s/%s %s: %.2f", base["method"], base["arch"], base["dataset"], base["task"],
-                 base["protocol"], value)
+        self._event(
+            event="record",
+            method=base["method"],
+            task=base["task"],
+            protocol=base["protocol"],
+            value=value,
+        )
+        log.info(
+            "%s %s %s/%s %s: %.2f",
+            base["method"],
+            base["arch"],
+            base["dataset"],
+            base["task"],
+            base["protocol"],
+            value,
+        )
 
-    # ---------------------------------------------------------------------------------------- features
+    # ----------------------------------------------------------------------------------------
+    # features
     def _eval_transform(self):
         return resize_center_crop(self.cfg.data.image_size, self.cfg.resize_ratio)
 
-    def _features(self, bb: Backbone, bb_hash: str, task: Task) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def _features(
+        self, bb: Backbone, bb_hash: str, task: Task
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """``{"train", "val", "test"}`` -> (features, labels of the task)."""
         memo_key = json.dumps([bb_hash, data_identity(task.data)], sort_keys=True)
         if memo_key not in self._memo:  # one backbone's features stay in memory while its tasks run
@@ -111,17 +154,36 @@ class Evaluator:
         parts = split_indices(task.data, n_train, self.cfg.val_fraction)
         stored = {}
         for stored_part in sorted({p for p, _ in parts.values()}):
-            key = {"data": data_identity(task.data), "part": stored_part,
-                   "transform": {"size": self.cfg.data.image_size, "resize_ratio": self.cfg.resize_ratio}}
+            key = {
+                "data": data_identity(task.data),
+                "part": stored_part,
+                "transform": {
+                    "size": self.cfg.data.image_size,
+                    "resize_ratio": self.cfg.resize_ratio,
+                },
+            }
             desc = f"{task.dataset_name}/{stored_part}"
             stored[stored_part] = self.cache.get_or_extract(
-                bb.model, bb_hash, key, lambda p=stored_part: build_part(task.data, p, self._eval_transform()),
-                self.cfg.batch_size, self.device, desc, self.cfg.data.num_workers)
-            self._event(event="features", backbone=bb_hash[:16], part=desc, hits=self.cache.hits,
-                        misses=self.cache.misses)
+                bb.model,
+                bb_hash,
+                key,
+                lambda p=stored_part: build_part(task.data, p, self._eval_transform()),
+                self.cfg.batch_size,
+                self.device,
+                desc,
+                self.cfg.data.num_workers,
+            )
+            self._event(
+                event="features",
+                backbone=bb_hash[:16],
+                part=desc,
+                hits=self.cache.hits,
+                misses=self.cache.misses,
+            )
         return parts, stored
 
-    # --------------------------------------------------------------------------------------- protocols
+    # ---------------------------------------------------------------------------------------
+    # protocols
     def evaluate_backbone(self, bb: Backbone) -> int:
         """Every pending record of ``bb``; returns how many were written."""
         before = self.written
@@ -134,34 +196,63 @@ class Evaluator:
 
     def _linear_lbfgs(self, bb, bb_hash, task, ckpt_ref) -> None:
         cfg = self.cfg.lbfgs
-        base = self._base(bb, task, "linear-lbfgs", {"l2_grid": cfg.l2_grid, "max_iter": cfg.max_iter,
-                                                     **self._view_config()}, ckpt_ref)
+        base = self._base(
+            bb,
+            task,
+            "linear-lbfgs",
+            {"l2_grid": cfg.l2_grid, "max_iter": cfg.max_iter, **self._view_config()},
+            ckpt_ref,
+        )
         if not self._pending(base):
             return
         parts = self._features(bb, bb_hash, task)
-        result = linear_probe(parts["train"], parts["val"], parts["test"], task.classes, tuple(cfg.l2_grid),
-                              cfg.max_iter)
-        self._write(base, 100 * result.accuracy, len(parts["train"][0]) + len(parts["val"][0]),
-                    len(parts["test"][0]), detail={"l2": result.l2, "val_top1": {str(k): 100 * v for k, v in
-                                                                                  result.val_accuracy.items()}})
+        result = linear_probe(
+            parts["train"],
+            parts["val"],
+            parts["test"],
+            task.classes,
+            tuple(cfg.l2_grid),
+            cfg.max_iter,
+        )
+        self._write(
+            base,
+            100 * result.accuracy,
+            len(parts["train"][0]) + len(parts["val"][0]),
+            len(parts["test"][0]),
+            detail={
+                "l2": result.l2,
+                "val_top1": {str(k): 100 * v for k, v in result.val_accuracy.items()},
+            },
+        )
 
     def _knn(self, bb, bb_hash, task, ckpt_ref) -> None:
         cfg = self.cfg.knn
-        base = self._base(bb, task, "knn", {"k": cfg.k, "temperature": cfg.temperature, **self._view_config()},
-                          ckpt_ref)
+        base = self._base(
+            bb,
+            task,
+            "knn",
+            {"k": cfg.k, "temperature": cfg.temperature, **self._view_config()},
+            ckpt_ref,
+        )
         if not self._pending(base):
             return
         parts = self._features(bb, bb_hash, task)
-        train = (torch.cat([parts["train"][0], parts["val"][0]]), torch.cat([parts["train"][1], parts["val"][1]]))
+        train = (
+            torch.cat([parts["train"][0], parts["val"][0]]),
+            torch.cat([parts["train"][1], parts["val"][1]]),
+        )
         value = 100 * knn_accuracy(train, parts["test"], task.classes, cfg.k, cfg.temperature)
         self._write(base, value, len(train[0]), len(parts["test"][0]))
 
     def _view_config(self) -> dict[str, Any]:
-        """Image settings a record depends on (FactorShapes' object scale only when not 1, as in the older
-        records made before it existed)."""
+        """Image settings a record depends on (FactorShapes' object scale only when not 1, as in the
+        older records made before it existed)."""
         scale = self.cfg.data.object_scale
-        return {"image_size": self.cfg.data.image_size, "resize_ratio": self.cfg.resize_ratio,
-                **({"object_scale": scale} if scale != 1.0 else {})}
+        return {
+            "image_size": self.cfg.data.image_size,
+            "resize_ratio": self.cfg.resize_ratio,
+            **({"object_scale": scale} if scale != 1.0 else {}),
+        }
 
     def _image_parts(self, task: Task) -> tuple[Any, np.ndarray, Any]:
         """The stored train part, the indices of train (validation held out), and the test part."""
@@ -182,10 +273,24 @@ class Evaluator:
         head = nn.Linear(bb.model.feature_dim, task.classes)
         backbone = copy.deepcopy(bb.model)
         data = LabelView(train, task.label, train_idx, self._train_transform(cfg))
-        fit(backbone, head, data, epochs=cfg.epochs, batch_size=cfg.batch_size, groups=[(list(head.parameters()), cfg.lr)],
-            weight_decay=cfg.weight_decay, momentum=cfg.momentum, train_backbone=False, device=self.device,
-            seed=self.cfg.seed, num_workers=self.cfg.data.num_workers, desc=f"linear-sgd {task.label}")
-        value = 100 * evaluate(backbone, head, LabelView(test, task.label), self.cfg.batch_size, self.device)
+        fit(
+            backbone,
+            head,
+            data,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            groups=[(list(head.parameters()), cfg.lr)],
+            weight_decay=cfg.weight_decay,
+            momentum=cfg.momentum,
+            train_backbone=False,
+            device=self.device,
+            seed=self.cfg.seed,
+            num_workers=self.cfg.data.num_workers,
+            desc=f"linear-sgd {task.label}",
+        )
+        value = 100 * evaluate(
+            backbone, head, LabelView(test, task.label), self.cfg.batch_size, self.device
+        )
         self._write(base, value, len(data), len(test))
 
     def _finetune(self, bb, bb_hash, task, ckpt_ref) -> None:
@@ -195,10 +300,20 @@ class Evaluator:
         for fraction, backbone_lr, head_lr in zip(cfg.fractions, cfg.backbone_lr, cfg.head_lr):
             subset = train_idx[balanced_subset(labels, fraction, self.cfg.seed)]
             subset_hash = _array_hash(subset)
-            config = {"fraction": fraction, "backbone_lr": backbone_lr, "head_lr": head_lr, "epochs": cfg.epochs,
-                      "batch_size": cfg.batch_size, "weight_decay": cfg.weight_decay, "momentum": cfg.momentum,
-                      "crop_scale": cfg.crop_scale and list(cfg.crop_scale), "flip": cfg.flip,
-                      **self._view_config(), "eval_seed": self.cfg.seed, "subset_sha256": subset_hash}
+            config = {
+                "fraction": fraction,
+                "backbone_lr": backbone_lr,
+                "head_lr": head_lr,
+                "epochs": cfg.epochs,
+                "batch_size": cfg.batch_size,
+                "weight_decay": cfg.weight_decay,
+                "momentum": cfg.momentum,
+                "crop_scale": cfg.crop_scale and list(cfg.crop_scale),
+                "flip": cfg.flip,
+                **self._view_config(),
+                "eval_seed": self.cfg.seed,
+                "subset_sha256": subset_hash,
+            }
             base = self._base(bb, task, f"finetune-{_percent(fraction)}", config, ckpt_ref)
             if not self._pending(base):
                 continue
@@ -206,42 +321,87 @@ class Evaluator:
             torch.manual_seed(self.cfg.seed)
             backbone, head = copy.deepcopy(bb.model), nn.Linear(bb.model.feature_dim, task.classes)
             data = LabelView(train, task.label, subset, self._train_transform(cfg))
-            fit(backbone, head, data, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                groups=[(list(backbone.parameters()), backbone_lr), (list(head.parameters()), head_lr)],
-                weight_decay=cfg.weight_decay, momentum=cfg.momentum, device=self.device, seed=self.cfg.seed,
-                num_workers=self.cfg.data.num_workers, desc=f"finetune {_percent(fraction)} {task.label}")
-            value = 100 * evaluate(backbone, head, LabelView(test, task.label), self.cfg.batch_size, self.device)
+            fit(
+                backbone,
+                head,
+                data,
+                epochs=cfg.epochs,
+                batch_size=cfg.batch_size,
+                groups=[
+                    (list(backbone.parameters()), backbone_lr),
+                    (list(head.parameters()), head_lr),
+                ],
+                weight_decay=cfg.weight_decay,
+                momentum=cfg.momentum,
+                device=self.device,
+                seed=self.cfg.seed,
+                num_workers=self.cfg.data.num_workers,
+                desc=f"finetune {_percent(fraction)} {task.label}",
+            )
+            value = 100 * evaluate(
+                backbone, head, LabelView(test, task.label), self.cfg.batch_size, self.device
+            )
             self._write(base, value, len(subset), len(test))
 
     def _train_transform(self, cfg) -> Callable:
-        return train_transform(self.cfg.data.image_size, cfg.crop_scale, cfg.flip, self.cfg.resize_ratio)
+        return train_transform(
+            self.cfg.data.image_size, cfg.crop_scale, cfg.flip, self.cfg.resize_ratio
+        )
 
     def _save_subset(self, task: Task, fraction: float, subset: np.ndarray, digest: str) -> None:
         """Keep the exact subset beside the feature cache (a record names it by its hash)."""
-        path = Path(self.cfg.cache).parent / "subsets" / f"{task.dataset_name.replace('/', '_')}_{task.label}_" \
+        path = (
+            Path(self.cfg.cache).parent
+            / "subsets"
+            / f"{task.dataset_name.replace('/', '_')}_{task.label}_"
             f"{_percent(fraction)}_s{self.cfg.seed}_{digest[:12]}.json"
+        )
         if not path.exists():
-            atomic_write_text(path, json.dumps({"indices": subset.tolist(), "sha256": digest}) + "\n")
+            atomic_write_text(
+                path, json.dumps({"indices": subset.tolist(), "sha256": digest}) + "\n"
+            )
 
-    # ------------------------------------------------------------------------------------ floor, ceiling
+    # ------------------------------------------------------------------------------------ floor,
+    # ceiling
     def floor(self, arch: str, base_width: int) -> int:
-        return sum(self.evaluate_backbone(random_backbone(arch, base_width, seed)) for seed in self.cfg.floor_seeds)
+        return sum(
+            self.evaluate_backbone(random_backbone(arch, base_width, seed))
+            for seed in self.cfg.floor_seeds
+        )
 
     def ceiling(self, arch: str, base_width: int, out: str | Path) -> int:
-        """Per task, a network of ``arch`` trained from scratch on that label (no augmentation: crops, flips
-        and colour changes would corrupt position, chirality and colour labels), evaluated by its own head
-        (protocol ``supervised``) and by the frozen-feature protocols on that task. Computed once: its
-        checkpoint and records are reused."""
+        """Per task, a network of ``arch`` trained from scratch on that label (no augmentation:
+        crops, flips and colour changes would corrupt position, chirality and colour labels),
+        evaluated by its own head (protocol ``supervised``) and by the frozen-feature protocols on
+        that task. Computed once: its checkpoint and records are reused."""
         cfg, before = self.cfg.ceiling, self.written
         for task in self.tasks:
-            config = {**to_dict(cfg), "optimizer": "adamw", "augment": None, **self._view_config(),
-                      "eval_seed": self.cfg.seed}
+            config = {
+                **to_dict(cfg),
+                "optimizer": "adamw",
+                "augment": None,
+                **self._view_config(),
+                "eval_seed": self.cfg.seed,
+            }
             torch.manual_seed(self.cfg.seed)
-            bb = Backbone(build_backbone(arch, base_width), "supervised", arch, base_width, None, cfg.epochs,
-                          self.cfg.seed)
-            tag = hashlib.sha256(json.dumps([data_identity(task.data), config], sort_keys=True).encode()).hexdigest()
-            # The folder name carries a hash of data and settings: a changed ceiling never reuses a stale network.
-            run = Path(out) / f"{task.dataset_name.replace('/', '_')}_{bb.arch_label}_{task.label}_{tag[:10]}"
+            bb = Backbone(
+                build_backbone(arch, base_width),
+                "supervised",
+                arch,
+                base_width,
+                None,
+                cfg.epochs,
+                self.cfg.seed,
+            )
+            tag = hashlib.sha256(
+                json.dumps([data_identity(task.data), config], sort_keys=True).encode()
+            ).hexdigest()
+            # The folder name carries a hash of data and settings: a changed ceiling never reuses a
+            # stale network.
+            run = (
+                Path(out)
+                / f"{task.dataset_name.replace('/', '_')}_{bb.arch_label}_{task.label}_{tag[:10]}"
+            )
             ckpt = run / "last.pt"
             if not ckpt.is_file():
                 self._train_ceiling(bb, task, ckpt, config)
@@ -263,17 +423,44 @@ class Evaluator:
         torch.manual_seed(self.cfg.seed)
         head = nn.Linear(bb.model.feature_dim, task.classes)
         data = LabelView(train, task.label, train_idx, self._eval_transform())
-        fit(bb.model, head, data, epochs=cfg.epochs, batch_size=cfg.batch_size,
-            groups=[(list(bb.model.parameters()) + list(head.parameters()), cfg.lr)], optimizer="adamw",
-            weight_decay=cfg.weight_decay, device=self.device, seed=self.cfg.seed,
-            num_workers=self.cfg.data.num_workers, desc=f"ceiling {task.label}")
-        value = 100 * evaluate(bb.model, head, LabelView(test, task.label), self.cfg.batch_size, self.device)
+        fit(
+            bb.model,
+            head,
+            data,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            groups=[(list(bb.model.parameters()) + list(head.parameters()), cfg.lr)],
+            optimizer="adamw",
+            weight_decay=cfg.weight_decay,
+            device=self.device,
+            seed=self.cfg.seed,
+            num_workers=self.cfg.data.num_workers,
+            desc=f"ceiling {task.label}",
+        )
+        value = 100 * evaluate(
+            bb.model, head, LabelView(test, task.label), self.cfg.batch_size, self.device
+        )
         bb.model.cpu()
-        save_checkpoint({"format": FORMAT, "backbone": bb.model.state_dict(), "arch": bb.arch,
-                         "base_width": bb.base_width, "method": "supervised", "epoch": cfg.epochs,
-                         "config": {"seed": self.cfg.seed, "task": f"{task.dataset_name}/{task.label}", **config},
-                         "head": head.cpu().state_dict(), "test_top1": value, "n_train": len(data),
-                         "n_test": len(test)}, ckpt)
+        save_checkpoint(
+            {
+                "format": FORMAT,
+                "backbone": bb.model.state_dict(),
+                "arch": bb.arch,
+                "base_width": bb.base_width,
+                "method": "supervised",
+                "epoch": cfg.epochs,
+                "config": {
+                    "seed": self.cfg.seed,
+                    "task": f"{task.dataset_name}/{task.label}",
+                    **config,
+                },
+                "head": head.cpu().state_dict(),
+                "test_top1": value,
+                "n_train": len(data),
+                "n_test": len(test),
+            },
+            ckpt,
+        )
 
 
 def _load_ceiling(path: Path, arch: str, base_width: int) -> nn.Module:

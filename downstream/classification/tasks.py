@@ -1,10 +1,11 @@
 """What is evaluated: tasks (a data split and one of its labels) and their train / val / test parts.
 
-FactorShapes has all three parts. CIFAR, STL-10 and Fashion-MNIST have train and test: a fixed fraction of
-train (drawn with seed 0, the same for every run) becomes the validation part. An image folder needs
-``train/`` and ``val/`` (the ImageNet layout: val is the test part, validation is held out of train) or
-``train/``, ``val/`` and ``test/``.
+FactorShapes has all three parts. CIFAR, STL-10 and Fashion-MNIST have train and test: a fixed
+fraction of train (drawn with seed 0, the same for every run) becomes the validation part. An image
+folder needs ``train/`` and ``val/`` (the ImageNet layout: val is the test part, validation is held
+out of train) or ``train/``, ``val/`` and ``test/``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,8 +18,13 @@ from core.data import build_dataset, default_data_root
 from core.data.base import DataError, ImageDataset
 
 #: Which stored part plays test, and whether validation is held out of train, per data set.
-NATIVE_PARTS = {"factorshapes": ("train", "val", "test"), "cifar10": ("train", "test"),
-                "cifar100": ("train", "test"), "stl10": ("train", "test"), "fashion_mnist": ("train", "test")}
+NATIVE_PARTS = {
+    "factorshapes": ("train", "val", "test"),
+    "cifar10": ("train", "test"),
+    "cifar100": ("train", "test"),
+    "stl10": ("train", "test"),
+    "fashion_mnist": ("train", "test"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,8 +48,14 @@ def data_identity(data: DataConfig) -> dict:
     root = str(Path(data.root or default_data_root()).expanduser().resolve())
     identity = {"dataset": data.dataset, "root": root}
     if data.dataset == "factorshapes":
-        identity.update(split=data.split, image_size=data.image_size, n=data.n, generator_seed=data.generator_seed)
-        if data.object_scale != 1.0:  # absent at 1, so that caches and ceilings made before the key stay valid
+        identity.update(
+            split=data.split,
+            image_size=data.image_size,
+            n=data.n,
+            generator_seed=data.generator_seed,
+        )
+        # absent at 1, so that caches and ceilings made before the key stay valid
+        if data.object_scale != 1.0:
             identity["object_scale"] = data.object_scale
     return identity
 
@@ -53,30 +65,42 @@ def stored_parts(data: DataConfig) -> tuple[str, ...]:
     if data.dataset == "folder":
         root = Path(data.root or "").expanduser()
         if not (root / "train").is_dir() or not (root / "val").is_dir():
-            raise DataError(f"image folder {root} needs train/ and val/ sub-folders of class folders for "
-                            "classification (test/ as well, or val/ is used as the test part)")
+            raise DataError(
+                f"image folder {root} needs train/ and val/ sub-folders of class folders for "
+                "classification (test/ as well, or val/ is used as the test part)"
+            )
         return ("train", "val", "test") if (root / "test").is_dir() else ("train", "val")
     return NATIVE_PARTS[data.dataset]
 
 
 def resolve_tasks(data: DataConfig, names: list[str]) -> list[Task]:
-    """Tasks named ``split/label`` (FactorShapes) or ``label``; none named: every task of the data set."""
+    """Tasks named ``split/label`` (FactorShapes) or ``label``; none named: every task of the data
+    set."""
     if data.dataset == "factorshapes":
         from core.data.factorshapes import FACTOR_TASKS, FACTORS, LABELS_BY_SPLIT
 
-        pairs = [tuple(n.split("/", 1)) if "/" in n else (data.split, n) for n in names] or list(FACTOR_TASKS)
+        pairs = [tuple(n.split("/", 1)) if "/" in n else (data.split, n) for n in names] or list(
+            FACTOR_TASKS
+        )
         tasks = []
         for split, label in pairs:
             if split not in LABELS_BY_SPLIT or split.startswith("det") or split == "pretrain":
-                raise DataError(f"'{split}/{label}': classification needs split cls-upright or cls-rot")
+                raise DataError(
+                    f"'{split}/{label}': classification needs split cls-upright or cls-rot"
+                )
             if label not in LABELS_BY_SPLIT[split]:
-                raise DataError(f"no label '{label}' in FactorShapes {split}; labels: {', '.join(LABELS_BY_SPLIT[split])}")
+                raise DataError(
+                    f"no label '{label}' in FactorShapes {split}; labels: "
+                    f"{', '.join(LABELS_BY_SPLIT[split])}"
+                )
             tasks.append(Task(dataclasses.replace(data, split=split), label, FACTORS[label]))
         return tasks
     stored_parts(data)
     labels = build_dataset(data, part="train", progress=False).label_names
     if not labels:
-        raise DataError(f"{data.dataset} at {data.root} has no labels (an image folder needs class sub-folders)")
+        raise DataError(
+            f"{data.dataset} at {data.root} has no labels (an image folder needs class sub-folders)"
+        )
     unknown = [n for n in names if n not in labels]
     if unknown:
         raise DataError(f"unknown labels {unknown}; {data.dataset} has: {', '.join(labels)}")
@@ -86,10 +110,12 @@ def resolve_tasks(data: DataConfig, names: list[str]) -> list[Task]:
 def held_out(n: int, fraction: float) -> np.ndarray:
     """Indices of the validation part held out of a train part of ``n`` samples (fixed: seed 0)."""
     order = np.random.default_rng(0).permutation(n)
-    return np.sort(order[:max(1, round(fraction * n))])
+    return np.sort(order[: max(1, round(fraction * n))])
 
 
-def split_indices(data: DataConfig, n_train: int, val_fraction: float) -> dict[str, tuple[str, np.ndarray | None]]:
+def split_indices(
+    data: DataConfig, n_train: int, val_fraction: float
+) -> dict[str, tuple[str, np.ndarray | None]]:
     """``{"train" | "val" | "test": (stored part, indices into it or None for all)}``."""
     parts = stored_parts(data)
     if len(parts) == 3:
@@ -100,13 +126,16 @@ def split_indices(data: DataConfig, n_train: int, val_fraction: float) -> dict[s
 
 
 def balanced_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """A class-balanced subset: ``round(fraction * n_c)`` (at least 1) samples of every class c, drawn with
-    ``seed``; sorted indices. The same (labels, fraction, seed) always gives the same subset."""
+    """A class-balanced subset: ``round(fraction * n_c)`` (at least 1) samples of every class c,
+    drawn with ``seed``; sorted indices. The same (labels, fraction, seed) always gives the same
+    subset."""
     rng = np.random.default_rng([seed, round(fraction * 1e6)])
     chosen = []
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
-        chosen.append(rng.choice(members, size=max(1, round(fraction * len(members))), replace=False))
+        chosen.append(
+            rng.choice(members, size=max(1, round(fraction * len(members))), replace=False)
+        )
     return np.sort(np.concatenate(chosen))
 
 

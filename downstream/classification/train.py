@@ -1,5 +1,7 @@
-"""Supervised training on images, shared by ``linear-sgd`` (frozen backbone), ``finetune`` (whole network)
-and the supervised ceiling (whole network from scratch): a linear head, cosine schedule, per-step progress."""
+"""Supervised training on images, shared by ``linear-sgd`` (frozen backbone), ``finetune`` (whole
+network) and the supervised ceiling (whole network from scratch): a linear head, cosine schedule,
+per-step progress."""
+
 from __future__ import annotations
 
 import math
@@ -16,11 +18,20 @@ from core.data.transforms import resize_center_crop, to_float
 from core.logs import progress_bar
 from core.memory_format import choose_for
 
+CPU = torch.device("cpu")
+
 
 class LabelView(torch.utils.data.Dataset):
-    """``(image, label)`` pairs of one label of ``dataset``, restricted to ``indices``, through ``transform``."""
+    """``(image, label)`` pairs of one label of ``dataset``, restricted to ``indices``, through
+    ``transform``."""
 
-    def __init__(self, dataset: ImageDataset, label: str, indices: Sequence[int] | None = None, transform=None):
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        label: str,
+        indices: Sequence[int] | None = None,
+        transform=None,
+    ):
         self.dataset, self.label, self.transform = dataset, label, transform
         self.indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
 
@@ -32,30 +43,60 @@ class LabelView(torch.utils.data.Dataset):
         return (self.transform(image) if self.transform is not None else image), target[self.label]
 
 
-def train_transform(size: int, crop_scale: tuple[float, float] | None, flip: bool, resize_ratio: float = 1.0):
-    """Random-resized crop (+ flip) on uint8 tensors; the evaluation resize when ``crop_scale`` is None."""
-    steps = [v2.RandomResizedCrop(size, scale=tuple(crop_scale), antialias=True)] if crop_scale else \
-        [resize_center_crop(size, resize_ratio)]
+def train_transform(
+    size: int, crop_scale: tuple[float, float] | None, flip: bool, resize_ratio: float = 1.0
+):
+    """Random-resized crop (+ flip) on uint8 tensors; the evaluation resize when ``crop_scale`` is
+    None."""
+    steps = (
+        [v2.RandomResizedCrop(size, scale=tuple(crop_scale), antialias=True)]
+        if crop_scale
+        else [resize_center_crop(size, resize_ratio)]
+    )
     return v2.Compose(steps + ([v2.RandomHorizontalFlip()] if flip else []))
 
 
-def fit(backbone: nn.Module, head: nn.Linear, data: torch.utils.data.Dataset, *, epochs: int, batch_size: int,
-        groups: list[tuple[list[nn.Parameter], float]], optimizer: str = "sgd", weight_decay: float = 0.0,
-        momentum: float = 0.9, train_backbone: bool = True, device: torch.device = torch.device("cpu"),
-        seed: int = 0, num_workers: int = 0, desc: str = "train") -> list[float]:
-    """Train ``head`` (and ``backbone`` when ``train_backbone``) with cross-entropy; returns the loss per epoch.
+def fit(
+    backbone: nn.Module,
+    head: nn.Linear,
+    data: torch.utils.data.Dataset,
+    *,
+    epochs: int,
+    batch_size: int,
+    groups: list[tuple[list[nn.Parameter], float]],
+    optimizer: str = "sgd",
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+    train_backbone: bool = True,
+    device: torch.device = CPU,
+    seed: int = 0,
+    num_workers: int = 0,
+    desc: str = "train",
+) -> list[float]:
+    """Train ``head`` (and ``backbone`` when ``train_backbone``) with cross-entropy; returns the
+    loss per epoch.
 
-    ``groups`` are (parameters, peak lr) pairs; each lr follows a cosine from its peak to 0 over all steps.
-    A frozen backbone stays in eval mode (BN statistics untouched), as in VICReg's linear evaluation.
+    ``groups`` are (parameters, peak lr) pairs; each lr follows a cosine from its peak to 0 over all
+    steps. A frozen backbone stays in eval mode (BN statistics untouched), as in VICReg's linear
+    evaluation.
     """
     generator = torch.Generator().manual_seed(seed)
-    loader = torch.utils.data.DataLoader(data, batch_size=min(batch_size, len(data)), shuffle=True,
-                                         drop_last=len(data) >= batch_size, generator=generator,
-                                         num_workers=num_workers)
+    loader = torch.utils.data.DataLoader(
+        data,
+        batch_size=min(batch_size, len(data)),
+        shuffle=True,
+        drop_last=len(data) >= batch_size,
+        generator=generator,
+        num_workers=num_workers,
+    )
     params = [{"params": p, "lr": lr, "peak": lr} for p, lr in groups]
-    opt = (torch.optim.SGD(params, momentum=momentum, weight_decay=weight_decay) if optimizer == "sgd"
-           else torch.optim.AdamW(params, weight_decay=weight_decay))
-    # channels_last where core.memory_format finds it safe and faster (CUDA; CPUs with AVX-512 kernels).
+    opt = (
+        torch.optim.SGD(params, momentum=momentum, weight_decay=weight_decay)
+        if optimizer == "sgd"
+        else torch.optim.AdamW(params, weight_decay=weight_decay)
+    )
+    # channels_last where core.memory_format finds it safe and faster (CUDA; CPUs with AVX-512
+    # kernels).
     memory = choose_for(backbone, torch.device(device)).memory_format
     backbone.to(device, memory_format=memory).train(train_backbone)
     head.to(device).train()
@@ -70,7 +111,9 @@ def fit(backbone: nn.Module, head: nn.Linear, data: torch.utils.data.Dataset, *,
                 features = backbone(to_float(images.to(device)).contiguous(memory_format=memory))
             loss = F.cross_entropy(head(features), labels.to(device))
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step}; lower the learning rate")
+                raise FloatingPointError(
+                    f"{desc}: loss is {loss.item()} at step {step}; lower the learning rate"
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -85,12 +128,20 @@ def fit(backbone: nn.Module, head: nn.Linear, data: torch.utils.data.Dataset, *,
 
 
 @torch.no_grad()
-def evaluate(backbone: nn.Module, head: nn.Linear, data: torch.utils.data.Dataset, batch_size: int = 256,
-             device: torch.device = torch.device("cpu"), num_workers: int = 0) -> float:
+def evaluate(
+    backbone: nn.Module,
+    head: nn.Linear,
+    data: torch.utils.data.Dataset,
+    batch_size: int = 256,
+    device: torch.device = CPU,
+    num_workers: int = 0,
+) -> float:
     """Top-1 accuracy (a fraction) of ``head(backbone(x))`` on ``data``."""
     backbone.to(device).eval()
     head.to(device).eval()
-    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=batch_size, shuffle=False, num_workers=num_workers
+    )
     correct = count = 0
     for images, labels in loader:
         logits = head(backbone(to_float(images.to(device))))

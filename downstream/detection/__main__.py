@@ -1,18 +1,24 @@
 """Detection and instance segmentation transfer with MMDetection (Faster / Mask R-CNN).
 
-  python -m downstream.detection --protocol embedded-frcnn --ckpt CKPT [--floor] [--set key=value ...]
+  python -m downstream.detection --protocol embedded-frcnn --ckpt CKPT [--floor] [--set key=value
+  ...]
   python -m downstream.detection --protocol embedded-mrcnn --ckpt CKPT --set categories=color
 
-Protocol cards live in downstream/detection/configs/: embedded-frcnn, embedded-mrcnn (FactorShapes `det`,
-CPU minutes), voc0712-frcnn-c4-24k (VOCdevkit folder), coco-mrcnn-fpn-1x and coco-mrcnn-c4-1x (COCO folder).
---set overrides any card key, e.g. max_iters=600 data.categories=orient data.root=/data/coco. Several GPUs:
-torchrun --nproc_per_node 8 -m downstream.detection ... (mmengine's pytorch launcher, SyncBN kept; batch_size
-in the card is the total over processes). Runs whose records exist are skipped unless --force. --ckpt takes any checkpoint the
-importer accepts; its backbone is exported to the file mmdet's Pretrained init loads, and training starts only
-after a check that every ResNet tensor of the detector equals it. --floor also trains a random-init backbone
-of the same architecture under the same schedule. Each run keeps mmdet's logs and final weights under
---out/<protocol>_<label>_s<seed>/ and appends AP, AP50, AP75 (box, and mask for Mask R-CNN) to --records.
+Protocol cards live in downstream/detection/configs/: embedded-frcnn, embedded-mrcnn (FactorShapes
+`det`, CPU minutes), voc0712-frcnn-c4-24k (VOCdevkit folder), coco-mrcnn-fpn-1x and coco-mrcnn-c4-1x
+(COCO folder).
+--set overrides any card key, e.g. max_iters=600 data.categories=orient data.root=/data/coco.
+Several GPUs:
+torchrun --nproc_per_node 8 -m downstream.detection ... (mmengine's pytorch launcher, SyncBN kept;
+batch_size in the card is the total over processes). Runs whose records exist are skipped unless
+--force. --ckpt takes any checkpoint the importer accepts; its backbone is exported to the file
+mmdet's Pretrained init loads, and training starts only after a check that every ResNet tensor of
+the detector equals it. --floor also trains a random-init backbone of the same architecture under
+the same schedule. Each run keeps mmdet's logs and final weights under
+--out/<protocol>_<label>_s<seed>/ and appends AP, AP50, AP75 (box, and mask for Mask R-CNN) to
+--records.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,15 +34,28 @@ from core.config import ConfigError, parse_override
 from core.logs import setup_logging
 from core.runlock import RunLock
 
-#: mmdet metric keys -> record metric names: COCO box/mask AP, AP50, AP75; VOC (pascal_voc/) box AP over
+#: mmdet metric keys -> record metric names: COCO box/mask AP, AP50, AP75; VOC (pascal_voc/) box AP
+# over
 #: IoU 0.50:0.95 (11-point AP per threshold), AP50 and AP75.
-METRIC_KEYS = {"coco/bbox_mAP": "box_AP", "coco/bbox_mAP_50": "box_AP50", "coco/bbox_mAP_75": "box_AP75",
-               "coco/segm_mAP": "mask_AP", "coco/segm_mAP_50": "mask_AP50", "coco/segm_mAP_75": "mask_AP75",
-               "pascal_voc/mAP": "box_AP", "pascal_voc/AP50": "box_AP50", "pascal_voc/AP75": "box_AP75"}
+METRIC_KEYS = {
+    "coco/bbox_mAP": "box_AP",
+    "coco/bbox_mAP_50": "box_AP50",
+    "coco/bbox_mAP_75": "box_AP75",
+    "coco/segm_mAP": "mask_AP",
+    "coco/segm_mAP_50": "mask_AP50",
+    "coco/segm_mAP_75": "mask_AP75",
+    "pascal_voc/mAP": "box_AP",
+    "pascal_voc/AP50": "box_AP50",
+    "pascal_voc/AP75": "box_AP75",
+}
 
 
 def dataset_name(card) -> str:
-    return f"factorshapes/{card.data.split}" if card.data.type == "factorshapes" else card.data.get("name", card.data.type)
+    return (
+        f"factorshapes/{card.data.split}"
+        if card.data.type == "factorshapes"
+        else card.data.get("name", card.data.type)
+    )
 
 
 def part_size(part: dict) -> int:
@@ -46,11 +65,23 @@ def part_size(part: dict) -> int:
     return sum(len(Path(part["root"], s).read_text().split()) for s in part["sets"])
 
 
-def record_runs(card, metrics: dict[str, float], *, method: str, arch: str, ckpt_ref: dict[str, str] | None,
-                seed: int, records: Path, n_train: int, n_test: int, epochs) -> int:
+def record_runs(
+    card,
+    metrics: dict[str, float],
+    *,
+    method: str,
+    arch: str,
+    ckpt_ref: dict[str, str] | None,
+    seed: int,
+    records: Path,
+    n_train: int,
+    n_test: int,
+    epochs,
+) -> int:
     """One record per AP number, with the protocol and the torch / mmcv / mmdet versions.
 
-    ``ckpt_ref``: ``core.records.checkpoint_ref`` of the pretrained checkpoint (None for a random init).
+    ``ckpt_ref``: ``core.records.checkpoint_ref`` of the pretrained checkpoint (None for a random
+    init).
     """
     import mmcv
     import mmdet
@@ -65,18 +96,33 @@ def record_runs(card, metrics: dict[str, float], *, method: str, arch: str, ckpt
         if key not in metrics:
             continue
         value = 100 * float(metrics[key])  # both metrics report fractions
-        append_record(records, make_record(
-            stage=stage, method=method, arch=arch, pretrain_ckpt=ckpt_ref, pretrain_epochs=epochs,
-            dataset=dataset_name(card), task=card.data.get("categories", "objects"), protocol=card.protocol,
-            seed=seed, metric=name, value=value, n_train=n_train, n_test=n_test,
-            config={k: v for k, v in card.to_dict().items() if k not in ("train_augment",)},
-            record_versions=versions))
+        append_record(
+            records,
+            make_record(
+                stage=stage,
+                method=method,
+                arch=arch,
+                pretrain_ckpt=ckpt_ref,
+                pretrain_epochs=epochs,
+                dataset=dataset_name(card),
+                task=card.data.get("categories", "objects"),
+                protocol=card.protocol,
+                seed=seed,
+                metric=name,
+                value=value,
+                n_train=n_train,
+                n_test=n_test,
+                config={k: v for k, v in card.to_dict().items() if k not in ("train_augment",)},
+                record_versions=versions,
+            ),
+        )
         written += 1
     return written
 
 
 def already_recorded(records: Path, card, bb, ckpt_ref: dict[str, str] | None, seed: int) -> bool:
-    """Whether ``records`` holds this protocol's AP for this backbone (same checkpoint file content), data and seed."""
+    """Whether ``records`` holds this protocol's AP for this backbone (same checkpoint file
+    content), data and seed."""
     from core.records import read_records
 
     if not records.is_file():
@@ -84,38 +130,73 @@ def already_recorded(records: Path, card, bb, ckpt_ref: dict[str, str] | None, s
     table = read_records(records)
     if table.empty:
         return False
-    same = ((table["protocol"] == card.protocol) & (table["seed"] == seed) & (table["dataset"] == dataset_name(card))
-            & (table["task"] == card.data.get("categories", "objects")) & (table["arch"] == bb.arch_label))
+    same = (
+        (table["protocol"] == card.protocol)
+        & (table["seed"] == seed)
+        & (table["dataset"] == dataset_name(card))
+        & (table["task"] == card.data.get("categories", "objects"))
+        & (table["arch"] == bb.arch_label)
+    )
     if ckpt_ref is None:
         same &= (table["method"] == bb.method) & table["pretrain_ckpt"].isna()
     else:
         digest = ckpt_ref["sha256"]
-        same &= table["pretrain_ckpt"].map(lambda ref: isinstance(ref, dict) and ref.get("sha256") == digest)
+        same &= table["pretrain_ckpt"].map(
+            lambda ref: isinstance(ref, dict) and ref.get("sha256") == digest
+        )
     return bool(same.any())
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m downstream.detection", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--protocol", default="embedded-frcnn", help="protocol card id or path (default: %(default)s)")
-    parser.add_argument("--ckpt", type=Path, action="append", default=[], help="checkpoint to transfer (repeatable)")
-    parser.add_argument("--floor", action="store_true", help="also train a random-init backbone (the floor)")
-    parser.add_argument("--arch", default=None, help="architecture of the floor without --ckpt, e.g. resnet18w16")
+    parser = argparse.ArgumentParser(
+        prog="python -m downstream.detection",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--protocol",
+        default="embedded-frcnn",
+        help="protocol card id or path (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--ckpt", type=Path, action="append", default=[], help="checkpoint to transfer (repeatable)"
+    )
+    parser.add_argument(
+        "--floor", action="store_true", help="also train a random-init backbone (the floor)"
+    )
+    parser.add_argument(
+        "--arch", default=None, help="architecture of the floor without --ckpt, e.g. resnet18w16"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
-                        help="override card keys, e.g. max_iters=600 data.categories=color")
-    parser.add_argument("--force", action="store_true", help="run even when records for the run exist")
-    parser.add_argument("--data-root", default=None, help="FactorShapes cache folder (default: the data cache)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="KEY=VALUE",
+        nargs="+",
+        action="extend",
+        default=[],
+        help="override card keys, e.g. max_iters=600 data.categories=color",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="run even when records for the run exist"
+    )
+    parser.add_argument(
+        "--data-root", default=None, help="FactorShapes cache folder (default: the data cache)"
+    )
     parser.add_argument("--out", type=Path, default=Path("results/runs/detection"))
-    parser.add_argument("--records", type=Path, default=None,
-                        help="records file (default: results/records/<detection|segmentation>.jsonl)")
+    parser.add_argument(
+        "--records",
+        type=Path,
+        default=None,
+        help="records file (default: results/records/<detection|segmentation>.jsonl)",
+    )
     args = parser.parse_args(argv)
     setup_logging()
 
+    from core.records import checkpoint_ref
     from downstream.classification.__main__ import parse_arch
     from downstream.classification.features import load_backbone, random_backbone
-    from core.records import checkpoint_ref
-    from downstream.detection.runner import data_parts, load_card, run, world_size
+    from downstream.detection.runner import data_parts, load_card, run
 
     try:
         overrides = {}
@@ -123,11 +204,16 @@ def main(argv: list[str] | None = None) -> int:
             path, value = parse_override(text)
             overrides[".".join(path)] = value
         card = load_card(args.protocol, overrides)
-        records = args.records or Path("results/records") / f"{'segmentation' if card.masks else 'detection'}.jsonl"
+        records = (
+            args.records
+            or Path("results/records") / f"{'segmentation' if card.masks else 'detection'}.jsonl"
+        )
         parts = data_parts(card, args.data_root)
         runs = [load_backbone(ckpt) for ckpt in args.ckpt]  # each checkpoint read once
         if args.floor:
-            archs = {(bb.arch, bb.base_width) for bb in runs} or ({parse_arch(args.arch)} if args.arch else set())
+            archs = {(bb.arch, bb.base_width) for bb in runs} or (
+                {parse_arch(args.arch)} if args.arch else set()
+            )
             if not archs:
                 parser.error("--floor needs a --ckpt or --arch to know the architecture")
             runs += [random_backbone(a, w, args.seed) for a, w in sorted(archs)]
@@ -136,10 +222,13 @@ def main(argv: list[str] | None = None) -> int:
         n_train, n_test = part_size(parts["train"]), part_size(parts["val"])
         main_process = int(os.environ.get("RANK", "0")) == 0
         for bb in runs:
-            ckpt_ref = checkpoint_ref(bb.ckpt)  # hashed once per backbone: the skip check and every record
+            # hashed once per backbone: the skip check and every record
+            ckpt_ref = checkpoint_ref(bb.ckpt)
             if not args.force and already_recorded(records, card, bb, ckpt_ref, args.seed):
-                print(f"{card.protocol} {bb.method} {bb.arch_label} seed {args.seed}: records exist in {records}, "
-                      "skipped (--force redoes it)")
+                print(
+                    f"{card.protocol} {bb.method} {bb.arch_label} seed {args.seed}: records exist "
+                    f"in {records}, skipped (--force redoes it)"
+                )
                 continue
             label = f"{bb.method}_{bb.arch}w{bb.base_width}".replace(":", "-")
             start = time.time()
@@ -148,11 +237,25 @@ def main(argv: list[str] | None = None) -> int:
                 metrics = run(card, parts, bb.ckpt, bb.arch, bb.base_width, folder, args.seed)
             if not main_process:
                 continue
-            written = record_runs(card, metrics, method=bb.method, arch=bb.arch_label, ckpt_ref=ckpt_ref,
-                                  seed=args.seed, records=records, n_train=n_train, n_test=n_test,
-                                  epochs=bb.pretrain_epochs)
-            summary = ", ".join(f"{METRIC_KEYS[k]} {100 * v:.1f}" for k, v in metrics.items() if k in METRIC_KEYS)
-            print(f"{card.protocol} {bb.method} {bb.arch_label}: {summary} ({written} records, {time.time() - start:.0f} s)")
+            written = record_runs(
+                card,
+                metrics,
+                method=bb.method,
+                arch=bb.arch_label,
+                ckpt_ref=ckpt_ref,
+                seed=args.seed,
+                records=records,
+                n_train=n_train,
+                n_test=n_test,
+                epochs=bb.pretrain_epochs,
+            )
+            summary = ", ".join(
+                f"{METRIC_KEYS[k]} {100 * v:.1f}" for k, v in metrics.items() if k in METRIC_KEYS
+            )
+            print(
+                f"{card.protocol} {bb.method} {bb.arch_label}: {summary} ({written} records, "
+                f"{time.time() - start:.0f} s)"
+            )
     except (ConfigError, CheckpointError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,10 +1,13 @@
-"""Train and evaluate one detection protocol with mmengine's Runner: protocol card + backbone -> metrics.
+"""Train and evaluate one detection protocol with mmengine's Runner: protocol card + backbone ->
+metrics.
 
-The card (``downstream/detection/configs/<protocol>.py``) states the schedule, head, BN and data; this module
-composes the full mmengine config (model from ``models.detector_config``, COCO data sets, SGD with linear
-warm-up and steps), checks the backbone hand-off before the first step, trains, and evaluates in the same
-process (mmengine's own checkpoints do not load under ``weights_only``; see docs/detection-notes.md).
+The card (``downstream/detection/configs/<protocol>.py``) states the schedule, head, BN and data;
+this module composes the full mmengine config (model from ``models.detector_config``, COCO data
+sets, SGD with linear warm-up and steps), checks the backbone hand-off before the first step,
+trains, and evaluates in the same process (mmengine's own checkpoints do not load under
+``weights_only``; see docs/detection-notes.md).
 """
+
 from __future__ import annotations
 
 import json
@@ -42,7 +45,8 @@ def load_card(protocol: str | Path, overrides: dict[str, Any] | None = None) -> 
 
 @HOOKS.register_module()
 class HandoffCheckHook(Hook):
-    """Before the first training step, fail unless the detector's ResNet holds the pretrained tensors."""
+    """Before the first training step, fail unless the detector's ResNet holds the pretrained
+    tensors."""
 
     priority = "VERY_HIGH"
 
@@ -60,10 +64,13 @@ class HandoffCheckHook(Hook):
 class TrainedFirstConstructor(DefaultOptimWrapperConstructor):
     """mmengine's constructor with the parameter groups that train (lr > 0) first.
 
-    mmengine logs the lr of the first group only; with the backbone held at lr x 0 (the embedded cards) that
-    read 0 all run long. SGD updates each group on its own, so the order changes no number."""
+    mmengine logs the lr of the first group only; with the backbone held at lr x 0 (the embedded
+    cards) that read 0 all run long. SGD updates each group on its own, so the order changes no
+    number."""
 
-    def add_params(self, params: list[dict], module: torch.nn.Module, prefix: str = "", **kwargs: Any) -> None:
+    def add_params(
+        self, params: list[dict], module: torch.nn.Module, prefix: str = "", **kwargs: Any
+    ) -> None:
         super().add_params(params, module, prefix=prefix, **kwargs)
         if not prefix:  # the outermost call, after the recursion has added every group
             params.sort(key=lambda group: group.get("lr", self.base_lr) == 0)
@@ -77,10 +84,16 @@ def coco_part(image_dir: str | Path, ann_file: str | Path) -> dict[str, Any]:
 
 
 def voc_part(root: str | Path, image_sets: list[str]) -> dict[str, Any]:
-    """One VOCdevkit part: ``image_sets`` like ``VOC2007/ImageSets/Main/test.txt`` under ``root``."""
+    """One VOCdevkit part: ``image_sets`` like ``VOC2007/ImageSets/Main/test.txt`` under
+    ``root``."""
     from mmdet.datasets import VOCDataset
 
-    return {"kind": "voc", "root": str(root), "sets": list(image_sets), "classes": tuple(VOCDataset.METAINFO["classes"])}
+    return {
+        "kind": "voc",
+        "root": str(root),
+        "sets": list(image_sets),
+        "classes": tuple(VOCDataset.METAINFO["classes"]),
+    }
 
 
 def factorshapes_parts(card: ConfigDict, root: str | None = None) -> dict[str, dict[str, Any]]:
@@ -91,33 +104,47 @@ def factorshapes_parts(card: ConfigDict, root: str | None = None) -> dict[str, d
     spec = card.data
     parts = {}
     for part in ("train", "val"):
-        folder = ensure_split(root or default_data_root(), spec.split, part, spec.get("n"), spec.image_size, 0)
+        folder = ensure_split(
+            root or default_data_root(), spec.split, part, spec.get("n"), spec.image_size, 0
+        )
         files = coco_files(folder)
         if spec.categories not in files:
-            raise ValueError(f"no '{spec.categories}' categories for split {spec.split}; choose one of {', '.join(files)}")
+            raise ValueError(
+                f"no '{spec.categories}' categories for split {spec.split}; choose one of "
+                f"{', '.join(files)}"
+            )
         parts[part] = coco_part(folder / "images", files[spec.categories])
     return parts
 
 
 def _require(path: Path, what: str, layout: str) -> Path:
     if not path.exists():
-        raise FileNotFoundError(f"{what} not found: {path}; pass --set data.root=PATH to a folder in the {layout}")
+        raise FileNotFoundError(
+            f"{what} not found: {path}; pass --set data.root=PATH to a folder in the {layout}"
+        )
     return path
 
 
 def data_parts(card: ConfigDict, factorshapes_root: str | None = None) -> dict[str, dict[str, Any]]:
-    """The card's train and val parts: FactorShapes (generated), a COCO folder or a VOCdevkit folder."""
+    """The card's train and val parts: FactorShapes (generated), a COCO folder or a VOCdevkit
+    folder."""
     spec = card.data
     if spec.type == "factorshapes":
         return factorshapes_parts(card, factorshapes_root)
     root = Path(spec.root)
     if spec.type == "coco":
         layout = "COCO layout (train2017/, val2017/, annotations/instances_*.json)"
-        return {part: coco_part(_require(root / spec[part].img, f"COCO {part} images", layout),
-                                _require(root / spec[part].ann, f"COCO {part} annotations", layout))
-                for part in ("train", "val")}
+        return {
+            part: coco_part(
+                _require(root / spec[part].img, f"COCO {part} images", layout),
+                _require(root / spec[part].ann, f"COCO {part} annotations", layout),
+            )
+            for part in ("train", "val")
+        }
     if spec.type == "voc":
-        layout = "VOCdevkit layout (VOC2007/, VOC2012/ with ImageSets/Main, Annotations, JPEGImages)"
+        layout = (
+            "VOCdevkit layout (VOC2007/, VOC2012/ with ImageSets/Main, Annotations, JPEGImages)"
+        )
         for image_set in [*spec.train, *spec.val]:
             _require(root / image_set, "VOC image set", layout)
         return {"train": voc_part(root, spec.train), "val": voc_part(root, spec.val)}
@@ -126,32 +153,59 @@ def data_parts(card: ConfigDict, factorshapes_root: str | None = None) -> dict[s
 
 def _dataset(part: dict[str, Any], pipeline: list, test_mode: bool) -> dict[str, Any]:
     if part.get("kind", "coco") == "coco":
-        return dict(type="CocoDataset", data_root="", ann_file=part["ann"], data_prefix=dict(img=part["img"] + "/"),
-                    metainfo=dict(classes=part["classes"]), test_mode=test_mode, pipeline=pipeline,
-                    filter_cfg=None if test_mode else dict(filter_empty_gt=True, min_size=1))
-    sets = [dict(type="VOCDataset", data_root=part["root"] + "/", ann_file=image_set,
-                 data_prefix=dict(sub_data_root=image_set.split("/")[0] + "/"), test_mode=test_mode,
-                 pipeline=pipeline, filter_cfg=None if test_mode else dict(filter_empty_gt=True, min_size=1))
-            for image_set in part["sets"]]
+        return dict(
+            type="CocoDataset",
+            data_root="",
+            ann_file=part["ann"],
+            data_prefix=dict(img=part["img"] + "/"),
+            metainfo=dict(classes=part["classes"]),
+            test_mode=test_mode,
+            pipeline=pipeline,
+            filter_cfg=None if test_mode else dict(filter_empty_gt=True, min_size=1),
+        )
+    sets = [
+        dict(
+            type="VOCDataset",
+            data_root=part["root"] + "/",
+            ann_file=image_set,
+            data_prefix=dict(sub_data_root=image_set.split("/")[0] + "/"),
+            test_mode=test_mode,
+            pipeline=pipeline,
+            filter_cfg=None if test_mode else dict(filter_empty_gt=True, min_size=1),
+        )
+        for image_set in part["sets"]
+    ]
     # ignore_keys: VOC2007 and VOC2012 differ in metainfo's dataset_type, which is only a label.
-    return sets[0] if len(sets) == 1 else dict(type="ConcatDataset", ignore_keys=["dataset_type"], datasets=sets)
+    return (
+        sets[0]
+        if len(sets) == 1
+        else dict(type="ConcatDataset", ignore_keys=["dataset_type"], datasets=sets)
+    )
 
 
 def _evaluator(card: ConfigDict, parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
     if parts["val"].get("kind") == "voc":
-        # MoCo's VOC report: COCO-style AP over IoU 0.50:0.95 with VOC2007's 11-point AP, plus AP50 and AP75.
-        return dict(type="VOCMetric", metric="mAP", eval_mode="11points",
-                    iou_thrs=[round(0.5 + 0.05 * i, 2) for i in range(10)])
+        # MoCo's VOC report: COCO-style AP over IoU 0.50:0.95 with VOC2007's 11-point AP, plus AP50
+        # and AP75.
+        return dict(
+            type="VOCMetric",
+            metric="mAP",
+            eval_mode="11points",
+            iou_thrs=[round(0.5 + 0.05 * i, 2) for i in range(10)],
+        )
     return dict(type="CocoMetric", ann_file=parts["val"]["ann"], metric=list(card.metrics))
 
 
 def _backbone_lr(card: ConfigDict) -> dict[str, Any]:
-    """``backbone_lr_mult`` of the card (default 1): the backbone's lr as a fraction of the heads' lr. The C4
-    head's ResNet stage 4 counts as backbone too, so every pretrained tensor moves at the same rate."""
+    """``backbone_lr_mult`` of the card (default 1): the backbone's lr as a fraction of the heads'
+    lr. The C4 head's ResNet stage 4 counts as backbone too, so every pretrained tensor moves at the
+    same rate."""
     mult = float(card.get("backbone_lr_mult", 1.0))
     if mult == 1.0:
         return {}
-    return dict(custom_keys={"backbone": dict(lr_mult=mult), "roi_head.shared_head": dict(lr_mult=mult)})
+    return dict(
+        custom_keys={"backbone": dict(lr_mult=mult), "roi_head.shared_head": dict(lr_mult=mult)}
+    )
 
 
 def world_size() -> int:
@@ -159,71 +213,166 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def mmengine_config(card: ConfigDict, parts: dict[str, dict[str, Any]], arch: str, base_width: int,
-                    pretrained: str | None, work_dir: str | Path, seed: int, workers: int = 0) -> Config:
+def mmengine_config(
+    card: ConfigDict,
+    parts: dict[str, dict[str, Any]],
+    arch: str,
+    base_width: int,
+    pretrained: str | None,
+    work_dir: str | Path,
+    seed: int,
+    workers: int = 0,
+) -> Config:
     """The complete mmengine config of one run."""
     masks = bool(card.masks)
-    load = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations", with_bbox=True, with_mask=masks)]
+    load = [
+        dict(type="LoadImageFromFile"),
+        dict(type="LoadAnnotations", with_bbox=True, with_mask=masks),
+    ]
     resize = dict(type="Resize", scale=tuple(card.image_scale), keep_ratio=True)
-    train_resize = (dict(type="RandomChoiceResize", scales=[tuple(s) for s in card.train_scales], keep_ratio=True)
-                    if card.get("train_scales") else resize)
+    train_resize = (
+        dict(
+            type="RandomChoiceResize", scales=[tuple(s) for s in card.train_scales], keep_ratio=True
+        )
+        if card.get("train_scales")
+        else resize
+    )
     train_pipeline = load + [train_resize, *card.train_augment, dict(type="PackDetInputs")]
-    test_pipeline = [load[0], resize, load[1], dict(
-        type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor"))]
-    model = detector_config(arch, base_width, len(parts["train"]["classes"]), card.head, masks, pretrained,
-                            card.norm, card.frozen_stages, card.norm_eval)
+    test_pipeline = [
+        load[0],
+        resize,
+        load[1],
+        dict(
+            type="PackDetInputs",
+            meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor"),
+        ),
+    ]
+    model = detector_config(
+        arch,
+        base_width,
+        len(parts["train"]["classes"]),
+        card.head,
+        masks,
+        pretrained,
+        card.norm,
+        card.frozen_stages,
+        card.norm_eval,
+    )
     if card.get("heads"):
         model = shrink_fpn_heads(model, **card.heads)
     workers = card.get("num_workers", workers)
     loader = dict(num_workers=workers, persistent_workers=workers > 0)
     world = world_size()
     if world > 1 and not torch.cuda.is_available():
-        raise RuntimeError(f"{world} processes but no GPU: mmengine's pytorch launcher gives each process a CUDA "
-                           "device; run detection as one process on CPU (without torchrun)")
+        raise RuntimeError(
+            f"{world} processes but no GPU: mmengine's pytorch launcher gives each process a CUDA "
+            "device; run detection as one process on CPU (without torchrun)"
+        )
     if card.batch_size % world:
-        raise ValueError(f"batch_size {card.batch_size} (the total over processes) must divide by {world} processes")
+        raise ValueError(
+            f"batch_size {card.batch_size} (the total over processes) must divide by {world} "
+            "processes"
+        )
     batch = card.batch_size // world
     hooks = [dict(type="HandoffCheckHook", weights_file=pretrained)] if pretrained else []
-    return Config(dict(
-        default_scope="mmdet", model=model, work_dir=str(work_dir), custom_hooks=hooks,
-        train_dataloader=dict(batch_size=batch, sampler=dict(type="InfiniteSampler", shuffle=True),
-                              batch_sampler=dict(type="AspectRatioBatchSampler"),
-                              dataset=_dataset(parts["train"], train_pipeline, False), **loader),
-        val_dataloader=dict(batch_size=batch, drop_last=False, sampler=dict(type="DefaultSampler", shuffle=False),
-                            dataset=_dataset(parts["val"], test_pipeline, True), **loader),
-        val_evaluator=_evaluator(card, parts),
-        # val_begin past the end: the loop would otherwise evaluate after its last iteration, and run() evaluates
-        # again to get the metrics back (mmengine's train() returns the model only).
-        train_cfg=dict(type="IterBasedTrainLoop", max_iters=card.max_iters, val_interval=card.max_iters + 1,
-                       val_begin=card.max_iters + 1),
-        val_cfg=dict(type="ValLoop"),
-        optim_wrapper=dict(type="OptimWrapper", optimizer=dict(type="SGD", lr=card.lr, momentum=card.momentum,
-                                                               weight_decay=card.weight_decay),
-                           paramwise_cfg=_backbone_lr(card), constructor="TrainedFirstConstructor"),
-        param_scheduler=[
-            dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0, end=max(1, card.warmup_iters)),
-            dict(type="MultiStepLR", by_epoch=False, begin=0, end=card.max_iters, milestones=list(card.milestones),
-                 gamma=0.1)],
-        default_hooks=dict(timer=dict(type="IterTimerHook"), logger=dict(type="LoggerHook", interval=20),
-                           param_scheduler=dict(type="ParamSchedulerHook"),
-                           checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=card.max_iters,
-                                           max_keep_ckpts=1),
-                           sampler_seed=dict(type="DistSamplerSeedHook")),
-        log_processor=dict(type="LogProcessor", window_size=20, by_epoch=False),
-        env_cfg=dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
-                     dist_cfg=dict(backend="nccl" if torch.cuda.is_available() else "gloo")),
-        randomness=dict(seed=seed, deterministic=False), launcher="pytorch" if world > 1 else "none",
-        log_level="INFO"))
+    return Config(
+        dict(
+            default_scope="mmdet",
+            model=model,
+            work_dir=str(work_dir),
+            custom_hooks=hooks,
+            train_dataloader=dict(
+                batch_size=batch,
+                sampler=dict(type="InfiniteSampler", shuffle=True),
+                batch_sampler=dict(type="AspectRatioBatchSampler"),
+                dataset=_dataset(parts["train"], train_pipeline, False),
+                **loader,
+            ),
+            val_dataloader=dict(
+                batch_size=batch,
+                drop_last=False,
+                sampler=dict(type="DefaultSampler", shuffle=False),
+                dataset=_dataset(parts["val"], test_pipeline, True),
+                **loader,
+            ),
+            val_evaluator=_evaluator(card, parts),
+            # val_begin past the end: the loop would otherwise evaluate after its last iteration,
+            # and run() evaluates again to get the metrics back (mmengine's train() returns the
+            # model only).
+            train_cfg=dict(
+                type="IterBasedTrainLoop",
+                max_iters=card.max_iters,
+                val_interval=card.max_iters + 1,
+                val_begin=card.max_iters + 1,
+            ),
+            val_cfg=dict(type="ValLoop"),
+            optim_wrapper=dict(
+                type="OptimWrapper",
+                optimizer=dict(
+                    type="SGD", lr=card.lr, momentum=card.momentum, weight_decay=card.weight_decay
+                ),
+                paramwise_cfg=_backbone_lr(card),
+                constructor="TrainedFirstConstructor",
+            ),
+            param_scheduler=[
+                dict(
+                    type="LinearLR",
+                    start_factor=0.001,
+                    by_epoch=False,
+                    begin=0,
+                    end=max(1, card.warmup_iters),
+                ),
+                dict(
+                    type="MultiStepLR",
+                    by_epoch=False,
+                    begin=0,
+                    end=card.max_iters,
+                    milestones=list(card.milestones),
+                    gamma=0.1,
+                ),
+            ],
+            default_hooks=dict(
+                timer=dict(type="IterTimerHook"),
+                logger=dict(type="LoggerHook", interval=20),
+                param_scheduler=dict(type="ParamSchedulerHook"),
+                checkpoint=dict(
+                    type="CheckpointHook", by_epoch=False, interval=card.max_iters, max_keep_ckpts=1
+                ),
+                sampler_seed=dict(type="DistSamplerSeedHook"),
+            ),
+            log_processor=dict(type="LogProcessor", window_size=20, by_epoch=False),
+            env_cfg=dict(
+                cudnn_benchmark=False,
+                mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
+                dist_cfg=dict(backend="nccl" if torch.cuda.is_available() else "gloo"),
+            ),
+            randomness=dict(seed=seed, deterministic=False),
+            launcher="pytorch" if world > 1 else "none",
+            log_level="INFO",
+        )
+    )
 
 
-def run(card: ConfigDict, parts: dict[str, dict[str, Any]], ckpt: str | Path | None, arch: str, base_width: int,
-        work_dir: str | Path, seed: int = 0) -> dict[str, float]:
-    """Train the card's detector from ``ckpt``'s backbone (None: random init) and return the val metrics."""
+def run(
+    card: ConfigDict,
+    parts: dict[str, dict[str, Any]],
+    ckpt: str | Path | None,
+    arch: str,
+    base_width: int,
+    work_dir: str | Path,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Train the card's detector from ``ckpt``'s backbone (None: random init) and return the val
+    metrics."""
     from mmengine.runner import Runner
 
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    pretrained = str(export_for_mmdet(ckpt, work_dir / "backbone.pth")[0]) if ckpt is not None else None
-    runner = Runner.from_cfg(mmengine_config(card, parts, arch, base_width, pretrained, work_dir, seed))
+    pretrained = (
+        str(export_for_mmdet(ckpt, work_dir / "backbone.pth")[0]) if ckpt is not None else None
+    )
+    runner = Runner.from_cfg(
+        mmengine_config(card, parts, arch, base_width, pretrained, work_dir, seed)
+    )
     runner.train()
     return runner.val()

@@ -1,51 +1,55 @@
 """MAST: one embedding, one learnable mask per augmentation op, uncertainty-weighted invariance.
 
-Implements the loss of ``docs/method.md`` (our reconstruction; the paper's equations are not public):
+Implements the loss of ``docs/method.md`` (our reconstruction; the paper's equations are not
+public):
 
   e_ij      = (z_ij - z'_ij)^2                                  per-dimension squared difference
   m_k       = sigmoid(theta_k)                                  mask of op k over the d dimensions
   l_ik      = sum_j m_kj e_ij / sum_j m_kj                      subspace error (mask-weighted mean)
-  s_ik      = (sigma^2_ik + sigma'^2_ik) / 2                    pair variance from the uncertainty head
+  s_ik      = (sigma^2_ik + sigma'^2_ik) / 2                    pair variance (uncertainty head)
               (how s enters depends on uncertainty_norm, see below; "none" is the formula here)
   l~_ik     = l_ik / s_ik + log s_ik                            (l~_ik = l_ik without uncertainty)
   L_inv     = mean_i [ sum_k w_ik l~_ik / max(1, sum_k w_ik) ]  w_ik: gate of op k for sample i
   V, C      = VICReg's variance and covariance on the full, unmasked embeddings of every view
   R         = sum_k (mean_j m_kj - rho)^2                       mask density
-  L         = lam L_inv + mu V + nu C + beta R (+ lam L_fit, the uncertainty head's fit in detach mode)
+  L         = lam L_inv + mu V + nu C + beta R (+ lam L_fit: the head's fit, detach mode)
 
-Views: ``z`` holds V views; ``pairs[k] = (a, b)`` says which two views subspace k compares. Pair mode uses
-the same pair (0, 1) for every op; factorized mode compares the anchor 0 with view k + 1. With V views the
-variance term is the mean over views and the covariance term 2/V times the sum, which is VICReg's
-scaling when V = 2.
+Views: ``z`` holds V views; ``pairs[k] = (a, b)`` says which two views subspace k compares. Pair
+mode uses the same pair (0, 1) for every op; factorized mode compares the anchor 0 with view k + 1.
+With V views the variance term is the mean over views and the covariance term 2/V times the sum,
+which is VICReg's scaling when V = 2.
 
-``uncertainty_norm`` (why not the raw formula): with l~ = l / s + log s the optimum is s_ik = l_ik, so the
-invariance term becomes sum log l_ik, whose pull grows without bound as errors shrink: on the embedded
-config s ran to the clamp (e^-6) within ~100 steps, the invariance was weighted ~400 x and the embedding's
-variance collapsed (``none``). Centring log s per op over the batch (``batch``) fixes the overall scale
-but keeps the log-loss optimum (weights spread over e^+-6). The default, ``detach``, separates the two
-jobs: the head fits s to the observed errors by the same heteroscedastic likelihood with the errors
-detached (so s estimates the expected error of a pair: its difficulty), and the embedding gets the errors
-weighted by 1 / s (detached) normalised to mean 1 over the batch per op: ambiguous pairs are down-weighted,
-the total weight of the invariance term is unchanged. ``min_ess`` tempers those weights to s^-t (t <= 1,
-the largest that keeps each op's effective sample size (sum w)^2 / (B sum w^2) at or above it; logged as
-``ess`` and ``temper``). The head reads detached backbone features (``pretrain.model``), so its fit moves
-the head alone.
+``uncertainty_norm`` (why not the raw formula): with l~ = l / s + log s the optimum is s_ik = l_ik,
+so the invariance term becomes sum log l_ik, whose pull grows without bound as errors shrink: on the
+embedded config s ran to the clamp (e^-6) within ~100 steps, the invariance was weighted ~400 x and
+the embedding's variance collapsed (``none``). Centring log s per op over the batch (``batch``)
+fixes the overall scale but keeps the log-loss optimum (weights spread over e^+-6). The default,
+``detach``, separates the two jobs: the head fits s to the observed errors by the same
+heteroscedastic likelihood with the errors detached (so s estimates the expected error of a pair:
+its difficulty), and the embedding gets the errors weighted by 1 / s (detached) normalised to mean 1
+over the batch per op: ambiguous pairs are down-weighted, the total weight of the invariance term is
+unchanged. ``min_ess`` tempers those weights to s^-t (t <= 1, the largest that keeps each op's
+effective sample size (sum w)^2 / (B sum w^2) at or above it; logged as ``ess`` and ``temper``). The
+head reads detached backbone features (``pretrain.model``), so its fit moves the head alone.
 
-``mask_objective`` (what moves the masks): ``invariance`` (default) lets the masks descend lam L_inv like the
-rest of the network, which on the embedded runs made every op's mask pick the same dimensions: every pair
-differs in crop, and the crop error dominates each op's subspace error. ``contrast`` gives the embedding
-L_inv with the masks detached, and the masks (with the embeddings detached) the excess error of op k's
-subspace on pairs that differ in op k over pairs that do not:
+``mask_objective`` (what moves the masks): ``invariance`` (default) lets the masks descend lam L_inv
+like the rest of the network, which on the embedded runs made every op's mask pick the same
+dimensions: every pair differs in crop, and the crop error dominates each op's subspace error.
+``contrast`` gives the embedding L_inv with the masks detached, and the masks (with the embeddings
+detached) the excess error of op k's subspace on pairs that differ in op k over pairs that do not:
 
-  L_mask    = sum_k [ mean_{i: w_ik > 0} l_ik - mean_{i: w_ik = 0} l_ik ]   (0 for an op without both kinds)
+  L_mask    = sum_k [ mean_{i: w_ik > 0} l_ik - mean_{i: w_ik = 0} l_ik ]
+              (0 for an op without both kinds)
 
-so an error every pair shares (crop's) cancels and mask k moves towards the dimensions that op k leaves
-unchanged. The total adds lam L_mask (logged as ``mask_excess``); masks that need no gradient (fixed ones)
-skip it. Means are over the process's batch (DDP averages the masks' gradients).
+so an error every pair shares (crop's) cancels and mask k moves towards the dimensions that op k
+leaves unchanged. The total adds lam L_mask (logged as ``mask_excess``); masks that need no gradient
+(fixed ones) skip it. Means are over the process's batch (DDP averages the masks' gradients).
 
-Variants: ``uncertainty=False`` (``mast_nounc``); fixed masks, e.g. a random partition of the dimensions
-(``mast_fixed``, see ``random_partition``) or K = 1 all ones (the reduction identity to VICReg).
+Variants: ``uncertainty=False`` (``mast_nounc``); fixed masks, e.g. a random partition of the
+dimensions (``mast_fixed``, see ``random_partition``) or K = 1 all ones (the reduction identity to
+VICReg).
 """
+
 from __future__ import annotations
 
 import torch
@@ -60,14 +64,16 @@ MASK_OBJECTIVES = ("invariance", "contrast")
 
 
 def effective_sample_size(log_w: torch.Tensor) -> torch.Tensor:
-    """(sum w)^2 / (N sum w^2) per column of ``log_w`` [N, K]: 1 for equal weights, 1/N for one sample."""
+    """(sum w)^2 / (N sum w^2) per column of ``log_w`` [N, K]: 1 for equal weights, 1/N for one
+    sample."""
     w = torch.exp(log_w - log_w.max(0).values)
     return w.sum(0).pow(2) / (log_w.shape[0] * w.pow(2).sum(0))
 
 
 def tempering(log_w: torch.Tensor, min_ess: float, iterations: int = 30) -> torch.Tensor:
-    """Per column, the largest t in [0, 1] with effective_sample_size(t log_w) >= min_ess (it falls as t
-    grows: a stronger tilt concentrates the weights), found by bisection; 1 where t = 1 already keeps it."""
+    """Per column, the largest t in [0, 1] with effective_sample_size(t log_w) >= min_ess (it falls
+    as t grows: a stronger tilt concentrates the weights), found by bisection; 1 where t = 1 already
+    keeps it."""
     ones = torch.ones(log_w.shape[1], dtype=log_w.dtype, device=log_w.device)
     if min_ess <= 0:
         return ones
@@ -79,7 +85,9 @@ def tempering(log_w: torch.Tensor, min_ess: float, iterations: int = 30) -> torc
     return torch.where(effective_sample_size(log_w) >= min_ess, ones, low)
 
 
-def random_partition(num_ops: int, dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_partition(
+    num_ops: int, dim: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """A [K, d] 0/1 matrix assigning every dimension to exactly one op, in near-equal shares."""
     owner = torch.arange(dim) % num_ops
     owner = owner[torch.randperm(dim, generator=generator)]
@@ -87,22 +95,37 @@ def random_partition(num_ops: int, dim: int, generator: torch.Generator | None =
 
 
 class MASTLoss(nn.Module):
-    """The loss only: the masks (``pretrain.model.MaskBank``) and the uncertainty head belong to the model,
-    so that DDP averages their gradients with the rest of the network."""
+    """The loss only: the masks (``pretrain.model.MaskBank``) and the uncertainty head belong to the
+    model, so that DDP averages their gradients with the rest of the network."""
 
-    def __init__(self, lam: float = 25.0, mu: float = 25.0, nu: float = 1.0, beta: float = 1.0,
-                 rho: float = 0.5, uncertainty: bool = True, uncertainty_norm: str = "detach", eps: float = 1e-4,
-                 mask_objective: str = "invariance", min_ess: float = 0.0):
+    def __init__(
+        self,
+        lam: float = 25.0,
+        mu: float = 25.0,
+        nu: float = 1.0,
+        beta: float = 1.0,
+        rho: float = 0.5,
+        uncertainty: bool = True,
+        uncertainty_norm: str = "detach",
+        eps: float = 1e-4,
+        mask_objective: str = "invariance",
+        min_ess: float = 0.0,
+    ):
         """``lam, mu, nu, beta, rho`` as in method.md; ``uncertainty=False`` gives ``mast_nounc``;
-        ``uncertainty_norm``: ``detach`` (default), ``batch`` or ``none``; ``mask_objective``: ``invariance``
-        (default) or ``contrast`` (see the module docstring); ``min_ess`` (detach mode): temper the 1 / s
-        weights to w ~ s^-t so that each op's effective sample size stays at least this fraction of the
-        batch (0: untempered, t = 1)."""
+        ``uncertainty_norm``: ``detach`` (default), ``batch`` or ``none``; ``mask_objective``:
+        ``invariance`` (default) or ``contrast`` (see the module docstring); ``min_ess`` (detach
+        mode): temper the 1 / s weights to w ~ s^-t so that each op's effective sample size stays at
+        least this fraction of the batch (0: untempered, t = 1)."""
         super().__init__()
         if uncertainty_norm not in NORMS:
-            raise ValueError(f"uncertainty_norm must be one of {', '.join(NORMS)}, got {uncertainty_norm!r}")
+            raise ValueError(
+                f"uncertainty_norm must be one of {', '.join(NORMS)}, got {uncertainty_norm!r}"
+            )
         if mask_objective not in MASK_OBJECTIVES:
-            raise ValueError(f"mask_objective must be one of {', '.join(MASK_OBJECTIVES)}, got {mask_objective!r}")
+            raise ValueError(
+                f"mask_objective must be one of {', '.join(MASK_OBJECTIVES)}, got "
+                f"{mask_objective!r}"
+            )
         self.lam, self.mu, self.nu, self.beta, self.rho = lam, mu, nu, beta, rho
         self.uncertainty, self.uncertainty_norm, self.eps = uncertainty, uncertainty_norm, eps
         self.mask_objective = mask_objective
@@ -110,13 +133,16 @@ class MASTLoss(nn.Module):
             raise ValueError(f"min_ess is a fraction of the batch in [0, 1], got {min_ess}")
         self.min_ess = min_ess
 
-    def subspace_errors(self, z: torch.Tensor, pairs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    def subspace_errors(
+        self, z: torch.Tensor, pairs: torch.Tensor, masks: torch.Tensor
+    ) -> torch.Tensor:
         """l_ik for every sample i and op k: [B, K]."""
         return self.masked_mean(self.pair_errors(z, pairs), masks)
 
     @staticmethod
     def pair_errors(z: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
-        """e_ij of the compared views: [B, d] in pair mode (one matrix for every op), else [K, B, d]."""
+        """e_ij of the compared views: [B, d] in pair mode (one matrix for every op), else [K, B,
+        d]."""
         if bool((pairs == pairs[0]).all()):
             a, b = pairs[0].tolist()
             return (z[a] - z[b]).pow(2)
@@ -132,36 +158,53 @@ class MASTLoss(nn.Module):
 
     @staticmethod
     def excess_error(errors: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-        """L_mask from subspace errors [B, K]: per op, mean over pairs that differ in it minus the rest's."""
+        """L_mask from subspace errors [B, K]: per op, mean over pairs that differ in it minus the
+        rest's."""
         differs = (gates > 0).to(errors.dtype)
         n_differ, n_same = differs.sum(0), (1 - differs).sum(0)
-        excess = ((errors * differs).sum(0) / n_differ.clamp_min(1)
-                  - (errors * (1 - differs)).sum(0) / n_same.clamp_min(1))
+        excess = (errors * differs).sum(0) / n_differ.clamp_min(1) - (errors * (1 - differs)).sum(
+            0
+        ) / n_same.clamp_min(1)
         return (excess * ((n_differ > 0) & (n_same > 0))).sum()
 
-    def forward(self, z: torch.Tensor, pairs: torch.Tensor, gates: torch.Tensor, masks: torch.Tensor,
-                log_var: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``z`` [V, B, d] embeddings; ``pairs`` [K, 2] view indices; ``gates`` [B, K] w_ik; ``masks``
-        [K, d] in [0, 1]; ``log_var`` [V, B, K] log sigma^2 from the uncertainty head (with uncertainty)."""
+    def forward(
+        self,
+        z: torch.Tensor,
+        pairs: torch.Tensor,
+        gates: torch.Tensor,
+        masks: torch.Tensor,
+        log_var: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``z`` [V, B, d] embeddings; ``pairs`` [K, 2] view indices; ``gates`` [B, K] w_ik;
+        ``masks`` [K, d] in [0, 1]; ``log_var`` [V, B, K] log sigma^2 from the uncertainty head
+        (with uncertainty)."""
         views, batch, dim = z.shape
         num_ops = masks.shape[0]
         if pairs.shape != (num_ops, 2) or gates.shape != (batch, num_ops) or masks.shape[1] != dim:
-            raise ValueError(f"MAST loss got z {tuple(z.shape)}, pairs {tuple(pairs.shape)}, gates "
-                             f"{tuple(gates.shape)}, masks {tuple(masks.shape)}: they disagree on K or d")
+            raise ValueError(
+                f"MAST loss got z {tuple(z.shape)}, pairs {tuple(pairs.shape)}, gates "
+                f"{tuple(gates.shape)}, masks {tuple(masks.shape)}: they disagree on K or d"
+            )
         stats: dict[str, torch.Tensor] = {}
-        if self.mask_objective == "contrast" and masks.requires_grad:  # fixed masks: nothing to move
+        # fixed masks: nothing to move
+        if self.mask_objective == "contrast" and masks.requires_grad:
             differences = self.pair_errors(z, pairs)  # computed once: both objectives read it
             errors = self.masked_mean(differences, masks.detach())
-            stats["mask_excess"] = self.excess_error(self.masked_mean(differences.detach(), masks), gates)
+            stats["mask_excess"] = self.excess_error(
+                self.masked_mean(differences.detach(), masks), gates
+            )
         else:
             errors = self.subspace_errors(z, pairs, masks)
         head_fit = None  # the uncertainty head's own likelihood term (detach mode), reported apart
         if self.uncertainty:
             if log_var is None:
-                raise ValueError("MAST loss with uncertainty needs log_var from the uncertainty head")
+                raise ValueError(
+                    "MAST loss with uncertainty needs log_var from the uncertainty head"
+                )
             log_var = log_var.clamp(*LOG_VAR_RANGE)
             ops = torch.arange(num_ops, device=z.device)
-            s = (log_var[pairs[:, 0], :, ops].exp() + log_var[pairs[:, 1], :, ops].exp()).T / 2  # [B, K]
+            # [B, K]
+            s = (log_var[pairs[:, 0], :, ops].exp() + log_var[pairs[:, 1], :, ops].exp()).T / 2
             log_s = s.log()
             stats["s_mean"] = s.detach().mean(0)  # the head's raw scale, logged before any centring
             if self.uncertainty_norm == "detach":
@@ -176,7 +219,10 @@ class MASTLoss(nn.Module):
                 if self.uncertainty_norm == "batch":
                     log_s = log_s - gather_with_grad(log_s).mean(0)
                 errors = errors * torch.exp(-log_s) + log_s
-            stats["weight_spread"] = log_s.detach().std(0) if batch > 1 else torch.zeros_like(log_s[0])
+            stats["weight_spread"] = (
+                log_s.detach().std(0) if batch > 1 else torch.zeros_like(log_s[0])
+            )
+
         def gated_mean(values: torch.Tensor) -> torch.Tensor:
             return ((gates * values).sum(1) / gates.sum(1).clamp_min(1.0)).mean()
 
@@ -185,13 +231,23 @@ class MASTLoss(nn.Module):
         variance = torch.stack([variance_term(g, self.eps) for g in gathered]).mean()
         covariance = torch.stack([covariance_term(g) for g in gathered]).sum() * 2 / views
         density = (masks.mean(dim=1) - self.rho).pow(2).sum()
-        total = self.lam * invariance + self.mu * variance + self.nu * covariance + self.beta * density
+        total = (
+            self.lam * invariance + self.mu * variance + self.nu * covariance + self.beta * density
+        )
         if "mask_excess" in stats:
             total = total + self.lam * stats["mask_excess"]
         if head_fit is not None:
-            # Same weight as the invariance it estimates; it moves only the head. Logged as "unc_fit": the
-            # embedding's objective is the rest of the total.
+            # Same weight as the invariance it estimates; it moves only the head. Logged as
+            # "unc_fit": the embedding's objective is the rest of the total.
             stats["unc_fit"] = gated_mean(head_fit)
             total = total + self.lam * stats["unc_fit"]
-        stats.update(mask_density=masks.detach().mean(1), gate_rate=(gates.detach() > 0).float().mean(0))
-        return total, {"inv": invariance, "var": variance, "cov": covariance, "density": density, **stats}
+        stats.update(
+            mask_density=masks.detach().mean(1), gate_rate=(gates.detach() > 0).float().mean(0)
+        )
+        return total, {
+            "inv": invariance,
+            "var": variance,
+            "cov": covariance,
+            "density": density,
+            **stats,
+        }

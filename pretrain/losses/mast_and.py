@@ -1,25 +1,27 @@
 """MAST with AND-combined subspaces (``loss.combine: and``; docs/method.md, "AND combination").
 
-Every dimension j has an assignment a_j over {shared, op_1, ..., op_K'} (a softmax, so ops compete for
-dimensions); the K' ops are the non-base ones (crop, sampled afresh in every pair, is shared by every
-dimension). A dimension owned by op k may vary with op k and with nothing else, so a pair that differs in
-the ops S is excused on it only where k is in S:
+Every dimension j has an assignment a_j over {shared, op_1, ..., op_K'} (a softmax, so ops compete
+for dimensions); the K' ops are the non-base ones (crop, sampled afresh in every pair, is shared by
+every dimension). A dimension owned by op k may vary with op k and with nothing else, so a pair that
+differs in the ops S is excused on it only where k is in S:
 
   e_ij      = (z_ij - z'_ij)^2
   p_ij      = 1 - sum_k g_ik a_kj            weight of dimension j for pair i (g_ik: gate of op k)
   L_inv     = mean_ij p_ij e_ij              assignment detached: the embedding never moves it
-  c_kj      = corr_i(g_ik, e_ij)             how much of dimension j's error op k's difference explains
+  c_kj      = corr_i(g_ik, e_ij)             how much of dimension j's error op k's difference
+                                             explains
   L_assign  = -mean_j sum_k a_kj (c_kj - m) + sum_k relu(mean_j a_kj - cap)
                                              embeddings detached; the shared class scores 0
   L         = lam L_inv + mu V + nu C + L_assign
 
-so a dimension goes to the op whose difference explains its error by more than the margin m, and stays
-shared where none does (m keeps batch noise, a correlation of about 1 / sqrt(B), from handing out dimensions).
-The cap bounds each op's share of the dimensions (default 1 / (K' + 1)): without it the excused dimensions
-learn to encode their op, its correlation grows, and one op took 96% of the dimensions within 600 steps of
-the embedded run (grayscale), excusing a third of the pairs on nearly everything.
-V and C are VICReg's on the full embeddings. With every dimension shared, L is VICReg's loss exactly.
-A fixed assignment (``fixed``: a random one over the K' + 1 classes) has no L_assign: the control.
+so a dimension goes to the op whose difference explains its error by more than the margin m, and
+stays shared where none does (m keeps batch noise, a correlation of about 1 / sqrt(B), from handing
+out dimensions). The cap bounds each op's share of the dimensions (default 1 / (K' + 1)): without it
+the excused dimensions learn to encode their op, its correlation grows, and one op took 96% of the
+dimensions within 600 steps of the embedded run (grayscale), excusing a third of the pairs on nearly
+everything. V and C are VICReg's on the full embeddings. With every dimension shared, L is VICReg's
+loss exactly. A fixed assignment (``fixed``: a random one over the K' + 1 classes) has no L_assign:
+the control.
 """
 
 from __future__ import annotations
@@ -31,16 +33,19 @@ from core.distributed import gather_with_grad
 from pretrain.losses.terms import covariance_term, variance_term
 
 
-def random_assignment(num_owned: int, dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A [K' + 1, d] one-hot assignment (row 0: shared) in near-equal shares over the K' + 1 classes."""
+def random_assignment(
+    num_owned: int, dim: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """A [K' + 1, d] one-hot assignment (row 0: shared) in near-equal shares over the K' + 1
+    classes."""
     owner = torch.arange(dim) % (num_owned + 1)
     owner = owner[torch.randperm(dim, generator=generator)]
     return torch.nn.functional.one_hot(owner, num_owned + 1).T.float()
 
 
 def batch_correlation(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Pearson correlation over the batch of every column of ``x`` [B, K] with every column of ``y`` [B, d]:
-    [K, d]; a constant column correlates 0."""
+    """Pearson correlation over the batch of every column of ``x`` [B, K] with every column of ``y``
+    [B, d]: [K, d]; a constant column correlates 0."""
     xc, yc = x - x.mean(0), y - y.mean(0)
     cov = xc.T @ yc / x.shape[0]
     scale = x.std(0, unbiased=False)[:, None] * y.std(0, unbiased=False)[None, :]
@@ -58,9 +63,10 @@ class MASTAndLoss(nn.Module):
         cap: float | None = None,
         eps: float = 1e-4,
     ):
-        """``owned``: indices (in the K ops' order) of the ops that can own dimensions, i.e. the non-base
-        ops; ``lam, mu, nu`` as VICReg's; ``margin``: the correlation an op must exceed to take a dimension;
-        ``cap``: the largest share of the dimensions one op may own (None: 1 / (K' + 1))."""
+        """``owned``: indices (in the K ops' order) of the ops that can own dimensions, i.e. the
+        non-base ops; ``lam, mu, nu`` as VICReg's; ``margin``: the correlation an op must exceed to
+        take a dimension; ``cap``: the largest share of the dimensions one op may own (None: 1 / (K'
+        + 1))."""
         super().__init__()
         self.owned, self.margin = list(owned), margin
         self.cap = cap if cap is not None else 1.0 / (len(self.owned) + 1)
@@ -74,12 +80,14 @@ class MASTAndLoss(nn.Module):
         assignment: torch.Tensor,
         strengths: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``z`` [2, B, d]; ``pairs`` [K, 2] (all (0, 1): AND needs pair mode); ``gates`` [B, K] w_ik;
-        ``assignment`` [K' + 1, d], columns summing to 1 (row 0: shared); ``strengths`` [B, K] d_ik, what the
-        assignment objective correlates with (default: the gates)."""
+        """``z`` [2, B, d]; ``pairs`` [K, 2] (all (0, 1): AND needs pair mode); ``gates`` [B, K]
+        w_ik; ``assignment`` [K' + 1, d], columns summing to 1 (row 0: shared); ``strengths`` [B, K]
+        d_ik, what the assignment objective correlates with (default: the gates)."""
         views, batch, dim = z.shape
         if views != 2 or not bool((pairs == pairs[0]).all()):
-            raise ValueError("loss.combine=and compares one pair per image: it needs views.mode=pair")
+            raise ValueError(
+                "loss.combine=and compares one pair per image: it needs views.mode=pair"
+            )
         if assignment.shape != (len(self.owned) + 1, dim) or gates.shape[0] != batch:
             raise ValueError(
                 f"AND loss got z {tuple(z.shape)}, gates {tuple(gates.shape)}, assignment "
@@ -96,11 +104,16 @@ class MASTAndLoss(nn.Module):
         stats: dict[str, torch.Tensor] = {"excused": 1.0 - weights.detach().mean()}
         if assignment.requires_grad:
             signal = (strengths if strengths is not None else gates)[:, self.owned]
-            attribution = batch_correlation(signal.detach().to(errors.dtype), errors.detach())  # [K', d]
+            # [K', d]
+            attribution = batch_correlation(signal.detach().to(errors.dtype), errors.detach())
             over = (assignment[1:].mean(1) - self.cap).clamp_min(0).sum()
             stats["assign"] = -(assignment[1:] * (attribution - self.margin)).sum(0).mean() + over
             stats["attribution"] = attribution.mean(1)
             total = total + stats["assign"]
         share = assignment.detach().mean(1)
-        stats.update(assign_share=share[1:], shared_share=share[0], gate_rate=(gates.detach() > 0).float().mean(0))
+        stats.update(
+            assign_share=share[1:],
+            shared_share=share[0],
+            gate_rate=(gates.detach() > 0).float().mean(0),
+        )
         return total, {"inv": invariance, "var": variance, "cov": covariance, **stats}

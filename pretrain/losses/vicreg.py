@@ -4,6 +4,7 @@ L = lam * MSE(z_a, z_b) + mu * [v(Z_a) + v(Z_b)] / 2 + nu * [c(Z_a) + c(Z_b)]
 with v and c from ``terms.py``. The invariance term uses this process's batch; v and c use the batch
 gathered across processes (gradients kept), exactly as the official implementation does.
 """
+
 from __future__ import annotations
 
 import torch
@@ -16,11 +17,14 @@ from pretrain.losses.terms import covariance_term, variance_term
 
 class VICRegLoss(nn.Module):
     def __init__(self, lam: float = 25.0, mu: float = 25.0, nu: float = 1.0, eps: float = 1e-4):
-        """``lam``, ``mu``, ``nu``: weights of the invariance, variance and covariance terms (method.md)."""
+        """``lam``, ``mu``, ``nu``: weights of the invariance, variance and covariance terms
+        (method.md)."""
         super().__init__()
         self.lam, self.mu, self.nu, self.eps = lam, mu, nu, eps
 
-    def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, z_a: torch.Tensor, z_b: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         invariance = F.mse_loss(z_a, z_b)
         z_a, z_b = gather_with_grad(z_a), gather_with_grad(z_b)
         variance = (variance_term(z_a, self.eps) + variance_term(z_b, self.eps)) / 2

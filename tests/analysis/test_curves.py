@@ -1,4 +1,6 @@
-"""Training curves from hand-written logs: parsing, tolerance to missing keys, PNG and JSON outputs."""
+"""Training curves from hand-written logs: parsing, tolerance to missing keys, PNG and JSON
+outputs."""
+
 import argparse
 import json
 import math
@@ -19,9 +21,22 @@ def _write_log(folder, rows, tail=""):
 
 
 def _mast_rows():
-    rows = [{"step": s, "epoch": (s - 1) // 2, "loss": 10.0 - s, "inv": 0.1, "var": 0.5, "cov": 0.2,
-             "density": 1e-7, "unc_fit": -0.1 * s, "embedding_loss": 12.0 - s, "img_per_s": 100.0 * s,
-             "uncertainty": {"crop": 1.0}} for s in range(1, 5)]
+    rows = [
+        {
+            "step": s,
+            "epoch": (s - 1) // 2,
+            "loss": 10.0 - s,
+            "inv": 0.1,
+            "var": 0.5,
+            "cov": 0.2,
+            "density": 1e-7,
+            "unc_fit": -0.1 * s,
+            "embedding_loss": 12.0 - s,
+            "img_per_s": 100.0 * s,
+            "uncertainty": {"crop": 1.0},
+        }
+        for s in range(1, 5)
+    ]
     rows.insert(2, {"event": "epoch_end", "epoch": 1, "step": 2})
     return rows
 
@@ -33,7 +48,8 @@ def _args(paths, out, *extra):
 
 
 def test_per_run_figures_are_pngs_and_summary_has_last_values(tmp_path):
-    run_dir = _write_log(tmp_path / "mast_run", _mast_rows(), tail='{"step": 5, "lo')  # cut-off last line
+    # cut-off last line
+    run_dir = _write_log(tmp_path / "mast_run", _mast_rows(), tail='{"step": 5, "lo')
     written = curves.run(_args([run_dir], tmp_path / "out", "--smooth", "2"))
     assert {p.name for p in written} == {"loss_terms.png", "throughput.png", "curves.json"}
     for path in written:
@@ -41,14 +57,20 @@ def test_per_run_figures_are_pngs_and_summary_has_last_values(tmp_path):
         if path.suffix == ".png":
             assert path.read_bytes()[:8] == PNG_MAGIC
     summary = json.loads((tmp_path / "out" / "mast_run" / "curves.json").read_text())["mast_run"]
-    assert summary["steps_logged"] == 4 and summary["last"]["loss"] == 6.0 and summary["last"]["unc_fit"] == -0.4
+    assert (
+        summary["steps_logged"] == 4
+        and summary["last"]["loss"] == 6.0
+        and summary["last"]["unc_fit"] == -0.4
+    )
     assert summary["median_img_per_s"] == 250.0
 
 
 def test_overlay_tolerates_a_vicreg_log_without_mast_keys(tmp_path):
     mast = _write_log(tmp_path / "mast", _mast_rows())
-    vicreg = _write_log(tmp_path / "vicreg", [{"step": s, "loss": 20.0, "inv": 0.1, "var": 0.6, "cov": 0.3}
-                                              for s in (1, 2)])
+    vicreg = _write_log(
+        tmp_path / "vicreg",
+        [{"step": s, "loss": 20.0, "inv": 0.1, "var": 0.6, "cov": 0.3} for s in (1, 2)],
+    )
     written = curves.run(_args([mast, vicreg / "log.jsonl"], tmp_path / "out", "--overlay"))
     assert all(p.parent.name == "overlay" for p in written)
     summary = json.loads((tmp_path / "out" / "overlay" / "curves.json").read_text())
@@ -57,7 +79,11 @@ def test_overlay_tolerates_a_vicreg_log_without_mast_keys(tmp_path):
 
 
 def test_read_log_skips_events_and_reads_nan_strings(tmp_path):
-    rows = [{"step": 2, "loss": "nan"}, {"event": "epoch_end", "epoch": 1, "step": 2}, {"step": 1, "loss": 3.0}]
+    rows = [
+        {"step": 2, "loss": "nan"},
+        {"event": "epoch_end", "epoch": 1, "step": 2},
+        {"step": 1, "loss": 3.0},
+    ]
     steps = curves.step_rows(curves.read_log(_write_log(tmp_path / "r", rows)))
     assert [r["step"] for r in steps] == [1, 2] and math.isnan(steps[1]["loss"])
 

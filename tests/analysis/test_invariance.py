@@ -1,5 +1,6 @@
 """Invariance profile: pairs differ in exactly one op, the score formula, and toy backbones whose
 invariances are known by construction."""
+
 import argparse
 import csv
 import math
@@ -16,7 +17,8 @@ SIZE, N = 16, 8
 
 @pytest.fixture(scope="module")
 def images():
-    """Colourful noise: every op (crop, flip, jitter, grayscale, blur, solarize) changes its pixels."""
+    """Colourful noise: every op (crop, flip, jitter, grayscale, blur, solarize) changes its
+    pixels."""
     gen = torch.Generator().manual_seed(0)
     return torch.randint(0, 256, (N, 3, SIZE, SIZE), generator=gen, dtype=torch.uint8)
 
@@ -31,7 +33,8 @@ class Constant(torch.nn.Module):
 
 
 class FlipSymmetric(torch.nn.Module):
-    """x + mirror(x): float addition commutes, so a view and its mirror give bit-identical features."""
+    """x + mirror(x): float addition commutes, so a view and its mirror give bit-identical
+    features."""
 
     def forward(self, x):
         return (x + x.flip(-1)).flatten(1)
@@ -72,7 +75,8 @@ def test_pairs_differ_in_exactly_that_op(op):
     assert torch.equal(a[:, outside], b[:, outside])
     assert (a[:, part] != b[:, part]).any(dim=1).all(), "every pair must differ in the op"
     if op in inv.BINARY_OPS:
-        assert torch.equal(a[:, part] + b[:, part], torch.ones_like(a[:, part]))  # one applied, one not
+        # one applied, one not
+        assert torch.equal(a[:, part] + b[:, part], torch.ones_like(a[:, part]))
     if op in ("color_jitter", "blur"):
         assert (a[:, part][:, 0] == 1).all() and (b[:, part][:, 0] == 1).all()  # both applied
     if op == "blur":
@@ -128,8 +132,21 @@ def test_labels():
 def _args(tmp_path, *argv):
     parser = argparse.ArgumentParser()
     inv.add_arguments(parser)
-    return parser.parse_args([*argv, "--n", "4", "--image-size", "32", "--device", "cpu",
-                              "--figure-dir", str(tmp_path / "fig"), "--table-dir", str(tmp_path / "tab")])
+    return parser.parse_args(
+        [
+            *argv,
+            "--n",
+            "4",
+            "--image-size",
+            "32",
+            "--device",
+            "cpu",
+            "--figure-dir",
+            str(tmp_path / "fig"),
+            "--table-dir",
+            str(tmp_path / "tab"),
+        ]
+    )
 
 
 def test_missing_checkpoint_is_one_line_error(tmp_path):
@@ -144,7 +161,8 @@ def test_cli_writes_table_and_figure(tmp_path, monkeypatch):
     ckpt = tmp_path / "external" / "tiny_r18.pth"
     ckpt.parent.mkdir()
     torch.manual_seed(0)
-    torch.save(backbone_state_dict(build_backbone("resnet18", 8)), ckpt)  # a bare torchvision state_dict
+    # a bare torchvision state_dict
+    torch.save(backbone_state_dict(build_backbone("resnet18", 8)), ckpt)
     gen = torch.Generator().manual_seed(0)
     tiny = list(torch.randint(0, 256, (4, 3, 32, 32), generator=gen, dtype=torch.uint8))
     monkeypatch.setattr(inv, "_load_images", lambda args: tiny)  # no data generation in a unit test

@@ -1,13 +1,21 @@
-"""`make analysis`'s run discovery: which folders count as pretraining runs, and what is read from them."""
+"""`make analysis`'s run discovery: which folders count as pretraining runs, and what is read from
+them."""
+
 from analysis import pipeline
 
 
 def test_runs_are_folders_with_a_checkpoint_and_their_configs_are_read_once(tmp_path, capsys):
-    for name, method, scale in (("a_s0", "mast", 1.25), ("b_s0", "vicreg", 1.0), ("started", "mast", 1.0)):
+    for name, method, scale in (
+        ("a_s0", "mast", 1.25),
+        ("b_s0", "vicreg", 1.0),
+        ("started", "mast", 1.0),
+    ):
         folder = tmp_path / name
         folder.mkdir()
-        (folder / "config.yaml").write_text(f"method: {method}\ndata: {{object_scale: {scale}}}\n"
-                                            "model: {arch: resnet18, base_width: 16}\n")
+        (folder / "config.yaml").write_text(
+            f"method: {method}\ndata: {{object_scale: {scale}}}\n"
+            "model: {arch: resnet18, base_width: 16}\n"
+        )
         if name != "started":
             (folder / "last.pt").write_bytes(b"")
     runs = pipeline.find_runs(tmp_path)
@@ -18,7 +26,12 @@ def test_runs_are_folders_with_a_checkpoint_and_their_configs_are_read_once(tmp_
 
 
 def test_sweep_runs_are_found_one_level_down(tmp_path):
-    for path in ("sweeps/combine/and_s0", "sweeps/combine/unstarted", "sweeps/rho/0.25_s0", "top_s0"):
+    for path in (
+        "sweeps/combine/and_s0",
+        "sweeps/combine/unstarted",
+        "sweeps/rho/0.25_s0",
+        "top_s0",
+    ):
         folder = tmp_path / path
         folder.mkdir(parents=True)
         (folder / "config.yaml").write_text("method: mast_nounc\n")

@@ -1,4 +1,6 @@
-"""The report builder on partial results: it builds, checks the claims it can, and names what is missing."""
+"""The report builder on partial results: it builds, checks the claims it can, and names what is
+missing."""
+
 import json
 
 import pandas as pd
@@ -9,10 +11,21 @@ from core.records import append_record, make_record
 
 
 def _cls(method, task, value, seed=0, ckpt=None):
-    return make_record(stage="classification", method=method, arch="resnet18w16", dataset="factorshapes/cls-upright",
-                       task=task, protocol="linear-lbfgs", seed=seed, metric="top1", value=value,
-                       pretrain_ckpt={"path": f"runs/{method}_x_s{seed}/last.pt", "sha256": f"{method}{seed}"}
-                       if ckpt is None else ckpt, git_commit="abc1234")
+    return make_record(
+        stage="classification",
+        method=method,
+        arch="resnet18w16",
+        dataset="factorshapes/cls-upright",
+        task=task,
+        protocol="linear-lbfgs",
+        seed=seed,
+        metric="top1",
+        value=value,
+        pretrain_ckpt={"path": f"runs/{method}_x_s{seed}/last.pt", "sha256": f"{method}{seed}"}
+        if ckpt is None
+        else ckpt,
+        git_commit="abc1234",
+    )
 
 
 def _write_records(results):
@@ -28,19 +41,27 @@ def _write_records(results):
 def test_partial_report_builds_checks_claim_one_and_lists_missing(tmp_path):
     _write_records(tmp_path)
     text = report.build_report(tmp_path, tmp_path / "runs")
-    # Claim 1 from hand-made means: hue 81 vs 92 (-11), texture 50 vs 40 (+10): 1 of 2 tasks, mean -0.5.
+    # Claim 1 from hand-made means: hue 81 vs 92 (-11), texture 50 vs 40 (+10): 1 of 2 tasks, mean
+    # -0.5.
     assert "MAST >= VICReg on 1 of 2 factor tasks (texture); mean difference -0.5 points" in text
     assert "**does not support** it" in text
-    # Per seed the two-task means are mast 65, 66 and vicreg 65, 67. A difference is marked when it exceeds twice
-    # sqrt(std_a^2/n_a + std_b^2/n_b): hue 11 > 2*sqrt(2/2 + 8/2) = 4.5, texture 10 > 0, mean 0.5 < 2*sqrt(1.25).
+    # Per seed the two-task means are mast 65, 66 and vicreg 65, 67. A difference is marked when it
+    # exceeds twice sqrt(std_a^2/n_a + std_b^2/n_b): hue 11 > 2*sqrt(2/2 + 8/2) = 4.5, texture 10 >
+    # 0, mean 0.5 < 2*sqrt(1.25).
     assert "| mast | 2 | 81.0 ± 1.4 | 50.0 ± 0.0 | 65.5 ± 0.7 |" in text
     assert "| vicreg | 2 | 92.0 ± 2.8 | 40.0 ± 0.0 | 66.0 ± 1.4 |" in text
     assert "| mast − vicreg | | -11.0* | +10.0* | -0.5 |" in text
     assert "better on texture, worse on hue." in text
-    assert "| random-init | 1 | 55.0 | – | 55.0 |" in text  # no texture record: the mean of what it has
-    # No detection, segmentation, masks or uncertainty yet: each named with the command that makes it.
-    for line in ("detection: none yet; run `make eval-detection`", "segmentation: none yet; run `make eval-segmentation`",
-                 "masks: none yet", "uncertainty: none yet"):
+    # no texture record: the mean of what it has
+    assert "| random-init | 1 | 55.0 | – | 55.0 |" in text
+    # No detection, segmentation, masks or uncertainty yet: each named with the command that makes
+    # it.
+    for line in (
+        "detection: none yet; run `make eval-detection`",
+        "segmentation: none yet; run `make eval-segmentation`",
+        "masks: none yet",
+        "uncertainty: none yet",
+    ):
         assert line in text
     assert "81.0 ± 1.4 (n=2)" in text  # the mast hue cell of the table
 
@@ -50,14 +71,36 @@ def test_claims_two_and_three_read_the_analysis_outputs(tmp_path):
     (figures / "masks" / "run").mkdir(parents=True)
     ops = ["crop", "flip"]
     # Disjoint halves of 8 dims: IoU 0 against chance 1/3 -> separated.
-    (figures / "masks" / "run" / "masks.json").write_text(json.dumps({
-        "label": "run", "mask_kind": "learned", "ops": ops, "dim": 8, "iou": [[1, 0], [0, 1]],
-        "unique": {"crop": 4, "flip": 4}, "shared": {"crop": 0, "flip": 0}, "density": {"crop": 0.5, "flip": 0.5}}))
+    (figures / "masks" / "run" / "masks.json").write_text(
+        json.dumps(
+            {
+                "label": "run",
+                "mask_kind": "learned",
+                "ops": ops,
+                "dim": 8,
+                "iou": [[1, 0], [0, 1]],
+                "unique": {"crop": 4, "flip": 4},
+                "shared": {"crop": 0, "flip": 0},
+                "density": {"crop": 0.5, "flip": 0.5},
+            }
+        )
+    )
     (figures / "uncertainty" / "run").mkdir(parents=True)
-    (figures / "uncertainty" / "run" / "uncertainty.json").write_text(json.dumps({
-        "label": "run", "n_images": 64, "per_op": {"crop": {"spearman_rho": 0.6}, "flip": {"spearman_rho": None}}}))
+    (figures / "uncertainty" / "run" / "uncertainty.json").write_text(
+        json.dumps(
+            {
+                "label": "run",
+                "n_images": 64,
+                "per_op": {"crop": {"spearman_rho": 0.6}, "flip": {"spearman_rho": None}},
+            }
+        )
+    )
     lines, missing = report.claim_masks(figures)
-    assert not missing and "mean off-diagonal IoU 0.00 against 0.33" in lines[0] and "separate the ops" in lines[0]
+    assert (
+        not missing
+        and "mean off-diagonal IoU 0.00 against 0.33" in lines[0]
+        and "separate the ops" in lines[0]
+    )
     lines, missing = report.claim_uncertainty(figures)
     assert not missing and "crop +0.60, flip n/a" in lines[0] and "tracks difficulty" in lines[0]
     assert "rho > 0.1 for 1 of 1" in lines[0]
@@ -65,7 +108,9 @@ def test_claims_two_and_three_read_the_analysis_outputs(tmp_path):
 
 def test_report_command_writes_readme_and_bad_input_is_one_line(tmp_path, capsys):
     _write_records(tmp_path)
-    assert analysis_main(["report", "--results", str(tmp_path), "--runs", str(tmp_path / "runs")]) == 0
+    assert (
+        analysis_main(["report", "--results", str(tmp_path), "--runs", str(tmp_path / "runs")]) == 0
+    )
     assert (tmp_path / "README.md").read_text().startswith("# Results")
     assert analysis_main(["masks", str(tmp_path / "missing.pt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -77,7 +122,9 @@ def test_what_was_run_lists_pretraining_folders_only(tmp_path):
         path = tmp_path / name
         path.mkdir()
         (path / "config.yaml").write_text(config)
-        (path / "log.jsonl").write_text(json.dumps({"step": 10, "loss": 1.5, "img_per_s": 400.0}) + "\n")
+        (path / "log.jsonl").write_text(
+            json.dumps({"step": 10, "loss": 1.5, "img_per_s": 400.0}) + "\n"
+        )
         if stage:
             (path / "run.json").write_text(json.dumps({"stage": stage}))
 
@@ -95,49 +142,82 @@ def test_rows_of_runs_whose_folders_are_gone_are_kept_and_marked(tmp_path):
     here = runs / "mast_s1"
     here.mkdir(parents=True)
     (here / "config.yaml").write_text("method: mast\nseed: 1\ntrain: {epochs: 16}\n")
-    (here / "log.jsonl").write_text(json.dumps({"step": 20, "loss": 2.0, "img_per_s": 300.0}) + "\n")
+    (here / "log.jsonl").write_text(
+        json.dumps({"step": 20, "loss": 2.0, "img_per_s": 300.0}) + "\n"
+    )
     (results / "tables").mkdir(parents=True)
     # an earlier analysis saw mast_s0 (now gone) and an older mast_s1 (here again: its new row wins)
-    (results / report.RUNS_CSV).write_text("run,method,seed,epochs,steps,final_loss,img_per_s\n"
-                                           "mast_s0,mast,0,16,1248,8.5,172\nmast_s1,mast,1,16,5,9.0,1\n")
+    (results / report.RUNS_CSV).write_text(
+        "run,method,seed,epochs,steps,final_loss,img_per_s\nmast_s0,mast,0,16,1248,8.5,172\nmast_s1,mast,1,16,5,9.0,1\n"
+    )
     table = report.pretraining_runs(runs, results)
     assert table["run"].tolist() == ["mast_s0 †", "mast_s1"]
     assert table.set_index("run").loc["mast_s1", "steps"] == 20
     text = "\n".join(report.runs_section(table, runs))
-    assert "| `mast_s0` † | mast | 0 | 16 | 1248 | 8.500 | 172 |" in text and text.startswith("†: the run's folder")
+    assert "| `mast_s0` † | mast | 0 | 16 | 1248 | 8.500 | 172 |" in text and text.startswith(
+        "†: the run's folder"
+    )
     (results / report.RUNS_CSV).write_text(table.to_csv(index=False))  # as `report` saves it
-    again = tables.keep_gone_runs(table.iloc[1:], results / report.RUNS_CSV, runs)  # kept twice: one mark
+    # kept twice: one mark
+    again = tables.keep_gone_runs(table.iloc[1:], results / report.RUNS_CSV, runs)
     assert again["run"].tolist() == ["mast_s0 †", "mast_s1"]
 
 
 def test_claim_one_compares_each_mast_config_with_vicreg_and_says_when_one_seed_has_no_spread():
     def rec(config, method, task, value):
-        return _cls(method, task, value, ckpt={"path": f"runs/{config}_s0/last.pt", "sha256": config})
-    records = [rec("mast_r18", "mast", "hue", 80.0), rec("mast_r18", "mast", "shape", 40.0),
-               rec("mast_factorized_r18", "mast", "hue", 85.0), rec("mast_factorized_r18", "mast", "shape", 50.0),
-               rec("vicreg_r18", "vicreg", "hue", 90.0), rec("vicreg_r18", "vicreg", "shape", 44.0)]
+        return _cls(
+            method, task, value, ckpt={"path": f"runs/{config}_s0/last.pt", "sha256": config}
+        )
+
+    records = [
+        rec("mast_r18", "mast", "hue", 80.0),
+        rec("mast_r18", "mast", "shape", 40.0),
+        rec("mast_factorized_r18", "mast", "hue", 85.0),
+        rec("mast_factorized_r18", "mast", "shape", 50.0),
+        rec("vicreg_r18", "vicreg", "hue", 90.0),
+        rec("vicreg_r18", "vicreg", "shape", 44.0),
+    ]
     lines, missing = report.claim_invariances(tables.measurements(pd.DataFrame(records)))
     text = "\n".join(lines)
     assert missing == []
     assert "| mast (mast_r18) − vicreg | | -10.0 | -4.0 | -7.0 |" in text
     assert "| mast (mast_factorized_r18) − vicreg | | -5.0 | +6.0 | +0.5 |" in text
-    assert "- MAST >= VICReg on 0 of 2 factor tasks (none); mean difference -7.0 points. A single seed" in text
-    assert "- `mast (mast_factorized_r18)` >= VICReg on 1 of 2 factor tasks (shape); mean difference +0.5" in text
-    assert "**does not support** it (MAST's own config" in text  # the verdict is MAST's own config's
+    assert (
+        "- MAST >= VICReg on 0 of 2 factor tasks (none); mean difference -7.0 points. A single seed"
+        in text
+    )
+    assert (
+        "- `mast (mast_factorized_r18)` >= VICReg on 1 of 2 factor tasks (shape); mean difference "
+        "+0.5" in text
+    )
+    # the verdict is MAST's own config's
+    assert "**does not support** it (MAST's own config" in text
 
 
 def test_readme_summary_block_is_rewritten_between_its_markers_only(tmp_path):
     _write_records(tmp_path)
     readme = tmp_path / "README.md"
-    readme.write_text(f"# Suite\n\nintro\n\n{report.README_BEGIN}\nold numbers\n{report.README_END}\n\n## Next\n")
+    readme.write_text(
+        f"# Suite\n\nintro\n\n{report.README_BEGIN}\nold numbers\n{report.README_END}\n\n## Next\n"
+    )
     assert report.update_readme(readme, tmp_path) == readme
     text = readme.read_text()
-    assert text.startswith("# Suite\n\nintro\n\n") and text.endswith(f"{report.README_END}\n\n## Next\n")
+    assert text.startswith("# Suite\n\nintro\n\n") and text.endswith(
+        f"{report.README_END}\n\n## Next\n"
+    )
     assert "old numbers" not in text
-    # The per-seed task means (mast 65, 66; vicreg 65, 67) summarised, then the claim's comparison and verdict.
-    assert "| vicreg | 66.0 ± 1.4 (n=2) | – | – |" in text and "| mast | 65.5 ± 0.7 (n=2) | – | – |" in text
-    assert "- MAST >= VICReg on 1 of 2 factor tasks (texture)" in text and "**does not support** it" in text
-    assert report.update_readme(readme, tmp_path) == readme and readme.read_text() == text  # idempotent
+    # The per-seed task means (mast 65, 66; vicreg 65, 67) summarised, then the claim's comparison
+    # and verdict.
+    assert (
+        "| vicreg | 66.0 ± 1.4 (n=2) | – | – |" in text
+        and "| mast | 65.5 ± 0.7 (n=2) | – | – |" in text
+    )
+    assert (
+        "- MAST >= VICReg on 1 of 2 factor tasks (texture)" in text
+        and "**does not support** it" in text
+    )
+    # idempotent
+    assert report.update_readme(readme, tmp_path) == readme and readme.read_text() == text
     # No markers (or no file): nothing is written.
     plain = tmp_path / "PLAIN.md"
     plain.write_text("# no markers\n")

@@ -1,9 +1,20 @@
-"""Result tables on hand-made records: numbers checked against hand computation, not just "it ran"."""
+"""Result tables on hand-made records: numbers checked against hand computation, not just "it
+ran"."""
+
 import pandas as pd
 import pytest
 
-from analysis.tables import (aggregate, families, family_rows, load_published, markdown_table, pivot, slugify,
-                             tex_escape, write_tables)
+from analysis.tables import (
+    aggregate,
+    families,
+    family_rows,
+    load_published,
+    markdown_table,
+    pivot,
+    slugify,
+    tex_escape,
+    write_tables,
+)
 from core.records import append_record, make_record
 
 UPRIGHT = "factorshapes/cls-upright"
@@ -11,13 +22,41 @@ LINEAR = "classification · factorshapes/cls-upright · linear-lbfgs"
 NO_PUBLISHED = pd.DataFrame()
 
 
-def rec(method, task, value, seed=0, run=None, time="2026-01-01T00:00:00+0000", protocol="linear-lbfgs",
-        dataset=UPRIGHT, stage="classification", metric="top1", epochs=16, arch="resnet18w16"):
-    """One record; ``run`` is the pretraining run folder (None: no checkpoint, as for the random-init floor)."""
+def rec(
+    method,
+    task,
+    value,
+    seed=0,
+    run=None,
+    time="2026-01-01T00:00:00+0000",
+    protocol="linear-lbfgs",
+    dataset=UPRIGHT,
+    stage="classification",
+    metric="top1",
+    epochs=16,
+    arch="resnet18w16",
+):
+    """One record; ``run`` is the pretraining run folder (None: no checkpoint, as for the
+    random-init floor)."""
     ckpt = None if run is None else {"path": f"results/runs/{run}/last.pt", "sha256": f"sha-{run}"}
-    return make_record(stage=stage, method=method, arch=arch, pretrain_ckpt=ckpt, pretrain_epochs=epochs,
-                       dataset=dataset, task=task, protocol=protocol, seed=seed, metric=metric, value=value,
-                       time=time, git_commit="test", n_train=10, n_test=10, config={})
+    return make_record(
+        stage=stage,
+        method=method,
+        arch=arch,
+        pretrain_ckpt=ckpt,
+        pretrain_epochs=epochs,
+        dataset=dataset,
+        task=task,
+        protocol=protocol,
+        seed=seed,
+        metric=metric,
+        value=value,
+        time=time,
+        git_commit="test",
+        n_train=10,
+        n_test=10,
+        config={},
+    )
 
 
 def frame(records):
@@ -33,7 +72,9 @@ def row(table, method):
 
 
 def three_seeds():
-    return [rec("mast", "shape", v, seed=s, run="mast_a_s0") for s, v in enumerate([60.0, 62.0, 64.0])]
+    return [
+        rec("mast", "shape", v, seed=s, run="mast_a_s0") for s, v in enumerate([60.0, 62.0, 64.0])
+    ]
 
 
 def test_mean_std_and_seed_count_of_a_cell():
@@ -47,49 +88,85 @@ def test_mean_std_and_seed_count_of_a_cell():
 
 def test_pretraining_seeds_of_one_config_aggregate_together():
     # three pretraining seeds (run folders _s0.._s2), one downstream seed each: one row, n=3
-    records = [rec("mast", "shape", v, run=f"mast_a_s{s}") for s, v in enumerate([10.0, 20.0, 30.0])]
+    records = [
+        rec("mast", "shape", v, run=f"mast_a_s{s}") for s, v in enumerate([10.0, 20.0, 30.0])
+    ]
     agg = aggregate(frame(records))
     assert len(agg) == 1 and agg.loc[0, "label"] == "mast"
-    assert (agg.loc[0, "mean"], agg.loc[0, "std"], agg.loc[0, "n"]) == pytest.approx((20.0, 10.0, 3))
+    assert (agg.loc[0, "mean"], agg.loc[0, "std"], agg.loc[0, "n"]) == pytest.approx(
+        (20.0, 10.0, 3)
+    )
 
 
 def test_rerun_of_same_seed_counts_once_and_latest_wins():
     late = rec("mast", "shape", 30.0, seed=0, run="mast_a_s0", time="2026-01-02T00:00:00+0000")
     early = rec("mast", "shape", 10.0, seed=0, run="mast_a_s0", time="2026-01-01T00:00:00+0000")
     other = rec("mast", "shape", 20.0, seed=1, run="mast_a_s0")
-    agg = aggregate(frame([late, early, other]))  # the later rerun comes first in the file: time decides
+    # the later rerun comes first in the file: time decides
+    agg = aggregate(frame([late, early, other]))
     assert (agg.loc[0, "mean"], agg.loc[0, "n"]) == pytest.approx((25.0, 2))
 
 
 def test_configs_sharing_a_method_get_told_apart():
-    records = [rec("mast", "shape", 50.0, run="mast_a_s0"), rec("mast", "shape", 52.0, seed=1, run="mast_a_s1"),
-               rec("mast", "shape", 40.0, run="mast_b_s0")]
+    records = [
+        rec("mast", "shape", 50.0, run="mast_a_s0"),
+        rec("mast", "shape", 52.0, seed=1, run="mast_a_s1"),
+        rec("mast", "shape", 40.0, run="mast_b_s0"),
+    ]
     agg = aggregate(frame(records)).set_index("label")
     assert sorted(agg.index) == ["mast (mast_a)", "mast (mast_b)"]
-    assert agg.loc["mast (mast_a)", "n"] == 2 and agg.loc["mast (mast_a)", "mean"] == pytest.approx(51.0)
+    assert agg.loc["mast (mast_a)", "n"] == 2 and agg.loc["mast (mast_a)", "mean"] == pytest.approx(
+        51.0
+    )
 
 
 def ceiling_and_published_records():
     return [
-        rec("mast", "shape", 62.0, run="mast_a_s0"), rec("mast", "hue", 60.0, run="mast_a_s0"),
-        rec("vicreg", "shape", 50.0, run="vicreg_a_s0"), rec("vicreg", "hue", 70.0, run="vicreg_a_s0"),
-        rec("random-init", "shape", 55.0, epochs=0), rec("random-init", "hue", 80.0, epochs=0),
+        rec("mast", "shape", 62.0, run="mast_a_s0"),
+        rec("mast", "hue", 60.0, run="mast_a_s0"),
+        rec("vicreg", "shape", 50.0, run="vicreg_a_s0"),
+        rec("vicreg", "hue", 70.0, run="vicreg_a_s0"),
+        rec("random-init", "shape", 55.0, epochs=0),
+        rec("random-init", "hue", 80.0, epochs=0),
         rec("supervised", "shape", 99.0, run="ceil_shape", epochs=8),
         rec("supervised", "hue", 99.5, run="ceil_hue", epochs=8),
     ]
 
 
 def fake_published():
-    return pd.DataFrame([dict(method="BYOL", arch="resnet50", epochs=1000, stage="classification",
-                              datasets="factorshapes/cls-upright", protocol="linear-lbfgs", task="shape",
-                              metric="top1", value=99.9, shown="99.9", cite="Someone 2020", source="paper",
-                              note="", label="BYOL (published, Someone 2020)")])
+    return pd.DataFrame(
+        [
+            dict(
+                method="BYOL",
+                arch="resnet50",
+                epochs=1000,
+                stage="classification",
+                datasets="factorshapes/cls-upright",
+                protocol="linear-lbfgs",
+                task="shape",
+                metric="top1",
+                value=99.9,
+                shown="99.9",
+                cite="Someone 2020",
+                source="paper",
+                note="",
+                label="BYOL (published, Someone 2020)",
+            )
+        ]
+    )
 
 
 def test_best_mark_per_column_skips_ceiling_and_published():
     table = pivot(aggregate(frame(ceiling_and_published_records())), LINEAR, fake_published())
-    bold = {col: table.loc[table[col].str.startswith("**"), "method"].tolist() for col in ("shape", "hue")}
-    assert bold == {"shape": ["mast"], "hue": ["random-init"]}  # the floor competes; 99.x references do not
+    bold = {
+        col: table.loc[table[col].str.startswith("**"), "method"].tolist()
+        for col in ("shape", "hue")
+    }
+    # the floor competes; 99.x references do not
+    assert bold == {
+        "shape": ["mast"],
+        "hue": ["random-init"],
+    }
     assert table.attrs["best"] == bold
     assert row(table, "BYOL (published, Someone 2020)")["shape"] == "99.9"
     assert row(table, "BYOL (published, Someone 2020)")["hue"] == ""
@@ -97,8 +174,13 @@ def test_best_mark_per_column_skips_ceiling_and_published():
 
 def test_rows_ordered_methods_floor_ceiling_published():
     table = pivot(aggregate(frame(ceiling_and_published_records())), LINEAR, fake_published())
-    assert table["method"].tolist() == ["mast", "vicreg", "random-init", "supervised",
-                                        "BYOL (published, Someone 2020)"]
+    assert table["method"].tolist() == [
+        "mast",
+        "vicreg",
+        "random-init",
+        "supervised",
+        "BYOL (published, Someone 2020)",
+    ]
     assert table["role"].tolist() == ["ours", "ours", "floor", "ceiling", "published"]
     assert table["epochs"].tolist() == ["16", "16", "0", "8", "1000"]
     # the per-label ceiling checkpoints (one per task) still form one row
@@ -106,17 +188,38 @@ def test_rows_ordered_methods_floor_ceiling_published():
 
 
 def test_detection_columns_are_metrics_and_published_voc_rows_join():
-    records = [rec("mast", "objects", v, stage="detection", dataset="voc07+12", protocol="voc0712-frcnn-c4-24k",
-                   metric=m, run="mast_r50_s0") for m, v in [("box_AP", 50.0), ("box_AP50", 80.0), ("box_AP75", 55.0)]]
+    records = [
+        rec(
+            "mast",
+            "objects",
+            v,
+            stage="detection",
+            dataset="voc07+12",
+            protocol="voc0712-frcnn-c4-24k",
+            metric=m,
+            run="mast_r50_s0",
+        )
+        for m, v in [("box_AP", 50.0), ("box_AP50", 80.0), ("box_AP75", 55.0)]
+    ]
     agg = aggregate(frame(records))
     family = "detection · voc07+12 · voc0712-frcnn-c4-24k"
     assert families(agg) == [family]
     table = pivot(agg, family)  # default: the shipped published numbers
-    assert list(table.columns) == ["method", "role", "arch", "epochs", "box_AP", "box_AP50", "box_AP75"]
+    assert list(table.columns) == [
+        "method",
+        "role",
+        "arch",
+        "epochs",
+        "box_AP",
+        "box_AP50",
+        "box_AP75",
+    ]
     moco = row(table, "MoCo v2 (published, MoCo detection README)")
     assert (moco["box_AP50"], moco["box_AP"], moco["box_AP75"]) == ("82.5", "57.4", "64.0")
     assert table.loc[table["role"] == "published", "method"].str.contains("published").all()
-    assert all(cell.startswith("**") for cell in row(table, "mast")[["box_AP", "box_AP50", "box_AP75"]])
+    assert all(
+        cell.startswith("**") for cell in row(table, "mast")[["box_AP", "box_AP50", "box_AP75"]]
+    )
 
 
 def test_published_numbers_of_protocols_md():
@@ -131,14 +234,18 @@ def test_published_numbers_of_protocols_md():
 
 
 def test_published_rows_stay_out_of_unrelated_families():
-    long = family_rows(aggregate(frame(three_seeds())), LINEAR)  # shipped CSV has no FactorShapes numbers
+    # shipped CSV has no FactorShapes numbers
+    long = family_rows(aggregate(frame(three_seeds())), LINEAR)
     assert set(long["role"]) == {"ours"}
 
 
 def test_rendering_escapes_and_marks():
     assert tex_escape("**62.0 ± 2.0 (n=3)**") == r"\textbf{62.0 $\pm$ 2.0 (n=3)}"
     assert tex_escape("mast (mast_a)") == r"mast (mast\_a)"
-    assert markdown_table(pd.DataFrame({"a": ["x|y"], "b": [1]})) == "| a | b |\n|---|---|\n| x\\|y | 1 |"
+    assert (
+        markdown_table(pd.DataFrame({"a": ["x|y"], "b": [1]}))
+        == "| a | b |\n|---|---|\n| x\\|y | 1 |"
+    )
     assert slugify(LINEAR) == "classification_factorshapes-cls-upright_linear-lbfgs"
 
 
@@ -146,7 +253,9 @@ def test_write_tables_files_and_csv_round_trip(tmp_path):
     records_dir, out = tmp_path / "records", tmp_path / "tables"
     for r in three_seeds() + [rec("mast", "shape", 40.0, run="mast_b_s0")]:
         append_record(records_dir / "classification.jsonl", r)
-    append_record(records_dir / "pilot.jsonl", rec("random-init", "shape", 1.0, stage="pilot-probe"))
+    append_record(
+        records_dir / "pilot.jsonl", rec("random-init", "shape", 1.0, stage="pilot-probe")
+    )
     written = write_tables(records_dir, out)
     stem = out / "classification_factorshapes-cls-upright_linear-lbfgs"
     for suffix in (".md", ".csv", ".tex"):
@@ -156,7 +265,9 @@ def test_write_tables_files_and_csv_round_trip(tmp_path):
     assert csv.loc["mast (mast_a)", ["mean", "std", "n"]].tolist() == pytest.approx([62.0, 2.0, 3])
     assert "**62.0 ± 2.0 (n=3)**" in stem.with_suffix(".md").read_text()
     assert r"mast (mast\_a) & ours" in stem.with_suffix(".tex").read_text()
-    assert "classification_factorshapes-cls-upright_linear-lbfgs.md" in (out / "index.md").read_text()
+    assert (
+        "classification_factorshapes-cls-upright_linear-lbfgs.md" in (out / "index.md").read_text()
+    )
     assert (out / "published.md").exists()
 
 
@@ -174,13 +285,37 @@ def test_write_tables_removes_family_tables_whose_records_are_gone(tmp_path):
 
     out = tmp_path / "tables"
     out.mkdir()
-    for name in ("classification_old-data_supervised.md", "classification_old-data_supervised.csv",
-                 "invariance.md", "sweep_rho.md", "diagnostics.csv"):
+    for name in (
+        "classification_old-data_supervised.md",
+        "classification_old-data_supervised.csv",
+        "invariance.md",
+        "sweep_rho.md",
+        "diagnostics.csv",
+    ):
         (out / name).write_text("x")
-    append_record(tmp_path / "records" / "classification.jsonl", make_record(
-        stage="classification", method="mast", arch="resnet18w16", dataset="factorshapes/cls-upright", task="hue",
-        protocol="knn", seed=0, metric="top1", value=50.0))
+    append_record(
+        tmp_path / "records" / "classification.jsonl",
+        make_record(
+            stage="classification",
+            method="mast",
+            arch="resnet18w16",
+            dataset="factorshapes/cls-upright",
+            task="hue",
+            protocol="knn",
+            seed=0,
+            metric="top1",
+            value=50.0,
+        ),
+    )
     tables.write_tables(tmp_path / "records", out)
     names = {p.name for p in out.iterdir()}
-    assert "classification_old-data_supervised.md" not in names and "classification_old-data_supervised.csv" not in names
-    assert {"invariance.md", "sweep_rho.md", "diagnostics.csv", "classification_factorshapes-cls-upright_knn.md"} <= names
+    assert (
+        "classification_old-data_supervised.md" not in names
+        and "classification_old-data_supervised.csv" not in names
+    )
+    assert {
+        "invariance.md",
+        "sweep_rho.md",
+        "diagnostics.csv",
+        "classification_factorshapes-cls-upright_knn.md",
+    } <= names

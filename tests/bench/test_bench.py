@@ -1,5 +1,6 @@
-"""`make bench`'s sections run and write their files (quick mode: tiny sizes). Benchmarks are not tests:
-nothing here asserts a time, only that every figure is there, positive and finite."""
+"""`make bench`'s sections run and write their files (quick mode: tiny sizes). Benchmarks are not
+tests: nothing here asserts a time, only that every figure is there, positive and finite."""
+
 import json
 import math
 
@@ -31,8 +32,11 @@ def read(out, name):
 
 
 def make_log(path):
-    lines = [{"stage": "data", "seconds": 40, "time": "t1"}, {"stage": "pretrain mast", "seconds": 300, "time": "t2"},
-             {"stage": "data", "seconds": 2, "time": "t3"}]
+    lines = [
+        {"stage": "data", "seconds": 40, "time": "t1"},
+        {"stage": "pretrain mast", "seconds": 300, "time": "t2"},
+        {"stage": "data", "seconds": 2, "time": "t3"},
+    ]
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\nnot json\n")
     return path
 
@@ -40,8 +44,25 @@ def make_log(path):
 def test_cheap_sections_write_their_files_and_the_readme(tmp_path, data_root):
     out = tmp_path / "bench"
     log = make_log(tmp_path / "make_all.jsonl")
-    assert main(["--quick", "--only", "loss_scaling", "data", "stages", "gpu", "--out", str(out),
-                 "--data-root", data_root, "--make-log", str(log)]) == 0
+    assert (
+        main(
+            [
+                "--quick",
+                "--only",
+                "loss_scaling",
+                "data",
+                "stages",
+                "gpu",
+                "--out",
+                str(out),
+                "--data-root",
+                data_root,
+                "--make-log",
+                str(log),
+            ]
+        )
+        == 0
+    )
 
     loss = read(out, "loss_scaling")
     assert [row["d"] for row in loss["by_d"]] == [64, 128]
@@ -81,9 +102,16 @@ def test_stages_without_a_log_say_so(tmp_path):
 def test_a_skipped_section_keeps_figures_measured_before(tmp_path):
     """The GPU section run on a CPU machine must not wipe the figures a GPU machine wrote."""
     log = tmp_path / "missing.jsonl"
-    measured = {"benchmark": "stages", "time": "earlier", "machine": describe_machine(), "quick": False,
-                "section_s": 1.0, "log": "make_all.jsonl", "total_s": 40,
-                "stages": [{"stage": "data", "seconds": 40, "runs": 1, "time": "t1"}]}
+    measured = {
+        "benchmark": "stages",
+        "time": "earlier",
+        "machine": describe_machine(),
+        "quick": False,
+        "section_s": 1.0,
+        "log": "make_all.jsonl",
+        "total_s": 40,
+        "stages": [{"stage": "data", "seconds": 40, "runs": 1, "time": "t1"}],
+    }
     (tmp_path / "stages.json").write_text(json.dumps(measured))
     assert main(["--only", "stages", "--out", str(tmp_path), "--make-log", str(log)]) == 0
     assert (tmp_path / "stages.json").read_text() == json.dumps(measured)
@@ -97,9 +125,12 @@ def test_a_skipped_section_keeps_figures_measured_before(tmp_path):
 
 def test_readme_marks_failed_and_outdated_section_files(tmp_path):
     machine = describe_machine()
-    (tmp_path / "pretrain.json").write_text(json.dumps({"benchmark": "pretrain", "machine": machine,
-                                                        "error": "RuntimeError: boom"}))
-    (tmp_path / "data.json").write_text(json.dumps({"benchmark": "data", "machine": machine, "methods": {}}))
+    (tmp_path / "pretrain.json").write_text(
+        json.dumps({"benchmark": "pretrain", "machine": machine, "error": "RuntimeError: boom"})
+    )
+    (tmp_path / "data.json").write_text(
+        json.dumps({"benchmark": "data", "machine": machine, "methods": {}})
+    )
     readme = write_readme(tmp_path)
     assert "failed: RuntimeError: boom" in readme
     assert "older layout" in readme and "--only data" in readme
@@ -142,7 +173,9 @@ def test_pretrain_section(tmp_path, data_root):
 @pytest.mark.slow
 def test_downstream_section(tmp_path, data_root):
     out = tmp_path / "bench"
-    assert main(["--quick", "--only", "downstream", "--out", str(out), "--data-root", data_root]) == 0
+    assert (
+        main(["--quick", "--only", "downstream", "--out", str(out), "--data-root", data_root]) == 0
+    )
     result = read(out, "downstream")
     assert positive(result["extraction"]["img_per_s"]) and positive(result["extract_all_parts_s"])
     probes = result["linear_probe"]["tasks"]
@@ -153,13 +186,16 @@ def test_downstream_section(tmp_path, data_root):
 
 @pytest.mark.slow
 def test_gpu_figures_run_on_the_cpu(data_root):
-    """The GPU section's code on the CPU (no bf16 there, no peak, no CUDA memory): every figure present."""
+    """The GPU section's code on the CPU (no bf16 there, no peak, no CUDA memory): every figure
+    present."""
     result = gpu.measure(Options(quick=True, data_root=data_root), "cpu")
     assert result["peak_bf16_tflops"] is None
     for entry in result["settings"].values():
         assert set(entry["modes"]) == set(gpu.MODES)
         for rows in entry["modes"].values():
-            assert all(positive(row["step_s"]) and positive(row["step_gflop"]) for row in rows.values())
+            assert all(
+                positive(row["step_s"]) and positive(row["step_gflop"]) for row in rows.values()
+            )
         assert len(entry["loader"]["settings"]) == len(gpu.loader_grid(True))
         assert all(positive(row["img_per_s"]) for row in entry["loader"]["settings"])
     assert "Cheapest setting" in gpu.markdown(result)
@@ -168,9 +204,14 @@ def test_gpu_figures_run_on_the_cpu(data_root):
 @pytest.mark.slow
 def test_memory_format_section(tmp_path, data_root):
     out = tmp_path / "bench"
-    assert main(["--quick", "--only", "memory_format", "--out", str(out), "--data-root", data_root]) == 0
+    assert (
+        main(["--quick", "--only", "memory_format", "--out", str(out), "--data-root", data_root])
+        == 0
+    )
     result = read(out, "memory_format")
     assert set(result["kernels"]) == {"native", "avx2"}
     for row in result["kernels"].values():
-        assert all(positive(v) for v in row["step_s"].values()) and positive(row["channels_last_vs_contiguous"])
+        assert all(positive(v) for v in row["step_s"].values()) and positive(
+            row["channels_last_vs_contiguous"]
+        )
     assert result["kernels"]["avx2"]["chosen"]["memory_format"] == "contiguous"

@@ -1,4 +1,6 @@
-"""Augmentations with recorded parameters: layout, replay, each op's effect, sampled statistics, config."""
+"""Augmentations with recorded parameters: layout, replay, each op's effect, sampled statistics,
+config."""
+
 from __future__ import annotations
 
 import math
@@ -8,8 +10,20 @@ import torch
 from torchvision.transforms.v2 import functional as F
 
 from core import augment as A
-from core.augment import (OPS, PARAM_DIM, PARAM_NAMES, PARAM_SLICES, Augment, AugmentConfig, apply_params,
-                          describe, neutral_params, sample_op, sample_params, with_ops_from)
+from core.augment import (
+    OPS,
+    PARAM_DIM,
+    PARAM_NAMES,
+    PARAM_SLICES,
+    Augment,
+    AugmentConfig,
+    apply_params,
+    describe,
+    neutral_params,
+    sample_op,
+    sample_params,
+    with_ops_from,
+)
 from core.config import ConfigError, from_dict, to_dict
 
 
@@ -34,7 +48,8 @@ def _params(**parts: tuple[float, ...]) -> torch.Tensor:
     return p
 
 
-# ------------------------------------------------------------------------------------------------- layout
+# -------------------------------------------------------------------------------------------------
+# layout
 def test_layout_is_fixed_contiguous_and_in_ops_order():
     assert OPS == ("crop", "flip", "color_jitter", "grayscale", "blur", "solarize")
     assert PARAM_DIM == 15 and len(PARAM_NAMES) == 15
@@ -75,7 +90,8 @@ def test_sample_params_is_the_concatenation_of_sample_op():
             assert part.shape == (PARAM_SLICES[op].stop - PARAM_SLICES[op].start,)
 
 
-# ----------------------------------------------------------------------------------------- determinism
+# -----------------------------------------------------------------------------------------
+# determinism
 def test_same_seed_same_params_different_seeds_differ():
     cfg = AugmentConfig()
     a = [sample_params(cfg, _gen(7), 1, 64, 64) for _ in range(2)]
@@ -107,7 +123,8 @@ def test_replay_reproduces_the_view_pixel_for_pixel(size, out_size):
         view = aug(image, params)
         assert view.dtype == torch.uint8 and view.shape == (3, out_size, out_size)
         assert torch.equal(view, aug(image, params))
-        replayed = torch.tensor(params.tolist())  # through plain floats (as a log or record keeps them)
+        # through plain floats (as a log or record keeps them)
+        replayed = torch.tensor(params.tolist())
         assert torch.equal(view, apply_params(image, replayed, out_size))
         assert torch.equal(view, apply_params(image, params.double(), out_size))
 
@@ -119,20 +136,29 @@ def test_views_from_different_params_differ():
     assert all(not torch.equal(views[0], v) for v in views[1:])
 
 
-# --------------------------------------------------------------------------------------- left-out ops
+# --------------------------------------------------------------------------------------- left-out
+# ops
 def test_op_not_in_config_is_neutral_and_leaves_image_unchanged():
-    cfg = AugmentConfig(ops=["crop"], flip_p=1.0, jitter_p=1.0, grayscale_p=1.0, blur_p=(1.0, 1.0),
-                        solarize_p=(1.0, 1.0))
+    cfg = AugmentConfig(
+        ops=["crop"],
+        flip_p=1.0,
+        jitter_p=1.0,
+        grayscale_p=1.0,
+        blur_p=(1.0, 1.0),
+        solarize_p=(1.0, 1.0),
+    )
     neutral = neutral_params()
     for seed in range(30):
         p = sample_params(cfg, _gen(seed), seed % 2, 64, 64)
-        assert torch.equal(p[PARAM_SLICES["crop"].stop:], neutral[PARAM_SLICES["crop"].stop:])
+        assert torch.equal(p[PARAM_SLICES["crop"].stop :], neutral[PARAM_SLICES["crop"].stop :])
     # A full-image box and nothing else: the resized image only.
     image = _image(64, 64)
     p = neutral_params()
     assert torch.equal(apply_params(image, p, 64), image)
-    assert torch.equal(apply_params(image, p, 32), F.resize(image, [32, 32], interpolation=F.InterpolationMode.BICUBIC,
-                                                              antialias=True))
+    assert torch.equal(
+        apply_params(image, p, 32),
+        F.resize(image, [32, 32], interpolation=F.InterpolationMode.BICUBIC, antialias=True),
+    )
     # Without crop in ops the box is the whole image.
     cfg = AugmentConfig(ops=["flip"])
     p = sample_params(cfg, _gen(0), 0, 40, 50)
@@ -142,8 +168,9 @@ def test_op_not_in_config_is_neutral_and_leaves_image_unchanged():
 def test_ablation_without_color_jitter_samples_every_other_op():
     cfg = AugmentConfig(ops=[op for op in OPS if op != "color_jitter"])
     ps = torch.stack([sample_params(cfg, _gen(s), 1, 64, 64) for s in range(200)])
-    assert torch.equal(ps[:, PARAM_SLICES["color_jitter"]],
-                       torch.tensor(A.NEUTRAL["color_jitter"]).expand(200, -1))
+    assert torch.equal(
+        ps[:, PARAM_SLICES["color_jitter"]], torch.tensor(A.NEUTRAL["color_jitter"]).expand(200, -1)
+    )
     assert 0 < ps[:, PARAM_SLICES["flip"]].mean() < 1
     assert 0 < ps[:, PARAM_SLICES["grayscale"]].mean() < 1
 
@@ -163,7 +190,8 @@ def test_with_ops_from_copies_only_the_named_slices():
         with_ops_from(base, other, ["rotate"])
 
 
-# -------------------------------------------------------------------------------------- each op's effect
+# -------------------------------------------------------------------------------------- each op's
+# effect
 def test_flip_mirrors_columns():
     image = _image(64, 64)
     out = apply_params(image, _params(flip=(1.0,)), 64)
@@ -209,11 +237,16 @@ def _quantize(x: torch.Tensor) -> torch.Tensor:
 
 
 def test_jitter_applies_its_factors_in_the_recorded_order():
-    """Reference: torchvision's own float ops, one image at a time, rounded to uint8 once at the end."""
+    """Reference: torchvision's own float ops, one image at a time, rounded to uint8 once at the
+    end."""
     image = _image(64, 64)
     b, c, s, h = torch.tensor([1.3, 0.7, 1.2, 0.05]).tolist()  # the float32 values a record holds
-    subops = [lambda x: F.adjust_brightness(x, b), lambda x: F.adjust_contrast(x, c),
-              lambda x: F.adjust_saturation(x, s), lambda x: F.adjust_hue(x, h)]
+    subops = [
+        lambda x: F.adjust_brightness(x, b),
+        lambda x: F.adjust_contrast(x, c),
+        lambda x: F.adjust_saturation(x, s),
+        lambda x: F.adjust_hue(x, h),
+    ]
     outs = []
     for index in (0, 23):
         expected = image.float() / 255
@@ -221,7 +254,8 @@ def test_jitter_applies_its_factors_in_the_recorded_order():
             expected = subops[sub](expected)
         out = apply_params(image, _params(color_jitter=(1.0, b, c, s, h, float(index))), 64)
         diff = (out.int() - _quantize(expected).int()).abs()
-        assert diff.max() <= 1 and (diff == 0).float().mean() > 0.99  # float rounding at .5 boundaries only
+        # float rounding at .5 boundaries only
+        assert diff.max() <= 1 and (diff == 0).float().mean() > 0.99
         outs.append(out)
     assert not torch.equal(outs[0], outs[1])
     # Brightness alone scales the pixels.
@@ -250,12 +284,16 @@ def test_batched_blur_matches_torchvision_per_image(sigma):
 
 
 def test_a_batch_renders_the_same_pixels_as_one_view_at_a_time():
-    """Batch independence: other images in the batch (other blur radii, jitter orders) change nothing."""
+    """Batch independence: other images in the batch (other blur radii, jitter orders) change
+    nothing."""
     generator = torch.Generator().manual_seed(11)
-    images = [torch.randint(0, 256, (3, 40 + 8 * (i % 3), 48), dtype=torch.uint8, generator=generator)
-              for i in range(24)]
-    params = torch.stack([sample_params(AugmentConfig(), generator, i % 2, *images[i].shape[-2:])
-                          for i in range(24)])
+    images = [
+        torch.randint(0, 256, (3, 40 + 8 * (i % 3), 48), dtype=torch.uint8, generator=generator)
+        for i in range(24)
+    ]
+    params = torch.stack(
+        [sample_params(AugmentConfig(), generator, i % 2, *images[i].shape[-2:]) for i in range(24)]
+    )
     batch = A.render_views(images, params, 32)
     assert batch.shape == (24, 3, 32, 32) and batch.dtype == torch.uint8
     for i in range(24):
@@ -264,18 +302,24 @@ def test_a_batch_renders_the_same_pixels_as_one_view_at_a_time():
 
 
 def test_chunked_rendering_gives_the_same_pixels(monkeypatch):
-    """Big batches render in chunks (cache-sized float copies); the chunking must not show in the pixels."""
+    """Big batches render in chunks (cache-sized float copies); the chunking must not show in the
+    pixels."""
     generator = torch.Generator().manual_seed(12)
     images = torch.randint(0, 256, (10, 3, 40, 40), dtype=torch.uint8, generator=generator)
-    params = torch.stack([sample_params(AugmentConfig(), generator, i % 2, 40, 40) for i in range(10)])
+    params = torch.stack(
+        [sample_params(AugmentConfig(), generator, i % 2, 40, 40) for i in range(10)]
+    )
     whole = A.render_views(images, params, 32)
-    monkeypatch.setattr(A, "RENDER_CHUNK_PIXELS", 3 * 32 * 32)  # chunks of 3 views, the last one of 1
+    # chunks of 3 views, the last one of 1
+    monkeypatch.setattr(A, "RENDER_CHUNK_PIXELS", 3 * 32 * 32)
     assert torch.equal(A.render_views(images, params, 32), whole)
 
 
 def _high_frequency_energy(image: torch.Tensor) -> float:
     x = image.float()
-    return float((x[:, 1:, :] - x[:, :-1, :]).pow(2).mean() + (x[:, :, 1:] - x[:, :, :-1]).pow(2).mean())
+    return float(
+        (x[:, 1:, :] - x[:, :-1, :]).pow(2).mean() + (x[:, :, 1:] - x[:, :, :-1]).pow(2).mean()
+    )
 
 
 def test_blur_lowers_high_frequency_energy_of_a_checkerboard():
@@ -310,8 +354,11 @@ def test_apply_rejects_bad_inputs():
         A.render_views([_image(), _image()], neutral_params()[None], 32)
 
 
-# ------------------------------------------------------------------------------------ sampled statistics
-def _samples(cfg: AugmentConfig, view: int, n: int, height: int = 64, width: int = 64) -> torch.Tensor:
+# ------------------------------------------------------------------------------------ sampled
+# statistics
+def _samples(
+    cfg: AugmentConfig, view: int, n: int, height: int = 64, width: int = 64
+) -> torch.Tensor:
     g = _gen(1000 + view)
     return torch.stack([sample_params(cfg, g, view, height, width) for _ in range(n)])
 
@@ -321,8 +368,10 @@ def test_sampled_rates_match_the_config():
     tol = 4 * math.sqrt(0.25 / n)  # four standard errors of a rate
     views = {view: _samples(cfg, view, n) for view in (0, 1)}
     for view, ps in views.items():
-        def rate(op: str) -> float:
+
+        def rate(op: str, ps=ps) -> float:
             return float(ps[:, PARAM_SLICES[op].start].mean())
+
         assert rate("flip") == pytest.approx(0.5, abs=tol)
         assert rate("color_jitter") == pytest.approx(0.8, abs=tol)
         assert rate("grayscale") == pytest.approx(0.2, abs=tol)
@@ -347,7 +396,8 @@ def test_sampled_values_lie_in_the_configured_ranges():
     for start, extent in ((top, h), (left, w)):  # boxes are placed uniformly: centred on average
         assert (start > 0).float().mean() > 0.5
         assert float((start + extent / 2).mean()) == pytest.approx(0.5, abs=0.03)
-    assert area.mean() == pytest.approx((0.08 + 1.0) / 2, abs=0.08)  # most tries succeed on a square image
+    # most tries succeed on a square image
+    assert area.mean() == pytest.approx((0.08 + 1.0) / 2, abs=0.08)
     assert ((top * 224).round() - top * 224).abs().max() < 1e-3  # boxes are whole pixels
 
     jit = ps[:, PARAM_SLICES["color_jitter"]]
@@ -360,45 +410,65 @@ def test_sampled_values_lie_in_the_configured_ranges():
 
     blur = ps[:, PARAM_SLICES["blur"]]
     sig_on = blur[blur[:, 0] == 1, 1]
-    assert sig_on.min() >= 0.1 and sig_on.max() <= 2.0 and sig_on.mean() == pytest.approx(1.05, abs=0.15)
+    assert (
+        sig_on.min() >= 0.1
+        and sig_on.max() <= 2.0
+        and sig_on.mean() == pytest.approx(1.05, abs=0.15)
+    )
     assert (blur[blur[:, 0] == 0, 1] == 0).all()
 
 
 def test_crop_falls_back_to_a_centre_crop_for_extreme_aspect_ratios():
-    # A 10x200 strip: no box with ratio <= 4/3 and area >= 50% fits, so the fallback takes the centre.
+    # A 10x200 strip: no box with ratio <= 4/3 and area >= 50% fits, so the fallback takes the
+    # centre.
     cfg = AugmentConfig(crop_scale=(0.5, 1.0))
     p = sample_op(cfg, _gen(0), "crop", 0, 10, 200)
     top, left, h, w = p.tolist()
     assert (top, h) == (0.0, 1.0)
-    assert w * 200 == pytest.approx(13, abs=0.01) and left * 200 == pytest.approx((200 - 13) // 2, abs=0.01)
+    assert w * 200 == pytest.approx(13, abs=0.01) and left * 200 == pytest.approx(
+        (200 - 13) // 2, abs=0.01
+    )
 
 
-# ------------------------------------------------------------------------------------------------ config
+# ------------------------------------------------------------------------------------------------
+# config
 def test_config_defaults_are_vicregs_and_load_strictly():
     cfg = AugmentConfig()
     assert cfg.ops == list(OPS)
-    assert (cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue, cfg.jitter_p) == (0.4, 0.4, 0.2, 0.1, 0.8)
+    assert (cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue, cfg.jitter_p) == (
+        0.4,
+        0.4,
+        0.2,
+        0.1,
+        0.8,
+    )
     assert cfg.blur_p == (1.0, 0.1) and cfg.solarize_p == (0.0, 0.2) and cfg.grayscale_p == 0.2
     loaded = from_dict(AugmentConfig, {"ops": ["crop", "flip"], "blur_p": [0.5, 0.5]})
     assert loaded.ops == ["crop", "flip"] and loaded.blur_p == (0.5, 0.5)
     assert from_dict(AugmentConfig, to_dict(cfg)) == cfg
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"ops": ["crop", "rotate"]}, "unknown op.*crop, flip, color_jitter, grayscale, blur, solarize"),
-    ({"ops": ["crop", "crop"]}, "more than once"),
-    ({"flip_p": 1.5}, "flip_p"),
-    ({"jitter_p": -0.1}, "jitter_p"),
-    ({"grayscale_p": 2.0}, "grayscale_p"),
-    ({"blur_p": (1.0, 1.1)}, r"blur_p\[1\]"),
-    ({"solarize_p": (0.0,)}, "solarize_p.*pair"),
-    ({"crop_scale": (0.5, 0.2)}, "crop_scale"),
-    ({"crop_scale": (0.0, 1.0)}, "crop_scale"),
-    ({"crop_ratio": (0.75, 1.33, 2.0)}, "crop_ratio"),
-    ({"blur_sigma": (0.0, 2.0)}, "blur_sigma"),
-    ({"hue": 0.6}, "hue"),
-    ({"brightness": -0.1}, "brightness"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (
+            {"ops": ["crop", "rotate"]},
+            "unknown op.*crop, flip, color_jitter, grayscale, blur, solarize",
+        ),
+        ({"ops": ["crop", "crop"]}, "more than once"),
+        ({"flip_p": 1.5}, "flip_p"),
+        ({"jitter_p": -0.1}, "jitter_p"),
+        ({"grayscale_p": 2.0}, "grayscale_p"),
+        ({"blur_p": (1.0, 1.1)}, r"blur_p\[1\]"),
+        ({"solarize_p": (0.0,)}, "solarize_p.*pair"),
+        ({"crop_scale": (0.5, 0.2)}, "crop_scale"),
+        ({"crop_scale": (0.0, 1.0)}, "crop_scale"),
+        ({"crop_ratio": (0.75, 1.33, 2.0)}, "crop_ratio"),
+        ({"blur_sigma": (0.0, 2.0)}, "blur_sigma"),
+        ({"hue": 0.6}, "hue"),
+        ({"brightness": -0.1}, "brightness"),
+    ],
+)
 def test_config_validation_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         AugmentConfig(**kwargs)

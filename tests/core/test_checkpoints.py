@@ -9,13 +9,28 @@ import torch
 import torchvision
 
 from core.backbones import backbone_state_dict, build_backbone
-from core.checkpoints import (FORMAT, CheckpointError, describe, export_backbone, load_checkpoint, load_file,
-                              main, save_checkpoint)
+from core.checkpoints import (
+    FORMAT,
+    CheckpointError,
+    describe,
+    export_backbone,
+    load_checkpoint,
+    load_file,
+    main,
+    save_checkpoint,
+)
 
 
 def make_state(value: float = 1.0, size: int = 4) -> dict:
-    return {"format": FORMAT, "backbone": {"w": torch.full((size,), value)}, "arch": "resnet18",
-            "method": "mast", "config": {"seed": 0}, "epoch": int(value), "masks": None}
+    return {
+        "format": FORMAT,
+        "backbone": {"w": torch.full((size,), value)},
+        "arch": "resnet18",
+        "method": "mast",
+        "config": {"seed": 0},
+        "epoch": int(value),
+        "masks": None,
+    }
 
 
 def test_round_trip(tmp_path):
@@ -56,10 +71,15 @@ def test_killed_process_midway_keeps_previous_file(tmp_path):
             print("writing", flush=True)
             time.sleep(60)
         torch.save = slow_save
-        save_checkpoint({{"format": FORMAT, "backbone": {{}}, "arch": "a", "method": "m", "config": {{}}}}, {str(path)!r})
+        state = {{"format": FORMAT, "backbone": {{}}, "arch": "a", "method": "m", "config": {{}}}}
+        save_checkpoint(state, {str(path)!r})
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
     try:
         assert proc.stdout.readline().strip() == "writing"
         temps = [p for p in tmp_path.iterdir() if p.name != "ck.pt"]
@@ -104,7 +124,10 @@ class Evil:
 def test_pickled_objects_are_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": FORMAT, "payload": Evil()}, path)
-    with pytest.raises(CheckpointError, match=r"\(posix.system\).*unpickling an untrusted file can run arbitrary code"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"\(posix.system\).*unpickling an untrusted file can run arbitrary code",
+    ):
         load_file(path)
     newer = tmp_path / "evil4.pt"
     torch.save({"payload": Evil()}, newer, pickle_protocol=4)
@@ -139,6 +162,8 @@ def test_cli_inspect_and_errors(tmp_path, capsys):
     path = save_checkpoint(make_state(), tmp_path / "ck.pt")
     assert main(["inspect", str(path)]) == 0
     summary = describe(load_checkpoint(path))
-    assert '"backbone_tensors": 1' in capsys.readouterr().out and summary["backbone_parameters"] == 4
+    assert (
+        '"backbone_tensors": 1' in capsys.readouterr().out and summary["backbone_parameters"] == 4
+    )
     assert main(["inspect", str(tmp_path / "missing.pt")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err

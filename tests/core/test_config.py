@@ -3,8 +3,18 @@ from typing import Literal
 
 import pytest
 
-from core.config import (ConfigError, DataConfig, RunConfig, apply_overrides, dump_config, field_names,
-                         load_config, read_yaml, save_config, to_dict)
+from core.config import (
+    ConfigError,
+    DataConfig,
+    RunConfig,
+    apply_overrides,
+    dump_config,
+    field_names,
+    load_config,
+    read_yaml,
+    save_config,
+    to_dict,
+)
 
 
 @dataclasses.dataclass
@@ -32,10 +42,20 @@ def test_defaults_without_file():
 
 
 def test_yaml_values_are_typed(tmp_path):
-    path = write(tmp_path, "seed: 3\ndata: {root: /x, image_size: 32}\ntrain: {epochs: 5}\noptim: {lr: 1e-3, betas: [0.5, 0.6]}\n")
+    path = write(
+        tmp_path,
+        "seed: 3\ndata: {root: /x, image_size: 32}\ntrain: {epochs: 5}\noptim: {lr: 1e-3, betas: "
+        "[0.5, 0.6]}\n",
+    )
     cfg = load_config(Schema, path)
-    assert cfg.seed == 3 and cfg.data.root == "/x" and cfg.data.image_size == 32 and cfg.train.epochs == 5
-    assert cfg.optim.lr == pytest.approx(1e-3) and isinstance(cfg.optim.lr, float)  # YAML reads 1e-3 as a string
+    assert (
+        cfg.seed == 3
+        and cfg.data.root == "/x"
+        and cfg.data.image_size == 32
+        and cfg.train.epochs == 5
+    )
+    # YAML reads 1e-3 as a string
+    assert cfg.optim.lr == pytest.approx(1e-3) and isinstance(cfg.optim.lr, float)
     assert cfg.optim.betas == (0.5, 0.6)
     assert cfg.train.batch_size == 256  # untouched default
 
@@ -52,19 +72,25 @@ def test_typo_lists_valid_keys(tmp_path):
 
 
 def test_unknown_top_level_key(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown config key 'sead'.*valid keys: seed, device, data, train, optim, tags"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown config key 'sead'.*valid keys: seed, device, data, train, optim, tags",
+    ):
         load_config(Schema, write(tmp_path, "sead: 1\n"))
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("seed: 1.5\n", "'seed' must be an integer"),
-    ("seed: true\n", "'seed' must be an integer"),
-    ("optim: {lr: fast}\n", "'optim.lr' must be a number"),
-    ("optim: {name: adam}\n", "choose one of: sgd, lars"),
-    ("data: 3\n", "'data' must be a mapping"),
-    ("tags: [1]\n", "'tags[0]' must be a string"),
-    ("data: {on_bad_image: ignore}\n", "choose one of: skip, error"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("seed: 1.5\n", "'seed' must be an integer"),
+        ("seed: true\n", "'seed' must be an integer"),
+        ("optim: {lr: fast}\n", "'optim.lr' must be a number"),
+        ("optim: {name: adam}\n", "choose one of: sgd, lars"),
+        ("data: 3\n", "'data' must be a mapping"),
+        ("tags: [1]\n", "'tags[0]' must be a string"),
+        ("data: {on_bad_image: ignore}\n", "choose one of: skip, error"),
+    ],
+)
 def test_wrong_types_are_errors(tmp_path, text, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
         load_config(Schema, write(tmp_path, text))
@@ -72,10 +98,25 @@ def test_wrong_types_are_errors(tmp_path, text, fragment):
 
 def test_overrides_win_over_file(tmp_path):
     path = write(tmp_path, "seed: 3\ndata: {image_size: 32}\n")
-    cfg = load_config(Schema, path, ["seed=7", "data.root=/data/imagenet", "optim.lr=0.5", "tags=[a, b]",
-                                     "data.n=null", "optim.betas=[0.1, 0.2]"])
+    cfg = load_config(
+        Schema,
+        path,
+        [
+            "seed=7",
+            "data.root=/data/imagenet",
+            "optim.lr=0.5",
+            "tags=[a, b]",
+            "data.n=null",
+            "optim.betas=[0.1, 0.2]",
+        ],
+    )
     assert cfg.seed == 7 and cfg.data.image_size == 32 and cfg.data.root == "/data/imagenet"
-    assert cfg.optim.lr == 0.5 and cfg.tags == ["a", "b"] and cfg.data.n is None and cfg.optim.betas == (0.1, 0.2)
+    assert (
+        cfg.optim.lr == 0.5
+        and cfg.tags == ["a", "b"]
+        and cfg.data.n is None
+        and cfg.optim.betas == (0.1, 0.2)
+    )
 
 
 def test_override_creates_missing_section():
@@ -83,13 +124,16 @@ def test_override_creates_missing_section():
     assert cfg.train.epochs == 9 and cfg.train.batch_size == 256
 
 
-@pytest.mark.parametrize("override, fragment", [
-    ("data.roott=/x", "did you mean 'root'"),
-    ("seed.x=1", "'seed' has no sub-keys"),
-    ("novalue", "must look like key.subkey=value"),
-    ("seed=[1", "not valid YAML"),
-    ("seed=abc", "'seed' must be an integer"),
-])
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("data.roott=/x", "did you mean 'root'"),
+        ("seed.x=1", "'seed' has no sub-keys"),
+        ("novalue", "must look like key.subkey=value"),
+        ("seed=[1", "not valid YAML"),
+        ("seed=abc", "'seed' must be an integer"),
+    ],
+)
 def test_bad_overrides(override, fragment):
     with pytest.raises(ConfigError, match=fragment):
         load_config(Schema, None, [override])
@@ -119,12 +163,24 @@ def test_saved_config_round_trips(tmp_path):
 
 def test_field_names_lists_leaves():
     names = field_names(Schema)
-    assert "data.root" in names and "train.batch_size" in names and "optim.lr" in names and "data" not in names
+    assert (
+        "data.root" in names
+        and "train.batch_size" in names
+        and "optim.lr" in names
+        and "data" not in names
+    )
 
 
 def test_names_other_tools_rely_on():
     names = field_names(RunConfig)
-    for key in ("seed", "data.dataset", "data.root", "data.image_size", "train.epochs", "train.batch_size"):
+    for key in (
+        "seed",
+        "data.dataset",
+        "data.root",
+        "data.image_size",
+        "train.epochs",
+        "train.batch_size",
+    ):
         assert key in names
     assert DataConfig().dataset == "factorshapes"
 

@@ -1,4 +1,6 @@
-"""CIFAR pickles (read with a restricted unpickler) and Fashion-MNIST IDX files, written by the tests."""
+"""CIFAR pickles (read with a restricted unpickler) and Fashion-MNIST IDX files, written by the
+tests."""
+
 import gzip
 import os
 import pickle
@@ -22,7 +24,9 @@ def write_cifar10(root, n=4):
         x = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
         images[name] = x
         with open(folder / name, "wb") as handle:
-            pickle.dump({b"data": x.reshape(n, -1), b"labels": list(range(n)), b"batch_label": b"x"}, handle)
+            pickle.dump(
+                {b"data": x.reshape(n, -1), b"labels": list(range(n)), b"batch_label": b"x"}, handle
+            )
     return images
 
 
@@ -31,8 +35,12 @@ def test_cifar10_layout(tmp_path):
     train = build_dataset(DataConfig(dataset="cifar10", root=str(tmp_path)), part="train")
     assert len(train) == 20 and train.label_names == {"class": 10}
     image, target = train[5]  # batch 2, row 1
-    assert torch.equal(image, torch.from_numpy(images["data_batch_2"][1])) and target == {"class": 1}
-    test = build_dataset(DataConfig(dataset="cifar10", root=str(tmp_path / "cifar-10-batches-py")), part="test")
+    assert torch.equal(image, torch.from_numpy(images["data_batch_2"][1])) and target == {
+        "class": 1
+    }
+    test = build_dataset(
+        DataConfig(dataset="cifar10", root=str(tmp_path / "cifar-10-batches-py")), part="test"
+    )
     assert len(test) == 4
     with pytest.raises(DataError, match="unknown cifar10 part 'val'"):
         build_dataset(DataConfig(dataset="cifar10", root=str(tmp_path)), part="val")
@@ -44,9 +52,14 @@ def test_cifar100_has_fine_and_coarse_labels(tmp_path):
     x = np.zeros((3, 3072), np.uint8)
     for name in ("train", "test"):
         with open(folder / name, "wb") as handle:
-            pickle.dump({b"data": x, b"fine_labels": [0, 99, 5], b"coarse_labels": [1, 19, 2]}, handle)
+            pickle.dump(
+                {b"data": x, b"fine_labels": [0, 99, 5], b"coarse_labels": [1, 19, 2]}, handle
+            )
     data = build_dataset(DataConfig(dataset="cifar100", root=str(tmp_path)), part="train")
-    assert data.label_names == {"class": 100, "coarse": 20} and data[1][1] == {"class": 99, "coarse": 19}
+    assert data.label_names == {"class": 100, "coarse": 20} and data[1][1] == {
+        "class": 99,
+        "coarse": 19,
+    }
 
 
 class Evil:
@@ -63,7 +76,9 @@ def test_cifar_pickle_with_code_is_refused(tmp_path):
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(s).to_bytes(4, "big") for s in array.shape
+    )
     return header + array.astype(np.uint8).tobytes()
 
 
@@ -74,7 +89,11 @@ def test_fashion_mnist_idx(tmp_path):
     (tmp_path / "train-labels-idx1-ubyte").write_bytes(idx_bytes(np.array([0, 9, 3, 3, 1])))
     data = build_dataset(DataConfig(dataset="fashion_mnist", root=str(tmp_path)), part="train")
     image, target = data[1]
-    assert image.shape == (3, 28, 28) and torch.equal(image[2], torch.from_numpy(images[1])) and target == {"class": 9}
+    assert (
+        image.shape == (3, 28, 28)
+        and torch.equal(image[2], torch.from_numpy(images[1]))
+        and target == {"class": 9}
+    )
     assert data.label_names == {"class": 10}
     with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte\[.gz\] not found"):
         build_dataset(DataConfig(dataset="fashion_mnist", root=str(tmp_path)), part="test")

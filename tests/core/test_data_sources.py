@@ -1,4 +1,5 @@
 """Image folders (real photos in mixed sizes and modes, one corrupt file) and STL-10 binaries."""
+
 import logging
 from pathlib import Path
 
@@ -19,7 +20,8 @@ SAMPLES = Path(matplotlib.get_data_path()) / "sample_data"
 
 @pytest.fixture
 def photo_folder(tmp_path):
-    """ImageNet layout: two classes of real photos (matplotlib's sample photos) in several modes and sizes."""
+    """ImageNet layout: two classes of real photos (matplotlib's sample photos) in several modes and
+    sizes."""
     hopper = Image.open(SAMPLES / "grace_hopper.jpg")  # RGB JPEG, 512 x 600
     pack = Image.open(SAMPLES / "Minduka_Present_Blue_Pack.png")  # RGBA PNG, 128 x 128
     a, b = tmp_path / "train" / "class_a", tmp_path / "train" / "class_b"
@@ -30,8 +32,11 @@ def photo_folder(tmp_path):
     hopper.convert("P", palette=Image.Palette.ADAPTIVE).resize((97, 113)).save(a / "palette.gif")
     hopper.convert("CMYK").resize((64, 80)).save(a / "cmyk.jpg")
     pack.save(b / "rgba.png")
-    Image.fromarray((np.asarray(hopper.convert("L"), np.uint16) * 200)).resize((50, 70)).save(b / "gray16.png")
-    (b / "corrupt.jpg").write_bytes((SAMPLES / "grace_hopper.jpg").read_bytes()[:300])  # truncated JPEG
+    Image.fromarray(np.asarray(hopper.convert("L"), np.uint16) * 200).resize((50, 70)).save(
+        b / "gray16.png"
+    )
+    # truncated JPEG
+    (b / "corrupt.jpg").write_bytes((SAMPLES / "grace_hopper.jpg").read_bytes()[:300])
     (b / "notes.txt").write_text("not an image")
     return tmp_path
 
@@ -46,13 +51,26 @@ def test_folder_reads_real_photos_and_skips_the_corrupt_one(photo_folder, caplog
         image, target = dataset[index]
         items[dataset.samples[index][0].name] = (image, target)
         assert image.dtype == torch.uint8 and image.shape[0] == 3
-    assert dataset.n_skipped == 1 and "corrupt.jpg" in caplog.text and "1 skipped so far" in caplog.text
+    assert (
+        dataset.n_skipped == 1
+        and "corrupt.jpg" in caplog.text
+        and "1 skipped so far" in caplog.text
+    )
     # The corrupt file's slot was filled by the next readable image (same batch size, no crash).
     assert torch.equal(items["corrupt.jpg"][0], items["gray16.png"][0])
-    assert items["rgb.jpg"][0].shape == (3, 600, 512) and items["gray.png"][0].shape == (3, 256, 300)
-    assert items["palette.gif"][0].shape == (3, 113, 97) and items["rgba.png"][0].shape == (3, 128, 128)
+    assert items["rgb.jpg"][0].shape == (3, 600, 512) and items["gray.png"][0].shape == (
+        3,
+        256,
+        300,
+    )
+    assert items["palette.gif"][0].shape == (3, 113, 97) and items["rgba.png"][0].shape == (
+        3,
+        128,
+        128,
+    )
     gray = items["gray.png"][0]
-    assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])  # grayscale replicated to RGB
+    # grayscale replicated to RGB
+    assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
     assert items["gray16.png"][0].max() > 200  # 16-bit values rescaled, not clipped to 255 blobs
     assert items["rgb.jpg"][1] == {"class": 0} and items["rgba.png"][1] == {"class": 1}
 
@@ -113,7 +131,9 @@ def test_stl10_binary_layout(tmp_path):
     assert len(train) == 3 and train.label_names == {"class": 10}
     image, target = train[1]
     assert torch.equal(image, torch.from_numpy(images["train"][1])) and target == {"class": 1}
-    both = build_dataset(DataConfig(dataset="stl10", root=str(tmp_path / "stl10_binary")), part="train+unlabeled")
+    both = build_dataset(
+        DataConfig(dataset="stl10", root=str(tmp_path / "stl10_binary")), part="train+unlabeled"
+    )
     assert len(both) == 7 and both.label_names == {}
     assert torch.equal(both[5][0], torch.from_numpy(images["unlabeled"][2])) and both[5][1] == {}
     with pytest.raises(IndexError):
@@ -122,7 +142,9 @@ def test_stl10_binary_layout(tmp_path):
 
 def test_stl10_errors(tmp_path):
     write_stl10(tmp_path / "stl10_binary")
-    with pytest.raises(DataError, match="unknown STL-10 part 'val'; valid parts: train, test, unlabeled"):
+    with pytest.raises(
+        DataError, match="unknown STL-10 part 'val'; valid parts: train, test, unlabeled"
+    ):
         STL10Dataset(tmp_path, "val")
     (tmp_path / "stl10_binary" / "test_X.bin").write_bytes(b"\0" * (IMAGE_BYTES + 5))
     with pytest.raises(DataError, match="is not an STL-10 image file"):

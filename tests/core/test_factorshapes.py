@@ -1,4 +1,5 @@
 """FactorShapes: determinism, labels, geometry, the spec's pitfalls, cache and COCO export."""
+
 import dataclasses
 import hashlib
 import json
@@ -13,8 +14,9 @@ import torch
 from core.data import factorshapes as fs
 from core.data.base import DataError
 
-# sha256 (first 16 hex digits) of images 0-3 of each split's train part at its default size. These change
-# only when the rendering changes, which must come with a GEN_VERSION bump (and new constants here).
+# sha256 (first 16 hex digits) of images 0-3 of each split's train part at its default size. These
+# change only when the rendering changes, which must come with a GEN_VERSION bump (and new constants
+# here).
 PINNED_GEN_VERSION = 1
 PINNED_HASHES = {
     "pretrain": ("1929fef3897873e1", "aa4bc87029752971", "53e6047cbf0daf43", "b9faf93b66b55e56"),
@@ -33,24 +35,45 @@ def scenes(split, n=200, size=None, part="train"):
     return [fs.sample_scene(split, part, i, size) for i in range(n)]
 
 
-# ------------------------------------------------------------------------------------------ constants
+# ------------------------------------------------------------------------------------------
+# constants
 def test_constants_describe_the_spec():
-    assert fs.FACTORS == {"shape": 8, "hue": 8, "orient": 8, "chiral": 2, "texture": 4, "size": 3, "pos": 4,
-                          "bg": 4, "light": 3}
+    assert fs.FACTORS == {
+        "shape": 8,
+        "hue": 8,
+        "orient": 8,
+        "chiral": 2,
+        "texture": 4,
+        "size": 3,
+        "pos": 4,
+        "bg": 4,
+        "light": 3,
+    }
     assert len(fs.FACTOR_TASKS) == 9 and ("cls-rot", "orient") in fs.FACTOR_TASKS
     assert {label for _, label in fs.FACTOR_TASKS} == set(fs.FACTORS)
-    assert fs.DEFAULT_COUNTS[("pretrain", "train")] == 10_000 and fs.DEFAULT_COUNTS[("det", "val")] == 500
+    assert (
+        fs.DEFAULT_COUNTS[("pretrain", "train")] == 10_000
+        and fs.DEFAULT_COUNTS[("det", "val")] == 500
+    )
     assert set(fs.DEFAULT_COUNTS) == {(s, p) for s in fs.SPLITS for p in fs.PARTS[s]}
-    assert "chiral" in fs.LABELS_BY_SPLIT["cls-upright"] and "orient" not in fs.LABELS_BY_SPLIT["cls-upright"]
-    assert "orient" in fs.LABELS_BY_SPLIT["cls-rot"] and "chiral" not in fs.LABELS_BY_SPLIT["cls-rot"]
+    assert (
+        "chiral" in fs.LABELS_BY_SPLIT["cls-upright"]
+        and "orient" not in fs.LABELS_BY_SPLIT["cls-upright"]
+    )
+    assert (
+        "orient" in fs.LABELS_BY_SPLIT["cls-rot"] and "chiral" not in fs.LABELS_BY_SPLIT["cls-rot"]
+    )
 
 
 def test_canonical_polygons_have_unit_circumradius():
     for points in fs.CANONICAL:
-        assert np.allclose(points.mean(axis=0), 0) and math.isclose(np.linalg.norm(points, axis=1).max(), 1)
+        assert np.allclose(points.mean(axis=0), 0) and math.isclose(
+            np.linalg.norm(points, axis=1).max(), 1
+        )
 
 
-# ------------------------------------------------------------------------------------------ determinism
+# ------------------------------------------------------------------------------------------
+# determinism
 @pytest.mark.parametrize("split", fs.SPLITS)
 def test_pinned_image_hashes(split):
     assert fs.GEN_VERSION == PINNED_GEN_VERSION, "GEN_VERSION changed: recompute PINNED_HASHES"
@@ -71,9 +94,17 @@ def test_render_is_pure_and_ignores_global_rngs():
 
 
 def test_parts_seeds_and_indices_differ():
-    images = [fs.render_sample(*args)[0] for args in [
-        ("cls-rot", "train", 0), ("cls-rot", "val", 0), ("cls-rot", "test", 0), ("cls-upright", "train", 0),
-        ("cls-rot", "train", 1), ("pretrain", "train", 0)]]
+    images = [
+        fs.render_sample(*args)[0]
+        for args in [
+            ("cls-rot", "train", 0),
+            ("cls-rot", "val", 0),
+            ("cls-rot", "test", 0),
+            ("cls-upright", "train", 0),
+            ("cls-rot", "train", 1),
+            ("pretrain", "train", 0),
+        ]
+    ]
     images.append(fs.render_sample("cls-rot", "train", 0, seed=1)[0])
     assert len({digest(image) for image in images}) == len(images)
 
@@ -81,7 +112,10 @@ def test_parts_seeds_and_indices_differ():
 def test_sample_labels_matches_render():
     for split in fs.SPLITS:
         for i in range(3):
-            assert fs.sample_labels(split, "train", i) == fs.render_sample(split, "train", i)[1]["labels"]
+            assert (
+                fs.sample_labels(split, "train", i)
+                == fs.render_sample(split, "train", i)[1]["labels"]
+            )
 
 
 # ------------------------------------------------------------------------------------------ labels
@@ -106,10 +140,12 @@ def test_orientation_hue_and_size_stay_inside_their_bins():
                 assert abs(obj.angle - 45 * obj.orient) <= 10 + 1e-9
                 if split.endswith("upright") or scene.labels.get("upright") == 1:
                     assert obj.orient == 0
-                hue_error = (obj.hue_turns - obj.hue / 8 + 0.5) % 1.0 - 0.5  # circular difference, turns
+                # circular difference, turns
+                hue_error = (obj.hue_turns - obj.hue / 8 + 0.5) % 1.0 - 0.5
                 assert abs(hue_error) <= 0.025 + 1e-9 and 0 <= obj.hue_turns < 1
                 assert abs(obj.radius / width - fractions[obj.size]) <= 0.015 + 1e-9
-    assert any(o.hue == 0 and o.hue_turns > 0.9 for s in scenes("cls-rot", 200) for o in s.objects)  # wraps
+    # wraps
+    assert any(o.hue == 0 and o.hue_turns > 0.9 for s in scenes("cls-rot", 200) for o in s.objects)
 
 
 def test_pretrain_mixes_upright_and_rotated():
@@ -117,7 +153,8 @@ def test_pretrain_mixes_upright_and_rotated():
     assert 60 < sum(upright) < 140
 
 
-# ------------------------------------------------------------------------------------------ geometry
+# ------------------------------------------------------------------------------------------
+# geometry
 def test_objects_stay_inside_the_canvas_and_in_their_quadrant():
     for split in fs.SPLITS:
         for scene in scenes(split, 150, 64):
@@ -138,24 +175,36 @@ def test_det_circumcircles_do_not_overlap(split):
         objs = scene.objects
         assert 1 <= len(objs) <= 6 and scene.labels["count"] == len(objs) - 1
         for i, a in enumerate(objs):
-            for b in objs[i + 1:]:
+            for b in objs[i + 1 :]:
                 assert math.hypot(a.cx - b.cx, a.cy - b.cy) >= a.radius + b.radius + 1 - 1e-9
 
 
 def test_texture_classes_have_equal_mean_value():
     for kind in range(4):  # the field alone, over a large window
-        obj = dataclasses.replace(fs.sample_scene("cls-rot", "train", 0).objects[0], texture=kind, angle=23.0)
+        obj = dataclasses.replace(
+            fs.sample_scene("cls-rot", "train", 0).objects[0], texture=kind, angle=23.0
+        )
         y, x = np.mgrid[0:256, 0:256] + 0.5
         field = fs.texture_field(obj, x, y)
-        assert abs(field.mean() - 0.65) < 0.01 and set(np.unique(field.round(6))) <= {0.3, 0.65, 1.0}
-    for split in ("cls-rot", "det"):  # rendered objects: white colour on a black canvas, textured / solid
+        assert abs(field.mean() - 0.65) < 0.01 and set(np.unique(field.round(6))) <= {
+            0.3,
+            0.65,
+            1.0,
+        }
+    # rendered objects: white colour on a black canvas, textured / solid
+    for split in (
+        "cls-rot",
+        "det",
+    ):
         ratios = []
         for scene in scenes(split, 40):
             obj = dataclasses.replace(scene.objects[0], sat=0.0, val=1.0)
             sums = []
             for kind in range(4):
                 canvas = np.zeros((scene.image_size, scene.image_size, 3))
-                fs.draw_object(canvas, dataclasses.replace(obj, texture=kind), fs.object_polygon(obj))
+                fs.draw_object(
+                    canvas, dataclasses.replace(obj, texture=kind), fs.object_polygon(obj)
+                )
                 sums.append(canvas.sum())
             ratios.append(np.array(sums) / sums[0])
         assert np.abs(np.mean(ratios, axis=0) - 1).max() < 0.02, np.mean(ratios, axis=0)
@@ -170,10 +219,17 @@ def test_background_pool_is_fixed_and_dark():
 # ------------------------------------------------------------------------------------------ cache
 def test_cache_matches_render_and_is_reused(tmp_path):
     folder = fs.ensure_split(tmp_path, "cls-upright", "train", n=24, image_size=32, progress=False)
-    assert folder == tmp_path / f"factorshapes-v{fs.GEN_VERSION}" / "seed0" / "cls-upright-32px" / "train-24"
+    assert (
+        folder
+        == tmp_path / f"factorshapes-v{fs.GEN_VERSION}" / "seed0" / "cls-upright-32px" / "train-24"
+    )
     images = np.load(folder / "images.npy", mmap_mode="r")
     labels = np.load(folder / "labels.npz")
-    assert images.shape == (24, 32, 32, 3) and labels["bbox"].shape == (24, 4) and labels["bbox"].dtype == np.float32
+    assert (
+        images.shape == (24, 32, 32, 3)
+        and labels["bbox"].shape == (24, 4)
+        and labels["bbox"].dtype == np.float32
+    )
     for i in (0, 5, 23):
         image, record = fs.render_sample("cls-upright", "train", i, 32)
         assert np.array_equal(images[i], image)
@@ -183,14 +239,21 @@ def test_cache_matches_render_and_is_reused(tmp_path):
     assert meta["gen_version"] == fs.GEN_VERSION and meta["n"] == 24 and meta["image_size"] == 32
     assert meta["images_sha256"] == hashlib.sha256((folder / "images.npy").read_bytes()).hexdigest()
     stamp = (folder / "meta.json").stat().st_mtime_ns
-    assert fs.ensure_split(tmp_path, "cls-upright", "train", n=24, image_size=32, progress=False) == folder
+    assert (
+        fs.ensure_split(tmp_path, "cls-upright", "train", n=24, image_size=32, progress=False)
+        == folder
+    )
     assert (folder / "meta.json").stat().st_mtime_ns == stamp
 
 
 def test_workers_do_not_change_the_data(tmp_path):
     for split, size, n in (("pretrain", 32, 64), ("det", 64, 40)):
-        one = fs.ensure_split(tmp_path / "w1", split, "train", n=n, image_size=size, workers=1, progress=False)
-        two = fs.ensure_split(tmp_path / "w2", split, "train", n=n, image_size=size, workers=2, progress=False)
+        one = fs.ensure_split(
+            tmp_path / "w1", split, "train", n=n, image_size=size, workers=1, progress=False
+        )
+        two = fs.ensure_split(
+            tmp_path / "w2", split, "train", n=n, image_size=size, workers=2, progress=False
+        )
         meta_one, meta_two = (json.loads((f / "meta.json").read_text()) for f in (one, two))
         assert meta_one["images_sha256"] == meta_two["images_sha256"]
         for name in ("labels.npz", "images.npy", "annotations/instances_shape.json"):
@@ -206,8 +269,12 @@ def test_half_written_cache_is_not_used(tmp_path):
     dead_tmp = folder.parent / f"{fs.TMP_PREFIX}{folder.name}-{socket.gethostname()}-999999999-abcd"
     dead_tmp.mkdir()
     (dead_tmp / "images.npy").write_bytes(b"half")
-    dataset = fs.FactorShapesDataset(tmp_path, "pretrain", "train", n=16, image_size=32, progress=False)
-    assert np.array_equal(dataset[3][0].permute(1, 2, 0).numpy(), fs.render_sample("pretrain", "train", 3, 32)[0])
+    dataset = fs.FactorShapesDataset(
+        tmp_path, "pretrain", "train", n=16, image_size=32, progress=False
+    )
+    assert np.array_equal(
+        dataset[3][0].permute(1, 2, 0).numpy(), fs.render_sample("pretrain", "train", 3, 32)[0]
+    )
     assert not dead_tmp.exists()
     # A complete-looking folder from another generator version is rebuilt too.
     meta = json.loads((folder / "meta.json").read_text())
@@ -216,13 +283,20 @@ def test_half_written_cache_is_not_used(tmp_path):
     assert json.loads((folder / "meta.json").read_text())["gen_version"] == fs.GEN_VERSION
 
 
-# ------------------------------------------------------------------------------------------ data set
+# ------------------------------------------------------------------------------------------ data
+# set
 def test_dataset_items_and_label_names(tmp_path):
-    dataset = fs.FactorShapesDataset(tmp_path, "cls-rot", "val", n=16, image_size=32, progress=False)
-    assert len(dataset) == 16 and dataset.label_names == {k: fs.FACTORS[k] for k in fs.LABELS_BY_SPLIT["cls-rot"]}
+    dataset = fs.FactorShapesDataset(
+        tmp_path, "cls-rot", "val", n=16, image_size=32, progress=False
+    )
+    assert len(dataset) == 16 and dataset.label_names == {
+        k: fs.FACTORS[k] for k in fs.LABELS_BY_SPLIT["cls-rot"]
+    }
     image, target = dataset[5]
     assert image.dtype == torch.uint8 and image.shape == (3, 32, 32)
-    assert set(target) == set(fs.LABELS_BY_SPLIT["cls-rot"]) and all(type(v) is int for v in target.values())
+    assert set(target) == set(fs.LABELS_BY_SPLIT["cls-rot"]) and all(
+        type(v) is int for v in target.values()
+    )
     record = fs.render_sample("cls-rot", "val", 5, 32)[1]
     assert target == {k: record["labels"][k] for k in target}
     with pytest.raises(IndexError):
@@ -240,7 +314,8 @@ def test_unknown_split_or_part_lists_the_valid_ones(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ COCO
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools' numpy-2 copy keyword notice
+# pycocotools' numpy-2 copy keyword notice
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("split", fs.DET_SPLITS)
 def test_coco_files_are_valid(tmp_path, split):
     from pycocotools.coco import COCO
@@ -248,8 +323,11 @@ def test_coco_files_are_valid(tmp_path, split):
     size, n = 128, 12
     folder = fs.ensure_split(tmp_path, split, "val", n=n, progress=False)
     files = fs.coco_files(folder)
-    assert set(files) == ({"shape", "color", "orient", "chiral"} if split == "det-upright"
-                          else {"shape", "color", "orient"})
+    assert set(files) == (
+        {"shape", "color", "orient", "chiral"}
+        if split == "det-upright"
+        else {"shape", "color", "orient"}
+    )
     dataset = fs.FactorShapesDataset(tmp_path, split, "val", n=n, progress=False)
     assert dataset.label_names == {"count": 6, "bg": 4, "light": 3}
     shape_anns = None
@@ -273,7 +351,8 @@ def test_coco_files_are_valid(tmp_path, split):
                 mask = coco.annToMask(ann).astype(bool)
                 ys, xs = np.nonzero(mask)
                 x, y, w, h = ann["bbox"]
-                assert xs.min() >= x - 1 and xs.max() + 1 <= x + w + 1  # 1 px tolerance for rounding
+                # 1 px tolerance for rounding
+                assert xs.min() >= x - 1 and xs.max() + 1 <= x + w + 1
                 assert ys.min() >= y - 1 and ys.max() + 1 <= y + h + 1
                 relative.append(abs(mask.sum() - ann["area"]) / ann["area"])
         assert np.median(relative) < 0.05
@@ -282,7 +361,9 @@ def test_coco_files_are_valid(tmp_path, split):
             shape_anns = anns
         else:  # same boxes, category = that factor, which the shape file lists as an attribute
             assert [a["bbox"] for a in anns] == [a["bbox"] for a in shape_anns]
-            assert [a["category_id"] for a in anns] == [a["attributes"][factor] + 1 for a in shape_anns]
+            assert [a["category_id"] for a in anns] == [
+                a["attributes"][factor] + 1 for a in shape_anns
+            ]
     first = fs.render_sample(split, "val", 0)
     assert np.array_equal(dataset[0][0].permute(1, 2, 0).numpy(), first[0])
 
@@ -302,8 +383,13 @@ def test_object_scale_enlarges_objects_keeps_labels_and_gets_its_own_cache(tmp_p
         target = fs.SIZE_FRACTIONS["cls"][obj.size] * 1.25 * 64
         assert abs(obj.radius - target) <= fs.SIZE_JITTER * 64 + 1e-9
         assert obj.radius > plain.objects[0].radius
-        assert max(obj.cx, obj.cy) <= 64 - obj.radius - 1 + 1e-9 and min(obj.cx, obj.cy) >= obj.radius + 1 - 1e-9
-    folder = fs.ensure_split(tmp_path, "cls-upright", "train", n=8, image_size=32, progress=False, object_scale=1.25)
+        assert (
+            max(obj.cx, obj.cy) <= 64 - obj.radius - 1 + 1e-9
+            and min(obj.cx, obj.cy) >= obj.radius + 1 - 1e-9
+        )
+    folder = fs.ensure_split(
+        tmp_path, "cls-upright", "train", n=8, image_size=32, progress=False, object_scale=1.25
+    )
     assert folder.parent.name == "cls-upright-32px-scale1.25"
     assert json.loads((folder / "meta.json").read_text())["object_scale"] == 1.25
     image, _ = fs.render_sample("cls-upright", "train", 3, 32, object_scale=1.25)

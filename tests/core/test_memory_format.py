@@ -1,4 +1,6 @@
-"""The CPU memory format choice: the rule, the probe child, and its verdict against the raw oneDNN defect."""
+"""The CPU memory format choice: the rule, the probe child, and its verdict against the raw oneDNN
+defect."""
+
 import os
 import subprocess
 import sys
@@ -21,18 +23,23 @@ def probe_cache(tmp_path, monkeypatch):
     mf._CHOSEN.clear()
 
 
-@pytest.mark.parametrize("result, channels_last, words", [
-    ({"isa": AVX512, "max_rel_diff": 2e-6}, True, "faster"),
-    ({"isa": "Intel AVX2", "max_rel_diff": 2e-6}, False, "AVX2-class"),
-    ({"isa": "Intel AVX2", "crashed": "signal SIGABRT"}, False, "crashed (signal SIGABRT)"),
-    ({"isa": AVX512, "crashed": "signal SIGSEGV"}, False, "crashed (signal SIGSEGV)"),
-    ({"isa": AVX512, "max_rel_diff": 0.74}, False, "differ by 0.74"),
-    ({"isa": "unknown", "max_rel_diff": 0.0}, False, "AVX2-class"),
-])
+@pytest.mark.parametrize(
+    "result, channels_last, words",
+    [
+        ({"isa": AVX512, "max_rel_diff": 2e-6}, True, "faster"),
+        ({"isa": "Intel AVX2", "max_rel_diff": 2e-6}, False, "AVX2-class"),
+        ({"isa": "Intel AVX2", "crashed": "signal SIGABRT"}, False, "crashed (signal SIGABRT)"),
+        ({"isa": AVX512, "crashed": "signal SIGSEGV"}, False, "crashed (signal SIGSEGV)"),
+        ({"isa": AVX512, "max_rel_diff": 0.74}, False, "differ by 0.74"),
+        ({"isa": "unknown", "max_rel_diff": 0.0}, False, "AVX2-class"),
+    ],
+)
 def test_verdict(result, channels_last, words):
     choice = mf.verdict(result)
     assert choice.channels_last is channels_last and words in choice.reason
-    assert choice.memory_format == (torch.channels_last if channels_last else torch.contiguous_format)
+    assert choice.memory_format == (
+        torch.channels_last if channels_last else torch.contiguous_format
+    )
 
 
 def test_cuda_and_not_requested_need_no_probe(probe_cache):
@@ -61,14 +68,16 @@ def test_probe_on_this_cpu_is_cached(probe_cache):
 
 
 def test_avx2_kernels_are_never_channels_last(probe_cache, monkeypatch):
-    # oneDNN capped at AVX2 uses the kernels of AVX2-only CPUs (AMD Zen 1-3, older Intel) on any x86 CPU.
+    # oneDNN capped at AVX2 uses the kernels of AVX2-only CPUs (AMD Zen 1-3, older Intel) on any x86
+    # CPU.
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     choice = mf.choose(torch.device("cpu"), "resnet18", 16)
     assert not choice.channels_last and "AVX2" in choice.reason
 
 
-# The defect itself, with nothing of the suite: a 1x1 stride-2 convolution of 4 input channels (ResNet-18 at
-# base width 4: layer2's downsample), trained in channels_last on oneDNN's AVX2 kernels.
+# The defect itself, with nothing of the suite: a 1x1 stride-2 convolution of 4 input channels
+# (ResNet-18 at base width 4: layer2's downsample), trained in channels_last on oneDNN's AVX2
+# kernels.
 RAW = textwrap.dedent("""
     import sys, torch
     torch.set_num_threads(int(sys.argv[1]))
@@ -83,7 +92,8 @@ RAW = textwrap.dedent("""
         conv.weight.grad = ref.weight.grad = None
         conv(x.contiguous(memory_format=torch.channels_last)).square().sum().backward()
         ref(x.double()).square().sum().backward()
-        worst = max(worst, ((conv.weight.grad - ref.weight.grad).abs().max() / ref.weight.grad.abs().max()).item())
+        diff = (conv.weight.grad - ref.weight.grad).abs().max() / ref.weight.grad.abs().max()
+        worst = max(worst, diff.item())
     print(worst)
 """)
 
@@ -92,8 +102,14 @@ RAW = textwrap.dedent("""
 def test_probe_catches_what_the_raw_defect_does(probe_cache, monkeypatch, threads):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # restored after the test, whatever it was
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    raw = subprocess.run([sys.executable, "-c", RAW, str(threads)], capture_output=True, text=True, env=env,
-                         check=False, timeout=120)
+    raw = subprocess.run(
+        [sys.executable, "-c", RAW, str(threads)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=120,
+    )
     broken = raw.returncode != 0 or float(raw.stdout.split()[-1]) > mf.TOLERANCE
     result = mf.probe("resnet18", 4, threads, use_cache=False)
     found = bool(result.get("crashed")) or result.get("max_rel_diff", 0.0) > mf.TOLERANCE

@@ -4,13 +4,31 @@ import multiprocessing as mp
 
 import pytest
 
-from core.records import (FIELDS, RecordError, append_record, checkpoint_ref, make_record, read_records)
+from core.records import (
+    FIELDS,
+    RecordError,
+    append_record,
+    checkpoint_ref,
+    make_record,
+    read_records,
+)
 
 
 def record(i: int, writer: str = "a", **extra) -> dict:
-    return make_record(stage="eval-cls", method="mast", arch="resnet18", dataset="factorshapes", task="hue",
-                       protocol="knn", seed=i % 3, metric="top1", value=float(i), config={"writer": writer},
-                       git_commit="abc", **extra)
+    return make_record(
+        stage="eval-cls",
+        method="mast",
+        arch="resnet18",
+        dataset="factorshapes",
+        task="hue",
+        protocol="knn",
+        seed=i % 3,
+        metric="top1",
+        value=float(i),
+        config={"writer": writer},
+        git_commit="abc",
+        **extra,
+    )
 
 
 def test_make_record_orders_fields_and_keeps_extras():
@@ -21,7 +39,9 @@ def test_make_record_orders_fields_and_keeps_extras():
 
 @pytest.mark.parametrize("missing", ["stage", "seed", "value", "metric"])
 def test_missing_required_field(missing):
-    fields = dict(stage="s", method="m", dataset="d", task="t", protocol="p", seed=0, metric="acc", value=1.0)
+    fields = dict(
+        stage="s", method="m", dataset="d", task="t", protocol="p", seed=0, metric="acc", value=1.0
+    )
     del fields[missing]
     with pytest.raises(RecordError, match=missing):
         make_record(**fields)
@@ -29,7 +49,16 @@ def test_missing_required_field(missing):
 
 def test_value_must_be_a_number():
     with pytest.raises(RecordError, match="must be a number"):
-        make_record(stage="s", method="m", dataset="d", task="t", protocol="p", seed=0, metric="acc", value="high")
+        make_record(
+            stage="s",
+            method="m",
+            dataset="d",
+            task="t",
+            protocol="p",
+            seed=0,
+            metric="acc",
+            value="high",
+        )
 
 
 def test_append_and_read_back(tmp_path):
@@ -61,14 +90,18 @@ def test_checkpoint_ref_hashes_file(tmp_path):
     path = tmp_path / "c.pt"
     path.write_bytes(b"abc")
     ref = checkpoint_ref(path)
-    assert ref == {"path": str(path), "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"}
+    assert ref == {
+        "path": str(path),
+        "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+    }
     assert checkpoint_ref(None) is None
 
 
 def _writer(path: str, name: str, count: int, start) -> None:
     start.wait()
     for i in range(count):
-        # A long config makes each line several kB, larger than a pipe buffer, so torn writes would show.
+        # A long config makes each line several kB, larger than a pipe buffer, so torn writes would
+        # show.
         append_record(path, record(i, name) | {"config": {"writer": name, "pad": "x" * 5000}})
 
 

@@ -1,4 +1,5 @@
 """Seeding, RNG state, device selection, JSON-lines logs and the environment check."""
+
 import json
 import random
 import sys
@@ -28,7 +29,10 @@ def test_same_seed_same_numbers_and_model():
     assert a == b and a != c
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(model_a.eval()(x), model_b.eval()(x))
-    assert torch.equal(torch.randperm(10, generator=make_generator(1)), torch.randperm(10, generator=make_generator(1)))
+    assert torch.equal(
+        torch.randperm(10, generator=make_generator(1)),
+        torch.randperm(10, generator=make_generator(1)),
+    )
 
 
 def test_rng_state_round_trip_through_weights_only_file(tmp_path):
@@ -54,10 +58,20 @@ def test_device_selection():
 def test_jsonl_logger(tmp_path):
     path = tmp_path / "log.jsonl"
     with JsonlLogger(path) as logger:
-        logger.log(step=1, loss=torch.tensor(0.5), terms={"inv": np.float32(0.25)}, vec=torch.ones(2), bad=float("nan"))
+        logger.log(
+            step=1,
+            loss=torch.tensor(0.5),
+            terms={"inv": np.float32(0.25)},
+            vec=torch.ones(2),
+            bad=float("nan"),
+        )
     JsonlLogger(tmp_path / "other.jsonl", enabled=False).log(step=1)
     rows = read_jsonl(path)
-    assert rows[0]["loss"] == 0.5 and rows[0]["terms"] == {"inv": 0.25} and rows[0]["vec"] == [1.0, 1.0]
+    assert (
+        rows[0]["loss"] == 0.5
+        and rows[0]["terms"] == {"inv": 0.25}
+        and rows[0]["vec"] == [1.0, 1.0]
+    )
     assert rows[0]["bad"] == "nan" and "time" in rows[0]
     assert not (tmp_path / "other.jsonl").exists()
     with open(path, "a") as handle:
@@ -72,7 +86,8 @@ def test_stack_check_runs_resnet50_and_mmcv_ops():
 
 
 def test_missing_mmcv_ops_say_run_make_setup(monkeypatch):
-    monkeypatch.setitem(sys.modules, "mmcv.ops", None)  # what an mmcv without compiled ops looks like
+    # what an mmcv without compiled ops looks like
+    monkeypatch.setitem(sys.modules, "mmcv.ops", None)
     with pytest.raises(env.MissingOpsError, match="run `make setup`"):
         env.require_mmcv_ops()
 

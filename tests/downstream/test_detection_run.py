@@ -1,6 +1,7 @@
-"""Each detection protocol card builds and runs 2 training iterations plus evaluation on a tiny data set
-written here (COCO layout; VOCdevkit layout for the VOC card); with a pretrained backbone the hand-off check
-runs before training."""
+"""Each detection protocol card builds and runs 2 training iterations plus evaluation on a tiny data
+set written here (COCO layout; VOCdevkit layout for the VOC card); with a pretrained backbone the
+hand-off check runs before training."""
+
 import json
 
 import numpy as np
@@ -22,16 +23,32 @@ def tiny_coco(root, n=4, size=96):
         for _ in range(1 + i % 2):
             x, y, w = int(rng.integers(5, 50)), int(rng.integers(5, 50)), int(rng.integers(20, 40))
             category = int(rng.integers(2))
-            pixels[y:y + w, x:x + w] = (220, 40, 40) if category == 0 else (40, 220, 40)
-            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": category + 1,
-                                "bbox": [x, y, w, w], "area": w * w, "iscrowd": 0,
-                                "segmentation": [[x, y, x + w, y, x + w, y + w, x, y + w]]})
+            pixels[y : y + w, x : x + w] = (220, 40, 40) if category == 0 else (40, 220, 40)
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": category + 1,
+                    "bbox": [x, y, w, w],
+                    "area": w * w,
+                    "iscrowd": 0,
+                    "segmentation": [[x, y, x + w, y, x + w, y + w, x, y + w]],
+                }
+            )
         Image.fromarray(pixels).save(root / "images" / f"{i:06d}.png")
         images.append({"id": i + 1, "file_name": f"{i:06d}.png", "width": size, "height": size})
-    ann = {"images": images, "annotations": annotations,
-           "categories": [{"id": 1, "name": "red"}, {"id": 2, "name": "green"}]}
+    ann = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "red"}, {"id": 2, "name": "green"}],
+    }
     (root / "ann.json").write_text(json.dumps(ann))
-    part = {"kind": "coco", "img": str(root / "images"), "ann": str(root / "ann.json"), "classes": ("red", "green")}
+    part = {
+        "kind": "coco",
+        "img": str(root / "images"),
+        "ann": str(root / "ann.json"),
+        "classes": ("red", "green"),
+    }
     return {"train": part, "val": part}
 
 
@@ -39,8 +56,16 @@ def tiny_coco(root, n=4, size=96):
 def test_two_iterations_and_evaluation(protocol, tmp_path):
     parts = tiny_coco(tmp_path / "coco")
     ckpt, _ = suite_file(tmp_path)
-    card = load_card(protocol, {"max_iters": 2, "warmup_iters": 1, "milestones": [1], "batch_size": 2,
-                                "image_scale": (96, 96)})
+    card = load_card(
+        protocol,
+        {
+            "max_iters": 2,
+            "warmup_iters": 1,
+            "milestones": [1],
+            "batch_size": 2,
+            "image_scale": (96, 96),
+        },
+    )
     metrics = run(card, parts, ckpt, "resnet18", 16, tmp_path / "work", seed=0)
     assert {"coco/bbox_mAP", "coco/bbox_mAP_50", "coco/bbox_mAP_75"} <= set(metrics)
     assert ("coco/segm_mAP" in metrics) == (protocol == "embedded-mrcnn")
@@ -51,7 +76,8 @@ def test_two_iterations_and_evaluation(protocol, tmp_path):
 
 
 def tiny_vocdevkit(root, n=4, size=96):
-    """VOC2007 and VOC2012 folders with n JPEG images each, 1-2 boxes of VOC classes, trainval and test sets."""
+    """VOC2007 and VOC2012 folders with n JPEG images each, 1-2 boxes of VOC classes, trainval and
+    test sets."""
     rng = np.random.default_rng(1)
     for year in ("VOC2007", "VOC2012"):
         for sub in ("ImageSets/Main", "Annotations", "JPEGImages"):
@@ -61,73 +87,124 @@ def tiny_vocdevkit(root, n=4, size=96):
             pixels = np.full((size, size, 3), 30, np.uint8)
             objects = []
             for _ in range(1 + i % 2):
-                x, y, w = int(rng.integers(5, 50)), int(rng.integers(5, 50)), int(rng.integers(20, 40))
+                x, y, w = (
+                    int(rng.integers(5, 50)),
+                    int(rng.integers(5, 50)),
+                    int(rng.integers(20, 40)),
+                )
                 name = ("cat", "dog")[int(rng.integers(2))]
-                pixels[y:y + w, x:x + w] = (200, 60, 60) if name == "cat" else (60, 200, 60)
-                objects.append(f"<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{x + 1}</xmin>"
-                               f"<ymin>{y + 1}</ymin><xmax>{x + w}</xmax><ymax>{y + w}</ymax></bndbox></object>")
+                pixels[y : y + w, x : x + w] = (200, 60, 60) if name == "cat" else (60, 200, 60)
+                objects.append(
+                    f"<object><name>{name}</name><difficult>0</difficult><bndbox>"
+                    f"<xmin>{x + 1}</xmin><ymin>{y + 1}</ymin>"
+                    f"<xmax>{x + w}</xmax><ymax>{y + w}</ymax></bndbox></object>"
+                )
             Image.fromarray(pixels).save(root / year / "JPEGImages" / f"{image_id}.jpg", quality=95)
             (root / year / "Annotations" / f"{image_id}.xml").write_text(
                 f"<annotation><size><width>{size}</width><height>{size}</height><depth>3</depth></size>"
-                + "".join(objects) + "</annotation>")
+                + "".join(objects)
+                + "</annotation>"
+            )
         for image_set in ("trainval", "test"):
-            (root / year / "ImageSets" / "Main" / f"{image_set}.txt").write_text("\n".join(ids) + "\n")
+            (root / year / "ImageSets" / "Main" / f"{image_set}.txt").write_text(
+                "\n".join(ids) + "\n"
+            )
     return root
 
 
-TINY_SCHEDULE = {"max_iters": 2, "warmup_iters": 1, "milestones": [1], "batch_size": 2, "image_scale": (96, 96),
-                 "num_workers": 0}
+TINY_SCHEDULE = {
+    "max_iters": 2,
+    "warmup_iters": 1,
+    "milestones": [1],
+    "batch_size": 2,
+    "image_scale": (96, 96),
+    "num_workers": 0,
+}
 
 
 @pytest.mark.parametrize("protocol", ["coco-mrcnn-fpn-1x", "coco-mrcnn-c4-1x"])
 def test_coco_cards_run_on_a_coco_folder(protocol, tmp_path):
     tiny = tiny_coco(tmp_path / "coco" / "images_src")
     root = tmp_path / "coco"
-    overrides = {**TINY_SCHEDULE, "data.root": str(root),
-                 "data.train": {"img": "images_src/images", "ann": "images_src/ann.json"},
-                 "data.val": {"img": "images_src/images", "ann": "images_src/ann.json"}}
+    overrides = {
+        **TINY_SCHEDULE,
+        "data.root": str(root),
+        "data.train": {"img": "images_src/images", "ann": "images_src/ann.json"},
+        "data.val": {"img": "images_src/images", "ann": "images_src/ann.json"},
+    }
     card = load_card(protocol, overrides)
-    assert card.norm == "SyncBN" and card.max_iters == 2 and card.head == ("c4" if "c4" in protocol else "fpn")
+    assert (
+        card.norm == "SyncBN"
+        and card.max_iters == 2
+        and card.head == ("c4" if "c4" in protocol else "fpn")
+    )
     parts = data_parts(card)
     assert parts["train"]["classes"] == tiny["train"]["classes"]
     ckpt, _ = suite_file(tmp_path)
     metrics = run(card, parts, ckpt, "resnet18", 16, tmp_path / "work", seed=0)
     assert {"coco/bbox_mAP", "coco/segm_mAP", "coco/segm_mAP_75"} <= set(metrics)
     logs = "".join(p.read_text() for p in (tmp_path / "work").rglob("*.log"))
-    assert "hand-off check: 100 ResNet tensors equal" in logs  # C4: layer4 lives in the RoI head, still checked
+    # C4: layer4 lives in the RoI head, still checked
+    assert "hand-off check: 100 ResNet tensors equal" in logs
 
 
 def test_voc_card_runs_on_a_vocdevkit_folder(tmp_path):
     root = tiny_vocdevkit(tmp_path / "VOCdevkit")
-    card = load_card("voc0712-frcnn-c4-24k", {**TINY_SCHEDULE, "data.root": str(root),
-                                              "train_scales": [(96, 80), (96, 96)]})
+    card = load_card(
+        "voc0712-frcnn-c4-24k",
+        {**TINY_SCHEDULE, "data.root": str(root), "train_scales": [(96, 80), (96, 96)]},
+    )
     parts = data_parts(card)
-    assert parts["train"]["sets"] == ["VOC2007/ImageSets/Main/trainval.txt", "VOC2012/ImageSets/Main/trainval.txt"]
+    assert parts["train"]["sets"] == [
+        "VOC2007/ImageSets/Main/trainval.txt",
+        "VOC2012/ImageSets/Main/trainval.txt",
+    ]
     ckpt, _ = suite_file(tmp_path)
     metrics = run(card, parts, ckpt, "resnet18", 16, tmp_path / "work", seed=0)
-    assert {"pascal_voc/mAP", "pascal_voc/AP50", "pascal_voc/AP75", "pascal_voc/AP95"} <= set(metrics)
+    assert {"pascal_voc/mAP", "pascal_voc/AP50", "pascal_voc/AP75", "pascal_voc/AP95"} <= set(
+        metrics
+    )
     assert all(0 <= metrics[k] <= 1 for k in ("pascal_voc/mAP", "pascal_voc/AP50"))
 
 
-@pytest.mark.parametrize("split,categories,classes", [("det", "color", 8), ("det", "orient", 8),
-                                                      ("det-upright", "chiral", 2), ("det", "shape", 8)])
+@pytest.mark.parametrize(
+    "split,categories,classes",
+    [("det", "color", 8), ("det", "orient", 8), ("det-upright", "chiral", 2), ("det", "shape", 8)],
+)
 def test_embedded_category_files_feed_the_cards(split, categories, classes, tmp_path):
-    """--set data.categories picks the colour, orientation or chirality COCO file of the generated split."""
-    card = load_card("embedded-mrcnn", {"data.split": split, "data.categories": categories, "data.n": 6,
-                                        "data.image_size": 64})
+    """--set data.categories picks the colour, orientation or chirality COCO file of the generated
+    split."""
+    card = load_card(
+        "embedded-mrcnn",
+        {"data.split": split, "data.categories": categories, "data.n": 6, "data.image_size": 64},
+    )
     parts = data_parts(card, str(tmp_path))
-    assert parts["train"]["ann"].endswith(f"instances_{categories}.json") and len(parts["val"]["classes"]) == classes
-    assert all(a["category_id"] <= classes for a in json.loads(open(parts["train"]["ann"]).read())["annotations"])
-    assert not card.train_augment  # no flip, no photometric distortion: they would corrupt these labels
+    assert (
+        parts["train"]["ann"].endswith(f"instances_{categories}.json")
+        and len(parts["val"]["classes"]) == classes
+    )
+    assert all(
+        a["category_id"] <= classes
+        for a in json.loads(open(parts["train"]["ann"]).read())["annotations"]
+    )
+    # no flip, no photometric distortion: they would corrupt these labels
+    assert not card.train_augment
     if categories == "chiral":
         with pytest.raises(ValueError, match="no 'chiral' categories for split det"):
-            data_parts(load_card("embedded-mrcnn", {"data.categories": "chiral", "data.n": 6, "data.image_size": 64}),
-                       str(tmp_path))
+            data_parts(
+                load_card(
+                    "embedded-mrcnn",
+                    {"data.categories": "chiral", "data.n": 6, "data.image_size": 64},
+                ),
+                str(tmp_path),
+            )
 
 
 def test_missing_data_root_names_the_layout(tmp_path):
     card = load_card("voc0712-frcnn-c4-24k", {"data.root": str(tmp_path / "nowhere")})
-    with pytest.raises(FileNotFoundError, match="VOC image set not found: .*nowhere.*data.root=PATH"):
+    with pytest.raises(
+        FileNotFoundError, match="VOC image set not found: .*nowhere.*data.root=PATH"
+    ):
         data_parts(card)
     card = load_card("coco-mrcnn-fpn-1x", {"data.root": str(tmp_path / "nowhere")})
     with pytest.raises(FileNotFoundError, match="COCO train images not found"):
@@ -135,16 +212,33 @@ def test_missing_data_root_names_the_layout(tmp_path):
 
 
 def test_torchrun_without_gpus_stops_with_one_line(tmp_path):
-    """Several processes need GPUs (mmengine's pytorch launcher sets a CUDA device per process): on CPU the
-    launch stops before any training, with a message saying what to do, and writes no record."""
+    """Several processes need GPUs (mmengine's pytorch launcher sets a CUDA device per process): on
+    CPU the launch stops before any training, with a message saying what to do, and writes no
+    record."""
     from tests.pretrain.test_train import torchrun
 
     records = tmp_path / "records.jsonl"
-    result = torchrun("-m", "downstream.detection", "--protocol", "embedded-frcnn", "--arch", "resnet18w16",
-                      "--floor", "--records", str(records), "--out", str(tmp_path / "work"),
-                      "--set", "data.n=6", "data.image_size=64")
+    result = torchrun(
+        "-m",
+        "downstream.detection",
+        "--protocol",
+        "embedded-frcnn",
+        "--arch",
+        "resnet18w16",
+        "--floor",
+        "--records",
+        str(records),
+        "--out",
+        str(tmp_path / "work"),
+        "--set",
+        "data.n=6",
+        "data.image_size=64",
+    )
     assert result.returncode != 0 and not records.exists()
-    assert "2 processes but no GPU" in result.stderr and "run detection as one process on CPU" in result.stderr
+    assert (
+        "2 processes but no GPU" in result.stderr
+        and "run detection as one process on CPU" in result.stderr
+    )
 
 
 def test_unknown_protocol_lists_the_known_ones():
@@ -165,8 +259,18 @@ def test_records_and_the_skip_check_key_on_the_checkpoint_content(tmp_path):
     bb = Backbone(torch.nn.Identity(), "mast", "resnet18", 16, ckpt=first, pretrain_epochs=16)
     ref = checkpoint_ref(first)
     assert not already_recorded(records, card, bb, ref, seed=0)
-    written = record_runs(card, {"coco/bbox_mAP": 0.123, "coco/segm_mAP": 0.2, "loss": 1.0}, method="mast",
-                          arch=bb.arch_label, ckpt_ref=ref, seed=0, records=records, n_train=4, n_test=2, epochs=16)
+    written = record_runs(
+        card,
+        {"coco/bbox_mAP": 0.123, "coco/segm_mAP": 0.2, "loss": 1.0},
+        method="mast",
+        arch=bb.arch_label,
+        ckpt_ref=ref,
+        seed=0,
+        records=records,
+        n_train=4,
+        n_test=2,
+        epochs=16,
+    )
     table = read_records(records)
     assert written == 2 and sorted(table["metric"]) == ["box_AP", "mask_AP"]
     assert sorted(table["value"].round(1)) == [12.3, 20.0]
@@ -177,15 +281,17 @@ def test_records_and_the_skip_check_key_on_the_checkpoint_content(tmp_path):
 
 
 def test_the_logged_lr_is_the_heads_when_the_backbone_is_held(tmp_path):
-    """The embedded cards hold the backbone at lr x 0; mmengine logs the first group's lr, which must be the
-    heads' (the card's lr), while every backbone tensor keeps lr 0."""
+    """The embedded cards hold the backbone at lr x 0; mmengine logs the first group's lr, which
+    must be the heads' (the card's lr), while every backbone tensor keeps lr 0."""
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import MODELS, init_default_scope
 
     from downstream.detection.runner import mmengine_config
 
     card = load_card("embedded-frcnn", TINY_SCHEDULE)
-    cfg = mmengine_config(card, tiny_coco(tmp_path / "coco"), "resnet18", 16, None, tmp_path / "work", seed=0)
+    cfg = mmengine_config(
+        card, tiny_coco(tmp_path / "coco"), "resnet18", 16, None, tmp_path / "work", seed=0
+    )
     init_default_scope("mmdet")
     model = MODELS.build(cfg.model)
     wrapper = build_optim_wrapper(model, cfg.optim_wrapper)

@@ -1,5 +1,6 @@
-"""The classification stage end to end on tiny FactorShapes parts: records, no duplicates, the feature
-cache, floor and ceiling, linear-sgd and finetune, the CLI."""
+"""The classification stage end to end on tiny FactorShapes parts: records, no duplicates, the
+feature cache, floor and ceiling, linear-sgd and finetune, the CLI."""
+
 import dataclasses
 import json
 import subprocess
@@ -17,14 +18,15 @@ from downstream.classification.config import ClassificationConfig, FinetuneConfi
 from downstream.classification.evaluate import Evaluator
 from downstream.classification.features import load_backbone, random_backbone
 from downstream.classification.tasks import balanced_subset, held_out, resolve_tasks, split_indices
-from downstream.classification.train import LabelView, fit
+from downstream.classification.train import fit
 
 TASKS = ["cls-upright/bg", "cls-rot/orient"]
 
 
 def config(data, tmp_path, **changes) -> ClassificationConfig:
-    cfg = ClassificationConfig(data=data, tasks=list(TASKS), cache=str(tmp_path / "cache"), device="cpu",
-                               batch_size=64)
+    cfg = ClassificationConfig(
+        data=data, tasks=list(TASKS), cache=str(tmp_path / "cache"), device="cpu", batch_size=64
+    )
     cfg.lbfgs.l2_grid, cfg.lbfgs.max_iter = [1e-3, 1e-1], 50
     return dataclasses.replace(cfg, **changes)
 
@@ -32,8 +34,18 @@ def config(data, tmp_path, **changes) -> ClassificationConfig:
 def suite_checkpoint(path, seed=0, width=8):
     torch.manual_seed(seed)
     model = build_backbone("resnet18", width)
-    save_checkpoint({"format": FORMAT, "backbone": backbone_state_dict(model), "arch": "resnet18",
-                     "base_width": width, "method": "mast", "epoch": 2, "config": {"seed": seed}}, path)
+    save_checkpoint(
+        {
+            "format": FORMAT,
+            "backbone": backbone_state_dict(model),
+            "arch": "resnet18",
+            "base_width": width,
+            "method": "mast",
+            "epoch": 2,
+            "config": {"seed": seed},
+        },
+        path,
+    )
     return path
 
 
@@ -43,16 +55,28 @@ def test_records_cache_and_no_duplicates(tiny_shapes, tmp_path):
     evaluator = Evaluator(config(tiny_shapes, tmp_path), records, tmp_path / "log")
     assert evaluator.evaluate_backbone(load_backbone(ckpt)) == 4
     frame = read_records(records)
-    assert sorted(zip(frame.task, frame.protocol)) == [("bg", "knn"), ("bg", "linear-lbfgs"),
-                                                      ("orient", "knn"), ("orient", "linear-lbfgs")]
+    assert sorted(zip(frame.task, frame.protocol)) == [
+        ("bg", "knn"),
+        ("bg", "linear-lbfgs"),
+        ("orient", "knn"),
+        ("orient", "linear-lbfgs"),
+    ]
     assert set(frame.dataset) == {"factorshapes/cls-upright", "factorshapes/cls-rot"}
-    assert set(frame.seed) == {4} and set(frame.method) == {"mast"} and set(frame.arch) == {"resnet18w8"}
+    assert (
+        set(frame.seed) == {4}
+        and set(frame.method) == {"mast"}
+        and set(frame.arch) == {"resnet18w8"}
+    )
     assert all(ref["sha256"] and ref["path"].endswith("last.pt") for ref in frame.pretrain_ckpt)
     assert frame.value.between(0, 100).all() and set(frame.n_test) == {96}
-    assert evaluator.cache.misses == 6 and evaluator.cache.hits == 0  # 3 parts of 2 splits, extracted once
+    # 3 parts of 2 splits, extracted once
+    assert evaluator.cache.misses == 6 and evaluator.cache.hits == 0
 
     again = Evaluator(config(tiny_shapes, tmp_path), records)
-    assert again.evaluate_backbone(load_backbone(ckpt)) == 0 and again.cache.misses == again.cache.hits == 0
+    assert (
+        again.evaluate_backbone(load_backbone(ckpt)) == 0
+        and again.cache.misses == again.cache.hits == 0
+    )
     assert len(read_records(records)) == 4
 
     new_k = config(tiny_shapes, tmp_path)
@@ -60,7 +84,9 @@ def test_records_cache_and_no_duplicates(tiny_shapes, tmp_path):
     third = Evaluator(new_k, records)
     assert third.evaluate_backbone(load_backbone(ckpt)) == 2  # the k=5 knn records only
     assert third.cache.misses == 0 and third.cache.hits == 6  # from the feature cache
-    logged = [json.loads(line) for line in (tmp_path / "log" / "log.jsonl").read_text().splitlines()]
+    logged = [
+        json.loads(line) for line in (tmp_path / "log" / "log.jsonl").read_text().splitlines()
+    ]
     assert sum(row["event"] == "record" for row in logged) == 4
 
 
@@ -77,10 +103,17 @@ def test_same_seed_same_numbers_and_floor_beats_nothing(tiny_shapes, tmp_path):
 def test_changed_weights_never_reuse_cached_features(tiny_shapes, tmp_path):
     records = tmp_path / "r.jsonl"
     cfg = config(tiny_shapes, tmp_path, protocols=["knn"], tasks=["cls-upright/bg"])
-    Evaluator(cfg, records).evaluate_backbone(load_backbone(suite_checkpoint(tmp_path / "x.pt", seed=1)))
+    Evaluator(cfg, records).evaluate_backbone(
+        load_backbone(suite_checkpoint(tmp_path / "x.pt", seed=1))
+    )
     evaluator = Evaluator(cfg, records)
-    evaluator.evaluate_backbone(load_backbone(suite_checkpoint(tmp_path / "x.pt", seed=2)))  # same path, new weights
-    assert evaluator.cache.hits == 0 and evaluator.cache.misses == 3 and len(read_records(records)) == 2
+    # same path, new weights
+    evaluator.evaluate_backbone(load_backbone(suite_checkpoint(tmp_path / "x.pt", seed=2)))
+    assert (
+        evaluator.cache.hits == 0
+        and evaluator.cache.misses == 3
+        and len(read_records(records)) == 2
+    )
 
 
 def test_ceiling_is_trained_once(tiny_shapes, tmp_path):
@@ -89,7 +122,9 @@ def test_ceiling_is_trained_once(tiny_shapes, tmp_path):
     evaluator = Evaluator(cfg, tmp_path / "r.jsonl")
     assert evaluator.ceiling("resnet18", 8, tmp_path / "ceiling") == 3
     frame = read_records(tmp_path / "r.jsonl")
-    assert sorted(frame.protocol) == ["knn", "linear-lbfgs", "supervised"] and set(frame.method) == {"supervised"}
+    assert sorted(frame.protocol) == ["knn", "linear-lbfgs", "supervised"] and set(
+        frame.method
+    ) == {"supervised"}
     (ckpt,) = (tmp_path / "ceiling").glob("*/last.pt")
     stamp = ckpt.stat().st_mtime_ns
     assert Evaluator(cfg, tmp_path / "r.jsonl").ceiling("resnet18", 8, tmp_path / "ceiling") == 0
@@ -97,10 +132,23 @@ def test_ceiling_is_trained_once(tiny_shapes, tmp_path):
 
 
 def test_linear_sgd_keeps_the_backbone_and_finetune_writes_subsets(tiny_shapes, tmp_path):
-    cfg = config(tiny_shapes, tmp_path, tasks=["cls-upright/bg"], protocols=["linear-sgd", "finetune"],
-                 linear_sgd=SgdConfig(epochs=1, batch_size=32, lr=0.1, crop_scale=(0.5, 1.0)),
-                 finetune=FinetuneConfig(epochs=1, batch_size=16, fractions=[0.25, 0.5], backbone_lr=[0.01, 0.01],
-                                         head_lr=[0.1, 0.1], weight_decay=0.0, crop_scale=None, flip=False))
+    cfg = config(
+        tiny_shapes,
+        tmp_path,
+        tasks=["cls-upright/bg"],
+        protocols=["linear-sgd", "finetune"],
+        linear_sgd=SgdConfig(epochs=1, batch_size=32, lr=0.1, crop_scale=(0.5, 1.0)),
+        finetune=FinetuneConfig(
+            epochs=1,
+            batch_size=16,
+            fractions=[0.25, 0.5],
+            backbone_lr=[0.01, 0.01],
+            head_lr=[0.1, 0.1],
+            weight_decay=0.0,
+            crop_scale=None,
+            flip=False,
+        ),
+    )
     backbone = random_backbone("resnet18", 8, 0)
     before = {k: v.clone() for k, v in backbone.model.state_dict().items()}
     assert Evaluator(cfg, tmp_path / "r.jsonl").evaluate_backbone(backbone) == 3
@@ -108,7 +156,10 @@ def test_linear_sgd_keeps_the_backbone_and_finetune_writes_subsets(tiny_shapes, 
     assert all(torch.equal(before[k], after[k]) for k in before)  # evaluations work on copies
     frame = read_records(tmp_path / "r.jsonl").set_index("protocol")
     assert set(frame.index) == {"linear-sgd", "finetune-25pct", "finetune-50pct"}
-    assert frame.loc["finetune-25pct", "n_train"] == 24 and frame.loc["finetune-50pct", "n_train"] == 48
+    assert (
+        frame.loc["finetune-25pct", "n_train"] == 24
+        and frame.loc["finetune-50pct", "n_train"] == 48
+    )
     subsets = sorted((tmp_path / "subsets").glob("*.json"))
     assert len(subsets) == 2
     stored = json.loads(subsets[0].read_text())
@@ -121,8 +172,15 @@ def test_fit_frozen_vs_trained_backbone():
         torch.manual_seed(0)
         backbone, head = build_backbone("resnet18", 8), torch.nn.Linear(64, 2)
         state = {k: v.clone() for k, v in backbone.state_dict().items()}
-        losses = fit(backbone, head, data, epochs=3, batch_size=8, groups=[
-            (list(backbone.parameters()) + list(head.parameters()), 0.05)], train_backbone=train_backbone)
+        losses = fit(
+            backbone,
+            head,
+            data,
+            epochs=3,
+            batch_size=8,
+            groups=[(list(backbone.parameters()) + list(head.parameters()), 0.05)],
+            train_backbone=train_backbone,
+        )
         changed = [k for k, v in backbone.state_dict().items() if not torch.equal(v, state[k])]
         assert bool(changed) == train_backbone and len(losses) == 3
 
@@ -155,25 +213,52 @@ def test_unknown_tasks_are_one_line_errors(tiny_shapes):
     with pytest.raises(DataError, match="needs split cls-upright or cls-rot"):
         resolve_tasks(tiny_shapes, ["det/count"])
     assert [t.label for t in resolve_tasks(tiny_shapes, [])] == [
-        "shape", "hue", "chiral", "texture", "size", "pos", "bg", "light", "orient"]
+        "shape",
+        "hue",
+        "chiral",
+        "texture",
+        "size",
+        "pos",
+        "bg",
+        "light",
+        "orient",
+    ]
 
 
 def test_cli_evaluates_a_checkpoint_then_adds_nothing(tiny_shapes, tmp_path, repo_root):
     ckpt = suite_checkpoint(tmp_path / "run" / "last.pt")
-    command = [sys.executable, "-m", "downstream.classification", "--ckpt", str(ckpt), "--records",
-               str(tmp_path / "r.jsonl"), "--out", str(tmp_path / "out"), "--set", f"data.root={tiny_shapes.root}",
-               "data.image_size=32", "data.n=96", "tasks=[cls-upright/bg]", f"cache={tmp_path / 'cache'}",
-               "lbfgs.l2_grid=[0.01]", "device=cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "downstream.classification",
+        "--ckpt",
+        str(ckpt),
+        "--records",
+        str(tmp_path / "r.jsonl"),
+        "--out",
+        str(tmp_path / "out"),
+        "--set",
+        f"data.root={tiny_shapes.root}",
+        "data.image_size=32",
+        "data.n=96",
+        "tasks=[cls-upright/bg]",
+        f"cache={tmp_path / 'cache'}",
+        "lbfgs.l2_grid=[0.01]",
+        "device=cpu",
+    ]
     first = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
-    assert "2 new records" in first.stdout and "0 reused from the cache, 3 extracted" in first.stdout
+    assert (
+        "2 new records" in first.stdout and "0 reused from the cache, 3 extracted" in first.stdout
+    )
     second = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert "0 new records" in second.stdout and len(read_records(tmp_path / "r.jsonl")) == 2
     assert (tmp_path / "out" / "config.yaml").is_file()
 
 
 def write_colour_cifar(root, per_batch=24):
-    """A CIFAR-10 python layout whose 4 classes are 4 colours (plus noise): learnable from any features."""
+    """A CIFAR-10 python layout whose 4 classes are 4 colours (plus noise): learnable from any
+    features."""
     import pickle
 
     folder = root / "cifar-10-batches-py"
@@ -184,16 +269,25 @@ def write_colour_cifar(root, per_batch=24):
         labels = rng.integers(0, 4, per_batch)
         x = colours[labels][:, :, None, None] + rng.integers(-25, 25, (per_batch, 3, 32, 32))
         with open(folder / name, "wb") as handle:
-            pickle.dump({b"data": np.clip(x, 0, 255).astype(np.uint8).reshape(per_batch, -1),
-                         b"labels": labels.tolist()}, handle)
+            pickle.dump(
+                {
+                    b"data": np.clip(x, 0, 255).astype(np.uint8).reshape(per_batch, -1),
+                    b"labels": labels.tolist(),
+                },
+                handle,
+            )
 
 
 def test_data_set_without_validation_part(tmp_path):
     write_colour_cifar(tmp_path)
     data = DataConfig(dataset="cifar10", root=str(tmp_path), image_size=32, num_workers=0)
     cfg = config(data, tmp_path, tasks=[])
-    assert Evaluator(cfg, tmp_path / "r.jsonl").evaluate_backbone(random_backbone("resnet18", 8, 0)) == 2
+    assert (
+        Evaluator(cfg, tmp_path / "r.jsonl").evaluate_backbone(random_backbone("resnet18", 8, 0))
+        == 2
+    )
     frame = read_records(tmp_path / "r.jsonl")
     assert set(frame.dataset) == {"cifar10"} and set(frame.task) == {"class"}
-    assert set(frame.n_train) == {120} and set(frame.n_test) == {24}  # 108 train + 12 held out, all refit
+    # 108 train + 12 held out, all refit
+    assert set(frame.n_train) == {120} and set(frame.n_test) == {24}
     assert (frame.value > 90).all()

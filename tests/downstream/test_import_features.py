@@ -1,5 +1,6 @@
-"""Any external checkpoint layout, loaded by the classification stage, gives exactly the features of the
-torchvision model whose weights it carries; broken files fail with one clear line."""
+"""Any external checkpoint layout, loaded by the classification stage, gives exactly the features of
+the torchvision model whose weights it carries; broken files fail with one clear line."""
+
 import pickle
 import subprocess
 import sys
@@ -32,7 +33,9 @@ class Images(torch.utils.data.Dataset):
     label_names = {"class": 2}
 
     def __init__(self, n: int = 6):
-        self.images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+        self.images = torch.randint(
+            0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+        )
 
     def __len__(self):
         return len(self.images)
@@ -75,12 +78,17 @@ def test_missing_and_unexpected_keys_are_listed(source, tmp_path):
     missing = dict(state)
     del missing["layer2.0.conv1.weight"]
     torch.save(missing, tmp_path / "missing.pt")
-    assert "missing backbone keys [layer2.0.conv1.weight]" in _one_line_error(tmp_path / "missing.pt")
+    assert "missing backbone keys [layer2.0.conv1.weight]" in _one_line_error(
+        tmp_path / "missing.pt"
+    )
     torch.save({**state, "layer5.0.conv1.weight": torch.zeros(1)}, tmp_path / "extra.pt")
-    assert "unexpected backbone keys [layer5.0.conv1.weight]" in _one_line_error(tmp_path / "extra.pt")
+    assert "unexpected backbone keys [layer5.0.conv1.weight]" in _one_line_error(
+        tmp_path / "extra.pt"
+    )
 
 
-@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on the plain pickle below
+# torch's note on the plain pickle below
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_not_a_checkpoint_and_pickle_only(tmp_path):
     (tmp_path / "notes.pt").write_text("this is not a checkpoint\n")
     assert "not a readable torch checkpoint" in _one_line_error(tmp_path / "notes.pt")
@@ -100,10 +108,28 @@ def argparse_namespace():
 
 def test_cli_reports_a_bad_checkpoint_in_one_line(tmp_path, repo_root):
     (tmp_path / "bad.pt").write_bytes(b"\x00garbage")
-    result = subprocess.run([sys.executable, "-m", "downstream.classification", "--ckpt", str(tmp_path / "bad.pt"),
-                             "--records", str(tmp_path / "r.jsonl"), "--out", str(tmp_path / "out")],
-                            cwd=repo_root, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "downstream.classification",
+            "--ckpt",
+            str(tmp_path / "bad.pt"),
+            "--records",
+            str(tmp_path / "r.jsonl"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "bad.pt" in errors[0] and "not a readable torch checkpoint" in errors[0]
+    assert (
+        len(errors) == 1
+        and "bad.pt" in errors[0]
+        and "not a readable torch checkpoint" in errors[0]
+    )
     assert not (tmp_path / "r.jsonl").exists()

@@ -10,8 +10,12 @@ def test_hand_made_neighbours():
     train_y = torch.tensor([0, 0, 1, 1, 1])
     test_x = torch.tensor([[1.0, 0.05], [0.05, 1.0]])
     assert knn_predict(train_x, train_y, test_x, classes=2, k=2).tolist() == [0, 1]
-    # With k = 5 every training sample votes; near-identical directions dominate through exp(sim / T).
-    assert knn_predict(train_x, train_y, test_x, classes=2, k=5, temperature=0.07).tolist() == [0, 1]
+    # With k = 5 every training sample votes; near-identical directions dominate through exp(sim /
+    # T).
+    assert knn_predict(train_x, train_y, test_x, classes=2, k=5, temperature=0.07).tolist() == [
+        0,
+        1,
+    ]
     # A very high temperature flattens the weights: plain majority (3 of 5 are class 1) wins.
     assert knn_predict(train_x, train_y, test_x, classes=2, k=5, temperature=1e6).tolist() == [1, 1]
 
@@ -30,8 +34,8 @@ def test_scale_invariance_and_chunks():
 
 
 def brute_force_knn(train_x, train_y, test_x, classes, k, temperature):
-    """The protocol written out sample by sample: cosine similarity to every training sample, the k most
-    similar vote with weight exp(similarity / T), the heaviest class wins."""
+    """The protocol written out sample by sample: cosine similarity to every training sample, the k
+    most similar vote with weight exp(similarity / T), the heaviest class wins."""
     predictions = []
     for query in test_x:
         sims = [float(query @ t / (query.norm() * t.norm())) for t in train_x]
@@ -50,5 +54,9 @@ def test_matches_brute_force_reference():
     train_x = centres[train_y] + 1.5 * torch.randn(150, 12, generator=g)
     test_x = centres[torch.randint(5, (60,), generator=g)] + 1.5 * torch.randn(60, 12, generator=g)
     for k, temperature in ((20, 0.07), (7, 0.5), (200, 0.1)):
-        expected = brute_force_knn(train_x.double(), train_y, test_x.double(), 5, min(k, 150), temperature)
-        assert knn_predict(train_x, train_y, test_x, 5, k, temperature, chunk=16).tolist() == expected
+        expected = brute_force_knn(
+            train_x.double(), train_y, test_x.double(), 5, min(k, 150), temperature
+        )
+        assert (
+            knn_predict(train_x, train_y, test_x, 5, k, temperature, chunk=16).tolist() == expected
+        )

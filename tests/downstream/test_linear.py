@@ -1,7 +1,13 @@
 import torch
 import torch.nn.functional as F
 
-from downstream.classification.linear import DEFAULT_GRID, accuracy, fit_logistic, linear_probe, standardise
+from downstream.classification.linear import (
+    DEFAULT_GRID,
+    accuracy,
+    fit_logistic,
+    linear_probe,
+    standardise,
+)
 
 
 def blobs(n: int, classes: int, dim: int, spread: float, seed: int):
@@ -26,8 +32,10 @@ def test_probe_separates_easy_classes_and_fails_on_noise():
     result = linear_probe(train, val, test, classes=3)
     assert result.accuracy > 0.95 and set(result.val_accuracy) and result.l2 in result.val_accuracy
     g = torch.Generator().manual_seed(3)
-    noise = [(torch.randn(n, 5, generator=g, dtype=torch.float64), torch.randint(3, (n,), generator=g))
-             for n in (400, 100, 600)]
+    noise = [
+        (torch.randn(n, 5, generator=g, dtype=torch.float64), torch.randint(3, (n,), generator=g))
+        for n in (400, 100, 600)
+    ]
     assert linear_probe(*noise, classes=3).accuracy < 0.45
 
 
@@ -35,13 +43,21 @@ def test_standardise_uses_train_statistics():
     a = torch.tensor([[0.0], [2.0]])
     b = torch.tensor([[4.0]])
     sa, sb = standardise(a, b)
-    assert torch.allclose(sa.mean(0), torch.zeros(1)) and abs(sb.item() - 3 / 2 ** 0.5) < 1e-6
-    assert accuracy(torch.tensor([[1.0, -1.0], [0.0, 0.0]]), torch.tensor([[1.0], [-1.0]]), torch.tensor([0, 1])) == 1.0
+    assert torch.allclose(sa.mean(0), torch.zeros(1)) and abs(sb.item() - 3 / 2**0.5) < 1e-6
+    assert (
+        accuracy(
+            torch.tensor([[1.0, -1.0], [0.0, 0.0]]),
+            torch.tensor([[1.0], [-1.0]]),
+            torch.tensor([0, 1]),
+        )
+        == 1.0
+    )
 
 
 def test_matches_scikit_learn_logistic_regression():
-    """Same selection procedure with scikit-learn's LogisticRegression (L-BFGS) as the reference: our mean
-    cross-entropy + l2/2 ||W||^2 is sklearn's C * sum + 1/2 ||W||^2 with C = 1 / (n * l2)."""
+    """Same selection procedure with scikit-learn's LogisticRegression (L-BFGS) as the reference:
+    our mean cross-entropy + l2/2 ||W||^2 is sklearn's C * sum + 1/2 ||W||^2 with C = 1 / (n *
+    l2)."""
     from sklearn.linear_model import LogisticRegression
 
     def make(n, seed):
@@ -53,17 +69,27 @@ def test_matches_scikit_learn_logistic_regression():
     train, val, test = make(600, 1), make(300, 2), make(600, 3)
     ours = linear_probe(train, val, test, classes=6)
 
-    x_train, x_val, x_test = (t.numpy() for t in standardise(train[0].double(), val[0].double(), test[0].double()))
+    x_train, x_val, x_test = (
+        t.numpy() for t in standardise(train[0].double(), val[0].double(), test[0].double())
+    )
     scores = {}
     for l2 in DEFAULT_GRID:
         model = LogisticRegression(C=1 / (len(x_train) * l2), max_iter=1000, tol=1e-8)
         scores[l2] = model.fit(x_train, train[1].numpy()).score(x_val, val[1].numpy())
     best = max(DEFAULT_GRID, key=lambda l2: (scores[l2], l2))
-    x_all, x_test = (t.numpy() for t in standardise(torch.cat([train[0], val[0]]).double(), test[0].double()))
+    x_all, x_test = (
+        t.numpy() for t in standardise(torch.cat([train[0], val[0]]).double(), test[0].double())
+    )
     y_all = torch.cat([train[1], val[1]]).numpy()
-    reference = LogisticRegression(C=1 / (len(x_all) * best), max_iter=1000, tol=1e-8).fit(x_all, y_all)
+    reference = LogisticRegression(C=1 / (len(x_all) * best), max_iter=1000, tol=1e-8).fit(
+        x_all, y_all
+    )
     expected = reference.score(x_test, test[1].numpy())
     assert 0.3 < expected < 0.95  # a task where the regularisation matters, not a trivial one
     assert abs(ours.accuracy - expected) <= 0.01, (ours.accuracy, expected, ours.l2, best)
     for l2 in DEFAULT_GRID:
-        assert abs(ours.val_accuracy[l2] - scores[l2]) <= 0.01, (l2, ours.val_accuracy[l2], scores[l2])
+        assert abs(ours.val_accuracy[l2] - scores[l2]) <= 0.01, (
+            l2,
+            ours.val_accuracy[l2],
+            scores[l2],
+        )

@@ -1,5 +1,7 @@
-"""Run under `torchrun --nproc_per_node 2`: each process takes its half of a fixed batch of embeddings,
-computes the VICReg and MAST losses with gathering, and saves its values and gradients for the test."""
+"""Run under `torchrun --nproc_per_node 2`: each process takes its half of a fixed batch of
+embeddings, computes the VICReg and MAST losses with gathering, and saves its values and gradients
+for the test."""
+
 import sys
 
 import torch
@@ -22,10 +24,22 @@ def main(out_prefix: str) -> None:
     theta_local = theta.clone().requires_grad_(True)
     vicreg, _ = VICRegLoss()(z_local[0], z_local[1])
     (g_vicreg,) = torch.autograd.grad(vicreg, z_local)
-    mast, _ = MASTLoss()(z_local, torch.tensor([[0, 1]] * 3), gates[rows], torch.sigmoid(theta_local), lv_local)
+    mast, _ = MASTLoss()(
+        z_local, torch.tensor([[0, 1]] * 3), gates[rows], torch.sigmoid(theta_local), lv_local
+    )
     g_z, g_lv, g_theta = torch.autograd.grad(mast, (z_local, lv_local, theta_local))
-    torch.save({"vicreg": vicreg.detach(), "g_vicreg": g_vicreg, "mast": mast.detach(), "g_z": g_z, "g_lv": g_lv,
-                "g_theta": g_theta, "world": info.world_size}, f"{out_prefix}{info.rank}.pt")
+    torch.save(
+        {
+            "vicreg": vicreg.detach(),
+            "g_vicreg": g_vicreg,
+            "mast": mast.detach(),
+            "g_z": g_z,
+            "g_lv": g_lv,
+            "g_theta": g_theta,
+            "world": info.world_size,
+        },
+        f"{out_prefix}{info.rank}.pt",
+    )
     dist.destroy()
 
 

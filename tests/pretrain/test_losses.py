@@ -1,5 +1,7 @@
 """Loss parity: VICReg against an independent transcription of the official formula, MAST against a
-per-sample, per-op loop of method.md, and the reduction identity MAST(K=1, mask 1, no uncertainty) == VICReg."""
+per-sample, per-op loop of method.md, and the reduction identity MAST(K=1, mask 1, no uncertainty)
+== VICReg."""
+
 import pytest
 import torch
 
@@ -9,30 +11,52 @@ from pretrain.losses.vicreg import VICRegLoss
 
 
 def reference_vicreg(x, y, sim=25.0, std=25.0, cov=1.0):
-    """VICReg as the official main_vicreg.py computes it, written independently (torch.cov, masks)."""
+    """VICReg as the official main_vicreg.py computes it, written independently (torch.cov,
+    masks)."""
     repr_loss = ((x - y) ** 2).mean()
     d = x.shape[1]
     off = ~torch.eye(d, dtype=torch.bool)
-    std_loss = sum(torch.relu(1 - torch.sqrt(t.var(dim=0, unbiased=True) + 1e-4)).mean() / 2 for t in (x, y))
+    std_loss = sum(
+        torch.relu(1 - torch.sqrt(t.var(dim=0, unbiased=True) + 1e-4)).mean() / 2 for t in (x, y)
+    )
     cov_loss = sum(torch.cov(t.T)[off].pow(2).sum() / d for t in (x, y))
     return sim * repr_loss + std * std_loss + cov * cov_loss
 
 
-def reference_mast(z, pairs, gates, theta, log_var, lam=25.0, mu=25.0, nu=1.0, beta=1.0, rho=0.5, unc=True,
-                   norm="none"):
-    """method.md written as loops over samples i and ops k. norm="batch": log s centred per op over i;
-    norm="detach": errors weighted by detached 1/s normalised to mean 1 over i, plus the head's likelihood
-    of the detached errors."""
+def reference_mast(
+    z,
+    pairs,
+    gates,
+    theta,
+    log_var,
+    lam=25.0,
+    mu=25.0,
+    nu=1.0,
+    beta=1.0,
+    rho=0.5,
+    unc=True,
+    norm="none",
+):
+    """method.md written as loops over samples i and ops k. norm="batch": log s centred per op over
+    i; norm="detach": errors weighted by detached 1/s normalised to mean 1 over i, plus the head's
+    likelihood of the detached errors."""
     views, batch, d = z.shape
     k_ops = theta.shape[0]
     m = torch.sigmoid(theta)
     lv = log_var.clamp(-6, 6)
-    log_s = [[torch.log((torch.exp(lv[pairs[k][0], i, k]) + torch.exp(lv[pairs[k][1], i, k])) / 2)
-              for k in range(k_ops)] for i in range(batch)]
+    log_s = [
+        [
+            torch.log((torch.exp(lv[pairs[k][0], i, k]) + torch.exp(lv[pairs[k][1], i, k])) / 2)
+            for k in range(k_ops)
+        ]
+        for i in range(batch)
+    ]
     if norm == "batch":
         centre = [sum(log_s[i][k] for i in range(batch)) / batch for k in range(k_ops)]
         log_s = [[log_s[i][k] - centre[k] for k in range(k_ops)] for i in range(batch)]
-    mean_inv_s = [sum(torch.exp(-log_s[i][k]).item() for i in range(batch)) / batch for k in range(k_ops)]
+    mean_inv_s = [
+        sum(torch.exp(-log_s[i][k]).item() for i in range(batch)) / batch for k in range(k_ops)
+    ]
     per_sample = []
     for i in range(batch):
         num, den = 0.0, 0.0
@@ -41,7 +65,8 @@ def reference_mast(z, pairs, gates, theta, log_var, lam=25.0, mu=25.0, nu=1.0, b
             e = (z[a, i] - z[b, i]) ** 2
             l_ik = (m[k] * e).sum() / m[k].sum()
             if unc and norm == "detach":
-                weight = torch.exp(-log_s[i][k]).item() / mean_inv_s[k]  # a plain number: no gradient
+                # a plain number: no gradient
+                weight = torch.exp(-log_s[i][k]).item() / mean_inv_s[k]
                 l_ik = weight * l_ik + (l_ik.item() / torch.exp(log_s[i][k]) + log_s[i][k])
             elif unc:
                 l_ik = l_ik / torch.exp(log_s[i][k]) + log_s[i][k]
@@ -50,7 +75,9 @@ def reference_mast(z, pairs, gates, theta, log_var, lam=25.0, mu=25.0, nu=1.0, b
         per_sample.append(num / max(1.0, float(den)))
     inv = torch.stack(per_sample).mean()
     off = ~torch.eye(d, dtype=torch.bool)
-    var = torch.stack([torch.relu(1 - torch.sqrt(z[v].var(0) + 1e-4)).mean() for v in range(views)]).mean()
+    var = torch.stack(
+        [torch.relu(1 - torch.sqrt(z[v].var(0) + 1e-4)).mean() for v in range(views)]
+    ).mean()
     cov = sum(torch.cov(z[v].T)[off].pow(2).sum() / d for v in range(views)) * 2 / views
     dens = sum((m[k].mean() - rho) ** 2 for k in range(k_ops))
     return lam * inv + mu * var + nu * cov + beta * dens
@@ -64,7 +91,9 @@ def test_vicreg_matches_official_formula():
     expected = reference_vicreg(x, y)
     assert total.item() == pytest.approx(expected.item(), rel=1e-10)
     assert set(terms) == {"inv", "var", "cov"}
-    assert total.item() == pytest.approx((25 * terms["inv"] + 25 * terms["var"] + terms["cov"]).item(), rel=1e-10)
+    assert total.item() == pytest.approx(
+        (25 * terms["inv"] + 25 * terms["var"] + terms["cov"]).item(), rel=1e-10
+    )
     gx, gy = torch.autograd.grad(total, (x, y))
     rx, ry = torch.autograd.grad(expected, (x, y))
     assert torch.allclose(gx, rx, atol=1e-12) and torch.allclose(gy, ry, atol=1e-12)
@@ -72,10 +101,13 @@ def test_vicreg_matches_official_formula():
 
 @pytest.mark.parametrize("n, d", [(6, 40), (40, 40), (41, 40)])
 def test_covariance_term_matches_torch_cov_on_both_sides_of_n_equals_d(n, d):
-    """Fewer samples than dimensions takes the Gram-matrix path; value and gradient must not change."""
+    """Fewer samples than dimensions takes the Gram-matrix path; value and gradient must not
+    change."""
     from pretrain.losses.terms import covariance_term
 
-    z = torch.randn(n, d, dtype=torch.float64, generator=torch.Generator().manual_seed(n)).requires_grad_(True)
+    z = torch.randn(
+        n, d, dtype=torch.float64, generator=torch.Generator().manual_seed(n)
+    ).requires_grad_(True)
     off = ~torch.eye(d, dtype=torch.bool)
     expected = torch.cov(z.T)[off].pow(2).sum() / d
     value = covariance_term(z)
@@ -108,12 +140,18 @@ def test_reduction_identity_value_and_gradient():
 def views_and_pairs(mode: str, k_ops: int, batch: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Random embeddings [V, B, d] (float64, with grad) and the pairs of pair or factorized mode."""
     views = 2 if mode == "pair" else k_ops + 1
-    pairs = torch.tensor([[0, 1]] * k_ops) if mode == "pair" else torch.tensor([[0, k + 1] for k in range(k_ops)])
+    pairs = (
+        torch.tensor([[0, 1]] * k_ops)
+        if mode == "pair"
+        else torch.tensor([[0, k + 1] for k in range(k_ops)])
+    )
     return torch.randn(views, batch, d, dtype=torch.float64, requires_grad=True), pairs
 
 
 @pytest.mark.parametrize("mode", ["pair", "factorized"])
-@pytest.mark.parametrize("uncertainty, norm", [(True, "detach"), (True, "batch"), (True, "none"), (False, "detach")])
+@pytest.mark.parametrize(
+    "uncertainty, norm", [(True, "detach"), (True, "batch"), (True, "none"), (False, "detach")]
+)
 def test_mast_matches_loops(mode, uncertainty, norm):
     torch.manual_seed(2)
     k_ops, batch, d = 4, 12, 8
@@ -121,13 +159,21 @@ def test_mast_matches_loops(mode, uncertainty, norm):
     views = z.shape[0]
     gates = (torch.rand(batch, k_ops) > 0.4).double()
     gates[0] = 0  # a sample no op was resampled for: contributes zero, divided by max(1, 0)
-    log_var = (torch.randn(views, batch, k_ops, dtype=torch.float64) * 4).requires_grad_(True)  # some clamp
+    # some clamp
+    log_var = (torch.randn(views, batch, k_ops, dtype=torch.float64) * 4).requires_grad_(True)
     theta = torch.randn(k_ops, d, dtype=torch.float64, requires_grad=True)
     loss = MASTLoss(beta=0.7, uncertainty=uncertainty, uncertainty_norm=norm)
     total, terms = loss(z, pairs, gates, torch.sigmoid(theta), log_var if uncertainty else None)
-    expected = reference_mast(z, pairs.tolist(), gates, theta, log_var, beta=0.7, unc=uncertainty, norm=norm)
+    expected = reference_mast(
+        z, pairs.tolist(), gates, theta, log_var, beta=0.7, unc=uncertainty, norm=norm
+    )
     assert total.item() == pytest.approx(expected.item(), rel=1e-10)
-    parts = 25 * (terms["inv"] + terms.get("unc_fit", 0)) + 25 * terms["var"] + terms["cov"] + 0.7 * terms["density"]
+    parts = (
+        25 * (terms["inv"] + terms.get("unc_fit", 0))
+        + 25 * terms["var"]
+        + terms["cov"]
+        + 0.7 * terms["density"]
+    )
     assert total.item() == pytest.approx(parts.item(), rel=1e-10)
     assert ("unc_fit" in terms) == (uncertainty and norm == "detach")
     inputs = (z, theta, log_var) if uncertainty else (z, theta)
@@ -161,12 +207,18 @@ def test_shape_errors_are_explained():
 
 @pytest.mark.parametrize("norm", ["batch", "detach"])
 def test_normalised_uncertainty_cannot_inflate_the_invariance_weight(norm):
-    """Lowering every log sigma^2 by the same amount leaves the embedding's gradient unchanged under the
-    normalised modes, while the raw formula rewards it (the runaway seen on the embedded config)."""
+    """Lowering every log sigma^2 by the same amount leaves the embedding's gradient unchanged under
+    the normalised modes, while the raw formula rewards it (the runaway seen on the embedded
+    config)."""
     torch.manual_seed(3)
     z = torch.randn(2, 16, 8, dtype=torch.float64) * 0.1
     log_var = torch.randn(2, 16, 2, dtype=torch.float64)
-    args = (z, torch.tensor([[0, 1]] * 2), torch.ones(16, 2, dtype=torch.float64), torch.full((2, 8), 0.5, dtype=torch.float64))
+    args = (
+        z,
+        torch.tensor([[0, 1]] * 2),
+        torch.ones(16, 2, dtype=torch.float64),
+        torch.full((2, 8), 0.5, dtype=torch.float64),
+    )
     normalised, raw = MASTLoss(uncertainty_norm=norm), MASTLoss(uncertainty_norm="none")
 
     def grad_z(loss, lv):
@@ -180,8 +232,8 @@ def test_normalised_uncertainty_cannot_inflate_the_invariance_weight(norm):
 
 
 def reference_excess(z, pairs, gates, theta):
-    """L_mask of the contrast objective as loops: per op, the mean subspace error over samples whose pair
-    differs in it minus the mean over the others (0 when either group is empty)."""
+    """L_mask of the contrast objective as loops: per op, the mean subspace error over samples whose
+    pair differs in it minus the mean over the others (0 when either group is empty)."""
     m = torch.sigmoid(theta)
     total = 0.0
     for k in range(theta.shape[0]):
@@ -196,8 +248,8 @@ def reference_excess(z, pairs, gates, theta):
 
 @pytest.mark.parametrize("mode", ["pair", "factorized"])
 def test_contrast_mask_objective_matches_loops(mode):
-    """Value: the invariance objective's total plus lam L_mask. Gradients: the embedding sees L_inv with the
-    masks held fixed; the masks see only L_mask and the density term."""
+    """Value: the invariance objective's total plus lam L_mask. Gradients: the embedding sees L_inv
+    with the masks held fixed; the masks see only L_mask and the density term."""
     torch.manual_seed(4)
     k_ops, batch, d = 3, 10, 6
     z, pairs = views_and_pairs(mode, k_ops, batch, d)
@@ -206,7 +258,9 @@ def test_contrast_mask_objective_matches_loops(mode):
     gates[:, 2] = 1  # op 2 differs for every sample: no baseline, no mask term
     log_var = torch.randn(views, batch, k_ops, dtype=torch.float64, requires_grad=True)
     theta = torch.randn(k_ops, d, dtype=torch.float64, requires_grad=True)
-    total, terms = MASTLoss(beta=0.7, mask_objective="contrast")(z, pairs, gates, torch.sigmoid(theta), log_var)
+    total, terms = MASTLoss(beta=0.7, mask_objective="contrast")(
+        z, pairs, gates, torch.sigmoid(theta), log_var
+    )
     plist = pairs.tolist()
     excess = reference_excess(z.detach(), plist, gates, theta)
     invariance_total = reference_mast(z, plist, gates, theta, log_var, beta=0.7, norm="detach")
@@ -227,10 +281,11 @@ def test_contrast_mask_objective_matches_loops(mode):
 
 
 def test_contrast_objective_cancels_an_error_shared_by_every_pair():
-    """Every pair differs in a 'crop' that perturbs dimensions 0-3 as strongly as op 0 perturbs dimensions 4-5
-    of the pairs that differ in it. The invariance objective cannot tell the two apart (it pushes op 0's mask
-    off 0-5 alike); the contrast objective pushes it off op 0's dimensions and onto the untouched ones (6-7),
-    while the crop's error, shared by both groups of pairs, cancels up to sampling noise."""
+    """Every pair differs in a 'crop' that perturbs dimensions 0-3 as strongly as op 0 perturbs
+    dimensions 4-5 of the pairs that differ in it. The invariance objective cannot tell the two
+    apart (it pushes op 0's mask off 0-5 alike); the contrast objective pushes it off op 0's
+    dimensions and onto the untouched ones (6-7), while the crop's error, shared by both groups of
+    pairs, cancels up to sampling noise."""
     torch.manual_seed(5)
     batch, d = 4096, 8
     gates = torch.zeros(batch, 1, dtype=torch.float64)
@@ -238,7 +293,8 @@ def test_contrast_objective_cancels_an_error_shared_by_every_pair():
     x = torch.randn(batch, d, dtype=torch.float64)
     y = x.clone()
     y[:, :4] += 2 * torch.randn(batch, 4, dtype=torch.float64)  # crop: every pair
-    y[: batch // 2, 4:6] += 2 * torch.randn(batch // 2, 2, dtype=torch.float64)  # op 0: half of the pairs
+    # op 0: half of the pairs
+    y[: batch // 2, 4:6] += 2 * torch.randn(batch // 2, 2, dtype=torch.float64)
     z, pairs = torch.stack([x, y]), torch.tensor([[0, 1]])
 
     def mask_gradient(objective: str, term: str) -> torch.Tensor:
@@ -254,9 +310,11 @@ def test_contrast_objective_cancels_an_error_shared_by_every_pair():
     assert contrast[:4].abs().max() < contrast[4:6].abs().min() / 2
 
 
-# ------------------------------------------------------------------------------------------ AND combination
+# ------------------------------------------------------------------------------------------ AND
+# combination
 def reference_and(z, gates, logits, owned, lam=25.0, mu=25.0, nu=1.0, margin=0.1):
-    """The AND loss as loops over samples i and dimensions j (mast_and.py's formula), written apart."""
+    """The AND loss as loops over samples i and dimensions j (mast_and.py's formula), written
+    apart."""
     batch, d = z.shape[1], z.shape[2]
     a = torch.softmax(logits, 0)
     inv = 0.0
@@ -286,7 +344,8 @@ def and_inputs(batch=12, d=6, k_ops=4, seed=0):
     gates = (torch.rand(batch, k_ops, generator=g) > 0.5).double()
     gates[:, 0] = 1.0  # crop: every pair differs in it
     gates[0, 1:], gates[1, 1:] = 0.0, 1.0  # every op has both kinds of pairs
-    logits = torch.randn(k_ops, d, generator=g, dtype=torch.float64, requires_grad=True)  # shared + 3 ops
+    # shared + 3 ops
+    logits = torch.randn(k_ops, d, generator=g, dtype=torch.float64, requires_grad=True)
     return z, torch.tensor([[0, 1]] * k_ops), gates, logits
 
 
@@ -309,8 +368,12 @@ def test_and_loss_with_every_dimension_shared_is_vicreg():
     shared[0] = 1.0  # fixed: no assignment objective
     total, terms = MASTAndLoss([1, 2, 3])(z, pairs, gates, shared)
     vicreg, _ = VICRegLoss()(z[0], z[1])
-    assert total.item() == pytest.approx(vicreg.item(), rel=1e-12) and terms["excused"].item() == 0.0
-    assert torch.allclose(torch.autograd.grad(total, z)[0], torch.autograd.grad(vicreg, z)[0], atol=1e-12)
+    assert (
+        total.item() == pytest.approx(vicreg.item(), rel=1e-12) and terms["excused"].item() == 0.0
+    )
+    assert torch.allclose(
+        torch.autograd.grad(total, z)[0], torch.autograd.grad(vicreg, z)[0], atol=1e-12
+    )
     assert "assign" not in terms
 
 
@@ -318,7 +381,8 @@ def test_and_pair_is_excused_only_on_the_dimensions_of_the_ops_it_differs_in():
     z = torch.zeros(2, 2, 3, dtype=torch.float64, requires_grad=True)
     with torch.no_grad():
         z[1] += 1.0  # error 1 on every dimension
-    assignment = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]], dtype=torch.float64)  # shared, op1, op2
+    # shared, op1, op2
+    assignment = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]], dtype=torch.float64)
     gates = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]], dtype=torch.float64)
     loss = MASTAndLoss([1, 2], lam=1.0, mu=0.0, nu=0.0)
     total, _ = loss(z, torch.tensor([[0, 1]] * 3), gates, assignment)
@@ -327,8 +391,9 @@ def test_and_pair_is_excused_only_on_the_dimensions_of_the_ops_it_differs_in():
 
 
 def test_and_assignment_moves_to_the_op_that_explains_the_error():
-    """Synthetic pairs: crop's shared error on every dimension, op 1's only on dimensions 0-3, op 2's on 4-5;
-    descending the assignment objective alone gives 0-3 to op 1, 4-5 to op 2, the rest to shared."""
+    """Synthetic pairs: crop's shared error on every dimension, op 1's only on dimensions 0-3, op
+    2's on 4-5; descending the assignment objective alone gives 0-3 to op 1, 4-5 to op 2, the rest
+    to shared."""
     g = torch.Generator().manual_seed(0)
     logits = torch.zeros(3, 10, requires_grad=True)
     optimizer = torch.optim.Adam([logits], lr=0.05)
@@ -351,7 +416,11 @@ def test_and_assignment_moves_to_the_op_that_explains_the_error():
 
 def test_random_assignment_is_one_hot_in_equal_shares():
     a = random_assignment(5, 60, torch.Generator().manual_seed(0))
-    assert a.shape == (6, 60) and torch.equal(a.sum(0), torch.ones(60)) and a.sum(1).tolist() == [10.0] * 6
+    assert (
+        a.shape == (6, 60)
+        and torch.equal(a.sum(0), torch.ones(60))
+        and a.sum(1).tolist() == [10.0] * 6
+    )
 
 
 def test_and_loss_refuses_factorized_pairs():
@@ -361,7 +430,8 @@ def test_and_loss_refuses_factorized_pairs():
         MASTAndLoss([1, 2, 3])(torch.cat([z, z]), factorized, gates, torch.softmax(logits, 0))
 
 
-# ------------------------------------------------------------------------------------ tempered 1/s weights
+# ------------------------------------------------------------------------------------ tempered 1/s
+# weights
 def test_tempering_keeps_the_effective_sample_size():
     log_w = torch.randn(128, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3
     log_w[:, 3] = 0.01 * log_w[:, 3]  # nearly equal weights: no tempering needed
@@ -383,6 +453,7 @@ def test_min_ess_tempers_the_embedding_weights_only():
     _, tempered = MASTLoss(min_ess=0.9)(z, pairs, gates, masks, log_var)
     assert (plain["ess"] < 0.9).all() and (tempered["ess"] >= 0.9 - 1e-6).all()
     assert plain["temper"].tolist() == [1.0, 1.0] and (tempered["temper"] < 1).all()
-    assert tempered["unc_fit"].item() == pytest.approx(plain["unc_fit"].item())  # the head's fit is untouched
+    # the head's fit is untouched
+    assert tempered["unc_fit"].item() == pytest.approx(plain["unc_fit"].item())
     with pytest.raises(ValueError, match="min_ess"):
         MASTLoss(min_ess=1.5)

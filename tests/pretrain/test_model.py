@@ -1,5 +1,7 @@
-"""The pretraining network: expander spec parsing and layout, forward shapes, learned and fixed masks,
-the uncertainty head, gradients from the MAST loss (the masks actually move), and torchvision backbone keys."""
+"""The pretraining network: expander spec parsing and layout, forward shapes, learned and fixed
+masks, the uncertainty head, gradients from the MAST loss (the masks actually move), and torchvision
+backbone keys."""
+
 import pytest
 import torch
 import torchvision
@@ -23,7 +25,8 @@ def small(**kwargs):
     return PretrainModel(**args)
 
 
-# ----------------------------------------------------------------------------------------------- expander
+# -----------------------------------------------------------------------------------------------
+# expander
 def test_parse_spec():
     assert parse_spec("64-32-16") == [64, 32, 16]
     assert parse_spec("8") == [8]
@@ -39,10 +42,25 @@ def test_parse_spec_rejects_bad_specs(spec):
 def test_build_expander_layout():
     expander = build_expander(10, "16-12-8")
     kinds = [type(layer) for layer in expander]
-    assert kinds == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
-    shapes = [(layer.in_features, layer.out_features) for layer in expander if isinstance(layer, nn.Linear)]
+    assert kinds == [
+        nn.Linear,
+        nn.BatchNorm1d,
+        nn.ReLU,
+        nn.Linear,
+        nn.BatchNorm1d,
+        nn.ReLU,
+        nn.Linear,
+    ]
+    shapes = [
+        (layer.in_features, layer.out_features)
+        for layer in expander
+        if isinstance(layer, nn.Linear)
+    ]
     assert shapes == [(10, 16), (16, 12), (12, 8)]
-    assert [layer.num_features for layer in expander if isinstance(layer, nn.BatchNorm1d)] == [16, 12]
+    assert [layer.num_features for layer in expander if isinstance(layer, nn.BatchNorm1d)] == [
+        16,
+        12,
+    ]
     assert expander[0].bias is not None and expander[3].bias is not None
     assert expander[-1].bias is None  # final layer without bias, as VICReg's
     assert expander(torch.randn(5, 10)).shape == (5, 8)
@@ -51,7 +69,8 @@ def test_build_expander_layout():
     assert single(torch.randn(3, 10)).shape == (3, 6)
 
 
-# ------------------------------------------------------------------------------------------------ forward
+# ------------------------------------------------------------------------------------------------
+# forward
 def test_forward_shapes_without_masks():
     model = small(masks="none")
     out = model(images(v=3, b=4))
@@ -90,7 +109,8 @@ def test_fixed_masks_are_a_partition_without_parameters():
     assert torch.equal(MaskBank(3, 20, "fixed", seed=0)(), MaskBank(3, 20, "fixed", seed=0)())
 
 
-# ------------------------------------------------------------------------------------------- MAST gradient
+# ------------------------------------------------------------------------------------------- MAST
+# gradient
 def _mast_step(model, loss_fn, x, pairs, gates):
     out = model(x)
     return loss_fn(out["z"], pairs, gates, out["masks"], out["log_var"])
@@ -129,17 +149,22 @@ def test_masks_and_uncertainty_head_learn_from_mast_loss():
 def test_fixed_masks_get_no_gradient_but_network_trains():
     model = small(masks="fixed", uncertainty=False)
     out = model(images(b=4))
-    total, _ = MASTLoss(uncertainty=False)(out["z"], torch.tensor([[0, 1]] * 3), torch.ones(4, 3), out["masks"])
+    total, _ = MASTLoss(uncertainty=False)(
+        out["z"], torch.tensor([[0, 1]] * 3), torch.ones(4, 3), out["masks"]
+    )
     total.backward()
     assert all(p.grad is not None for p in model.expander.parameters())
     assert not any(n.startswith("masks.") for n, _ in model.named_parameters())
 
 
 def test_uncertainty_fit_sends_no_gradient_to_the_backbone():
-    """The head's fit (unc_fit) moves the head alone: it reads detached features (issue 20, cause 1)."""
+    """The head's fit (unc_fit) moves the head alone: it reads detached features (issue 20, cause
+    1)."""
     model = small(masks="learned", uncertainty=True)
     out = model(images(b=8))
-    _, terms = MASTLoss()(out["z"], torch.tensor([[0, 1]] * 3), torch.ones(8, 3), out["masks"], out["log_var"])
+    _, terms = MASTLoss()(
+        out["z"], torch.tensor([[0, 1]] * 3), torch.ones(8, 3), out["masks"], out["log_var"]
+    )
     terms["unc_fit"].backward()
     backbone = [p.grad for p in model.backbone.parameters()]
     assert all(g is None or not g.any() for g in backbone)
@@ -151,7 +176,9 @@ def test_uncertainty_fit_sends_no_gradient_to_the_backbone():
 def test_embedding_loss_still_trains_the_backbone_with_the_head():
     model = small(masks="learned", uncertainty=True)
     out = model(images(b=8))
-    total, terms = MASTLoss()(out["z"], torch.tensor([[0, 1]] * 3), torch.ones(8, 3), out["masks"], out["log_var"])
+    total, terms = MASTLoss()(
+        out["z"], torch.tensor([[0, 1]] * 3), torch.ones(8, 3), out["masks"], out["log_var"]
+    )
     (total - 25.0 * terms["unc_fit"]).backward()
     assert sum(p.grad.abs().sum() for p in model.backbone.parameters() if p.grad is not None) > 0
     assert all(p.grad is None or not p.grad.any() for p in model.uncertainty_head.parameters())
@@ -170,7 +197,8 @@ def test_assignment_bank_is_a_distribution_over_shared_and_ops(kind):
         assert torch.allclose(masks, torch.full_like(masks, 1 / 6), atol=0.01)  # starts uniform
 
 
-# ------------------------------------------------------------------------------------------------ backbone
+# ------------------------------------------------------------------------------------------------
+# backbone
 def test_backbone_keys_are_torchvision_and_width_scales():
     reference = {k for k in torchvision.models.resnet18().state_dict() if not k.startswith("fc.")}
     backbone = build_backbone("resnet18", base_width=8)
@@ -185,5 +213,5 @@ def test_backbone_keys_are_torchvision_and_width_scales():
     model = small(base_width=8, expander="16-8")
     assert model.backbone.feature_dim == 64
     assert model.expander[0].in_features == 64
-    keys = {k[len("backbone."):] for k in model.state_dict() if k.startswith("backbone.")}
+    keys = {k[len("backbone.") :] for k in model.state_dict() if k.startswith("backbone.")}
     assert keys == reference

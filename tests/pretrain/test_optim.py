@@ -1,6 +1,7 @@
-"""Optimisation: LARS against an independent transcription of the official VICReg update, the parameter
-groups (weights / biases and norms / masks and uncertainty head), the optimiser factory, the learning-rate
-schedule and a weights_only round trip of the optimiser state."""
+"""Optimisation: LARS against an independent transcription of the official VICReg update, the
+parameter groups (weights / biases and norms / masks and uncertainty head), the optimiser factory,
+the learning-rate schedule and a weights_only round trip of the optimiser state."""
+
 import copy
 import io
 import math
@@ -14,8 +15,9 @@ from pretrain.optim import LARS, build_optimizer, lr_factor, param_groups, set_l
 
 
 class Tiny(nn.Module):
-    """Weights, biases, BatchNorm, a zero-initialised weight (trust ratio's ||w|| = 0 branch), an unused
-    parameter (no grad), learned masks and an uncertainty head: every kind of tensor the groups tell apart."""
+    """Weights, biases, BatchNorm, a zero-initialised weight (trust ratio's ||w|| = 0 branch), an
+    unused parameter (no grad), learned masks and an uncertainty head: every kind of tensor the
+    groups tell apart."""
 
     def __init__(self):
         super().__init__()
@@ -24,7 +26,9 @@ class Tiny(nn.Module):
         nn.init.zeros_(self.zero.weight)
         self.unused = nn.Parameter(torch.ones(3, 3))
         self.masks = MaskBank(2, 6, "learned", init_std=0.5, seed=1)
-        self.uncertainty_head = nn.Sequential(nn.Linear(8, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))
+        self.uncertainty_head = nn.Sequential(
+            nn.Linear(8, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2)
+        )
 
     def forward(self, x):
         h = self.body[:3](x)
@@ -32,8 +36,11 @@ class Tiny(nn.Module):
         z = z + self.zero(z)
         m = self.masks()
         log_var = self.uncertainty_head(h)
-        return ((z.unsqueeze(1) * m).pow(2).mean(0).sum() + (z - 1).pow(2).mean()
-                + (log_var.exp() - 0.5).pow(2).mean())
+        return (
+            (z.unsqueeze(1) * m).pow(2).mean(0).sum()
+            + (z - 1).pow(2).mean()
+            + (log_var.exp() - 0.5).pow(2).mean()
+        )
 
 
 def tiny(seed=0):
@@ -42,9 +49,9 @@ def tiny(seed=0):
 
 
 def reference_lars_step(model, state, lr, mask_lr, weight_decay, momentum=0.9, eta=0.001):
-    """The update of the official VICReg LARS (main_vicreg.py), written out per tensor: decay and the
-    trust ratio for weights only (exclude_bias_and_norm: every 1-d tensor); masks and the uncertainty head
-    plain momentum SGD at their own lr."""
+    """The update of the official VICReg LARS (main_vicreg.py), written out per tensor: decay and
+    the trust ratio for weights only (exclude_bias_and_norm: every 1-d tensor); masks and the
+    uncertainty head plain momentum SGD at their own lr."""
     with torch.no_grad():
         for name, w in model.named_parameters():
             if w.grad is None:
@@ -85,24 +92,38 @@ def test_lars_matches_official_update_over_three_steps():
     for (name, p), (_, p0) in zip(model.named_parameters(), start.named_parameters()):
         if name == "unused":
             assert torch.equal(p, p0) and p not in opt.state
-        elif name not in ("body.0.bias", "uncertainty_head.0.bias"):  # biases before BN get (almost) no grad
+        # biases before BN get (almost) no grad
+        elif name not in (
+            "body.0.bias",
+            "uncertainty_head.0.bias",
+        ):
             assert not torch.equal(p, p0), name
     assert model.zero.weight.abs().sum() > 0
 
 
 def test_lars_trust_ratio_scales_weight_update():
-    """One step from zero momentum: a weight moves by lr * eta * ||w|| / ||g + wd w|| * (g + wd w)."""
+    """One step from zero momentum: a weight moves by lr * eta * ||w|| / ||g + wd w|| * (g + wd
+    w)."""
     w = nn.Parameter(torch.tensor([[3.0, 4.0]], dtype=torch.float64))  # ||w|| = 5
     b = nn.Parameter(torch.tensor([1.0, 1.0], dtype=torch.float64))
-    opt = LARS([dict(params=[w], weight_decay=0.5, lars=True), dict(params=[b], weight_decay=0.0, lars=False)],
-               lr=2.0, eta=0.01)
+    opt = LARS(
+        [
+            dict(params=[w], weight_decay=0.5, lars=True),
+            dict(params=[b], weight_decay=0.0, lars=False),
+        ],
+        lr=2.0,
+        eta=0.01,
+    )
     w.grad = torch.tensor([[1.0, -2.0]], dtype=torch.float64)
     b.grad = torch.tensor([0.5, -0.5], dtype=torch.float64)
     opt.step()
     g = torch.tensor([[1.0 + 1.5, -2.0 + 2.0]], dtype=torch.float64)  # g + 0.5 w = [2.5, 0]
     q = 0.01 * 5.0 / 2.5
-    torch.testing.assert_close(w.detach(), torch.tensor([[3.0, 4.0]], dtype=torch.float64) - 2.0 * q * g)
-    torch.testing.assert_close(b.detach(), torch.tensor([0.0, 2.0], dtype=torch.float64))  # 1 -+ 2 * 0.5
+    torch.testing.assert_close(
+        w.detach(), torch.tensor([[3.0, 4.0]], dtype=torch.float64) - 2.0 * q * g
+    )
+    # 1 -+ 2 * 0.5
+    torch.testing.assert_close(b.detach(), torch.tensor([0.0, 2.0], dtype=torch.float64))
     # second step: momentum 0.9 carries the first update
     w_before = w.detach().clone()
     w.grad = torch.zeros_like(w)
@@ -112,15 +133,23 @@ def test_lars_trust_ratio_scales_weight_update():
     torch.testing.assert_close(w.detach(), w_before - 2.0 * (0.9 * q * g + q2 * g2))
 
 
-# ------------------------------------------------------------------------------------------------- groups
+# -------------------------------------------------------------------------------------------------
+# groups
 def _ids(params):
     return {id(p) for p in params}
 
 
 @pytest.fixture(scope="module")
 def mast_model():
-    return PretrainModel("resnet18", base_width=4, expander="16-8", num_ops=3, masks="learned",
-                         uncertainty=True, uncertainty_hidden=8)
+    return PretrainModel(
+        "resnet18",
+        base_width=4,
+        expander="16-8",
+        num_ops=3,
+        masks="learned",
+        uncertainty=True,
+        uncertainty_hidden=8,
+    )
 
 
 def test_param_groups_split(mast_model):
@@ -129,11 +158,15 @@ def test_param_groups_split(mast_model):
     weights, flat, extra = groups
     special = _ids(mast_model.masks.parameters()) | _ids(mast_model.uncertainty_head.parameters())
     assert _ids(extra["params"]) == special
-    assert mast_model.masks.logits.ndim == 2 and id(mast_model.masks.logits) in _ids(extra["params"])
+    assert mast_model.masks.logits.ndim == 2 and id(mast_model.masks.logits) in _ids(
+        extra["params"]
+    )
     assert all(p.ndim > 1 for p in weights["params"])
     assert all(p.ndim == 1 for p in flat["params"])
     expected_flat = {id(p) for p in mast_model.parameters() if p.ndim == 1 and id(p) not in special}
-    expected_weights = {id(p) for p in mast_model.parameters() if p.ndim > 1 and id(p) not in special}
+    expected_weights = {
+        id(p) for p in mast_model.parameters() if p.ndim > 1 and id(p) not in special
+    }
     assert _ids(flat["params"]) == expected_flat and _ids(weights["params"]) == expected_weights
     assert id(mast_model.backbone.bn1.weight) in _ids(flat["params"])
     assert id(mast_model.expander[0].bias) in _ids(flat["params"])
@@ -141,9 +174,24 @@ def test_param_groups_split(mast_model):
     # every trainable parameter in exactly one group
     all_ids = [id(p) for g in groups for p in g["params"]]
     assert len(all_ids) == len(set(all_ids)) == sum(1 for _ in mast_model.parameters())
-    assert (weights["weight_decay"], weights["lars"], weights["lr"], weights["base_lr"]) == (1e-6, True, 0.3, 0.3)
-    assert (flat["weight_decay"], flat["lars"], flat["lr"], flat["base_lr"]) == (0.0, False, 0.3, 0.3)
-    assert (extra["weight_decay"], extra["lars"], extra["lr"], extra["base_lr"]) == (0.0, False, 0.05, 0.05)
+    assert (weights["weight_decay"], weights["lars"], weights["lr"], weights["base_lr"]) == (
+        1e-6,
+        True,
+        0.3,
+        0.3,
+    )
+    assert (flat["weight_decay"], flat["lars"], flat["lr"], flat["base_lr"]) == (
+        0.0,
+        False,
+        0.3,
+        0.3,
+    )
+    assert (extra["weight_decay"], extra["lars"], extra["lr"], extra["base_lr"]) == (
+        0.0,
+        False,
+        0.05,
+        0.05,
+    )
 
 
 def test_param_groups_skip_frozen_and_empty_groups():
@@ -186,7 +234,8 @@ def test_build_optimizer_unknown_name():
         build_optimizer(tiny(), "adam", lr=0.1, weight_decay=0.0, mask_lr=0.1)
 
 
-# ----------------------------------------------------------------------------------------------- schedule
+# -----------------------------------------------------------------------------------------------
+# schedule
 def test_lr_factor_warmup_and_cosine():
     total, warmup = 100, 10
     assert lr_factor(0, total, warmup) == 0.0
@@ -208,7 +257,8 @@ def test_lr_factor_warmup_and_cosine():
     assert lr_factor(total, total, 0, end_factor=0.1) == pytest.approx(0.1)
 
 
-# ----------------------------------------------------------------------------------------- state round trip
+# ----------------------------------------------------------------------------------------- state
+# round trip
 @pytest.mark.parametrize("name", ["lars", "adamw"])
 def test_optimizer_state_round_trips_weights_only(name):
     model = tiny()

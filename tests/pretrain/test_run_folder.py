@@ -1,4 +1,6 @@
-"""A run folder belongs to one process and is never overwritten: locks, --force, corrupt checkpoints."""
+"""A run folder belongs to one process and is never overwritten: locks, --force, corrupt
+checkpoints."""
+
 import json
 import os
 import subprocess
@@ -28,12 +30,15 @@ def env(tmp_path_factory, monkeypatch):
 
 @pytest.fixture
 def pretrain(capsys):
-    """``python -m pretrain --out OUT [flags] --set TINY... sets...`` in this process: (exit code, stderr, stdout)."""
+    """``python -m pretrain --out OUT [flags] --set TINY... sets...`` in this process: (exit code,
+    stderr, stdout)."""
+
     def call(out, *sets, flags=()):
         capsys.readouterr()
         code = pretrain_main(["--out", str(out), *flags, "--set", *TINY, *sets])
         captured = capsys.readouterr()
         return subprocess.CompletedProcess([], code, captured.out, captured.err)
+
     return call
 
 
@@ -43,8 +48,12 @@ def last_line(result):
 
 def test_second_process_on_a_folder_in_use_stops_at_once(tmp_path, env, pretrain):
     out = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "-m", "pretrain", "--out", str(out), "--set", *TINY,
-                              "train.epochs=15"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "pretrain", "--out", str(out), "--set", *TINY, "train.epochs=15"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while not (out / "log.jsonl").is_file() and time.time() < deadline:  # training has begun
         time.sleep(0.05)
@@ -58,7 +67,11 @@ def test_second_process_on_a_folder_in_use_stops_at_once(tmp_path, env, pretrain
     assert last_line(second).startswith(f"error: {out} is in use by process {first.pid} on ")
     assert "wait for it to finish or stop it" in last_line(second)
     assert (out / "config.yaml").read_text() == config  # the second wrote nothing
-    steps = [r["step"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "loss" in r]
+    steps = [
+        r["step"]
+        for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())
+        if "loss" in r
+    ]
     assert steps == list(range(1, 61))
     state = load_checkpoint(out / "last.pt")
     assert state["step"] == 60 and state["config"]["seed"] == 0
@@ -66,8 +79,12 @@ def test_second_process_on_a_folder_in_use_stops_at_once(tmp_path, env, pretrain
 
 
 def test_stale_lock_is_taken_over_with_a_log_line(tmp_path, env, pretrain):
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=False)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     pid = int(gone.stdout)
     out = tmp_path / "run"
     out.mkdir()
@@ -88,14 +105,41 @@ def test_detection_and_classification_folders_are_locked(tmp_path, capsys):
     work = tmp_path / "work"
     folder = work / "embedded-frcnn_random-init_resnet18w16_s0"
     with RunLock(folder, "someone else"):
-        code = detection_main(["--protocol", "embedded-frcnn", "--arch", "resnet18w16", "--floor", "--records",
-                               str(tmp_path / "det.jsonl"), "--out", str(work), "--data-root", str(tmp_path / "d"),
-                               "--set", "data.n=6", "data.image_size=64"])
+        code = detection_main(
+            [
+                "--protocol",
+                "embedded-frcnn",
+                "--arch",
+                "resnet18w16",
+                "--floor",
+                "--records",
+                str(tmp_path / "det.jsonl"),
+                "--out",
+                str(work),
+                "--data-root",
+                str(tmp_path / "d"),
+                "--set",
+                "data.n=6",
+                "data.image_size=64",
+            ]
+        )
         assert code == 2
         assert f"error: {folder} is in use by process {os.getpid()}" in capsys.readouterr().err
-        code = classification_main(["--arch", "resnet18w4", "--floor", "--out", str(folder), "--records",
-                                    str(tmp_path / "cls.jsonl")])
-        assert code == 2 and f"error: {folder} is in use by process {os.getpid()}" in capsys.readouterr().err
+        code = classification_main(
+            [
+                "--arch",
+                "resnet18w4",
+                "--floor",
+                "--out",
+                str(folder),
+                "--records",
+                str(tmp_path / "cls.jsonl"),
+            ]
+        )
+        assert (
+            code == 2
+            and f"error: {folder} is in use by process {os.getpid()}" in capsys.readouterr().err
+        )
     assert not (tmp_path / "det.jsonl").exists() and not (tmp_path / "cls.jsonl").exists()
 
 
@@ -105,12 +149,18 @@ def test_finished_run_is_never_overwritten(tmp_path, env, pretrain, capsys):
     digest = sha256_file(out / "last.pt")
     again = pretrain(out, "seed=1", "train.max_steps=2")
     assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1
-    assert last_line(again) == (f"error: {out} holds a finished run (last.pt at step 12, epoch 3 of 3): start over "
-                                "with --force (make: FORCE=1), which moves it to stale/ beside the folder, or "
-                                "choose another --out")
+    assert last_line(again) == (
+        f"error: {out} holds a finished run (last.pt at step 12, epoch 3 of 3): start over "
+        "with --force (make: FORCE=1), which moves it to stale/ beside the folder, or "
+        "choose another --out"
+    )
     assert sha256_file(out / "last.pt") == digest
     auto = pretrain(out, flags=["--auto-resume"])
-    assert auto.returncode == 0 and "already finished" in auto.stdout and sha256_file(out / "last.pt") == digest
+    assert (
+        auto.returncode == 0
+        and "already finished" in auto.stdout
+        and sha256_file(out / "last.pt") == digest
+    )
     forced = pretrain(out, "seed=1", "train.max_steps=2", flags=["--force"])
     assert forced.returncode == 0, forced.stderr[-2000:]
     (aside,) = (tmp_path / "stale").iterdir()
@@ -127,9 +177,11 @@ def test_unfinished_run_asks_for_resume(tmp_path, env, pretrain):
     assert pretrain(out, "train.max_steps=6").returncode == 0
     again = pretrain(out)
     assert again.returncode == 2
-    assert last_line(again) == (f"error: {out} holds an unfinished run (last.pt at step 6, epoch 1 of 3): continue "
-                                "it with --resume (or --auto-resume), or start over with --force (make: FORCE=1), "
-                                "which moves it to stale/ beside the folder")
+    assert last_line(again) == (
+        f"error: {out} holds an unfinished run (last.pt at step 6, epoch 1 of 3): continue "
+        "it with --resume (or --auto-resume), or start over with --force (make: FORCE=1), "
+        "which moves it to stale/ beside the folder"
+    )
 
 
 def test_corrupt_last_checkpoint_offers_the_newest_readable_epoch(tmp_path, env, pretrain):
@@ -141,10 +193,14 @@ def test_corrupt_last_checkpoint_offers_the_newest_readable_epoch(tmp_path, env,
     (broken / "epoch_2.pt").write_bytes(b"garbage")
     result = pretrain(broken, flags=["--resume"])
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert last_line(result).startswith(f"error: {last} is not a readable torch checkpoint (truncated or corrupt?)")
+    assert last_line(result).startswith(
+        f"error: {last} is not a readable torch checkpoint (truncated or corrupt?)"
+    )
     offer = f"; resume from the newest readable one with --resume-from {broken / 'epoch_1.pt'}"
     assert last_line(result).endswith(offer)
-    resumed = pretrain(broken, "train.max_steps=null", flags=["--resume-from", str(broken / "epoch_1.pt")])
+    resumed = pretrain(
+        broken, "train.max_steps=null", flags=["--resume-from", str(broken / "epoch_1.pt")]
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(last)
     assert a["step"] == b["step"] == 12

@@ -1,4 +1,6 @@
-"""The pretraining loop end to end on tiny FactorShapes runs: checkpoints, logs, resume, NaN, DDP, export."""
+"""The pretraining loop end to end on tiny FactorShapes runs: checkpoints, logs, resume, NaN, DDP,
+export."""
+
 import json
 import math
 import os
@@ -18,11 +20,37 @@ from pretrain.config import PretrainConfig
 from pretrain.losses import MASTLoss, VICRegLoss
 from pretrain.train import Trainer, TrainingDiverged
 
-TINY = ["data.image_size=32", "data.n=64", "data.num_workers=0", "model.arch=resnet18", "model.base_width=4",
-        "model.expander=32-32", "optim.name=adamw", "optim.base_lr=0.01", "optim.warmup_epochs=1",
-        "train.epochs=3", "train.batch_size=16", "train.log_every=1"]
-DESIGN_KEYS = {"format", "backbone", "arch", "method", "expander", "masks", "aug_names", "uncertainty_head",
-               "config", "epoch", "step", "optimizer", "scaler", "rng", "git_commit"}
+TINY = [
+    "data.image_size=32",
+    "data.n=64",
+    "data.num_workers=0",
+    "model.arch=resnet18",
+    "model.base_width=4",
+    "model.expander=32-32",
+    "optim.name=adamw",
+    "optim.base_lr=0.01",
+    "optim.warmup_epochs=1",
+    "train.epochs=3",
+    "train.batch_size=16",
+    "train.log_every=1",
+]
+DESIGN_KEYS = {
+    "format",
+    "backbone",
+    "arch",
+    "method",
+    "expander",
+    "masks",
+    "aug_names",
+    "uncertainty_head",
+    "config",
+    "epoch",
+    "step",
+    "optimizer",
+    "scaler",
+    "rng",
+    "git_commit",
+}
 
 
 @pytest.fixture
@@ -46,7 +74,12 @@ def fit(cfg: PretrainConfig, out: Path, resume: bool = False) -> Trainer:
 def test_run_writes_checkpoint_and_log(tmp_path, data_cache, method):
     trainer = fit(tiny(f"method={method}"), tmp_path)
     state = load_checkpoint(tmp_path / "last.pt")
-    assert DESIGN_KEYS <= set(state) and state["method"] == method and state["step"] == 12 and state["epoch"] == 3
+    assert (
+        DESIGN_KEYS <= set(state)
+        and state["method"] == method
+        and state["step"] == 12
+        and state["epoch"] == 3
+    )
     assert state["aug_names"] == ["crop", "flip", "color_jitter", "grayscale", "blur", "solarize"]
     assert (state["masks"] is None) == (method == "vicreg")
     assert (state["uncertainty_head"] is None) == (method in ("vicreg", "mast_nounc"))
@@ -54,7 +87,9 @@ def test_run_writes_checkpoint_and_log(tmp_path, data_cache, method):
         assert torch.equal(state["masks"].sum(0), torch.ones(32))
     rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]
-    assert [r["step"] for r in steps] == list(range(1, 13)) and all(r["img_per_s"] > 0 for r in steps)
+    assert [r["step"] for r in steps] == list(range(1, 13)) and all(
+        r["img_per_s"] > 0 for r in steps
+    )
     assert {"inv", "var", "cov"} <= set(steps[0])
     if method != "vicreg":
         assert set(steps[0]["gate_rate"]) == set(state["aug_names"]) and "strength" in steps[0]
@@ -67,7 +102,10 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, data_cache):
     fit(tiny("train.max_steps=6"), tmp_path / "broken")  # stops mid-epoch 2 (4 steps per epoch)
     assert load_checkpoint(tmp_path / "broken" / "last.pt")["step"] == 6
     fit(tiny(), tmp_path / "broken", resume=True)
-    a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(tmp_path / "broken" / "last.pt")
+    a, b = (
+        load_checkpoint(tmp_path / "straight" / "last.pt"),
+        load_checkpoint(tmp_path / "broken" / "last.pt"),
+    )
     assert a["step"] == b["step"] == 12
     for part in ("backbone", "expander", "uncertainty_head"):
         for key in a[part]:
@@ -103,19 +141,34 @@ def test_nan_stops_with_step_and_term_and_keeps_checkpoint(tmp_path, data_cache,
 
 
 def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "pretrain", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pretrain", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
 
 
 def test_cli_errors_are_one_line(tmp_path, data_cache):
     typo = run_cli("--out", str(tmp_path / "a"), "--set", "train.epoch=3")
     assert typo.returncode != 0 and typo.stderr.strip().splitlines()[-1].startswith(
-        "config error: unknown config key 'train.epoch' (did you mean 'epochs'?)")
-    missing = run_cli("--out", str(tmp_path / "b"), "--set", *TINY, "data.dataset=folder",
-                      f"data.root={tmp_path / 'nowhere'}")
+        "config error: unknown config key 'train.epoch' (did you mean 'epochs'?)"
+    )
+    missing = run_cli(
+        "--out",
+        str(tmp_path / "b"),
+        "--set",
+        *TINY,
+        "data.dataset=folder",
+        f"data.root={tmp_path / 'nowhere'}",
+    )
     assert missing.returncode == 2
-    assert missing.stderr.strip().splitlines()[-1] == f"error: image folder not found: {tmp_path / 'nowhere'} " \
+    assert (
+        missing.stderr.strip().splitlines()[-1]
+        == f"error: image folder not found: {tmp_path / 'nowhere'} "
         "(check data.root or pass --set data.root=PATH)"
+    )
     assert not (tmp_path / "b" / "last.pt").exists()
     no_ckpt = run_cli("--out", str(tmp_path / "c"), "--resume", "--set", *TINY)
     assert no_ckpt.returncode == 2 and "--resume: no checkpoint at" in no_ckpt.stderr
@@ -125,10 +178,13 @@ def test_export_matches_torchvision_features(tmp_path, data_cache):
     fit(tiny("model.base_width=64", "train.max_steps=1", "method=vicreg"), tmp_path)
     assert main(["export", str(tmp_path / "last.pt"), str(tmp_path / "backbone.pth")]) == 0
     reference = torchvision.models.resnet18()
-    result = reference.load_state_dict(torch.load(tmp_path / "backbone.pth", weights_only=True), strict=False)
+    result = reference.load_state_dict(
+        torch.load(tmp_path / "backbone.pth", weights_only=True), strict=False
+    )
     assert result.missing_keys == ["fc.weight", "fc.bias"] and not result.unexpected_keys
     reference.fc = torch.nn.Identity()
     from core.backbones import build_backbone
+
     ours = build_backbone("resnet18")
     ours.load_state_dict(load_checkpoint(tmp_path / "last.pt")["backbone"])
     x = torch.randn(4, 3, 32, 32)
@@ -136,11 +192,28 @@ def test_export_matches_torchvision_features(tmp_path, data_cache):
 
 
 def torchrun(*args, timeout=300):
-    """Run torchrun in its own process group, so that a hang kills its workers too, not just torchrun."""
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1",
-                                 "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    """Run torchrun in its own process group, so that a hang kills its workers too, not just
+    torchrun."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--standalone",
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        },
+    )
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -162,10 +235,12 @@ def test_two_process_losses_equal_one_process(tmp_path):
     (g_vicreg,) = torch.autograd.grad(vicreg, z)
     mast, _ = MASTLoss()(z, torch.tensor([[0, 1]] * 3), gates, torch.sigmoid(theta), log_var)
     g_z, g_lv, g_theta = torch.autograd.grad(mast, (z, log_var, theta))
-    # DDP averages gradients over processes, so the one-process loss is the mean of the process losses,
-    # each process's embedding gradient (which sums every process's loss) / 2 is its rows' gradient, and the
-    # masks' gradient is the mean over processes.
-    assert (ranks[0]["vicreg"] + ranks[1]["vicreg"]).item() / 2 == pytest.approx(vicreg.item(), abs=1e-5)
+    # DDP averages gradients over processes, so the one-process loss is the mean of the process
+    # losses, each process's embedding gradient (which sums every process's loss) / 2 is its rows'
+    # gradient, and the masks' gradient is the mean over processes.
+    assert (ranks[0]["vicreg"] + ranks[1]["vicreg"]).item() / 2 == pytest.approx(
+        vicreg.item(), abs=1e-5
+    )
     assert (ranks[0]["mast"] + ranks[1]["mast"]).item() / 2 == pytest.approx(mast.item(), abs=1e-5)
     for r, rows in enumerate((slice(0, 8), slice(8, 16))):
         assert torch.allclose(ranks[r]["g_vicreg"] / 2, g_vicreg[:, rows], atol=1e-5)
@@ -175,7 +250,9 @@ def test_two_process_losses_equal_one_process(tmp_path):
 
 
 def test_two_process_training_run(tmp_path, data_cache):
-    result = torchrun("-m", "pretrain", "--out", str(tmp_path), "--set", *TINY, "train.epochs=1", "device=cpu")
+    result = torchrun(
+        "-m", "pretrain", "--out", str(tmp_path), "--set", *TINY, "train.epochs=1", "device=cpu"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     state = load_checkpoint(tmp_path / "last.pt")
     assert state["world_size"] == 2 and state["step"] == 4  # 64 images, 2 processes x 8 per step
@@ -184,7 +261,9 @@ def test_two_process_training_run(tmp_path, data_cache):
 
 def test_contrast_mask_objective_trains_and_logs_its_term(tmp_path, data_cache):
     fit(tiny("loss.mask_objective=contrast"), tmp_path)
-    steps = [r for r in map(json.loads, (tmp_path / "log.jsonl").read_text().splitlines()) if "loss" in r]
+    steps = [
+        r for r in map(json.loads, (tmp_path / "log.jsonl").read_text().splitlines()) if "loss" in r
+    ]
     assert len(steps) == 12 and all(math.isfinite(r["mask_excess"]) for r in steps)
     for row in steps:  # the embedding's part leaves the head's fit and the masks' objective aside
         side = 25.0 * (row["unc_fit"] + row["mask_excess"])
@@ -196,29 +275,46 @@ def test_contrast_mask_objective_trains_and_logs_its_term(tmp_path, data_cache):
 
 @pytest.mark.parametrize("method", ["mast_nounc", "mast_fixed"])
 def test_and_combination_trains_and_logs_its_assignment(tmp_path, data_cache, method):
-    fit(tiny(f"method={method}", "loss.combine=and", "loss.uncertainty=false", "views.resample=all"), tmp_path)
+    fit(
+        tiny(
+            f"method={method}", "loss.combine=and", "loss.uncertainty=false", "views.resample=all"
+        ),
+        tmp_path,
+    )
     state = load_checkpoint(tmp_path / "last.pt")
     assert state["mask_kind"] == ("assign" if method == "mast_nounc" else "assign_fixed")
-    assert state["masks"].shape == (6, 32) and state["uncertainty_head"] is None  # shared + 5 non-crop ops
-    steps = [r for r in map(json.loads, (tmp_path / "log.jsonl").read_text().splitlines()) if "loss" in r]
+    # shared + 5 non-crop ops
+    assert state["masks"].shape == (6, 32) and state["uncertainty_head"] is None
+    steps = [
+        r for r in map(json.loads, (tmp_path / "log.jsonl").read_text().splitlines()) if "loss" in r
+    ]
     owned = ["flip", "color_jitter", "grayscale", "blur", "solarize"]
     assert len(steps) == 12 and all(set(r["assign_share"]) == set(owned) for r in steps)
     assert all(0 < r["excused"] < 1 for r in steps)
     if method == "mast_nounc":
-        assert all(set(r["attribution"]) == set(owned) and math.isfinite(r["assign"]) for r in steps)
+        assert all(
+            set(r["attribution"]) == set(owned) and math.isfinite(r["assign"]) for r in steps
+        )
         for row in steps:  # the assignment's objective (weight 1) is not the embedding's
-            assert row["embedding_loss"] == pytest.approx(row["loss"] - row["assign"], rel=1e-9, abs=1e-9)
+            assert row["embedding_loss"] == pytest.approx(
+                row["loss"] - row["assign"], rel=1e-9, abs=1e-9
+            )
         snapshots = sorted((tmp_path / "masks").glob("epoch_*.pt"))
-        start, end = (torch.load(p, weights_only=True)["masks"] for p in (snapshots[0], snapshots[-1]))
+        start, end = (
+            torch.load(p, weights_only=True)["masks"] for p in (snapshots[0], snapshots[-1])
+        )
         assert not torch.equal(start, end)
     else:
         assert torch.equal(state["masks"].sum(0), torch.ones(32)) and "assign" not in steps[0]
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["views.mode=factorized"], "needs views.mode=pair"),
-    (["method=mast"], "no uncertainty weighting"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["views.mode=factorized"], "needs views.mode=pair"),
+        (["method=mast"], "no uncertainty weighting"),
+    ],
+)
 def test_and_combination_limits_are_config_errors(tmp_path, data_cache, extra, message):
     with pytest.raises(ValueError, match=message):
         Trainer(tiny("method=mast_nounc", "loss.combine=and", *extra), tmp_path)
@@ -226,21 +322,39 @@ def test_and_combination_limits_are_config_errors(tmp_path, data_cache, extra, m
 
 def test_tempered_weights_log_their_effective_sample_size(tmp_path, data_cache):
     fit(tiny("loss.min_ess=0.9"), tmp_path)
-    steps = [r for r in map(json.loads, (tmp_path / "log.jsonl").read_text().splitlines()) if "loss" in r]
-    assert all(min(r["ess"].values()) >= 0.9 - 1e-6 and max(r["temper"].values()) <= 1.0 for r in steps)
+    steps = [
+        r for r in map(json.loads, (tmp_path / "log.jsonl").read_text().splitlines()) if "loss" in r
+    ]
+    assert all(
+        min(r["ess"].values()) >= 0.9 - 1e-6 and max(r["temper"].values()) <= 1.0 for r in steps
+    )
 
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_narrowest_width_trains_on_avx2_kernels(tmp_path, data_cache, threads):
-    # The issue-19 reproducer through the suite's loop: base width 4, batch 16 at 32 px, 40 AdamW steps, on
-    # oneDNN's AVX2 kernels (capped here, native on AVX2-only CPUs), where channels_last corrupted the heap.
-    env = {"ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": str(threads),
-           "MAST_PROBE_CACHE": str(tmp_path / "probes")}
-    result = run_cli("--out", str(tmp_path / "run"), "--set", *TINY, "train.epochs=10", "train.log_every=40",
-                     env=env)
+    # The issue-19 reproducer through the suite's loop: base width 4, batch 16 at 32 px, 40 AdamW
+    # steps, on oneDNN's AVX2 kernels (capped here, native on AVX2-only CPUs), where channels_last
+    # corrupted the heap.
+    env = {
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "OMP_NUM_THREADS": str(threads),
+        "MAST_PROBE_CACHE": str(tmp_path / "probes"),
+    }
+    result = run_cli(
+        "--out",
+        str(tmp_path / "run"),
+        "--set",
+        *TINY,
+        "train.epochs=10",
+        "train.log_every=40",
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert run["memory_format"]["memory_format"] == "contiguous" and "AVX2" in run["memory_format"]["reason"]
+    assert (
+        run["memory_format"]["memory_format"] == "contiguous"
+        and "AVX2" in run["memory_format"]["reason"]
+    )
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert state["step"] == 40 and state["machine"]["memory_format"] == "contiguous"
     assert all(torch.isfinite(v).all() for v in state["backbone"].values() if v.is_floating_point())
@@ -250,12 +364,17 @@ def test_narrowest_width_trains_on_avx2_kernels(tmp_path, data_cache, threads):
 def test_both_memory_formats_train_alike(tmp_path, data_cache, channels_last):
     from core.memory_format import choose
 
-    reference = fit(tiny("train.max_steps=3", "train.channels_last=false"), tmp_path / "contiguous")
-    trainer = fit(tiny("train.max_steps=3", f"train.channels_last={str(channels_last).lower()}"), tmp_path / "run")
+    fit(tiny("train.max_steps=3", "train.channels_last=false"), tmp_path / "contiguous")
+    trainer = fit(
+        tiny("train.max_steps=3", f"train.channels_last={str(channels_last).lower()}"),
+        tmp_path / "run",
+    )
     expected = choose(torch.device("cpu"), "resnet18", 4, channels_last)
     assert trainer.memory == expected
-    assert trainer.model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last) == \
-        expected.channels_last
+    assert (
+        trainer.model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+        == expected.channels_last
+    )
     a = load_checkpoint(tmp_path / "contiguous" / "last.pt")["backbone"]
     b = load_checkpoint(tmp_path / "run" / "last.pt")["backbone"]
     for key in a:  # the same training up to float rounding

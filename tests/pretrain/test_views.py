@@ -1,5 +1,7 @@
-"""Views: difference strengths on hand-made parameters, gates, the pair/factorized sampling policies, pixel
-replay from recorded parameters, (seed, epoch, index) determinism and the resumable epoch sampler."""
+"""Views: difference strengths on hand-made parameters, gates, the pair/factorized sampling
+policies, pixel replay from recorded parameters, (seed, epoch, index) determinism and the resumable
+epoch sampler."""
+
 import pytest
 import torch
 
@@ -29,7 +31,8 @@ def differing_ops(a, b, ops=OPS):
 
 
 def fresh_pair(cfg, seed):
-    """The two full samples ViewMaker.sample draws first in pair mode, and the generator after them."""
+    """The two full samples ViewMaker.sample draws first in pair mode, and the generator after
+    them."""
     aug = Augment(cfg, OUT)
     g = torch.Generator().manual_seed(seed)
     first = aug.sample(g, 0, H, W)
@@ -37,10 +40,17 @@ def fresh_pair(cfg, seed):
     return first, fresh, g
 
 
-# ------------------------------------------------------------------------------------ difference strengths
+# ------------------------------------------------------------------------------------ difference
+# strengths
 def test_identical_views_have_zero_strength_for_every_op():
-    a = params(crop=(0.1, 0.2, 0.5, 0.6), flip=(1.0,), color_jitter=(1.0, 1.3, 0.8, 0.9, 0.05, 7.0),
-               grayscale=(1.0,), blur=(1.0, 1.2), solarize=(1.0,))
+    a = params(
+        crop=(0.1, 0.2, 0.5, 0.6),
+        flip=(1.0,),
+        color_jitter=(1.0, 1.3, 0.8, 0.9, 0.05, 7.0),
+        grayscale=(1.0,),
+        blur=(1.0, 1.2),
+        solarize=(1.0,),
+    )
     for p in (neutral_params(), a):
         d = strength(p, p.clone())
         assert d.shape == (len(OPS),)
@@ -59,14 +69,19 @@ def test_crop_strength_is_one_minus_iou_computed_by_hand():
     assert d.item() == pytest.approx(1 - 0.0625 / 0.4375, abs=1e-6)
     # symmetric, disjoint boxes give 1, a box inside another gives 1 - area ratio
     assert strength(b, a, ops=["crop"]).item() == pytest.approx(expected, abs=1e-6)
-    assert strength(params(crop=(0, 0, 0.4, 0.4)), params(crop=(0.5, 0.5, 0.5, 0.5)), ops=["crop"]).item() == 1.0
+    assert (
+        strength(
+            params(crop=(0, 0, 0.4, 0.4)), params(crop=(0.5, 0.5, 0.5, 0.5)), ops=["crop"]
+        ).item()
+        == 1.0
+    )
     inner = strength(neutral_params(), params(crop=(0.25, 0.25, 0.5, 0.5)), ops=["crop"]).item()
     assert inner == pytest.approx(1 - 0.25, abs=1e-6)
 
 
 def test_identical_sampled_crops_have_exactly_zero_strength_and_gate():
-    """Regression: (top + h) - top is not h in float32, so 1 - IoU of two equal boxes came out ~2e-7 > 0 and
-    the binary gate of an unchanged crop was 1."""
+    """Regression: (top + h) - top is not h in float32, so 1 - IoU of two equal boxes came out ~2e-7
+    > 0 and the binary gate of an unchanged crop was 1."""
     cfg = AugmentConfig()
     aug = Augment(cfg, OUT)
     g = torch.Generator().manual_seed(0)
@@ -78,7 +93,9 @@ def test_identical_sampled_crops_have_exactly_zero_strength_and_gate():
         assert torch.equal(gates_from(d, "binary"), torch.zeros(300, len(OPS), dtype=dtype))
     # and the views of base=[] / "one" whose crop was not the resampled op get a crop gate of 0
     maker = ViewMaker(cfg, ViewsConfig(base=[], resample="one"), OUT)
-    batch = torch.stack([maker.sample(torch.Generator().manual_seed(s), 97, 89) for s in range(120)])
+    batch = torch.stack(
+        [maker.sample(torch.Generator().manual_seed(s), 97, 89) for s in range(120)]
+    )
     gates = gates_from(pair_strengths(batch, maker.pairs(), cfg, maker.ops), "binary")
     same_crop = (batch[:, 0, PARAM_SLICES["crop"]] == batch[:, 1, PARAM_SLICES["crop"]]).all(-1)
     assert int(same_crop.sum()) >= 80
@@ -96,11 +113,17 @@ def test_binary_ops_applied_versus_not_give_one(op):
 
 def test_blur_strength_is_sigma_difference_over_sigma_max():
     cfg = AugmentConfig(blur_sigma=(0.1, 2.0))
-    assert strength(neutral_params(), params(blur=(1.0, 2.0)), cfg, ["blur"]).item() == pytest.approx(1.0)
-    assert strength(params(blur=(1.0, 0.5)), params(blur=(1.0, 1.5)), cfg, ["blur"]).item() == pytest.approx(0.5)
+    assert strength(
+        neutral_params(), params(blur=(1.0, 2.0)), cfg, ["blur"]
+    ).item() == pytest.approx(1.0)
+    assert strength(
+        params(blur=(1.0, 0.5)), params(blur=(1.0, 1.5)), cfg, ["blur"]
+    ).item() == pytest.approx(0.5)
     # sigma_max is the config's, not a constant
     cfg4 = AugmentConfig(blur_sigma=(0.1, 4.0))
-    assert strength(params(blur=(1.0, 0.5)), params(blur=(1.0, 1.5)), cfg4, ["blur"]).item() == pytest.approx(0.25)
+    assert strength(
+        params(blur=(1.0, 0.5)), params(blur=(1.0, 1.5)), cfg4, ["blur"]
+    ).item() == pytest.approx(0.25)
 
 
 def test_colour_jitter_strength_is_mean_normalised_factor_difference():
@@ -109,11 +132,21 @@ def test_colour_jitter_strength_is_mean_normalised_factor_difference():
     assert d == pytest.approx(0.25 * 0.4 / 0.8, abs=1e-6)  # 0.125
     # every factor at the end of its range against neutral: each term 0.5, mean 0.5
     cfg = AugmentConfig()
-    full = params(color_jitter=(1.0, 1 + cfg.brightness, 1 - cfg.contrast, 1 + cfg.saturation, -cfg.hue, 0.0))
-    assert strength(neutral_params(), full, ops=["color_jitter"]).item() == pytest.approx(0.5, abs=1e-6)
+    full = params(
+        color_jitter=(1.0, 1 + cfg.brightness, 1 - cfg.contrast, 1 + cfg.saturation, -cfg.hue, 0.0)
+    )
+    assert strength(neutral_params(), full, ops=["color_jitter"]).item() == pytest.approx(
+        0.5, abs=1e-6
+    )
     # the order index alone is not a difference
-    assert strength(params(color_jitter=(1.0, 1.1, 1.0, 1.0, 0.0, 0.0)),
-                    params(color_jitter=(1.0, 1.1, 1.0, 1.0, 0.0, 5.0)), ops=["color_jitter"]).item() == 0.0
+    assert (
+        strength(
+            params(color_jitter=(1.0, 1.1, 1.0, 1.0, 0.0, 0.0)),
+            params(color_jitter=(1.0, 1.1, 1.0, 1.0, 0.0, 5.0)),
+            ops=["color_jitter"],
+        ).item()
+        == 0.0
+    )
 
 
 def test_strengths_are_clamped_to_unit_interval():
@@ -137,7 +170,8 @@ def test_pair_strengths_uses_each_ops_pair():
     ops = ["flip", "grayscale"]
     d = pair_strengths(batch, torch.tensor([[0, 1], [0, 2]]), cfg, ops)
     assert torch.equal(d, torch.ones(2, 2))
-    # comparing the wrong pairs: flip between views 0 and 2 does not differ, grayscale between 0 and 1 neither
+    # comparing the wrong pairs: flip between views 0 and 2 does not differ, grayscale between 0 and
+    # 1 neither
     d = pair_strengths(batch, torch.tensor([[0, 2], [0, 1]]), cfg, ops)
     assert torch.equal(d, torch.zeros(2, 2))
 
@@ -150,7 +184,8 @@ def test_gates_binary_and_strength():
     assert torch.equal(gates_from(d, "strength"), d)
 
 
-# ----------------------------------------------------------------------------------------------- pair mode
+# -----------------------------------------------------------------------------------------------
+# pair mode
 def test_pair_one_resamples_crop_and_exactly_one_other_op():
     cfg = AugmentConfig()
     maker = ViewMaker(cfg, ViewsConfig(mode="pair", base=["crop"], resample="one"), OUT)
@@ -177,8 +212,10 @@ def test_pair_one_resamples_crop_and_exactly_one_other_op():
         if picked in diff:
             differs_counts[picked] += 1
     assert crop_differs >= 140
-    assert all(n >= 10 for n in picked_counts.values()), picked_counts  # uniform choice: about 30 each
-    assert all(n >= 3 for n in differs_counts.values()), differs_counts  # each op actually changes sometimes
+    # uniform choice: about 30 each
+    assert all(n >= 10 for n in picked_counts.values()), picked_counts
+    # each op actually changes sometimes
+    assert all(n >= 3 for n in differs_counts.values()), differs_counts
 
 
 def test_pair_all_resamples_every_op():
@@ -188,13 +225,17 @@ def test_pair_all_resamples_every_op():
     for seed in range(100):
         p = maker.sample(torch.Generator().manual_seed(seed), H, W)
         first, fresh, _ = fresh_pair(cfg, seed)
-        assert torch.equal(p[0], first) and torch.equal(p[1], fresh)  # view 2 is a full fresh sample
+        # view 2 is a full fresh sample
+        assert torch.equal(p[0], first) and torch.equal(p[1], fresh)
         for op in differing_ops(p[0], p[1]):
             counts[op] += 1
     assert all(counts[op] >= 5 for op in OPS), counts
     assert counts["flip"] < 100  # binary ops also coincide sometimes
     # several ops differ at once in a typical sample (unlike "one")
-    multi = sum(len(differing_ops(*maker.sample(torch.Generator().manual_seed(s), H, W))) > 2 for s in range(30))
+    multi = sum(
+        len(differing_ops(*maker.sample(torch.Generator().manual_seed(s), H, W))) > 2
+        for s in range(30)
+    )
     assert multi >= 20
 
 
@@ -205,7 +246,8 @@ def test_pair_bernoulli_extremes():
     for seed in range(40):
         first, fresh, _ = fresh_pair(cfg, seed)
         p0 = never.sample(torch.Generator().manual_seed(seed), H, W)
-        assert torch.equal(p0[1], with_ops_from(first, fresh, ["crop"]))  # only the base op is fresh
+        # only the base op is fresh
+        assert torch.equal(p0[1], with_ops_from(first, fresh, ["crop"]))
         assert differing_ops(p0[0], p0[1]) <= {"crop"}
         p1 = always.sample(torch.Generator().manual_seed(seed), H, W)
         assert torch.equal(p1[0], first) and torch.equal(p1[1], fresh)
@@ -242,7 +284,8 @@ def test_pair_one_without_base_changes_exactly_one_op():
     assert 5 <= crop_changed <= 45  # crop is picked about 1 time in 6
 
 
-# ------------------------------------------------------------------------------------------ factorized mode
+# ------------------------------------------------------------------------------------------
+# factorized mode
 def test_factorized_views_differ_from_anchor_in_one_op_each():
     cfg = AugmentConfig()
     maker = ViewMaker(cfg, ViewsConfig(mode="factorized"), OUT)
@@ -291,9 +334,12 @@ def test_unknown_base_op_is_rejected_with_valid_list():
     assert all(op in message for op in OPS)
 
 
-# -------------------------------------------------------------------------------------------------- replay
+# --------------------------------------------------------------------------------------------------
+# replay
 def _image(seed=0, h=H, w=W):
-    return torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    return torch.randint(
+        0, 256, (3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 @pytest.mark.parametrize("mode", ["pair", "factorized"])
@@ -317,7 +363,9 @@ def test_sample_generator_determinism():
     v1, p1 = maker(image, sample_generator(5, 2, 7))
     v2, p2 = maker(image, sample_generator(5, 2, 7))
     assert torch.equal(v1, v2) and torch.equal(p1, p2)
-    others = [maker.sample(sample_generator(*key), H, W) for key in [(5, 3, 7), (5, 2, 8), (6, 2, 7)]]
+    others = [
+        maker.sample(sample_generator(*key), H, W) for key in [(5, 3, 7), (5, 2, 8), (6, 2, 7)]
+    ]
     for q in others:
         assert not torch.equal(q, p1)
     # the draws of different epochs are not shifted copies of each other
@@ -354,7 +402,8 @@ def test_view_dataset_keys_decode_epoch_and_index():
 
 
 def test_loader_batches_equal_per_key_views_with_and_without_workers():
-    """The DataLoader renders whole batches (__getitems__); pixels match one key at a time, any worker count."""
+    """The DataLoader renders whole batches (__getitems__); pixels match one key at a time, any
+    worker count."""
     from torch.utils.data import DataLoader
 
     from pretrain.data import collate_rendered
@@ -363,17 +412,24 @@ def test_loader_batches_equal_per_key_views_with_and_without_workers():
     keys = [13, 2, 7, 20, 5, 11]
     batches = []
     for workers in (0, 2):
-        loader = DataLoader(data, batch_size=3, sampler=keys, collate_fn=collate_rendered, num_workers=workers)
+        loader = DataLoader(
+            data, batch_size=3, sampler=keys, collate_fn=collate_rendered, num_workers=workers
+        )
         batches.append([b for b in loader])
     for (views_0, p_0), (views_2, p_2) in zip(*batches):
-        assert views_0.shape == (3, 2, 3, OUT, OUT) and torch.equal(views_0, views_2) and torch.equal(p_0, p_2)
+        assert (
+            views_0.shape == (3, 2, 3, OUT, OUT)
+            and torch.equal(views_0, views_2)
+            and torch.equal(p_0, p_2)
+        )
     first_views, first_params = batches[0][0]
     for row, key in enumerate(keys[:3]):
         views, p = data[key]
         assert torch.equal(first_views[row], views) and torch.equal(first_params[row], p)
 
 
-# ------------------------------------------------------------------------------------------- epoch sampler
+# ------------------------------------------------------------------------------------------- epoch
+# sampler
 def test_epoch_sampler_keys_unique_and_in_epoch():
     size = 37
     sampler = EpochSampler(size, batch_size=4, seed=1)

@@ -30,7 +30,7 @@ def uses_head(config: dict) -> bool:
 
 
 #: version -> which resolved configs it changed (a run computed before it, of such a config, is
-# stale).
+#: stale).
 CHANGED = {2: lambda config: True, 3: uses_head}
 
 

@@ -6,8 +6,8 @@ import dataclasses
 from typing import Literal
 
 from core.augment import AugmentConfig
-from core.config import DataConfig, RunConfig, TrainConfig
-from pretrain.views import ViewsConfig
+from core.config import PretrainDataConfig, RunConfig, TrainConfig
+from core.views import ViewsConfig
 
 METHODS = ("vicreg", "mast", "mast_nounc", "mast_fixed")
 
@@ -35,35 +35,30 @@ class LossConfig:
     #: w_ik = 1[d_ik > 0] (binary) or d_ik (strength).
     gate: Literal["binary", "strength"] = "binary"
     #: How s weights the invariance (pretrain/losses/mast.py): detach (head fits s to detached
-    # errors, the
-    #: embedding gets 1/s weights of mean 1), batch (log s centred over the batch), none (l/s + log
-    # s as is).
+    #: errors, the embedding gets 1/s weights of mean 1), batch (log s centred over the batch), none
+    #: (l/s + log s as is).
     uncertainty_norm: Literal["detach", "batch", "none"] = "detach"
     #: What moves learned masks: invariance (they descend lam L_inv with the network) or contrast
-    # (the excess
-    #: error of op k's subspace on pairs that differ in op k over pairs that do not;
-    # pretrain/losses/mast.py).
+    #: (the excess error of op k's subspace on pairs that differ in op k over pairs that do not;
+    #: pretrain/losses/mast.py).
     mask_objective: Literal["invariance", "contrast"] = "invariance"
     #: How a pair's subspaces combine (docs/method.md): or (the mean of the differing ops' masked
-    # errors) or
-    #: and (each non-base op owns dimensions through a learned softmax assignment; a pair is excused
-    # on the
-    #: dimensions of the ops it differs in; pretrain/losses/mast_and.py). and needs views.mode=pair.
+    #: errors) or and (each non-base op owns dimensions through a learned softmax assignment; a pair
+    #: is excused on the dimensions of the ops it differs in; pretrain/losses/mast_and.py). and
+    #: needs views.mode=pair.
     combine: Literal["or", "and"] = "or"
     #: and: the batch correlation between an op's difference and a dimension's error that the op
-    # must exceed
-    #: to take the dimension from the shared class (about 1 / sqrt(batch) keeps noise from handing
-    # dims out).
+    #: must exceed to take the dimension from the shared class (about 1 / sqrt(batch) keeps noise
+    #: from handing dims out).
     assign_margin: float = 0.1
     #: and: the largest share of the dimensions one op may own (null: 1 / (number of owning ops +
-    # 1)).
+    #: 1)).
     assign_cap: float | None = None
     #: The uncertainty head on or off (null: the method's default: on for mast and mast_fixed).
     uncertainty: bool | None = None
     #: detach mode: the 1/s weights are tempered (w ~ s^-t, t <= 1 the largest that keeps it) so
-    # that each op's
-    #: effective sample size (sum w)^2 / sum w^2 stays at least this fraction of the batch (0:
-    # untempered).
+    #: that each op's effective sample size (sum w)^2 / sum w^2 stays at least this fraction of the
+    #: batch (0: untempered).
     min_ess: float = 0.0
 
 
@@ -92,16 +87,10 @@ class PretrainTrainConfig(TrainConfig):
     keep_every: int = 0
     log_every: int = 10
     #: CUDA only: autocast dtype and SyncBatchNorm across GPUs. channels_last applies on CPU too
-    # (oneDNN).
+    #: (oneDNN).
     amp: Literal["none", "bf16", "fp16"] = "bf16"
     channels_last: bool = True
     sync_bn: bool = True
-
-
-@dataclasses.dataclass
-class PretrainDataConfig(DataConfig):
-    #: The part pretraining reads (STL-10: train+unlabeled; ImageNet folders: train).
-    part: str = "train"
 
 
 @dataclasses.dataclass

@@ -16,21 +16,21 @@ from core import faults
 from core.checkpoints import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from core.cli import git_commit
 from core.config import to_dict
+from core.cpu import cpu_model
 from core.data import build_dataset
 from core.data.transforms import to_float
 from core.device import select_device
-from core.env import cpu_model
 from core.io import atomic_torch_save
 from core.logs import JsonlLogger, progress_bar
 from core.memory_format import choose
+from core.model import PretrainModel
 from core.numerics import NUMERICS
 from core.seeding import rng_state, seed_everything, set_rng_state, worker_init_fn
+from core.views import ViewMaker, gates_from, pair_strengths
 from pretrain.config import PretrainConfig
 from pretrain.data import EpochSampler, ViewDataset, collate_rendered
 from pretrain.losses import MASTAndLoss, MASTLoss, VICRegLoss
-from pretrain.model import PretrainModel
 from pretrain.optim import build_optimizer, lr_factor, set_lr
-from pretrain.views import ViewMaker, gates_from, pair_strengths
 
 log = logging.getLogger("pretrain")
 

@@ -33,16 +33,6 @@ from core.distributed import gather_with_grad
 from pretrain.losses.terms import covariance_term, variance_term
 
 
-def random_assignment(
-    num_owned: int, dim: int, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """A [K' + 1, d] one-hot assignment (row 0: shared) in near-equal shares over the K' + 1
-    classes."""
-    owner = torch.arange(dim) % (num_owned + 1)
-    owner = owner[torch.randperm(dim, generator=generator)]
-    return torch.nn.functional.one_hot(owner, num_owned + 1).T.float()
-
-
 def batch_correlation(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Pearson correlation over the batch of every column of ``x`` [B, K] with every column of ``y``
     [B, d]: [K, d]; a constant column correlates 0."""

@@ -180,6 +180,16 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         if key not in names:
             raise ConfigError(_valid_keys_message(cls, prefix, str(key)))
     kwargs = {key: _convert(value, hints[key], f"{prefix}{key}") for key, value in data.items()}
+    for field in dataclasses.fields(cls):
+        # choices read when the config is read (a table another module fills), not when declared
+        choices = field.metadata.get("choices")
+        if choices is not None and field.name in kwargs:
+            allowed = tuple(choices() if callable(choices) else choices)
+            if kwargs[field.name] not in allowed:
+                raise ConfigError(
+                    f"'{prefix}{field.name}' = {kwargs[field.name]!r} is not allowed; choose one "
+                    f"of: {', '.join(map(str, allowed))}"
+                )
     return cls(**kwargs)
 
 

@@ -7,9 +7,8 @@ from typing import Literal
 
 from core.augment import AugmentConfig
 from core.config import PretrainDataConfig, RunConfig, TrainConfig
+from core.methods import METHODS, mask_kind, uses_uncertainty
 from core.views import ViewsConfig
-
-METHODS = ("vicreg", "mast", "mast_nounc", "mast_fixed")
 
 
 @dataclasses.dataclass
@@ -95,7 +94,8 @@ class PretrainTrainConfig(TrainConfig):
 
 @dataclasses.dataclass
 class PretrainConfig(RunConfig):
-    method: Literal["vicreg", "mast", "mast_nounc", "mast_fixed"] = "mast"
+    #: A method of the table in core/methods.py.
+    method: str = dataclasses.field(default="mast", metadata={"choices": lambda: tuple(METHODS)})
     data: PretrainDataConfig = dataclasses.field(default_factory=PretrainDataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     views: ViewsConfig = dataclasses.field(default_factory=ViewsConfig)
@@ -106,22 +106,13 @@ class PretrainConfig(RunConfig):
 
     @property
     def uses_masks(self) -> bool:
-        return self.method != "vicreg"
+        return METHODS[self.method].masks != "none"
 
     @property
     def mask_kind(self) -> Literal["none", "learned", "fixed", "assign", "assign_fixed"]:
         """none (vicreg), learned / fixed masks (OR), or a learned / fixed assignment (AND)."""
-        if self.method == "vicreg":
-            return "none"
-        fixed = self.method == "mast_fixed"
-        if self.loss.combine == "and":
-            return "assign_fixed" if fixed else "assign"
-        return "fixed" if fixed else "learned"
+        return mask_kind(self.method, self.loss.combine)
 
     @property
     def uses_uncertainty(self) -> bool:
-        if self.method == "vicreg":
-            return False
-        if self.loss.uncertainty is not None:
-            return self.loss.uncertainty
-        return self.method in ("mast", "mast_fixed")
+        return uses_uncertainty(self.method, self.loss.uncertainty)

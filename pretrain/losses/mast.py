@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from core.distributed import gather_with_grad
+from pretrain.losses import mast_and
 from pretrain.losses.terms import covariance_term, variance_term
 
 LOG_VAR_RANGE = (-6.0, 6.0)  # clamp of log sigma^2, as method.md states
@@ -242,3 +243,21 @@ class MASTLoss(nn.Module):
             "density": density,
             **stats,
         }
+
+
+def build(cfg, ops: list[str] | None = None) -> nn.Module:
+    """The method table's constructor (``core/methods.py``) for the MAST methods: the OR loss, or
+    under ``loss.combine=and`` the AND loss of ``pretrain.losses.mast_and``."""
+    if cfg.loss.combine == "and":
+        return mast_and.build(cfg, ops)
+    return MASTLoss(
+        cfg.loss.lam,
+        cfg.loss.mu,
+        cfg.loss.nu,
+        cfg.loss.beta,
+        cfg.loss.rho,
+        uncertainty=cfg.uses_uncertainty,
+        uncertainty_norm=cfg.loss.uncertainty_norm,
+        mask_objective=cfg.loss.mask_objective,
+        min_ess=cfg.loss.min_ess,
+    )

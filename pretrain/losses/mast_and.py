@@ -107,3 +107,39 @@ class MASTAndLoss(nn.Module):
             gate_rate=(gates.detach() > 0).float().mean(0),
         )
         return total, {"inv": invariance, "var": variance, "cov": covariance, **stats}
+
+
+def owned_ops(cfg, ops: list[str]) -> list[int]:
+    """Indices of the ops that own dimensions under AND: every op but the base ones (crop)."""
+    return [k for k, op in enumerate(ops) if op not in cfg.views.base]
+
+
+def check_combination(cfg) -> None:
+    """The AND combination's own limits, as a config error before any work."""
+    if cfg.loss.combine != "and" or not cfg.uses_masks:
+        return
+    if cfg.views.mode != "pair":
+        raise ValueError(
+            "loss.combine=and needs views.mode=pair (factorized pairs differ in one op, where AND "
+            "and OR agree: use loss.combine=or)"
+        )
+    if cfg.uses_uncertainty:
+        raise ValueError(
+            "loss.combine=and has no uncertainty weighting yet: set loss.uncertainty=false or use "
+            "method=mast_nounc"
+        )
+
+
+def build(cfg, ops: list[str] | None = None) -> MASTAndLoss:
+    """The AND loss of a MAST config (``loss.combine=and``); ``ops``: the K op names."""
+    check_combination(cfg)
+    if ops is None:
+        raise ValueError("the AND loss needs the op names (build_loss(cfg, ops))")
+    return MASTAndLoss(
+        owned_ops(cfg, ops),
+        cfg.loss.lam,
+        cfg.loss.mu,
+        cfg.loss.nu,
+        cfg.loss.assign_margin,
+        cfg.loss.assign_cap,
+    )

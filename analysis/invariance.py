@@ -40,13 +40,14 @@ from core.augment import (
     sample_params,
     with_ops_from,
 )
+from core.backbones import parse_arch
 from core.data.transforms import to_float
 from core.logs import progress_bar
 
 log = logging.getLogger("analysis.invariance")
 
 #: Ops whose parameter is one 0/1 flag: a differing pair has it applied in one view and not in the
-# other.
+#: other.
 BINARY_OPS = ("flip", "grayscale", "solarize")
 #: Below this, ``1 - cos_random`` (or ``1 - cos_k``) counts as zero: features do not move at all.
 DEGENERATE_EPS = 1e-6
@@ -243,20 +244,6 @@ def checkpoint_label(path: str | Path) -> str:
     return path.stem
 
 
-def parse_arch_label(label: str) -> tuple[str, int]:
-    """``resnet18w16`` -> (``resnet18``, 16); ``resnet50`` -> (``resnet50``, 64)
-    (Backbone.arch_label's inverse)."""
-    from core.backbones import ARCHS
-
-    found = re.fullmatch(r"(resnet\d+)(?:w(\d+))?", label)
-    if not found or found.group(1) not in ARCHS or found.group(2) == "0":
-        raise ValueError(
-            f"--random {label}: not an architecture label like resnet50 or resnet18w16 "
-            f"(architectures: {', '.join(ARCHS)})"
-        )
-    return found.group(1), int(found.group(2) or 64)
-
-
 def _unique(labels: list[str]) -> list[str]:
     """Suffix repeated labels (two runs' ``last.pt`` in equally named folders) so table rows stay
     distinct."""
@@ -292,20 +279,22 @@ def _load_images(args: argparse.Namespace) -> list[torch.Tensor]:
 def _backbones(args: argparse.Namespace):
     """(label, Backbone) for every checkpoint, then every random-init reference; each loaded on
     demand."""
-    from core.checkpoints import CheckpointError
-    from downstream.classification.features import load_backbone, random_backbone
+    from core.checkpoints import CheckpointError, load_backbone, random_backbone
 
     missing = [str(p) for p in args.checkpoints if not Path(p).is_file()]
     # before any work, one line naming every missing file (a ValueError, as the CLIs expect)
     if missing:
         raise CheckpointError(f"checkpoint(s) not found: {', '.join(missing)}")
     for arch in args.random:
-        parse_arch_label(arch)  # a typo fails now, not after the first backbones have run
+        try:  # a typo fails now, not after the first backbones have run
+            parse_arch(arch)
+        except ValueError as exc:
+            raise ValueError(f"--random: {exc}") from None
     labels = _unique(
         [checkpoint_label(p) for p in args.checkpoints] + [f"random-init {a}" for a in args.random]
     )
     loaders = [lambda p=p: load_backbone(p, args.format) for p in args.checkpoints]
-    loaders += [lambda a=a: random_backbone(*parse_arch_label(a), args.seed) for a in args.random]
+    loaders += [lambda a=a: random_backbone(*parse_arch(a), args.seed) for a in args.random]
     return list(zip(labels, loaders))
 
 

@@ -50,6 +50,7 @@ from analysis.curves import (
 from analysis.figures import new_figure, save_figure
 from core.checkpoints import load_checkpoint
 from core.io import atomic_write_text
+from core.methods import mask_kind
 
 DEFAULT_OUT = Path("results/figures/masks")
 THRESHOLD = 0.5
@@ -64,7 +65,7 @@ def mask_values(state: dict[str, Any]) -> torch.Tensor:
     masks = state.get("masks")
     if masks is None:
         raise AnalysisInputError(mask_skip_reason(state) or "the checkpoint has no masks")
-    kind = state.get("mask_kind") or ("fixed" if state.get("method") == "mast_fixed" else "learned")
+    kind = state.get("mask_kind") or mask_kind(state.get("method", "mast"))
     masks = masks.detach().float().cpu()
     if kind == "assign":  # AND: softmax over {shared, op_1..op_K'} per dimension
         return torch.softmax(masks, dim=0)

@@ -13,10 +13,13 @@ import sys
 from pathlib import Path
 
 from core.config import read_yaml
+from core.methods import METHODS
+from core.numerics import uses_head
 
-#: Pretraining methods with learned or fixed masks, and those with an uncertainty head.
-MASK_METHODS = ("mast", "mast_nounc", "mast_fixed")
-UNCERTAINTY_METHODS = ("mast", "mast_fixed")
+
+def has_masks(cfg: dict) -> bool:
+    """Whether a run's resolved config is of a method with masks (``core.methods``)."""
+    return cfg.get("method") in METHODS and METHODS[cfg["method"]].masks != "none"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,10 +85,8 @@ def run(args: argparse.Namespace) -> list[Path]:
     )
     # the mask analysis only (cheap; the subspace sweeps' claims rest on it)
     swept = find_sweep_runs(args.runs)
-    with_masks = [
-        str(f / "last.pt") for f, cfg in [*runs, *swept] if cfg.get("method") in MASK_METHODS
-    ]
-    with_unc = [str(f) for f, cfg in runs if cfg.get("method") in UNCERTAINTY_METHODS]
+    with_masks = [str(f / "last.pt") for f, cfg in [*runs, *swept] if has_masks(cfg)]
+    with_unc = [str(f) for f, cfg in runs if uses_head(cfg)]
     if with_masks:
         written += _step("masks", masks, [*with_masks, "--out", str(figures / "masks")])
     if with_unc:

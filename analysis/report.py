@@ -655,7 +655,7 @@ def missing_section(records: pd.DataFrame, missing: list[str]) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 # report
 #: The subspace sweeps of the study (issue 20): (sweep, variant) rows compared against the VICReg
-# method runs.
+#: method runs.
 SUBSPACE_ROWS = [
     ("combine", "and"),
     ("combine", "and_fixed"),

@@ -24,8 +24,7 @@ from core.records import read_records
 
 TASKS = ("shape", "hue", "orient", "chiral", "texture", "size", "pos", "bg", "light")
 #: Task groups (issue 20): what an invariance to the ops should keep (content) and what the ops
-# change, so
-#: that a method invariant to them loses it (variant factors).
+#: change, so that a method invariant to them loses it (variant factors).
 GROUPS = {
     "content": ("shape", "size", "pos"),
     "variant factors": ("hue", "chiral", "texture", "light"),

@@ -3,15 +3,15 @@
 For a MAST run with an uncertainty head (mast, mast_fixed; vicreg and mast_nounc have none and are
 skipped with a message) this evaluates the checkpoint, it does not train:
 
-1. rebuild the network from the checkpoint and its config (``pretrain.train.build_model``; backbone
-   and uncertainty head weights, eval mode, so BatchNorm uses its running statistics);
+1. rebuild the network from the checkpoint (``core.model.model_from_checkpoint``; backbone and
+   uncertainty head weights, eval mode, so BatchNorm uses its running statistics);
 2. render views of the first ``--n`` images of the run's own data set (``data`` of its config, the
    part pretraining read) with the run's own view maker (``augment`` and ``views`` of its config);
-   view parameters come from ``pretrain.data.sample_generator(--seed, 0, index)``, the same recipe
+   view parameters come from ``core.seeding.sample_generator(--seed, 0, index)``, the same recipe
    training uses;
 3. per sample i and op k: the pair variance s_ik = (sigma^2_ik + sigma'^2_ik) / 2 with log sigma^2
    from the head clamped to [-6, 6], as ``pretrain.losses.mast`` defines it, and the difference
-   strength d_ik of the pair subspace k compares (``pretrain.views.pair_strengths``).
+   strength d_ik of the pair subspace k compares (``core.views.pair_strengths``).
 
 Binary ops (flip, grayscale, solarize; d in {0, 1}) get two bins; continuous ops (crop,
 color_jitter, blur) get d = 0 as its own bin plus ``--bins`` equal-width bins over (0, 1].
@@ -35,6 +35,7 @@ import io
 import json
 import math
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,15 @@ from scipy import stats
 from analysis.curves import LOG_NAME, AnalysisInputError, read_log, step_rows
 from analysis.figures import new_figure, save_figure
 from analysis.masks import each_checkpoint
+from core.augment import AugmentConfig, neutral_params
+from core.config import PretrainDataConfig, from_dict
+from core.data import build_dataset
+from core.data.transforms import to_float
 from core.io import atomic_write_text
+from core.logs import progress
+from core.model import model_from_checkpoint
+from core.seeding import sample_generator
+from core.views import ViewMaker, ViewsConfig, difference_strength, pair_strengths
 
 DEFAULT_OUT = Path("results/figures/uncertainty")
 BINARY_OPS = ("flip", "grayscale", "solarize")
@@ -152,28 +161,21 @@ def uncertainty_skip_reason(state: dict[str, Any]) -> str | None:
 
 
 def rebuild(state: dict[str, Any]):
-    """(config, model in eval mode) of a suite checkpoint: its backbone, and its expander and
-    uncertainty head where the checkpoint has them."""
-    from core.config import from_dict
-    from pretrain.config import PretrainConfig
-    from pretrain.train import build_model
-
-    cfg = from_dict(PretrainConfig, state["config"])
-    model = build_model(cfg, len(state["aug_names"]), list(state["aug_names"]))
-    model.backbone.load_state_dict(state["backbone"])
-    if state.get("expander"):
-        model.expander.load_state_dict(state["expander"])
-    if model.uncertainty_head is not None:
-        model.uncertainty_head.load_state_dict(state["uncertainty_head"])
-    return cfg, model.eval()
+    """(the run's augment, views and data settings, its network in eval mode) of a suite
+    checkpoint (``core.model.model_from_checkpoint``)."""
+    config = state["config"]
+    cfg = types.SimpleNamespace(
+        augment=from_dict(AugmentConfig, config["augment"]),
+        views=from_dict(ViewsConfig, config["views"]),
+        data=from_dict(PretrainDataConfig, config["data"]),
+    )
+    return cfg, model_from_checkpoint(state)
 
 
 def own_strengths(params: torch.Tensor, cfg, ops: list[str]) -> torch.Tensor:
     """What one view can know of its own distortion: per op, the difference strength of the view's
     parameters ``params`` [..., P] from the neutral ones (crop 1 - the box's area, colour jitter the
     mean factor offset, blur sigma / max, binary ops applied): [..., K]."""
-    from core.augment import neutral_params
-    from pretrain.views import difference_strength
 
     neutral = neutral_params().to(params.dtype).expand_as(params)
     return difference_strength(params, neutral, cfg, ops)
@@ -191,11 +193,6 @@ def evaluate_pairs(
     """(d [N, K], s [N, K]) over the first ``n`` images of the run's data set (see the module
     docstring); with ``per_view`` also (own [N V, K], sigma^2 [N V, K]): each view's own distortion
     strength (``own_strengths``) and the head's variance for that view alone."""
-    from core.data import build_dataset
-    from core.data.transforms import to_float
-    from core.logs import progress
-    from pretrain.data import sample_generator
-    from pretrain.views import ViewMaker, pair_strengths
 
     cfg, model = rebuild(state)
     model.to(device)

@@ -31,9 +31,9 @@ from bench.timing import ROOT, Options, interleaved, paired_ratio, summary
 from core.augment import AugmentConfig, blur_kernel_size
 from core.config import DataConfig, load_config
 from core.data import build_dataset
+from core.seeding import sample_generator
+from core.views import ViewMaker
 from pretrain.config import PretrainConfig
-from pretrain.data import sample_generator
-from pretrain.views import ViewMaker
 
 TITLE = "Data pipeline (views/s per worker)"
 CONFIG = "configs/pretrain/vicreg_r18w16_b128_16e_shapes.yaml"

@@ -22,10 +22,11 @@ import time
 import torch
 
 from bench.timing import ROOT, Options, interleaved, summary
+from core.checkpoints import random_backbone
 from core.config import load_config
 from core.data.transforms import resize_center_crop
 from downstream.classification.config import ClassificationConfig
-from downstream.classification.features import extract, random_backbone
+from downstream.classification.features import extract
 from downstream.classification.linear import linear_probe
 from downstream.classification.tasks import build_part, resolve_tasks
 

@@ -29,13 +29,13 @@ from bench.timing import ROOT, Options, interleaved, paired_ratio, summary, sync
 from core.config import load_config
 from core.data import build_dataset
 from core.seeding import worker_init_fn
+from core.views import ViewMaker
 from pretrain.config import PretrainConfig
 from pretrain.data import EpochSampler, ViewDataset, collate_rendered
-from pretrain.views import ViewMaker
 
 TITLE = "GPU"
 #: Dense bf16 tensor-core peaks in TFLOP/s (vendor data sheets, SXM parts); matched longest name
-# first.
+#: first.
 PEAK_BF16_TFLOPS = {
     "GH200": 989.0,
     "H200": 989.0,
@@ -49,8 +49,7 @@ PEAK_BF16_TFLOPS = {
     "RTX 3090": 71.0,
 }
 #: Whole batches per worker in one epoch of the loader sweep (the step benchmark's few images would
-# leave most
-#: workers idle: 4 batches of 64 at 224 px gave 16 workers the rate of 4).
+#: leave most workers idle: 4 batches of 64 at 224 px gave 16 workers the rate of 4).
 LOADER_BATCHES_PER_WORKER = 3
 MODES = {
     "fp32": ["train.amp=none", "train.channels_last=false"],

@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from core.env import cpu_model
+from core.cpu import cpu_model
 
 
 def busy_cores(seconds: float = 0.5) -> float | None:

@@ -62,7 +62,7 @@ METHODS = {
     "mast_factorized": ("mast", ["views.mode=factorized"]),
 }
 #: ImageNet configs on FactorShapes rendered at 224 px: the network and recipe of ImageNet, data at
-# hand.
+#: hand.
 R50_DATA = [
     "data.dataset=factorshapes",
     "data.root=null",

@@ -20,7 +20,7 @@ class Options:
     """Command-line choices every section reads."""
 
     #: Tiny sizes and two repeats: checks that a section runs and writes its file, not a
-    # measurement.
+    #: measurement.
     quick: bool = False
     #: Repeats of every timed figure (None: each section's own default).
     repeats: int | None = None

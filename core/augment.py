@@ -80,13 +80,12 @@ NEUTRAL: dict[str, tuple[float, ...]] = {
 }
 
 #: Solarize threshold on uint8 pixels (pixels >= threshold are inverted, as PIL's
-# ImageOps.solarize).
+#: ImageOps.solarize).
 SOLARIZE_THRESHOLD = 128
 #: Interpolation of the resized crop (VICReg uses bicubic).
 DEFAULT_INTERPOLATION = "bicubic"
 #: Views rendered together at most (in pixels per channel): a 224 px chunk of 20 views keeps its
-# float
-#: copies (12 MB each) small enough for the cache and below the allocator's mmap threshold.
+#: float copies (12 MB each) small enough for the cache and below the allocator's mmap threshold.
 RENDER_CHUNK_PIXELS = 2**20
 
 
@@ -98,10 +97,10 @@ class AugmentConfig:
     view 2)."""
 
     #: Ops that may be applied; an op not listed is never applied (neutral parameters), e.g. for
-    # ablations.
+    #: ablations.
     ops: list[str] = dataclasses.field(default_factory=lambda: list(OPS))
     #: RandomResizedCrop: range of the crop's area as a fraction of the image, and of its aspect
-    # ratio w/h.
+    #: ratio w/h.
     crop_scale: tuple[float, ...] = (0.08, 1.0)
     crop_ratio: tuple[float, ...] = (3 / 4, 4 / 3)
     flip_p: float = 0.5

@@ -7,6 +7,8 @@ in the torchvision layout every tool reads) and scales every stage's channels by
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 from torchvision.models import resnet
@@ -73,3 +75,20 @@ def arch_of(model: nn.Module) -> tuple[str, int] | None:
         (name for name, (kind, layers) in ARCHS.items() if kind is block and layers == blocks), None
     )
     return (arch, model.conv1.out_channels) if arch else None
+
+
+def parse_arch(label: str) -> tuple[str, int]:
+    """``resnet18w16`` -> (``resnet18``, 16); ``resnet50`` -> (``resnet50``, 64): the inverse of
+    ``arch_label``. A ValueError names the label and the architectures there are."""
+    found = re.fullmatch(r"(resnet\d+)(?:w(\d+))?", label)
+    if not found or found.group(1) not in ARCHS or found.group(2) == "0":
+        raise ValueError(
+            f"{label!r} is not an architecture label like resnet50 or resnet18w16 "
+            f"(architectures: {', '.join(ARCHS)})"
+        )
+    return found.group(1), int(found.group(2) or 64)
+
+
+def arch_label(arch: str, base_width: int) -> str:
+    """``resnet50``, or ``resnet18w16`` for a reduced base width."""
+    return arch if base_width == 64 else f"{arch}w{base_width}"

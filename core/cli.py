@@ -84,7 +84,8 @@ def prepare_out_dir(out: str | Path, config: Any, stage: str) -> Path:
     CPU model only."""
     import torch
 
-    from core.env import cpu_model, versions
+    from core.cpu import cpu_model
+    from core.env import versions
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -36,10 +36,10 @@ class DataConfig:
     dataset: Literal["factorshapes", "folder", "stl10", "cifar10", "cifar100", "fashion_mnist"] = (
         "factorshapes"
     )
-    #: factorshapes: cache folder (default: $MAST_DATA_CACHE or ~/.cache/mast-suite/data);
-    #: folder: an ImageNet-layout or flat image folder; stl10: the folder holding stl10_binary/;
+    #: factorshapes: cache folder (default: $MAST_DATA_CACHE or ~/.cache/mast-suite/data); folder:
+    #: an ImageNet-layout or flat image folder; stl10: the folder holding stl10_binary/;
     #: cifar10/cifar100: the folder holding cifar-10-batches-py/ or cifar-100-python/;
-    # fashion_mnist: the IDX files.
+    #: fashion_mnist: the IDX files.
     root: str | None = None
     #: factorshapes: pretrain | cls-upright | cls-rot | det | det-upright. folder/stl10: unused.
     split: str = "pretrain"
@@ -48,11 +48,10 @@ class DataConfig:
     #: factorshapes: images per part (null: the data set's defaults, e.g. 10,000 for pretrain).
     n: int | None = None
     #: factorshapes: seed of the generator; fixed across runs so that every run sees the same
-    # images.
+    #: images.
     generator_seed: int = 0
     #: factorshapes pretrain/cls splits: multiplies the object sizes (1.25: 0.25/0.35/0.45 of the
-    # width; a
-    #: lever for `shape`, docs/defaults.md). Other values get their own cache folder.
+    #: width; a lever for `shape`, docs/defaults.md). Other values get their own cache folder.
     object_scale: float = 1.0
     #: Data loader processes per training process.
     num_workers: int = 2
@@ -61,8 +60,14 @@ class DataConfig:
     #: folder: decode every file once before training and drop unreadable ones (slow on ImageNet).
     verify_images: bool = False
     #: folder: labels from class sub-folders (ImageNet layout), none, or auto (sub-folders if
-    # present).
+    #: present).
     folder_labels: Literal["auto", "subfolders", "none"] = "auto"
+
+
+@dataclasses.dataclass
+class PretrainDataConfig(DataConfig):
+    #: The part pretraining reads (STL-10: train+unlabeled; ImageNet folders: train).
+    part: str = "train"
 
 
 @dataclasses.dataclass
@@ -175,6 +180,16 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         if key not in names:
             raise ConfigError(_valid_keys_message(cls, prefix, str(key)))
     kwargs = {key: _convert(value, hints[key], f"{prefix}{key}") for key, value in data.items()}
+    for field in dataclasses.fields(cls):
+        # choices read when the config is read (a table another module fills), not when declared
+        choices = field.metadata.get("choices")
+        if choices is not None and field.name in kwargs:
+            allowed = tuple(choices() if callable(choices) else choices)
+            if kwargs[field.name] not in allowed:
+                raise ConfigError(
+                    f"'{prefix}{field.name}' = {kwargs[field.name]!r} is not allowed; choose one "
+                    f"of: {', '.join(map(str, allowed))}"
+                )
     return cls(**kwargs)
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from core.backbones import arch_of, build_backbone
-from core.env import cpu_flags, cpu_model
+from core.cpu import cpu_flags, cpu_model
 from core.io import atomic_write_text, suite_cache
 
 #: Environment variables that change which kernels oneDNN, MKL or ATen pick: part of the cache key.

@@ -16,21 +16,22 @@ History:
 
 from __future__ import annotations
 
+from core.methods import METHODS, uses_uncertainty
+
 NUMERICS = 3
 
 
 def uses_head(config: dict) -> bool:
-    """Whether a resolved pretraining config trains the uncertainty head
-    (``PretrainConfig.uses_uncertainty``)."""
-    method, loss = config.get("method"), config.get("loss") or {}
-    if method == "vicreg":
+    """Whether a resolved pretraining config trains the uncertainty head (the method table's rule,
+    ``core.methods.uses_uncertainty``)."""
+    name = config.get("method")
+    if name not in METHODS:  # not a pretraining run of the suite
         return False
-    flag = loss.get("uncertainty")
-    return bool(flag) if flag is not None else method in ("mast", "mast_fixed")
+    return uses_uncertainty(name, (config.get("loss") or {}).get("uncertainty"))
 
 
 #: version -> which resolved configs it changed (a run computed before it, of such a config, is
-# stale).
+#: stale).
 CHANGED = {2: lambda config: True, 3: uses_head}
 
 

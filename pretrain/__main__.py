@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from core.checkpoints import CheckpointError, load_checkpoint
-from core.checkpoints import main as checkpoints_main
+from core.checkpoints.cli import main as checkpoints_main
 from core.cli import add_common_args, config_from_args, note_run, prepare_out_dir
 from core.config import ConfigError
 from core.data.base import DataError

@@ -6,10 +6,9 @@ import dataclasses
 from typing import Literal
 
 from core.augment import AugmentConfig
-from core.config import DataConfig, RunConfig, TrainConfig
-from pretrain.views import ViewsConfig
-
-METHODS = ("vicreg", "mast", "mast_nounc", "mast_fixed")
+from core.config import PretrainDataConfig, RunConfig, TrainConfig
+from core.methods import METHODS, mask_kind, uses_uncertainty
+from core.views import ViewsConfig
 
 
 @dataclasses.dataclass
@@ -35,35 +34,30 @@ class LossConfig:
     #: w_ik = 1[d_ik > 0] (binary) or d_ik (strength).
     gate: Literal["binary", "strength"] = "binary"
     #: How s weights the invariance (pretrain/losses/mast.py): detach (head fits s to detached
-    # errors, the
-    #: embedding gets 1/s weights of mean 1), batch (log s centred over the batch), none (l/s + log
-    # s as is).
+    #: errors, the embedding gets 1/s weights of mean 1), batch (log s centred over the batch), none
+    #: (l/s + log s as is).
     uncertainty_norm: Literal["detach", "batch", "none"] = "detach"
     #: What moves learned masks: invariance (they descend lam L_inv with the network) or contrast
-    # (the excess
-    #: error of op k's subspace on pairs that differ in op k over pairs that do not;
-    # pretrain/losses/mast.py).
+    #: (the excess error of op k's subspace on pairs that differ in op k over pairs that do not;
+    #: pretrain/losses/mast.py).
     mask_objective: Literal["invariance", "contrast"] = "invariance"
     #: How a pair's subspaces combine (docs/method.md): or (the mean of the differing ops' masked
-    # errors) or
-    #: and (each non-base op owns dimensions through a learned softmax assignment; a pair is excused
-    # on the
-    #: dimensions of the ops it differs in; pretrain/losses/mast_and.py). and needs views.mode=pair.
+    #: errors) or and (each non-base op owns dimensions through a learned softmax assignment; a pair
+    #: is excused on the dimensions of the ops it differs in; pretrain/losses/mast_and.py). and
+    #: needs views.mode=pair.
     combine: Literal["or", "and"] = "or"
     #: and: the batch correlation between an op's difference and a dimension's error that the op
-    # must exceed
-    #: to take the dimension from the shared class (about 1 / sqrt(batch) keeps noise from handing
-    # dims out).
+    #: must exceed to take the dimension from the shared class (about 1 / sqrt(batch) keeps noise
+    #: from handing dims out).
     assign_margin: float = 0.1
     #: and: the largest share of the dimensions one op may own (null: 1 / (number of owning ops +
-    # 1)).
+    #: 1)).
     assign_cap: float | None = None
     #: The uncertainty head on or off (null: the method's default: on for mast and mast_fixed).
     uncertainty: bool | None = None
     #: detach mode: the 1/s weights are tempered (w ~ s^-t, t <= 1 the largest that keeps it) so
-    # that each op's
-    #: effective sample size (sum w)^2 / sum w^2 stays at least this fraction of the batch (0:
-    # untempered).
+    #: that each op's effective sample size (sum w)^2 / sum w^2 stays at least this fraction of the
+    #: batch (0: untempered).
     min_ess: float = 0.0
 
 
@@ -92,21 +86,16 @@ class PretrainTrainConfig(TrainConfig):
     keep_every: int = 0
     log_every: int = 10
     #: CUDA only: autocast dtype and SyncBatchNorm across GPUs. channels_last applies on CPU too
-    # (oneDNN).
+    #: (oneDNN).
     amp: Literal["none", "bf16", "fp16"] = "bf16"
     channels_last: bool = True
     sync_bn: bool = True
 
 
 @dataclasses.dataclass
-class PretrainDataConfig(DataConfig):
-    #: The part pretraining reads (STL-10: train+unlabeled; ImageNet folders: train).
-    part: str = "train"
-
-
-@dataclasses.dataclass
 class PretrainConfig(RunConfig):
-    method: Literal["vicreg", "mast", "mast_nounc", "mast_fixed"] = "mast"
+    #: A method of the table in core/methods.py.
+    method: str = dataclasses.field(default="mast", metadata={"choices": lambda: tuple(METHODS)})
     data: PretrainDataConfig = dataclasses.field(default_factory=PretrainDataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     views: ViewsConfig = dataclasses.field(default_factory=ViewsConfig)
@@ -117,22 +106,13 @@ class PretrainConfig(RunConfig):
 
     @property
     def uses_masks(self) -> bool:
-        return self.method != "vicreg"
+        return METHODS[self.method].masks != "none"
 
     @property
     def mask_kind(self) -> Literal["none", "learned", "fixed", "assign", "assign_fixed"]:
         """none (vicreg), learned / fixed masks (OR), or a learned / fixed assignment (AND)."""
-        if self.method == "vicreg":
-            return "none"
-        fixed = self.method == "mast_fixed"
-        if self.loss.combine == "and":
-            return "assign_fixed" if fixed else "assign"
-        return "fixed" if fixed else "learned"
+        return mask_kind(self.method, self.loss.combine)
 
     @property
     def uses_uncertainty(self) -> bool:
-        if self.method == "vicreg":
-            return False
-        if self.loss.uncertainty is not None:
-            return self.loss.uncertainty
-        return self.method in ("mast", "mast_fixed")
+        return uses_uncertainty(self.method, self.loss.uncertainty)

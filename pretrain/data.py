@@ -7,18 +7,12 @@ resumed run sees exactly the batches an uninterrupted run would have seen.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from core.data.base import ImageDataset
-from pretrain.views import ViewMaker
-
-
-def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    """A torch generator seeded from (seed, epoch, index) through numpy's SeedSequence mixing."""
-    state = np.random.SeedSequence([seed, epoch, index]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+from core.seeding import sample_generator
+from core.views import ViewMaker
 
 
 class ViewDataset(Dataset):

@@ -3,6 +3,7 @@ DDP."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from pathlib import Path
@@ -16,21 +17,22 @@ from core import faults
 from core.checkpoints import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from core.cli import git_commit
 from core.config import to_dict
+from core.cpu import cpu_model
 from core.data import build_dataset
 from core.data.transforms import to_float
 from core.device import select_device
-from core.env import cpu_model
 from core.io import atomic_torch_save
 from core.logs import JsonlLogger, progress_bar
 from core.memory_format import choose
+from core.methods import METHODS
+from core.model import PretrainModel
 from core.numerics import NUMERICS
 from core.seeding import rng_state, seed_everything, set_rng_state, worker_init_fn
+from core.views import ViewMaker, gates_from, pair_strengths
 from pretrain.config import PretrainConfig
 from pretrain.data import EpochSampler, ViewDataset, collate_rendered
-from pretrain.losses import MASTAndLoss, MASTLoss, VICRegLoss
-from pretrain.model import PretrainModel
+from pretrain.losses.mast_and import owned_ops
 from pretrain.optim import build_optimizer, lr_factor, set_lr
-from pretrain.views import ViewMaker, gates_from, pair_strengths
 
 log = logging.getLogger("pretrain")
 
@@ -41,11 +43,6 @@ class TrainingDiverged(RuntimeError):
 
 class ResumeError(RuntimeError):
     """The run folder cannot be resumed as configured."""
-
-
-def owned_ops(cfg: PretrainConfig, ops: list[str]) -> list[int]:
-    """Indices of the ops that own dimensions under AND: every op but the base ones (crop)."""
-    return [k for k, op in enumerate(ops) if op not in cfg.views.base]
 
 
 def build_model(cfg: PretrainConfig, num_ops: int, ops: list[str] | None = None) -> PretrainModel:
@@ -65,48 +62,10 @@ def build_model(cfg: PretrainConfig, num_ops: int, ops: list[str] | None = None)
     )
 
 
-def check_combination(cfg: PretrainConfig) -> None:
-    """The AND combination's own limits, as a config error before any work."""
-    if cfg.loss.combine != "and" or cfg.method == "vicreg":
-        return
-    if cfg.views.mode != "pair":
-        raise ValueError(
-            "loss.combine=and needs views.mode=pair (factorized pairs differ in one op, where AND "
-            "and OR agree: use loss.combine=or)"
-        )
-    if cfg.uses_uncertainty:
-        raise ValueError(
-            "loss.combine=and has no uncertainty weighting yet: set loss.uncertainty=false or use "
-            "method=mast_nounc"
-        )
-
-
 def build_loss(cfg: PretrainConfig, ops: list[str] | None = None) -> torch.nn.Module:
-    if cfg.method == "vicreg":
-        return VICRegLoss(cfg.loss.lam, cfg.loss.mu, cfg.loss.nu)
-    if cfg.loss.combine == "and":
-        check_combination(cfg)
-        if ops is None:
-            raise ValueError("the AND loss needs the op names (build_loss(cfg, ops))")
-        return MASTAndLoss(
-            owned_ops(cfg, ops),
-            cfg.loss.lam,
-            cfg.loss.mu,
-            cfg.loss.nu,
-            cfg.loss.assign_margin,
-            cfg.loss.assign_cap,
-        )
-    return MASTLoss(
-        cfg.loss.lam,
-        cfg.loss.mu,
-        cfg.loss.nu,
-        cfg.loss.beta,
-        cfg.loss.rho,
-        uncertainty=cfg.uses_uncertainty,
-        uncertainty_norm=cfg.loss.uncertainty_norm,
-        mask_objective=cfg.loss.mask_objective,
-        min_ess=cfg.loss.min_ess,
-    )
+    """The loss of ``cfg.method``: ``build(cfg, ops)`` of its module in the method table
+    (``core/methods.py``); ``ops``: the K op names (the AND loss needs them)."""
+    return importlib.import_module(f"pretrain.losses.{METHODS[cfg.method].loss}").build(cfg, ops)
 
 
 def checkpoint_state(
@@ -374,7 +333,7 @@ class Trainer:
             out = self.net(images)  # a list of V tensors [B, 3, S, S]
         z = out["z"].float()
         strengths = None
-        if self.cfg.method == "vicreg":
+        if not self.cfg.uses_masks:  # one embedding: the loss compares the two views
             total, terms = self.loss(z[0], z[1])
         else:
             strengths = pair_strengths(params.float(), self.pairs, self.cfg.augment, self.ops).to(

@@ -19,17 +19,17 @@ from pathlib import Path
 
 import torch
 
-from core.checkpoints import load_checkpoint
+from core.checkpoints import load_checkpoint, load_suite_backbone
 from core.config import DataConfig
 from core.data import build_dataset
 from core.data.factorshapes import FACTOR_TASKS, FACTORS
 from core.data.transforms import to_float
 from core.io import atomic_write_text
+from core.model import build_expander
 from core.records import append_record, checkpoint_ref, make_record, read_records
-from downstream.classification.features import extract, load_suite_backbone
+from downstream.classification.features import extract
 from downstream.classification.knn import knn_accuracy
 from downstream.classification.linear import linear_probe
-from pretrain.model import build_expander
 
 TASK_ORDER = ["shape", "hue", "orient", "chiral", "texture", "size", "pos", "bg", "light"]
 

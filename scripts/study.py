@@ -74,7 +74,7 @@ class Sweep:
 class StudyConfig:
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
     #: Pretraining configs, one per method of the study; run folders are <runs>/<config
-    # name>_s<seed>.
+    #: name>_s<seed>.
     methods: list[str] = dataclasses.field(default_factory=list)
     evaluations: Evaluations = dataclasses.field(default_factory=Evaluations)
     sweeps: dict[str, Sweep] = dataclasses.field(default_factory=dict)
@@ -276,9 +276,9 @@ def _tasks_by_checkpoint(records: Path, mtime_ns: int, size: int) -> dict[str, f
 def has_floor_records(records: Path, evaluation: DetectionEval, seed: int) -> bool:
     """Whether ``records`` holds the random-init floor of ``evaluation`` for ``seed``, by the
     detection stage's own skip rule on the card it resolves from the evaluation's overrides."""
+    from core.backbones import parse_arch
+    from core.checkpoints import Backbone
     from core.config import parse_override
-    from downstream.classification.__main__ import parse_arch
-    from downstream.classification.features import Backbone
     from downstream.detection.__main__ import already_recorded
     from downstream.detection.runner import load_card
 

@@ -42,8 +42,7 @@ class PrepareConfig:
     #: Generator processes (null: up to 4).
     workers: int | None = None
     #: Object size multiplier of the single-object splits (pretrain, cls-*), as the embedded configs
-    # use it
-    #: (docs/defaults.md); the det splits keep their own sizes.
+    #: use it (docs/defaults.md); the det splits keep their own sizes.
     object_scale: float = 1.25
 
 

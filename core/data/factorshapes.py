@@ -78,7 +78,7 @@ DEFAULT_IMAGE_SIZE: dict[str, int] = {
     "det-upright": 128,
 }
 #: Smallest canvases: quadrants need room for the largest object; six det objects need room to be
-# placed.
+#: placed.
 MIN_IMAGE_SIZE: dict[str, int] = {
     "pretrain": 16,
     "cls-upright": 16,

@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from core.backbones import parse_arch
 from core.checkpoints import CheckpointError, load_file
 from core.cli import add_common_args, config_from_args, prepare_out_dir
 from core.config import ConfigError
@@ -56,14 +57,11 @@ def discover(runs: Path) -> list[Path]:
     return found
 
 
-def parse_arch(text: str) -> tuple[str, int]:
-    """``resnet18w16`` -> ("resnet18", 16); ``resnet50`` -> ("resnet50", 64)."""
-    arch, _, width = text.partition("w")
-    if not arch.startswith("resnet") or (width and not width.isdigit()):
-        raise argparse.ArgumentTypeError(
-            f"architecture '{text}' must look like resnet18, resnet50 or resnet18w16"
-        )
-    return arch, int(width or 64)
+def _arch(text: str) -> tuple[str, int]:
+    try:
+        return parse_arch(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--arch",
-        type=parse_arch,
+        type=_arch,
         action="append",
         default=[],
         help="architecture for --floor/--ceiling when no checkpoint gives one, e.g. resnet18w16",
@@ -114,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     start = time.time()
 
+    from core.checkpoints import load_backbone
     from downstream.classification.evaluate import Evaluator
-    from downstream.classification.features import load_backbone
 
     lock = None
     try:

@@ -86,14 +86,14 @@ class ClassificationConfig:
         default_factory=lambda: DataConfig(split="cls-upright", num_workers=0)
     )
     #: ``split/label`` pairs (FactorShapes) or label names; empty: FactorShapes' 9 factor tasks, or
-    # every label.
+    #: every label.
     tasks: list[str] = dataclasses.field(default_factory=list)
     protocols: list[Protocol] = dataclasses.field(default_factory=lambda: ["linear-lbfgs", "knn"])
     #: Evaluation images: shorter side resized to image_size * resize_ratio, then centre-cropped to
-    # image_size.
+    #: image_size.
     resize_ratio: float = 1.0
     #: Data sets without a validation part: this fraction of train (fixed, seed 0) is held out for
-    # validation.
+    #: validation.
     val_fraction: float = 0.1
     batch_size: int = 256
     #: Where extracted features are kept, one file per (backbone, data, part, transform).

@@ -20,7 +20,14 @@ import torch
 from torch import nn
 
 from core.backbones import build_backbone
-from core.checkpoints import FORMAT, load_checkpoint, save_checkpoint
+from core.checkpoints import (
+    FORMAT,
+    Backbone,
+    load_checkpoint,
+    random_backbone,
+    save_checkpoint,
+    weights_hash,
+)
 from core.config import to_dict
 from core.data.transforms import resize_center_crop
 from core.device import select_device
@@ -28,7 +35,7 @@ from core.io import atomic_write_text
 from core.logs import JsonlLogger
 from core.records import append_record, checkpoint_ref, make_record, read_records
 from downstream.classification.config import ClassificationConfig
-from downstream.classification.features import Backbone, FeatureCache, random_backbone, weights_hash
+from downstream.classification.features import FeatureCache
 from downstream.classification.knn import knn_accuracy
 from downstream.classification.linear import linear_probe
 from downstream.classification.tasks import (

@@ -35,8 +35,7 @@ from core.logs import setup_logging
 from core.runlock import RunLock
 
 #: mmdet metric keys -> record metric names: COCO box/mask AP, AP50, AP75; VOC (pascal_voc/) box AP
-# over
-#: IoU 0.50:0.95 (11-point AP per threshold), AP50 and AP75.
+#: over IoU 0.50:0.95 (11-point AP per threshold), AP50 and AP75.
 METRIC_KEYS = {
     "coco/bbox_mAP": "box_AP",
     "coco/bbox_mAP_50": "box_AP50",
@@ -193,9 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
+    from core.backbones import parse_arch
+    from core.checkpoints import load_backbone, random_backbone
     from core.records import checkpoint_ref
-    from downstream.classification.__main__ import parse_arch
-    from downstream.classification.features import load_backbone, random_backbone
     from downstream.detection.runner import data_parts, load_card, run
 
     try:

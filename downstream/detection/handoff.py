@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.checkpoint_import import import_backbone
+from core.checkpoints import import_backbone
 from core.io import atomic_torch_save
 
 SHARED_HEAD = "roi_head.shared_head."

@@ -22,7 +22,7 @@ from mmengine.config import Config, ConfigDict
 Head = Literal["fpn", "c4"]
 DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
 #: The suite's backbones see ImageNet-normalised RGB (core.data.transforms.to_float), in 0-255 units
-# here.
+#: here.
 PIXEL_MEAN, PIXEL_STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 
 

@@ -30,7 +30,7 @@ its difficulty), and the embedding gets the errors weighted by 1 / s (detached) 
 over the batch per op: ambiguous pairs are down-weighted, the total weight of the invariance term is
 unchanged. ``min_ess`` tempers those weights to s^-t (t <= 1, the largest that keeps each op's
 effective sample size (sum w)^2 / (B sum w^2) at or above it; logged as ``ess`` and ``temper``). The
-head reads detached backbone features (``pretrain.model``), so its fit moves the head alone.
+head reads detached backbone features (``core.model``), so its fit moves the head alone.
 
 ``mask_objective`` (what moves the masks): ``invariance`` (default) lets the masks descend lam L_inv
 like the rest of the network, which on the embedded runs made every op's mask pick the same
@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from core.distributed import gather_with_grad
+from pretrain.losses import mast_and
 from pretrain.losses.terms import covariance_term, variance_term
 
 LOG_VAR_RANGE = (-6.0, 6.0)  # clamp of log sigma^2, as method.md states
@@ -85,17 +86,8 @@ def tempering(log_w: torch.Tensor, min_ess: float, iterations: int = 30) -> torc
     return torch.where(effective_sample_size(log_w) >= min_ess, ones, low)
 
 
-def random_partition(
-    num_ops: int, dim: int, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """A [K, d] 0/1 matrix assigning every dimension to exactly one op, in near-equal shares."""
-    owner = torch.arange(dim) % num_ops
-    owner = owner[torch.randperm(dim, generator=generator)]
-    return torch.nn.functional.one_hot(owner, num_ops).T.float()
-
-
 class MASTLoss(nn.Module):
-    """The loss only: the masks (``pretrain.model.MaskBank``) and the uncertainty head belong to the
+    """The loss only: the masks (``core.model.MaskBank``) and the uncertainty head belong to the
     model, so that DDP averages their gradients with the rest of the network."""
 
     def __init__(
@@ -251,3 +243,21 @@ class MASTLoss(nn.Module):
             "density": density,
             **stats,
         }
+
+
+def build(cfg, ops: list[str] | None = None) -> nn.Module:
+    """The method table's constructor (``core/methods.py``) for the MAST methods: the OR loss, or
+    under ``loss.combine=and`` the AND loss of ``pretrain.losses.mast_and``."""
+    if cfg.loss.combine == "and":
+        return mast_and.build(cfg, ops)
+    return MASTLoss(
+        cfg.loss.lam,
+        cfg.loss.mu,
+        cfg.loss.nu,
+        cfg.loss.beta,
+        cfg.loss.rho,
+        uncertainty=cfg.uses_uncertainty,
+        uncertainty_norm=cfg.loss.uncertainty_norm,
+        mask_objective=cfg.loss.mask_objective,
+        min_ess=cfg.loss.min_ess,
+    )

@@ -33,16 +33,6 @@ from core.distributed import gather_with_grad
 from pretrain.losses.terms import covariance_term, variance_term
 
 
-def random_assignment(
-    num_owned: int, dim: int, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """A [K' + 1, d] one-hot assignment (row 0: shared) in near-equal shares over the K' + 1
-    classes."""
-    owner = torch.arange(dim) % (num_owned + 1)
-    owner = owner[torch.randperm(dim, generator=generator)]
-    return torch.nn.functional.one_hot(owner, num_owned + 1).T.float()
-
-
 def batch_correlation(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Pearson correlation over the batch of every column of ``x`` [B, K] with every column of ``y``
     [B, d]: [K, d]; a constant column correlates 0."""
@@ -117,3 +107,39 @@ class MASTAndLoss(nn.Module):
             gate_rate=(gates.detach() > 0).float().mean(0),
         )
         return total, {"inv": invariance, "var": variance, "cov": covariance, **stats}
+
+
+def owned_ops(cfg, ops: list[str]) -> list[int]:
+    """Indices of the ops that own dimensions under AND: every op but the base ones (crop)."""
+    return [k for k, op in enumerate(ops) if op not in cfg.views.base]
+
+
+def check_combination(cfg) -> None:
+    """The AND combination's own limits, as a config error before any work."""
+    if cfg.loss.combine != "and" or not cfg.uses_masks:
+        return
+    if cfg.views.mode != "pair":
+        raise ValueError(
+            "loss.combine=and needs views.mode=pair (factorized pairs differ in one op, where AND "
+            "and OR agree: use loss.combine=or)"
+        )
+    if cfg.uses_uncertainty:
+        raise ValueError(
+            "loss.combine=and has no uncertainty weighting yet: set loss.uncertainty=false or use "
+            "method=mast_nounc"
+        )
+
+
+def build(cfg, ops: list[str] | None = None) -> MASTAndLoss:
+    """The AND loss of a MAST config (``loss.combine=and``); ``ops``: the K op names."""
+    check_combination(cfg)
+    if ops is None:
+        raise ValueError("the AND loss needs the op names (build_loss(cfg, ops))")
+    return MASTAndLoss(
+        owned_ops(cfg, ops),
+        cfg.loss.lam,
+        cfg.loss.mu,
+        cfg.loss.nu,
+        cfg.loss.assign_margin,
+        cfg.loss.assign_cap,
+    )

@@ -31,3 +31,8 @@ class VICRegLoss(nn.Module):
         covariance = covariance_term(z_a) + covariance_term(z_b)
         total = self.lam * invariance + self.mu * variance + self.nu * covariance
         return total, {"inv": invariance, "var": variance, "cov": covariance}
+
+
+def build(cfg, ops: list[str] | None = None) -> VICRegLoss:
+    """The method table's constructor (``core/methods.py``): VICReg's loss from ``cfg.loss``."""
+    return VICRegLoss(cfg.loss.lam, cfg.loss.mu, cfg.loss.nu)

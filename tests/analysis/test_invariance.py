@@ -10,6 +10,7 @@ import torch
 
 from analysis import invariance as inv
 from core.augment import OPS, PARAM_SLICES
+from core.backbones import parse_arch
 from core.checkpoints import CheckpointError
 
 SIZE, N = 16, 8
@@ -123,10 +124,10 @@ def test_labels():
     assert inv.checkpoint_label("runs/mast_s0/last.pt") == "mast_s0"
     assert inv.checkpoint_label("runs/mast_s0/epoch_8.pt") == "mast_s0@epoch_8"
     assert inv.checkpoint_label("downloads/vicreg_resnet50.pth") == "vicreg_resnet50"
-    assert inv.parse_arch_label("resnet18w16") == ("resnet18", 16)
-    assert inv.parse_arch_label("resnet50") == ("resnet50", 64)
+    assert parse_arch("resnet18w16") == ("resnet18", 16)
+    assert parse_arch("resnet50") == ("resnet50", 64)
     with pytest.raises(ValueError, match="architecture label"):
-        inv.parse_arch_label("vit_b16")
+        parse_arch("vit_b16")
 
 
 def _args(tmp_path, *argv):

@@ -14,13 +14,13 @@ import torchvision
 from torch import nn
 
 from core.backbones import backbone_state_dict, build_backbone
-from core.checkpoint_import import extract_backbone
 from core.checkpoints import (
     FORMAT,
     CheckpointError,
     ImportReport,
     convert,
     detect_format,
+    extract_backbone,
     import_backbone,
     load_checkpoint,
     main,

@@ -247,8 +247,8 @@ def test_unknown_protocol_lists_the_known_ones():
 
 
 def test_records_and_the_skip_check_key_on_the_checkpoint_content(tmp_path):
+    from core.checkpoints import Backbone
     from core.records import checkpoint_ref, read_records
-    from downstream.classification.features import Backbone
     from downstream.detection.__main__ import already_recorded, record_runs
 
     card = load_card("embedded-mrcnn", {})

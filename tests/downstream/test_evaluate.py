@@ -11,12 +11,11 @@ import pytest
 import torch
 
 from core.backbones import backbone_state_dict, build_backbone
-from core.checkpoints import FORMAT, save_checkpoint
+from core.checkpoints import FORMAT, load_backbone, random_backbone, save_checkpoint
 from core.config import DataConfig
 from core.records import read_records
 from downstream.classification.config import ClassificationConfig, FinetuneConfig, SgdConfig
 from downstream.classification.evaluate import Evaluator
-from downstream.classification.features import load_backbone, random_backbone
 from downstream.classification.tasks import balanced_subset, held_out, resolve_tasks, split_indices
 from downstream.classification.train import fit
 

@@ -10,9 +10,9 @@ import torch
 import torchvision
 from torch import nn
 
-from core.checkpoints import CheckpointError
+from core.checkpoints import CheckpointError, load_backbone
 from core.data.transforms import to_float
-from downstream.classification.features import extract, load_backbone
+from downstream.classification.features import extract
 from tests.core.test_checkpoint_import import LAYOUTS, lightly_layout, torchvision_layout
 
 

@@ -5,8 +5,9 @@ per-sample, per-op loop of method.md, and the reduction identity MAST(K=1, mask 
 import pytest
 import torch
 
-from pretrain.losses.mast import MASTLoss, effective_sample_size, random_partition, tempering
-from pretrain.losses.mast_and import MASTAndLoss, random_assignment
+from core.model import random_assignment, random_partition
+from pretrain.losses.mast import MASTLoss, effective_sample_size, tempering
+from pretrain.losses.mast_and import MASTAndLoss
 from pretrain.losses.vicreg import VICRegLoss
 
 

@@ -8,8 +8,8 @@ import torchvision
 from torch import nn
 
 from core.backbones import backbone_state_dict, build_backbone
+from core.model import MaskBank, PretrainModel, UncertaintyHead, build_expander, parse_spec
 from pretrain.losses import MASTLoss
-from pretrain.model import MaskBank, PretrainModel, UncertaintyHead, build_expander, parse_spec
 
 SIZE = 32  # image side
 

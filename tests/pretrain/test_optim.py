@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from pretrain.model import MaskBank, PretrainModel
+from core.model import MaskBank, PretrainModel
 from pretrain.optim import LARS, build_optimizer, lr_factor, param_groups, set_lr
 
 

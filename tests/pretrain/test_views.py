@@ -7,8 +7,9 @@ import torch
 
 from core.augment import OPS, PARAM_SLICES, Augment, AugmentConfig, neutral_params, with_ops_from
 from core.data.base import ImageDataset
-from pretrain.data import EpochSampler, ViewDataset, sample_generator
-from pretrain.views import ViewMaker, ViewsConfig, difference_strength, gates_from, pair_strengths
+from core.seeding import sample_generator
+from core.views import ViewMaker, ViewsConfig, difference_strength, gates_from, pair_strengths
+from pretrain.data import EpochSampler, ViewDataset
 
 H = W = 24  # source image size for sampling
 OUT = 16  # rendered view size

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from core.backbones import ARCHS, build_backbone
-from core.checkpoints import FORMAT, CheckpointError, load_file, save_checkpoint
+from core.checkpoints.format import FORMAT, CheckpointError, load_file, save_checkpoint
 from core.io import sha256_file
 
 # format -> (prefixes the backbone may sit under, in order of preference; one-line description)

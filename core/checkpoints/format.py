@@ -3,23 +3,15 @@ export.
 
 A checkpoint is a dict with ``"format": "mast-suite/1"`` and at least ``backbone`` (a torchvision
 ResNet state_dict without ``fc``), ``arch``, ``method`` and ``config``; pretraining adds expander,
-masks, uncertainty head, optimizer, scaler, rng, epoch and step (see DESIGN.md). ``export_backbone``
-writes the bare state_dict that ``torchvision.models.<arch>()`` loads with ``strict=False`` (only
-``fc`` missing).
-
-External checkpoints (torchvision, MoCo v1/v2/v3, solo-learn, lightly, mmselfsup) are imported by
-``core.checkpoint_import``; its ``detect_format``, ``import_backbone``, ``convert`` and
-``ImportReport`` are re-exported here. CLI: ``python -m core.checkpoints inspect FILE | export FILE
-OUT | convert FILE OUT``.
+masks, uncertainty head, optimizer, scaler, rng, epoch and step (``docs/design.md``).
+``export_backbone`` writes the bare state_dict that ``torchvision.models.<arch>()`` loads with
+``strict=False`` (only ``fc`` missing).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import pickle
 import re
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -130,92 +122,3 @@ def describe(state: dict[str, Any]) -> dict[str, Any]:
         ),
         "keys": sorted(state),
     }
-
-
-def inspect_file(path: str | Path) -> dict[str, Any]:
-    """A JSON-ready summary of any supported checkpoint: its layout, architecture, base width, the
-    prefix its backbone sits under and key counts; suite checkpoints add ``describe``'s fields (and,
-    where their backbone is not a ResNet the importer recognises, ``backbone_check`` with the
-    reason)."""
-    from core.checkpoint_import import detect_format, extract_backbone
-
-    obj = load_file(path)
-    try:
-        fmt = detect_format(obj)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    if fmt != "mast-suite":
-        try:
-            return extract_backbone(obj, fmt)[1].summary()
-        except CheckpointError as exc:
-            raise CheckpointError(f"{path}: {exc}") from None
-    summary = describe(check_suite_state(obj, path))
-    try:
-        found = extract_backbone(obj, fmt)[1].summary()
-        summary.update({k: v for k, v in found.items() if k != "format"})  # keep "mast-suite/1"
-    except CheckpointError as exc:
-        summary["backbone_check"] = f"failed: {exc}"
-    return summary
-
-
-_IMPORTED = ("ImportReport", "convert", "detect_format", "import_backbone")
-
-
-def __getattr__(name: str) -> Any:  # re-export the importer lazily (it imports this module)
-    if name in _IMPORTED:
-        from core import checkpoint_import
-
-        return getattr(checkpoint_import, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    from core.checkpoint_import import FORMATS, convert
-
-    parser = argparse.ArgumentParser(
-        prog="python -m core.checkpoints",
-        description="Inspect, export or import (convert) checkpoints.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    inspect = sub.add_parser(
-        "inspect",
-        help="print the layout, architecture, base width, prefix and key counts "
-        "of a suite or supported external checkpoint",
-    )
-    inspect.add_argument("file", type=Path)
-    export = sub.add_parser(
-        "export", help="write the bare torchvision backbone state_dict of a suite checkpoint"
-    )
-    export.add_argument("file", type=Path)
-    export.add_argument("out", type=Path)
-    conv = sub.add_parser(
-        "convert", help="import the ResNet backbone of an external checkpoint into a suite one"
-    )
-    conv.add_argument("file", type=Path)
-    conv.add_argument("out", type=Path)
-    conv.add_argument(
-        "--format",
-        default="auto",
-        choices=("auto", *FORMATS),
-        help="the source layout (default: auto, read from the keys)",
-    )
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "inspect":
-            print(json.dumps(inspect_file(args.file), indent=2))
-        elif args.command == "export":
-            print(export_backbone(args.file, args.out))
-        else:
-            print(convert(args.file, args.out, args.format))
-    except CheckpointError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    # Run the imported module's main, not this __main__ copy: core.checkpoint_import raises the
-    # CheckpointError of core.checkpoints, which a copy's `except CheckpointError` would not catch.
-    from core.checkpoints import main as _main
-
-    sys.exit(_main())

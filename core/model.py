@@ -13,8 +13,25 @@ import torch
 from torch import nn
 
 from core.backbones import build_backbone
-from pretrain.losses.mast import random_partition
-from pretrain.losses.mast_and import random_assignment
+
+
+def random_partition(
+    num_ops: int, dim: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """A [K, d] 0/1 matrix assigning every dimension to exactly one op, in near-equal shares."""
+    owner = torch.arange(dim) % num_ops
+    owner = owner[torch.randperm(dim, generator=generator)]
+    return torch.nn.functional.one_hot(owner, num_ops).T.float()
+
+
+def random_assignment(
+    num_owned: int, dim: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """A [K' + 1, d] one-hot assignment (row 0: shared) in near-equal shares over the K' + 1
+    classes."""
+    owner = torch.arange(dim) % (num_owned + 1)
+    owner = owner[torch.randperm(dim, generator=generator)]
+    return torch.nn.functional.one_hot(owner, num_owned + 1).T.float()
 
 
 def parse_spec(spec: str) -> list[int]:
@@ -144,3 +161,25 @@ class PretrainModel(nn.Module):
             # what the ops change).
             out["log_var"] = torch.stack([self.uncertainty_head(y.detach()) for y in ys])
         return out
+
+
+def model_from_checkpoint(state: dict) -> PretrainModel:
+    """The network of a suite pretraining checkpoint, in eval mode: its backbone, and its expander
+    and uncertainty head where it has them. The masks stay in ``state["masks"]``, where the analyses
+    read them."""
+    spec = state["config"]["model"]
+    head = state.get("uncertainty_head")
+    model = PretrainModel(
+        spec["arch"],
+        spec["base_width"],
+        spec["expander"],
+        num_ops=len(state.get("aug_names") or []),
+        uncertainty=bool(head),
+        uncertainty_hidden=spec["uncertainty_hidden"],
+    )
+    model.backbone.load_state_dict(state["backbone"])
+    if state.get("expander"):
+        model.expander.load_state_dict(state["expander"])
+    if head:
+        model.uncertainty_head.load_state_dict(head)
+    return model.eval()

@@ -13,13 +13,8 @@ import sys
 from pathlib import Path
 
 from core.config import read_yaml
-from core.methods import METHODS
+from core.methods import has_masks
 from core.numerics import uses_head
-
-
-def has_masks(cfg: dict) -> bool:
-    """Whether a run's resolved config is of a method with masks (``core.methods``)."""
-    return cfg.get("method") in METHODS and METHODS[cfg["method"]].masks != "none"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +80,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     )
     # the mask analysis only (cheap; the subspace sweeps' claims rest on it)
     swept = find_sweep_runs(args.runs)
-    with_masks = [str(f / "last.pt") for f, cfg in [*runs, *swept] if has_masks(cfg)]
+    with_masks = [str(f / "last.pt") for f, cfg in [*runs, *swept] if has_masks(cfg.get("method"))]
     with_unc = [str(f) for f, cfg in runs if uses_head(cfg)]
     if with_masks:
         written += _step("masks", masks, [*with_masks, "--out", str(figures / "masks")])

@@ -39,6 +39,12 @@ def method(name: str) -> Method:
     return METHODS[name]
 
 
+def has_masks(name: str) -> bool:
+    """Whether method ``name`` has subspaces (masks or an assignment); False for a name the table
+    does not know (an imported checkpoint's)."""
+    return name in METHODS and METHODS[name].masks != "none"
+
+
 def uses_uncertainty(name: str, flag: bool | None = None) -> bool:
     """Whether method ``name`` with ``loss.uncertainty = flag`` trains the uncertainty head."""
     entry = method(name)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from core.augment import AugmentConfig
 from core.config import PretrainDataConfig, RunConfig, TrainConfig
-from core.methods import METHODS, mask_kind, uses_uncertainty
+from core.methods import METHODS, has_masks, mask_kind, uses_uncertainty
 from core.views import ViewsConfig
 
 
@@ -106,7 +106,7 @@ class PretrainConfig(RunConfig):
 
     @property
     def uses_masks(self) -> bool:
-        return METHODS[self.method].masks != "none"
+        return has_masks(self.method)
 
     @property
     def mask_kind(self) -> Literal["none", "learned", "fixed", "assign", "assign_fixed"]:

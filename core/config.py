@@ -3,8 +3,9 @@
 A stage declares its config as dataclasses (see ``RunConfig``); ``load_config`` reads a YAML file
 into it. Every key must exist in the schema (a typo is an error that lists the valid keys), every
 value must have the declared type, and choices are checked. Values given with ``--set`` are parsed
-as YAML scalars/lists (``yaml.safe_load``), never evaluated. The resolved config is saved next to
-every output (``save_config``).
+as YAML scalars/lists (``yaml.safe_load``), never evaluated. A file may start from another with
+``base: <file>`` (``read_config``). The resolved config is saved next to every output
+(``save_config``).
 """
 
 from __future__ import annotations
@@ -273,12 +274,54 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+#: The top-level key naming the file a config inherits from.
+BASE_KEY = "base"
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``update``: mappings merge key by key, anything else (scalars, lists)
+    is replaced whole."""
+    out = _deep_copy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = _deep_copy(value)
+    return out
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """A config file's mapping with its ``base:`` chain resolved: the base file (a path relative
+    to this file's folder) is read first, then this file's keys update it (``merge``)."""
+    return _read_chain(Path(path), [])
+
+
+def _read_chain(path: Path, seen: list[Path]) -> dict[str, Any]:
+    data = read_yaml(path)
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"config file {path}: '{BASE_KEY}' must name a config file")
+    base_path = path.parent / base
+    chain = [*seen, path.resolve()]
+    if base_path.resolve() in chain:
+        loop = " -> ".join(str(p) for p in [*chain, base_path.resolve()])
+        raise ConfigError(f"config file {path}: its base chain loops ({loop})")
+    if not base_path.is_file():
+        raise ConfigError(
+            f"config file {path}: base file {base_path} not found (a base is relative to the "
+            "file's own folder)"
+        )
+    return merge(_read_chain(base_path, chain), data)
+
+
 def load_config(
     cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None
 ) -> T:
-    """Defaults of ``cls``, updated by the YAML file at ``path``, then by ``overrides``
-    (``key=value``)."""
-    data = read_yaml(path) if path is not None else {}
+    """Defaults of ``cls``, updated by the YAML file at ``path`` (its ``base:`` chain resolved),
+    then by ``overrides`` (``key=value``)."""
+    data = read_config(path) if path is not None else {}
     data = apply_overrides(cls, data, list(overrides or []))
     try:
         return from_dict(cls, data)

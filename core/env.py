@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from importlib import metadata
 import json
 import sys
 
@@ -20,13 +21,20 @@ class MissingOpsError(RuntimeError):
     """mmcv is absent or was installed without its compiled ops."""
 
 
-def versions() -> dict[str, str | None]:
-    """Versions of the packages every record names; None for a package that is not installed."""
+def versions(extra: tuple[str, ...] = ()) -> dict[str, str | None]:
+    """Versions of the packages every record names (as the imported module reports them, local
+    build tag included), then of the distributions in ``extra`` (from their metadata, nothing
+    imported); None for a package that is not installed."""
     out: dict[str, str | None] = {"python": sys.version.split()[0]}
     for name in ("torch", "torchvision", "numpy", "mmengine", "mmcv", "mmdet"):
         try:
             out[name] = importlib.import_module(name).__version__
         except Exception:  # noqa: BLE001 - any import failure means "not usable"
+            out[name] = None
+    for name in extra:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
             out[name] = None
     return out
 

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.io import plain
+
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed Python, NumPy and torch (all devices). ``deterministic`` also asks torch for
@@ -58,7 +60,7 @@ def rng_state() -> dict[str, Any]:
         "numpy": [
             np_state[0],
             torch.from_numpy(np_state[1].astype(np.int64)),
-            *map(_plain, np_state[2:]),
+            *map(plain, np_state[2:]),
         ],
         "torch": torch.get_rng_state(),
     }
@@ -76,10 +78,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
 
 
 def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:

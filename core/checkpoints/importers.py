@@ -135,7 +135,8 @@ def _group_of(key: str, prefix: str) -> str:
     return ".".join(parts[:keep])
 
 
-def _listing(keys: list[str]) -> str:
+def key_listing(keys: list[str]) -> str:
+    """``[a, b, ...] (n in all)``: the first keys of a long list, for one-line errors."""
     shown = ", ".join(keys[:_SHOWN])
     return f"[{shown}{', ...' if len(keys) > _SHOWN else ''}] ({len(keys)} in all)"
 
@@ -149,7 +150,7 @@ def _unknown(obj: Any, state_dict: dict | None) -> CheckpointError:
     keys = [str(k) for k in seen] if isinstance(seen, dict) else []
     where = "state_dict keys" if state_dict is not None and state_dict is not obj else "keys"
     return CheckpointError(
-        f"no supported checkpoint layout matches; {where} seen: {_listing(keys)}. "
+        f"no supported checkpoint layout matches; {where} seen: {key_listing(keys)}. "
         f"Supported layouts: {_supported()}"
     )
 
@@ -223,7 +224,7 @@ def _pick_prefix(state_dict: dict, fmt: str) -> str:
             return prefix
     raise CheckpointError(
         f"no key starts with {' or '.join(repr(p) for p in prefixes)} as the {fmt} layout expects "
-        f"(wrong prefix or wrong --format?); keys seen: {_listing([str(k) for k in state_dict])}"
+        f"(wrong prefix or wrong --format?); keys seen: {key_listing([str(k) for k in state_dict])}"
     )
 
 
@@ -237,7 +238,7 @@ def _torchvision_name(name: str) -> tuple[str, bool]:
 def _infer_arch(names: list[str], shapes: dict[str, torch.Size]) -> tuple[str, int]:
     if "conv1.weight" not in shapes:
         raise CheckpointError(
-            f"no stem convolution 'conv1.weight' among the backbone keys {_listing(names)}"
+            f"no stem convolution 'conv1.weight' among the backbone keys {key_listing(names)}"
         )
     blocks = []
     for stage in range(1, 5):
@@ -311,7 +312,7 @@ def extract_backbone(obj: Any, fmt: str = "auto") -> tuple[dict[str, torch.Tenso
         backbone[name], origin[name] = value, key
     not_tensors = [origin[n] for n, v in backbone.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
-        raise CheckpointError(f"backbone entries that are not tensors: {_listing(not_tensors)}")
+        raise CheckpointError(f"backbone entries that are not tensors: {key_listing(not_tensors)}")
 
     names = list(backbone)
     arch, base_width = _infer_arch(names, {n: v.shape for n, v in backbone.items()})
@@ -330,9 +331,9 @@ def extract_backbone(obj: Any, fmt: str = "auto") -> tuple[dict[str, torch.Tenso
     if missing or unexpected:
         parts = []
         if missing:
-            parts.append(f"missing backbone keys {_listing(missing)}")
+            parts.append(f"missing backbone keys {key_listing(missing)}")
         if unexpected:
-            parts.append(f"unexpected backbone keys {_listing(unexpected)}")
+            parts.append(f"unexpected backbone keys {key_listing(unexpected)}")
         raise CheckpointError(
             f"the {detected} backbone (prefix {prefix!r}) does not match {arch} with base width "
             f"{base_width}: " + "; ".join(parts)
@@ -345,7 +346,7 @@ def extract_backbone(obj: Any, fmt: str = "auto") -> tuple[dict[str, torch.Tenso
     if wrong:
         raise CheckpointError(
             f"shape mismatch against {arch} with base width {base_width} (checkpoint vs "
-            f"expected): {_listing(wrong)}"
+            f"expected): {key_listing(wrong)}"
         )
     result = {
         k: backbone[k] if k in backbone else torch.zeros((), dtype=torch.long) for k in expected

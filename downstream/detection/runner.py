@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,8 @@ from mmengine.hooks import Hook
 from mmengine.optim import DefaultOptimWrapperConstructor
 from mmengine.registry import HOOKS, OPTIM_WRAPPER_CONSTRUCTORS
 
+from core.data.base import require_path
+from core.distributed import env_dist_info
 from downstream.detection.handoff import check_handoff, export_for_mmdet
 from downstream.detection.models import detector_config, shrink_fpn_heads
 
@@ -118,11 +119,7 @@ def factorshapes_parts(card: ConfigDict, root: str | None = None) -> dict[str, d
 
 
 def _require(path: Path, what: str, layout: str) -> Path:
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{what} not found: {path}; pass --set data.root=PATH to a folder in the {layout}"
-        )
-    return path
+    return require_path(path, what, f"pass --set data.root=PATH to a folder in the {layout}")
 
 
 def data_parts(card: ConfigDict, factorshapes_root: str | None = None) -> dict[str, dict[str, Any]]:
@@ -208,11 +205,6 @@ def _backbone_lr(card: ConfigDict) -> dict[str, Any]:
     )
 
 
-def world_size() -> int:
-    """Processes of this launch (torchrun sets WORLD_SIZE); 1 without a launcher."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 def mmengine_config(
     card: ConfigDict,
     parts: dict[str, dict[str, Any]],
@@ -262,7 +254,7 @@ def mmengine_config(
         model = shrink_fpn_heads(model, **card.heads)
     workers = card.get("num_workers", workers)
     loader = dict(num_workers=workers, persistent_workers=workers > 0)
-    world = world_size()
+    world = env_dist_info().world_size  # before mmengine starts the process group
     if world > 1 and not torch.cuda.is_available():
         raise RuntimeError(
             f"{world} processes but no GPU: mmengine's pytorch launcher gives each process a CUDA "

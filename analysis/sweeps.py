@@ -18,6 +18,8 @@ from pathlib import Path, PurePath
 
 import pandas as pd
 
+from analysis import tables
+from core import markdown as md
 from core.io import atomic_write_text
 from core.numerics import NUMERICS, is_current
 from core.records import read_records
@@ -155,15 +157,16 @@ def markdown(table: pd.DataFrame) -> str:
 
     def mean_cell(row):
         spread = row.get("mean std", float("nan"))
-        return cell(row["mean"], "mean") + ("" if pd.isna(spread) else f" ± {spread:.1f}")
+        if pd.isna(row["mean"]):
+            return "–"
+        return tables.format_cell(row["mean"], spread, count=False)
 
     columns = [c for c in table.columns if c != "mean std"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += [
-        "| " + " | ".join(mean_cell(r) if c == "mean" else cell(r[c], c) for c in columns) + " |"
+    rows = [
+        [mean_cell(r) if c == "mean" else cell(r[c], c) for c in columns]
         for _, r in table.iterrows()
     ]
-    return "\n".join(lines)
+    return "\n".join(md.table(columns, rows))
 
 
 def load_index(results: Path) -> dict:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from importlib import metadata
 import json
 import sys
+from importlib import metadata
 
 SETUP_HINT = "run `make setup` (it builds mmcv with its compiled ops and caches the wheel)"
 

@@ -30,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+from core.cli import add_set_arg
 from core.config import ConfigError, from_dict, load_config, read_yaml, to_dict
 from core.io import atomic_write_text, sha256_file
 from core.numerics import NUMERICS, is_current
@@ -581,15 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", type=Path, default=Path("configs/study/embedded.yaml"))
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        metavar="KEY=VALUE",
-        nargs="+",
-        action="extend",
-        default=[],
-        help="override study keys, e.g. seeds=[0]",
-    )
+    add_set_arg(parser, "override study keys, e.g. seeds=[0]")
     parser.add_argument(
         "--only",
         nargs="+",

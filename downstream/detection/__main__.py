@@ -2,7 +2,7 @@
 
   python -m downstream.detection --protocol embedded-frcnn --ckpt CKPT [--floor] [--set key=value
   ...]
-  python -m downstream.detection --protocol embedded-mrcnn --ckpt CKPT --set categories=color
+  python -m downstream.detection --protocol embedded-mrcnn --ckpt CKPT --set data.categories=color
 
 Protocol cards live in downstream/detection/configs/: embedded-frcnn, embedded-mrcnn (FactorShapes
 `det`, CPU minutes), voc0712-frcnn-c4-24k (VOCdevkit folder), coco-mrcnn-fpn-1x and coco-mrcnn-c4-1x
@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from core.checkpoints import CheckpointError
+from core.cli import add_set_arg
 from core.config import ConfigError, parse_override
 from core.logs import setup_logging
 from core.runlock import RunLock
@@ -167,15 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         "--arch", default=None, help="architecture of the floor without --ckpt, e.g. resnet18w16"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        metavar="KEY=VALUE",
-        nargs="+",
-        action="extend",
-        default=[],
-        help="override card keys, e.g. max_iters=600 data.categories=color",
-    )
+    add_set_arg(parser, "override card keys, e.g. max_iters=600 data.categories=color")
     parser.add_argument(
         "--force", action="store_true", help="run even when records for the run exist"
     )

@@ -18,6 +18,7 @@ from pathlib import Path, PurePath
 import pandas as pd
 
 from analysis import sweeps, tables
+from analysis.timings import timing_lines
 from core import markdown
 from core.cli import git_commit
 from core.config import read_yaml
@@ -857,37 +858,46 @@ README_BEGIN = (
 README_END = "<!-- end of results summary -->"
 
 
-def update_readme(readme: Path, results: Path) -> Path | None:
-    """Replace the block between the summary markers of ``readme`` with the report's summary;
-    ``None`` (nothing written) when the file or its markers are absent."""
-    if not readme.is_file():
+TIMINGS_BEGIN = (
+    "<!-- timings: written by `make analysis` from measured logs; do not edit by hand -->"
+)
+TIMINGS_END = "<!-- end of timings -->"
+
+
+def replace_block(text: str, begin: str, end: str, lines: list[str]) -> str | None:
+    """``text`` with the lines between its ``begin`` and ``end`` markers replaced; ``None`` when
+    the markers are not there once each, in that order."""
+    if (text.count(begin), text.count(end)) != (1, 1) or text.index(begin) > text.index(end):
         return None
-    text = readme.read_text()
-    if (text.count(README_BEGIN), text.count(README_END)) != (1, 1):
-        return None
-    if text.index(README_BEGIN) > text.index(README_END):
-        return None
+    head, rest = text.split(begin)
+    return head + "\n".join([begin, "", *lines, "", end]) + rest.split(end, 1)[1]
+
+
+def readme_summary(results: Path) -> list[str]:
+    """The README's results summary: the method table, the comparisons with VICReg, the verdict."""
     records = tables.load_results(results / "records")
     measured = tables.measurements(records) if not records.empty else pd.DataFrame()
     aggregated = tables.aggregate(records) if not records.empty else pd.DataFrame()
     claim1, _ = claim_invariances(measured)
     comparisons = [line for line in claim1 if line.startswith("- ")]
     verdict = [line for line in claim1 if line.startswith("On these results")]
-    block = "\n".join(
-        [
-            README_BEGIN,
-            "",
-            *summary_section(measured, aggregated),
-            "",
-            *comparisons,
-            "",
-            *verdict,
-            "",
-            README_END,
-        ]
-    )
-    head, rest = text.split(README_BEGIN)
-    return atomic_write_text(readme, head + block + rest.split(README_END, 1)[1])
+    return [*summary_section(measured, aggregated), "", *comparisons, "", *verdict]
+
+
+def update_readme(readme: Path, results: Path) -> Path | None:
+    """Rewrite the blocks between the README's markers: the results summary and the timing table
+    (``analysis.timings``); ``None`` (nothing written) when the file or every marker pair is
+    absent."""
+    if not readme.is_file():
+        return None
+    text, found = readme.read_text(), False
+    for begin, end, build in (
+        (README_BEGIN, README_END, readme_summary),
+        (TIMINGS_BEGIN, TIMINGS_END, timing_lines),
+    ):
+        if replace_block(text, begin, end, []) is not None:
+            text, found = replace_block(text, begin, end, build(results)), True
+    return atomic_write_text(readme, text) if found else None
 
 
 def run(args: argparse.Namespace) -> list[Path]:

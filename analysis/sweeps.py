@@ -22,7 +22,7 @@ from analysis import tables
 from core import markdown as md
 from core.io import atomic_write_text
 from core.numerics import NUMERICS, is_current
-from core.records import read_records
+from core.records import ckpt_field, read_records
 
 TASKS = ("shape", "hue", "orient", "chiral", "texture", "size", "pos", "bg", "light")
 #: Task groups (issue 20): what an invariance to the ops should keep (content) and what the ops
@@ -59,7 +59,7 @@ def probe_results(records: pd.DataFrame) -> pd.DataFrame:
         & records["task"].isin(TASKS)
     ].copy()
     part["folder"] = part["pretrain_ckpt"].map(
-        lambda r: PurePath(r["path"]).parent if isinstance(r, dict) else None
+        lambda r: PurePath(path).parent if (path := ckpt_field(r, "path")) else None
     )
     part = part[part["folder"].notna()]
     # orient: cls-rot

@@ -22,7 +22,7 @@ import pandas as pd
 
 from core import markdown
 from core.io import atomic_write_text
-from core.records import read_records
+from core.records import ckpt_field, read_records
 
 PUBLISHED_CSV = Path(__file__).with_name("published.csv")
 # The pretraining pilot's probes are not results; the study's sweeps get their own tables
@@ -118,22 +118,18 @@ def load_results(records_dir: str | Path = "results/records") -> pd.DataFrame:
     return read_records(files)  # no files (or no folder): an empty frame with the schema's columns
 
 
-def _ckpt_field(ckpt, key: str) -> str | None:
-    return ckpt.get(key) if isinstance(ckpt, dict) else None
-
-
 def _checkpoint_id(ckpt) -> str:
     """The path first: a checkpoint re-trained into the same run folder replaces the old one (its
     records too)."""
-    return _ckpt_field(ckpt, "path") or _ckpt_field(ckpt, "sha256") or ""
+    return ckpt_field(ckpt, "path") or ckpt_field(ckpt, "sha256") or ""
 
 
 def config_name(ckpt, arch) -> str:
     """A short name for the pretraining config behind a checkpoint: its run folder, seed suffix
     removed."""
-    path = _ckpt_field(ckpt, "path")
+    path = ckpt_field(ckpt, "path")
     if not path:
-        sha = _ckpt_field(ckpt, "sha256")
+        sha = ckpt_field(ckpt, "sha256")
         return sha[:8] if sha else str(arch or "no checkpoint")
     path = PurePath(path)
     name = path.parent.name if GENERIC_STEM.match(path.stem) and path.parent.name else path.stem

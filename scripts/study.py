@@ -34,7 +34,7 @@ from core.cli import add_set_arg
 from core.config import ConfigError, from_dict, load_config, read_yaml, to_dict
 from core.io import atomic_write_text, sha256_file
 from core.numerics import NUMERICS, is_current
-from core.records import read_records
+from core.records import ckpt_field, read_records
 
 EVAL_KINDS = ("classification", "detection", "segmentation")
 KINDS = ("pretrain", *EVAL_KINDS, "floors", "analysis")
@@ -269,8 +269,8 @@ def _tasks_by_checkpoint(records: Path, mtime_ns: int, size: int) -> dict[str, f
     table = read_records(records)
     found: dict[str, set[str]] = {}
     for ref, task in zip(table.get("pretrain_ckpt", []), table.get("task", [])):
-        if isinstance(ref, dict) and ref.get("sha256"):
-            found.setdefault(ref["sha256"], set()).add(task)
+        if digest := ckpt_field(ref):
+            found.setdefault(digest, set()).add(task)
     return {digest: frozenset(tasks) for digest, tasks in found.items()}
 
 

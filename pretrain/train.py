@@ -190,6 +190,15 @@ class Trainer:
             raise ValueError(
                 f"train.batch_size={cfg.train.batch_size} must divide by the {world} processes"
             )
+        # in this order: the random draws after seeding stay where they were
+        self._setup_data(cfg)
+        self._setup_model(cfg)
+        self._setup_optimization(cfg)
+        self.step = 0
+
+    def _setup_data(self, cfg: PretrainConfig) -> None:
+        """The view maker, the images, and the loader of this process's share of each batch."""
+        world = self.info.world_size
         self.views = ViewMaker(cfg.augment, cfg.views, cfg.data.image_size)
         self.ops, self.pairs = self.views.ops, self.views.pairs()
         # the rows of an AND assignment
@@ -209,6 +218,10 @@ class Trainer:
             persistent_workers=cfg.data.num_workers > 0,
             drop_last=True,
         )
+
+    def _setup_model(self, cfg: PretrainConfig) -> None:
+        """The model on its device and memory format (SyncBN and DDP across processes)."""
+        world = self.info.world_size
         self.model = build_model(cfg, len(self.ops), self.ops).to(self.device)
         self.cuda = self.device.type == "cuda"
         self.memory = choose(
@@ -233,6 +246,9 @@ class Trainer:
             if world > 1
             else self.model
         )
+
+    def _setup_optimization(self, cfg: PretrainConfig) -> None:
+        """The loss, the optimizer (lr scaled by batch / 256), AMP and the step schedule."""
         self.loss = build_loss(cfg, self.ops)
         scale = cfg.train.batch_size / 256
         mask_lr = (
@@ -258,7 +274,6 @@ class Trainer:
         self.warmup_steps = min(
             int(cfg.optim.warmup_epochs * self.per_epoch), self.total_steps // 2
         )
-        self.step = 0
 
     # ------------------------------------------------------------------------------------------
     # state

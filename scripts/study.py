@@ -575,7 +575,7 @@ class Study:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.study",
         description=__doc__,
@@ -603,7 +603,13 @@ def main(argv: list[str] | None = None) -> int:
         help="print the steps and the hours they should take (from past step times), running "
         "nothing",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _plan(
+    args: argparse.Namespace,
+) -> tuple[StudyConfig, list[int], dict[tuple[str, str], list[Run]], list[Run]]:
+    """The study config, its seeds, its sweeps and the runs the command line selects."""
     try:
         cfg = load_config(StudyConfig, args.config, args.overrides)
         seeds = [s for s in cfg.seeds if args.seeds is None or s in args.seeds]
@@ -617,6 +623,12 @@ def main(argv: list[str] | None = None) -> int:
         ]
     except ConfigError as exc:
         sys.exit(f"config error: {exc}")
+    return cfg, seeds, sweeps, runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    cfg, seeds, sweeps, runs = _plan(args)
     study = Study(cfg, sys.executable, args.dry_run, set(args.only))
     atomic_write_text(
         study.results / "study" / "index.json",

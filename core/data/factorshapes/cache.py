@@ -11,7 +11,7 @@ import os
 import shutil
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +222,32 @@ def _remove_stale_temps(final: Path) -> None:
             pass
 
 
+def _build_atomically(
+    final: Path, expected: dict[str, Any], generate: Callable[[Path], None]
+) -> None:
+    """Clear what an earlier attempt left at ``final``, run ``generate`` on a temporary folder
+    beside it and rename that to ``final``."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(final)
+    if final.exists():
+        log.warning("removing incomplete FactorShapes cache %s", final)
+        shutil.rmtree(final)
+    tmp = (
+        final.parent
+        / f"{TMP_PREFIX}{final.name}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    )
+    tmp.mkdir()
+    try:
+        generate(tmp)
+        os.rename(tmp, final)
+    except OSError:
+        # otherwise another process finished the same folder first
+        if not _is_complete(final, expected):
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def ensure_split(
     root: str | Path,
     split: str,
@@ -260,35 +286,11 @@ def ensure_split(
         "image_size": size,
         "object_scale": _scale_meta(object_scale).get("object_scale"),
     }
-    if _is_complete(final, expected):
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(final)
-    if final.exists():
-        log.warning("removing incomplete FactorShapes cache %s", final)
-        shutil.rmtree(final)
-    tmp = (
-        final.parent
-        / f"{TMP_PREFIX}{final.name}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    )
-    tmp.mkdir()
-    try:
-        _generate(
-            tmp,
-            split,
-            part,
-            n,
-            size,
-            seed,
-            workers or min(4, os.cpu_count() or 1),
-            progress,
-            object_scale,
+    if not _is_complete(final, expected):
+        workers = workers or min(4, os.cpu_count() or 1)
+        _build_atomically(
+            final,
+            expected,
+            lambda tmp: _generate(tmp, split, part, n, size, seed, workers, progress, object_scale),
         )
-        os.rename(tmp, final)
-    except OSError:
-        # otherwise another process finished the same folder first
-        if not _is_complete(final, expected):
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return final

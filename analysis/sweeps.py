@@ -25,7 +25,7 @@ from core.numerics import NUMERICS, is_current
 from core.records import ckpt_field, read_records
 
 TASKS = ("shape", "hue", "orient", "chiral", "texture", "size", "pos", "bg", "light")
-#: Task groups (issue 20): what an invariance to the ops should keep (content) and what the ops
+#: Task groups of the report: what an invariance to the ops should keep (content) and what the ops
 #: change, so that a method invariant to them loses it (variant factors).
 GROUPS = {
     "content": ("shape", "size", "pos"),

@@ -141,8 +141,8 @@ def dimension_change(
 
 def change_correlation(state: dict[str, Any], n: int = 512, seed: int = 0) -> dict[str, float]:
     """op -> Spearman's rho over dimensions between ``variant_scores`` and ``dimension_change``:
-    whether each op's dimensions are the ones that op actually changes (the subspace claim's check in
-    docs/method.md; NaN for constant scores)."""
+    whether each op's dimensions are the ones that op actually changes (the subspace claim's
+    check in docs/method.md; NaN for constant scores)."""
     from analysis.uncertainty import spearman
 
     scores = variant_scores(state)

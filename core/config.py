@@ -15,11 +15,24 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Literal,
+    TypeVar,
+    Union,
+    cast,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 import yaml
 
 from core.io import atomic_write_text
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 T = TypeVar("T")
 
@@ -138,7 +151,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 f"'{key}' must be a mapping of keys {[f.name for f in dataclasses.fields(tp)]}, "
                 f"got {value!r}"
             )
-        return from_dict(tp, value, prefix=f"{key}.")
+        return from_dict(cast(type, tp), value, prefix=f"{key}.")  # an annotation: a class
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"'{key}' must be a list, got {value!r}")
@@ -175,13 +188,14 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
 
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Build dataclass ``cls`` from ``data``, strictly (unknown keys and wrong types are errors)."""
+    schema = cast("type[DataclassInstance]", cls)  # the config schemas are dataclasses
     hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in dataclasses.fields(schema)}
     for key in data:
         if key not in names:
             raise ConfigError(_valid_keys_message(cls, prefix, str(key)))
     kwargs = {key: _convert(value, hints[key], f"{prefix}{key}") for key, value in data.items()}
-    for field in dataclasses.fields(cls):
+    for field in dataclasses.fields(schema):
         # choices read when the config is read (a table another module fills), not when declared
         choices = field.metadata.get("choices")
         if choices is not None and field.name in kwargs:
@@ -229,6 +243,7 @@ def apply_overrides(cls: type, data: dict[str, Any], overrides: list[str]) -> di
     """Return a copy of ``data`` with each ``key=value`` set; keys are checked against schema
     ``cls``."""
     data = _deep_copy(data)
+    schema: type | None  # the dataclass at the current depth (None: below a plain field)
     for text in overrides:
         path, value = parse_override(text)
         node, schema = data, cls
@@ -244,7 +259,10 @@ def apply_overrides(cls: type, data: dict[str, Any], overrides: list[str]) -> di
             else:
                 child = node.get(part)
                 node[part] = child if isinstance(child, dict) else {}
-                node, schema = node[part], field_tp if dataclasses.is_dataclass(field_tp) else None
+                node, schema = (
+                    node[part],
+                    cast(type, field_tp) if dataclasses.is_dataclass(field_tp) else None,
+                )
     return data
 
 

@@ -13,6 +13,7 @@ import importlib
 import json
 import sys
 from importlib import metadata
+from typing import Any
 
 SETUP_HINT = "run `make setup` (it builds mmcv with its compiled ops and caches the wheel)"
 
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         "--check", action="store_true", help="also run the CPU checks of torch and mmcv ops"
     )
     args = parser.parse_args(argv)
-    report: dict[str, object] = {"versions": versions()}
+    report: dict[str, Any] = {"versions": versions()}
     if args.check:
         try:
             report["check"] = check_stack()

@@ -26,7 +26,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(fileobj)`` on a temporary file, then move it to ``path`` atomically.
 
     If ``write`` raises (or the process dies), ``path`` keeps its previous content; the temporary

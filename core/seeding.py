@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -54,7 +54,9 @@ def make_generator(seed: int) -> torch.Generator:
 def rng_state() -> dict[str, Any]:
     """State of the Python, NumPy and torch generators, in weights_only-loadable types."""
     version, internal, gauss = random.getstate()
-    np_state = np.random.get_state()
+    # legacy (the default) on the global MT19937 generator: the (name, keys, pos, has_gauss,
+    # gauss) tuple
+    np_state = cast(tuple[Any, ...], np.random.get_state())
     state: dict[str, Any] = {
         "python": [version, list(internal), gauss],
         "numpy": [

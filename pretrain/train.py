@@ -7,7 +7,7 @@ import importlib
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -155,7 +155,9 @@ def _step_stats(
             stats[name] = dict(zip(ops, terms[key].tolist()))
     for key in ("assign_share", "attribution", "temper"):
         if key in terms:
-            stats[key] = dict(zip(owned if key != "temper" else ops, terms[key].tolist()))
+            # the AND loss's terms come with its rows (the trainer passes them)
+            rows = cast(list[str], owned) if key != "temper" else ops
+            stats[key] = dict(zip(rows, terms[key].tolist()))
     if strengths is not None:
         stats["strength"] = dict(zip(ops, strengths.mean(0).tolist()))
     return stats
@@ -211,7 +213,8 @@ class Trainer:
             ViewDataset(images, self.views, cfg.seed),
             batch_size=cfg.train.batch_size // world,
             sampler=self.sampler,
-            collate_fn=collate_rendered,
+            # torch's stub: with __getitems__ the collate gets its result, not a list
+            collate_fn=collate_rendered,  # type: ignore[arg-type]
             num_workers=cfg.data.num_workers,
             worker_init_fn=worker_init_fn,
             pin_memory=self.device.type == "cuda",
@@ -408,6 +411,7 @@ class Trainer:
         bar = progress_bar(stop, f"pretrain {cfg.method}", self.info.rank, initial=self.step)
         self.model.train()
         last: dict[str, Any] = {}
+        assert self.loader.batch_size is not None  # _setup_data gives it one
         while self.step < stop:
             epoch, offset = divmod(self.step, self.per_epoch)
             self.sampler.set_epoch(epoch, skip=offset * self.loader.batch_size)

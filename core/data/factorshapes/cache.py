@@ -105,7 +105,8 @@ def _write_single(
             bbox[start + offset] = record["objects"][0]["bbox"]
     images.flush()
     del images
-    np.savez(tmp / "labels.npz", **labels, bbox=bbox)
+    # numpy's stub checks **kwds against allow_pickle (a bool) too
+    np.savez(tmp / "labels.npz", **labels, bbox=bbox)  # type: ignore[arg-type]
     return {
         "labels": {name: FACTORS.get(name, 2) for name in names},
         "images_sha256": sha256_file(tmp / "images.npy"),
@@ -128,7 +129,8 @@ def _write_det(
         (tmp / "annotations" / f"instances_{key}.json").write_text(json.dumps(coco))
     np.savez(
         tmp / "labels.npz",
-        **{
+        # numpy's stub checks **kwds against allow_pickle (a bool) too
+        **{  # type: ignore[arg-type]
             name: np.array([r["labels"][name] for r in records], dtype=np.int64)
             for name in DET_LABELS
         },

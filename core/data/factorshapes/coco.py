@@ -26,7 +26,8 @@ def coco_dict(
     ``category_id = record[factor] + 1``. Image ids are index + 1 (file ``{index:06d}.png``); each
     image entry carries ``count`` (number of objects), ``bg`` and ``light``; each annotation carries
     the other object factors under ``attributes``."""
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for index, record in enumerate(records):
         images.append(
             {

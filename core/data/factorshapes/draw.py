@@ -57,7 +57,8 @@ def background(width: int, kind: int, variant: int) -> np.ndarray:
         grid = (rng.random((5, 5)) * 255).astype(np.uint8)
         t = (
             np.asarray(
-                Image.fromarray(grid).resize((width, width), Image.BICUBIC), dtype=np.float64
+                Image.fromarray(grid).resize((width, width), Image.Resampling.BICUBIC),
+                dtype=np.float64,
             )
             / 255
         )

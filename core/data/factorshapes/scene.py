@@ -306,7 +306,8 @@ def _place_disjoint(
                 )
             if not ok.any():
                 break
-            centres.append(tuple(float(c) for c in candidates[int(np.argmax(ok))]))
+            x, y = candidates[int(np.argmax(ok))]
+            centres.append((float(x), float(y)))
         else:
             return centres
     return None

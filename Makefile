@@ -19,7 +19,7 @@ help:
 	@echo "make setup              create .venv with the pinned stack (mmcv built once, then cached)"
 	@echo "make all                set-up + the whole pipeline on the embedded FactorShapes data"
 	@echo "make test               set-up + lint + the fast test suite (make test-all: slow tests too)"
-	@echo "make lint / make format ruff format and ruff check: check only / rewrite"
+	@echo "make lint / make format ruff format and ruff check: check only / rewrite; lint also runs mypy"
 	@echo "make data               generate the FactorShapes splits into the data cache"
 	@echo "make check              run the stack check (ResNet-50 forward, mmcv RoIAlign/nms on CPU)"
 	@echo "make pretrain           pretrain the embedded MAST default (CONFIG=, SEED=, ARGS=; FORCE=1 starts over)"
@@ -45,10 +45,12 @@ check: $(STAMP)
 data: $(STAMP)
 	$(PY) -m core.data prepare $(CONFIG_ARG) --out $(RESULTS)/runs/data $(ARGS)
 
-# Format and lint (ruff; settings in pyproject.toml): `make format` rewrites, `make lint` only checks.
+# Format and lint (ruff; settings in pyproject.toml): `make format` rewrites, `make lint` only checks;
+# `make lint` also type-checks core/ and pretrain/ (mypy; settings in pyproject.toml).
 lint: $(STAMP)
 	$(PY) -m ruff format --check --quiet . || { echo 'make lint: run `make format`' >&2; exit 1; }
 	$(PY) -m ruff check --quiet .
+	$(PY) -m mypy || { echo 'make lint: mypy found type errors in core/ or pretrain/ (see above)' >&2; exit 1; }
 
 format: $(STAMP)
 	$(PY) -m ruff format --quiet .

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from analysis.tables import keep_gone_runs
+from core import markdown as md
 from core.config import read_yaml
 from core.io import atomic_write_text
 
@@ -121,11 +122,8 @@ def markdown(table: pd.DataFrame) -> str:
             return "–" if np.isnan(value) else f"{value:.3f}"
         return str(value) if value is not None else "–"
 
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += [
-        "| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)
-    ]
-    return "\n".join(lines)
+    rows = [[cell(v) for v in row] for row in table.itertuples(index=False)]
+    return "\n".join(md.table(table.columns, rows))
 
 
 LEGEND = (

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from analysis.figures import new_figure, save_figure
+from core import markdown
 from core.augment import (
     OPS,
     PARAM_SLICES,
@@ -320,11 +321,8 @@ def _markdown(rows: list[dict], columns: Sequence[str], first: str = "label") ->
     def cell(value) -> str:
         return f"{value:.3f}" if isinstance(value, float) else str(value)
 
-    lines = ["| " + " | ".join([first, *columns]) + " |", "|" + "---|" * (len(columns) + 1)]
-    lines += [
-        "| " + " | ".join([str(r[first]), *(cell(r[c]) for c in columns)]) + " |" for r in rows
-    ]
-    return "\n".join(lines)
+    cells = [[str(r[first]), *(cell(r[c]) for c in columns)] for r in rows]
+    return "\n".join(markdown.table([first, *columns], cells))
 
 
 def write_tables(

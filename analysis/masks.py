@@ -141,8 +141,8 @@ def dimension_change(
 
 def change_correlation(state: dict[str, Any], n: int = 512, seed: int = 0) -> dict[str, float]:
     """op -> Spearman's rho over dimensions between ``variant_scores`` and ``dimension_change``:
-    whether each op's dimensions are the ones that op actually changes (issue 20's check; NaN for
-    constant scores)."""
+    whether each op's dimensions are the ones that op actually changes (the subspace claim's
+    check in docs/method.md; NaN for constant scores)."""
     from analysis.uncertainty import spearman
 
     scores = variant_scores(state)
@@ -316,19 +316,8 @@ def resolve_checkpoint(path: Path) -> Path:
     return path
 
 
-def analyse_checkpoint(
-    path: Path,
-    state: dict[str, Any],
-    label: str,
-    folder: Path,
-    threshold: float,
-    change_images: int = 512,
-) -> list[Path]:
-    """Every figure and table of one checkpoint with masks, written to ``folder``."""
-    ops = mask_rows(state)
-    masks = mask_values(state).numpy()
-    ops = ops if len(ops) == len(masks) else [f"op{k}" for k in range(len(masks))]
-    change_rho: dict[str, float] = {}
+def _measured_change(path: Path, state: dict[str, Any], change_images: int) -> dict[str, float]:
+    """``change_correlation`` where the checkpoint allows it, else {} with a note on stderr."""
     if not (state.get("expander") and state.get("config")):
         print(
             f"masks: {path}: no expander or config in the checkpoint; dimension change not "
@@ -337,7 +326,7 @@ def analyse_checkpoint(
         )
     elif change_images > 0:
         try:
-            change_rho = change_correlation(state, change_images)
+            return change_correlation(state, change_images)
         # the rest of the analysis stands
         except (
             FileNotFoundError,
@@ -346,9 +335,21 @@ def analyse_checkpoint(
             RuntimeError,
         ) as exc:
             print(f"masks: {path}: dimension change not measured ({exc})", file=sys.stderr)
-    iou, cosine = mask_iou(masks > threshold), mask_cosine(masks)
-    counts = unique_shared_counts(masks, threshold)
-    written = [
+    return {}
+
+
+def _overlap_files(
+    iou: np.ndarray,
+    cosine: np.ndarray,
+    counts: dict[str, Any],
+    ops: list[str],
+    dim: int,
+    threshold: float,
+    label: str,
+    folder: Path,
+) -> list[Path]:
+    """The IoU, cosine and unique/shared figures and their CSV tables."""
+    return [
         plot_matrix(
             iou, ops, f"Mask IoU (binarised at {threshold:g}): {label}", "IoU", folder / "iou.png"
         ),
@@ -362,7 +363,7 @@ def analyse_checkpoint(
         plot_unique_shared(
             counts,
             ops,
-            masks.shape[1],
+            dim,
             f"Unique and shared mask dimensions (> {threshold:g}): {label}",
             folder / "unique_shared.png",
         ),
@@ -370,18 +371,43 @@ def analyse_checkpoint(
         atomic_write_text(folder / "cosine.csv", matrix_csv(cosine, ops)),
         atomic_write_text(folder / "unique_shared.csv", counts_csv(counts, ops)),
     ]
+
+
+def _density_files(
+    path: Path, state: dict[str, Any], ops: list[str], label: str, folder: Path
+) -> list[Path]:
+    """density.png from the training log beside the checkpoint; none (and a note) without one."""
     log = path.parent / LOG_NAME
     key = "assign_share" if is_assignment(state) else "mask_density"
     curves = density_series(step_rows(read_log(log)), ops, key) if log.is_file() else {}
     if curves:
-        written.append(
+        return [
             plot_density(curves, f"Mask density over training: {label}", folder / "density.png")
-        )
-    else:
-        print(
-            f"masks: {path}: no {LOG_NAME} with {key} beside it; density.png not written",
-            file=sys.stderr,
-        )
+        ]
+    print(
+        f"masks: {path}: no {LOG_NAME} with {key} beside it; density.png not written",
+        file=sys.stderr,
+    )
+    return []
+
+
+def analyse_checkpoint(
+    path: Path,
+    state: dict[str, Any],
+    label: str,
+    folder: Path,
+    threshold: float,
+    change_images: int = 512,
+) -> list[Path]:
+    """Every figure and table of one checkpoint with masks, written to ``folder``."""
+    ops = mask_rows(state)
+    masks = mask_values(state).numpy()
+    ops = ops if len(ops) == len(masks) else [f"op{k}" for k in range(len(masks))]
+    change_rho = _measured_change(path, state, change_images)
+    iou, cosine = mask_iou(masks > threshold), mask_cosine(masks)
+    counts = unique_shared_counts(masks, threshold)
+    written = _overlap_files(iou, cosine, counts, ops, masks.shape[1], threshold, label, folder)
+    written += _density_files(path, state, ops, label, folder)
     summary = {
         "checkpoint": str(path),
         "label": label,

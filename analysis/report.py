@@ -13,30 +13,24 @@ import argparse
 import json
 import math
 import time
-from importlib import metadata
 from pathlib import Path, PurePath
 
 import pandas as pd
 
 from analysis import sweeps, tables
+from analysis.timings import timing_lines
+from core import markdown
 from core.cli import git_commit
 from core.config import read_yaml
+from core.env import versions
 from core.io import atomic_write_text
 from core.numerics import NUMERICS
 from core.records import read_records
 
 FACTOR_FAMILY = ("classification", "factorshapes/cls-upright", "linear-lbfgs")
 ORIENT_FAMILY = ("classification", "factorshapes/cls-rot", "linear-lbfgs")
-PACKAGES = (
-    "torch",
-    "torchvision",
-    "mmcv",
-    "mmdet",
-    "mmengine",
-    "pandas",
-    "matplotlib",
-    "scikit-learn",
-)
+#: What the analysis itself runs on, beside the packages every record names.
+ANALYSIS_PACKAGES = ("pandas", "matplotlib", "scikit-learn")
 #: What makes each missing part, for the "missing" list.
 MAKERS = {
     "classification": "make eval-cls",
@@ -73,14 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # sections
-def versions() -> str:
-    found = []
-    for name in PACKAGES:
-        try:
-            found.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            pass
-    return ", ".join(found)
+def software() -> str:
+    """``torch 2.x, ...``: the versions behind the report (``core.env.versions``)."""
+    found = versions(extra=ANALYSIS_PACKAGES)
+    return ", ".join(f"{name} {v}" for name, v in found.items() if v is not None)
 
 
 def _is_pretraining_run(folder: Path) -> bool:
@@ -149,9 +139,15 @@ def runs_section(runs: pd.DataFrame, runs_dir: Path) -> list[str]:
         ]
     gone = tables.GONE_MARK
     rows = [
-        f"| `{r.run.removesuffix(gone)}`{gone if r.run.endswith(gone) else ''}"
-        f" | {r.method} | {_number(r.seed, 0)} | {_number(r.epochs, 0)} | {_number(r.steps, 0)}"
-        f" | {_number(r.final_loss, 3)} | {_number(r.img_per_s, 0)} |"
+        [
+            f"`{r.run.removesuffix(gone)}`{gone if r.run.endswith(gone) else ''}",
+            r.method,
+            _number(r.seed, 0),
+            _number(r.epochs, 0),
+            _number(r.steps, 0),
+            _number(r.final_loss, 3),
+            _number(r.img_per_s, 0),
+        ]
         for r in runs.itertuples(index=False)
     ]
     note = (
@@ -163,25 +159,25 @@ def runs_section(runs: pd.DataFrame, runs_dir: Path) -> list[str]:
         if runs["run"].str.endswith(tables.GONE_MARK).any()
         else []
     )
-    return [
-        *note,
-        "| run | method | seed | epochs | steps | final loss | median img/s |",
-        "|---|---|---|---|---|---|---|",
-        *rows,
-    ]
+    header = ["run", "method", "seed", "epochs", "steps", "final loss", "median img/s"]
+    return [*note, *markdown.table(header, rows)]
 
 
 def records_section(records: pd.DataFrame) -> list[str]:
     if records.empty:
         return ["No records yet."]
-    lines = ["| stage | records | methods | seeds | commits |", "|---|---|---|---|---|"]
+    rows = []
     for stage, part in records.groupby("stage"):
-        commits = ", ".join(sorted({str(c)[:7] for c in part["git_commit"].dropna()}))
-        lines.append(
-            f"| {stage} | {len(part)} | {', '.join(sorted(part['method'].unique()))} | "
-            f"{', '.join(str(s) for s in sorted(part['seed'].unique()))} | {commits} |"
+        rows.append(
+            [
+                stage,
+                str(len(part)),
+                ", ".join(sorted(part["method"].unique())),
+                ", ".join(str(s) for s in sorted(part["seed"].unique())),
+                ", ".join(sorted({str(c)[:7] for c in part["git_commit"].dropna()})),
+            ]
         )
-    return lines
+    return markdown.table(["stage", "records", "methods", "seeds", "commits"], rows)
 
 
 def tables_section(aggregated: pd.DataFrame) -> list[str]:
@@ -265,7 +261,7 @@ def _cell(summary: pd.DataFrame, label: str, task: str) -> str:
     mean, std, n = (summary.loc[label, (stat, task)] for stat in ("mean", "std", "n"))
     if pd.isna(mean):
         return "–"
-    return f"{mean:.1f} ± {std:.1f}" if n > 1 and pd.notna(std) else f"{mean:.1f}"
+    return tables.format_cell(mean, std, n, count=False)
 
 
 def difference(summary: pd.DataFrame, label: str, reference: str) -> pd.DataFrame:
@@ -330,11 +326,7 @@ def _metric_cell(aggregated: pd.DataFrame, label: str, key: tuple[str, ...]) -> 
     if row.empty:
         return "–"
     mean, std, n = row.iloc[0][["mean", "std", "n"]]
-    return (
-        f"{mean:.1f} ± {std:.1f} (n={int(n)})"
-        if n > 1 and pd.notna(std)
-        else f"{mean:.1f} (n={int(n)})"
-    )
+    return tables.format_cell(mean, std, n)
 
 
 def summary_section(
@@ -351,16 +343,13 @@ def summary_section(
     labels = list(summary.index)
     first = [label for label in (main_label(labels, "vicreg"), main_label(labels, "mast")) if label]
     names = ["factor tasks, linear probe (mean of 9)"] + [name for name, _ in SUMMARY_METRICS]
-    lines = ["| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    rows = []
     for label in row_order(labels, *first):
         n = int(summary.loc[label, ("n", "mean")])
         probe = f"{_cell(summary, label, 'mean')} (n={n})"
-        lines.append(
-            f"| {label} | {probe} | "
-            + " | ".join(_metric_cell(aggregated, label, key) for _, key in SUMMARY_METRICS)
-            + " |"
-        )
-    return lines + [
+        metrics = [_metric_cell(aggregated, label, key) for _, key in SUMMARY_METRICS]
+        rows.append([label, probe, *metrics])
+    return markdown.table(["method", *names], rows) + [
         "",
         "Mean ± sample std over pretraining seeds (n); detection and segmentation on the "
         "embedded det split's shape categories. Per-task tables, the claim checks and every "
@@ -387,15 +376,11 @@ def claim_invariances(measured: pd.DataFrame) -> tuple[list[str], list[str]]:
     variants = [label for label in labels if label.startswith("mast (") and label != mast]
     diffs = {label: difference(summary, label, vicreg) for label in (mast, *variants)}
     columns = [c for c in diffs[mast].index if c != "mean"] + ["mean"]
-    lines = [
-        "| method | seeds | " + " | ".join(columns) + " |",
-        "|---|---|" + "---|" * len(columns),
-    ]
+    rows = []
     for label in row_order(labels, mast, vicreg):
         seeds = int(summary.loc[label, "n"].max())
-        lines.append(
-            f"| {label} | {seeds} | " + " | ".join(_cell(summary, label, c) for c in columns) + " |"
-        )
+        rows.append([label, str(seeds), *(_cell(summary, label, c) for c in columns)])
+    lines = markdown.table(["method", "seeds", *columns], rows)
     for label, diff in diffs.items():
         cells = [
             f"{diff.loc[c, 'diff']:+.1f}{'*' if diff.loc[c, 'clear'] else ''}"
@@ -403,6 +388,8 @@ def claim_invariances(measured: pd.DataFrame) -> tuple[list[str], list[str]]:
             else "–"
             for c in columns
         ]
+        # The difference rows leave "seeds" empty as ``| |``, which markdown.table would write
+        # with two spaces; they are appended as the report has always written them.
         lines.append(f"| {label} − vicreg | | " + " | ".join(cells) + " |")
     tasks = diffs[mast].drop(index="mean")["diff"]
     verdict = (
@@ -594,14 +581,12 @@ def study_time_section(results: Path) -> list[str]:
         f"`make study` has spent **{steps['seconds'].sum() / 3600:.2f} h** of wall time over "
         f"{len(steps)} steps (`study/times.jsonl`, every session summed):",
         "",
-        "| step kind | steps | hours |",
-        "|---|---|---|",
     ]
-    lines += [
-        f"| {kind} | {int(row['count'])} | {row['sum'] / 3600:.2f} |"
+    rows = [
+        [kind, str(int(row["count"])), f"{row['sum'] / 3600:.2f}"]
         for kind, row in per_kind.iterrows()
     ]
-    return lines
+    return [*lines, *markdown.table(["step kind", "steps", "hours"], rows)]
 
 
 def bench_section(results: Path) -> list[str]:
@@ -654,7 +639,7 @@ def missing_section(records: pd.DataFrame, missing: list[str]) -> list[str]:
 
 # ----------------------------------------------------------------------------------------------
 # report
-#: The subspace sweeps of the study (issue 20): (sweep, variant) rows compared against the VICReg
+#: The subspace sweeps of the study: (sweep, variant) rows compared against the VICReg
 #: method runs.
 SUBSPACE_ROWS = [
     ("combine", "and"),
@@ -689,7 +674,7 @@ def _per_run_scores(results: Path) -> pd.DataFrame:
 
 
 def claim_subspaces(results: Path) -> list[str]:
-    """Issue 20's checks on the subspace sweeps: AND (and its fixed control) against VICReg on the
+    """The checks on the subspace sweeps: AND (and its fixed control) against VICReg on the
     nine-task mean, and under hue jitter over the whole colour circle, AND against both VICReg
     configs on hue and shape."""
     try:
@@ -726,11 +711,7 @@ def claim_subspaces(results: Path) -> list[str]:
 
     def cell(frame: pd.DataFrame, column: str) -> str:
         values = frame[column]
-        return (
-            f"{values.mean():.1f} ± {values.std():.1f}"
-            if len(values) > 1
-            else f"{values.mean():.1f}"
-        )
+        return tables.format_cell(values.mean(), values.std(), len(values), count=False)
 
     def diff(frame: pd.DataFrame, other: pd.DataFrame, column: str) -> tuple[float, bool]:
         d = frame[column].mean() - other[column].mean()
@@ -742,17 +723,13 @@ def claim_subspaces(results: Path) -> list[str]:
         "`variant factors`: hue, chiral, texture, light. Differences to `vicreg` (the method "
         "runs, VICReg's strengths); * beyond two standard errors.",
         "",
-        "| run | n | " + " | ".join(columns) + " | mean − vicreg |",
-        "|---|---|" + "---|" * (len(columns) + 1),
     ]
+    rows = []
     for name, frame in groups.items():
         d, clear = diff(frame, reference, "mean")
         delta = "" if name == "vicreg" else f"{d:+.1f}{'*' if clear else ''}"
-        lines.append(
-            f"| `{name}` | {len(frame)} | "
-            + " | ".join(cell(frame, c) for c in columns)
-            + f" | {delta} |"
-        )
+        rows.append([f"`{name}`", str(len(frame)), *(cell(frame, c) for c in columns), delta])
+    lines += markdown.table(["run", "n", *columns, "mean − vicreg"], rows)
     lines.append("")
     if "combine/and" in groups:
         d, clear = diff(groups["combine/and"], reference, "mean")
@@ -822,7 +799,7 @@ def build_report(results: Path, runs_dir: Path, runs: pd.DataFrame | None = None
         "",
         *records_section(records),
         "",
-        f"Software: {versions()}.",
+        f"Software: {software()}.",
         "",
         "## Tables",
         "",
@@ -844,7 +821,7 @@ def build_report(results: Path, runs_dir: Path, runs: pd.DataFrame | None = None
         "",
         *claim3,
         "",
-        "### 4. Subspaces combined with AND (issue 20)",
+        "### 4. Subspaces combined with AND",
         "",
         *claim_subspaces(results),
         "",
@@ -881,37 +858,46 @@ README_BEGIN = (
 README_END = "<!-- end of results summary -->"
 
 
-def update_readme(readme: Path, results: Path) -> Path | None:
-    """Replace the block between the summary markers of ``readme`` with the report's summary;
-    ``None`` (nothing written) when the file or its markers are absent."""
-    if not readme.is_file():
+TIMINGS_BEGIN = (
+    "<!-- timings: written by `make analysis` from measured logs; do not edit by hand -->"
+)
+TIMINGS_END = "<!-- end of timings -->"
+
+
+def replace_block(text: str, begin: str, end: str, lines: list[str]) -> str | None:
+    """``text`` with the lines between its ``begin`` and ``end`` markers replaced; ``None`` when
+    the markers are not there once each, in that order."""
+    if (text.count(begin), text.count(end)) != (1, 1) or text.index(begin) > text.index(end):
         return None
-    text = readme.read_text()
-    if (text.count(README_BEGIN), text.count(README_END)) != (1, 1):
-        return None
-    if text.index(README_BEGIN) > text.index(README_END):
-        return None
+    head, rest = text.split(begin)
+    return head + "\n".join([begin, "", *lines, "", end]) + rest.split(end, 1)[1]
+
+
+def readme_summary(results: Path) -> list[str]:
+    """The README's results summary: the method table, the comparisons with VICReg, the verdict."""
     records = tables.load_results(results / "records")
     measured = tables.measurements(records) if not records.empty else pd.DataFrame()
     aggregated = tables.aggregate(records) if not records.empty else pd.DataFrame()
     claim1, _ = claim_invariances(measured)
     comparisons = [line for line in claim1 if line.startswith("- ")]
     verdict = [line for line in claim1 if line.startswith("On these results")]
-    block = "\n".join(
-        [
-            README_BEGIN,
-            "",
-            *summary_section(measured, aggregated),
-            "",
-            *comparisons,
-            "",
-            *verdict,
-            "",
-            README_END,
-        ]
-    )
-    head, rest = text.split(README_BEGIN)
-    return atomic_write_text(readme, head + block + rest.split(README_END, 1)[1])
+    return [*summary_section(measured, aggregated), "", *comparisons, "", *verdict]
+
+
+def update_readme(readme: Path, results: Path) -> Path | None:
+    """Rewrite the blocks between the README's markers: the results summary and the timing table
+    (``analysis.timings``); ``None`` (nothing written) when the file or every marker pair is
+    absent."""
+    if not readme.is_file():
+        return None
+    text, found = readme.read_text(), False
+    for begin, end, build in (
+        (README_BEGIN, README_END, readme_summary),
+        (TIMINGS_BEGIN, TIMINGS_END, timing_lines),
+    ):
+        if replace_block(text, begin, end, []) is not None:
+            text, found = replace_block(text, begin, end, build(results)), True
+    return atomic_write_text(readme, text) if found else None
 
 
 def run(args: argparse.Namespace) -> list[Path]:

@@ -18,12 +18,14 @@ from pathlib import Path, PurePath
 
 import pandas as pd
 
+from analysis import tables
+from core import markdown as md
 from core.io import atomic_write_text
 from core.numerics import NUMERICS, is_current
-from core.records import read_records
+from core.records import ckpt_field, read_records
 
 TASKS = ("shape", "hue", "orient", "chiral", "texture", "size", "pos", "bg", "light")
-#: Task groups (issue 20): what an invariance to the ops should keep (content) and what the ops
+#: Task groups of the report: what an invariance to the ops should keep (content) and what the ops
 #: change, so that a method invariant to them loses it (variant factors).
 GROUPS = {
     "content": ("shape", "size", "pos"),
@@ -57,7 +59,7 @@ def probe_results(records: pd.DataFrame) -> pd.DataFrame:
         & records["task"].isin(TASKS)
     ].copy()
     part["folder"] = part["pretrain_ckpt"].map(
-        lambda r: PurePath(r["path"]).parent if isinstance(r, dict) else None
+        lambda r: PurePath(path).parent if (path := ckpt_field(r, "path")) else None
     )
     part = part[part["folder"].notna()]
     # orient: cls-rot
@@ -155,15 +157,16 @@ def markdown(table: pd.DataFrame) -> str:
 
     def mean_cell(row):
         spread = row.get("mean std", float("nan"))
-        return cell(row["mean"], "mean") + ("" if pd.isna(spread) else f" ± {spread:.1f}")
+        if pd.isna(row["mean"]):
+            return "–"
+        return tables.format_cell(row["mean"], spread, count=False)
 
     columns = [c for c in table.columns if c != "mean std"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += [
-        "| " + " | ".join(mean_cell(r) if c == "mean" else cell(r[c], c) for c in columns) + " |"
+    rows = [
+        [mean_cell(r) if c == "mean" else cell(r[c], c) for c in columns]
         for _, r in table.iterrows()
     ]
-    return "\n".join(lines)
+    return "\n".join(md.table(columns, rows))
 
 
 def load_index(results: Path) -> dict:

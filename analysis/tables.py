@@ -20,8 +20,9 @@ from pathlib import Path, PurePath
 
 import pandas as pd
 
+from core import markdown
 from core.io import atomic_write_text
-from core.records import read_records
+from core.records import ckpt_field, read_records
 
 PUBLISHED_CSV = Path(__file__).with_name("published.csv")
 # The pretraining pilot's probes are not results; the study's sweeps get their own tables
@@ -71,7 +72,7 @@ GENERIC_STEM = re.compile(
 )
 SEED_SUFFIX = re.compile(r"[_-]s(eed)?\d+$")
 PUBLISHED_LEGEND = (
-    "Numbers from the literature (analysis/published.csv, transcribed from docs/protocols.md), "
+    "Numbers from the literature (analysis/published.csv, listed in docs/protocols.md), "
     "each under its own paper's protocol; none of them is ours."
 )
 LEGEND = (
@@ -117,22 +118,18 @@ def load_results(records_dir: str | Path = "results/records") -> pd.DataFrame:
     return read_records(files)  # no files (or no folder): an empty frame with the schema's columns
 
 
-def _ckpt_field(ckpt, key: str) -> str | None:
-    return ckpt.get(key) if isinstance(ckpt, dict) else None
-
-
 def _checkpoint_id(ckpt) -> str:
     """The path first: a checkpoint re-trained into the same run folder replaces the old one (its
     records too)."""
-    return _ckpt_field(ckpt, "path") or _ckpt_field(ckpt, "sha256") or ""
+    return ckpt_field(ckpt, "path") or ckpt_field(ckpt, "sha256") or ""
 
 
 def config_name(ckpt, arch) -> str:
     """A short name for the pretraining config behind a checkpoint: its run folder, seed suffix
     removed."""
-    path = _ckpt_field(ckpt, "path")
+    path = ckpt_field(ckpt, "path")
     if not path:
-        sha = _ckpt_field(ckpt, "sha256")
+        sha = ckpt_field(ckpt, "sha256")
         return sha[:8] if sha else str(arch or "no checkpoint")
     path = PurePath(path)
     name = path.parent.name if GENERIC_STEM.match(path.stem) and path.parent.name else path.stem
@@ -297,10 +294,15 @@ def _column_names(keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
     return {k: f"{k[0]}{SEP}{k[1]}" for k in keys}
 
 
-def format_cell(mean: float, std: float, n: int) -> str:
-    """``62.0 ± 2.0 (n=3)``; ``25.8 (n=1)`` when there is no spread to show."""
-    spread = f" ± {std:.1f}" if n > 1 and pd.notna(std) else ""
-    return f"{mean:.1f}{spread} (n={int(n)})"
+def format_cell(
+    mean: float, std: float = float("nan"), n: int | None = None, *, count: bool = True
+) -> str:
+    """``62.0 ± 2.0 (n=3)``: the mean, its spread when there is one (a known std, and n > 1 when
+    n is given) and, with ``count``, the number of seeds; ``25.8 (n=1)`` without a spread. The one
+    formatter of every "mean ± std" cell the analysis writes."""
+    spread = f" ± {std:.1f}" if pd.notna(std) and (n is None or n > 1) else ""
+    counted = f" (n={int(n)})" if count and n is not None else ""
+    return f"{mean:.1f}{spread}{counted}"
 
 
 def _epochs_text(epochs) -> str:
@@ -412,18 +414,11 @@ def published_table(published: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------- rendering
 
 
-def _md_cell(value) -> str:
-    return "" if pd.isna(value) else str(value).replace("|", "\\|")
-
-
 def markdown_table(table: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table of ``table``'s columns (index left out)."""
-    header = "| " + " | ".join(_md_cell(c) for c in table.columns) + " |"
-    rule = "|" + "|".join("---" for _ in table.columns) + "|"
-    rows = [
-        "| " + " | ".join(_md_cell(v) for v in row) + " |" for row in table.itertuples(index=False)
-    ]
-    return "\n".join([header, rule, *rows])
+    """A GitHub-flavoured Markdown table of ``table``'s columns (index left out; a missing value
+    is an empty cell)."""
+    rows = (["" if pd.isna(v) else v for v in row] for row in table.itertuples(index=False))
+    return "\n".join(markdown.table(table.columns, rows))
 
 
 TEX_ESCAPES = {
@@ -488,12 +483,12 @@ def _write_table(
     """``stem``.md (title, caption, table, legend), .csv (long form, numeric) and .tex (same
     table)."""
     caption = table.attrs.get("caption", "")
-    markdown = "\n\n".join(
+    text = "\n\n".join(
         part for part in (f"## {title}", caption, markdown_table(table), legend) if part
     )
     latex_caption = f"{title} — {caption}" if caption else title
     return [
-        atomic_write_text(out_dir / f"{stem}.md", markdown + "\n"),
+        atomic_write_text(out_dir / f"{stem}.md", text + "\n"),
         atomic_write_text(out_dir / f"{stem}.csv", long.to_csv(index=False)),
         atomic_write_text(out_dir / f"{stem}.tex", latex_table(table, latex_caption)),
     ]

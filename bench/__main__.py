@@ -25,6 +25,7 @@ from pathlib import Path
 from bench import data, downstream, gpu, loss_scaling, memory_format, pretrain, stages
 from bench.machine import describe_machine
 from bench.timing import Options, timestamp
+from core.cli import add_set_arg
 from core.io import atomic_write_text
 from core.logs import setup_logging
 
@@ -152,13 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeats", type=int, default=None, help="repeats of every figure (default: per section)"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        nargs="+",
-        action="extend",
-        default=[],
-        help="overrides for every pretraining config benchmarked, e.g. model.expander=512-512",
+    add_set_arg(
+        parser, "overrides for every pretraining config benchmarked, e.g. model.expander=512-512"
     )
     parser.add_argument(
         "--data-root", default=None, help="FactorShapes cache folder (default: the data cache)"

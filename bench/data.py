@@ -28,6 +28,7 @@ from torchvision import transforms as v1
 from torchvision.transforms import v2
 
 from bench.timing import ROOT, Options, interleaved, paired_ratio, summary
+from core import markdown as md
 from core.augment import AugmentConfig, blur_kernel_size
 from core.config import DataConfig, load_config
 from core.data import build_dataset
@@ -220,16 +221,28 @@ def markdown(result: dict[str, object]) -> str:
         "parameters (the per-sample generators included); an upper bound of recording's own cost, "
         "since every pipeline draws its parameters.",
         "",
-        "| view size | images | recording (views/s) | v2, not recorded (views/s) | PIL, VICReg's "
-        "(views/s) | recording cost | ours vs PIL | parameter share |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    for row in result["by_size"]:
-        p = row["pipelines"]
-        lines.append(
-            f"| {row['size']} px | {row['images']} | {p['recording']['views_per_s']:.0f} | "
-            f"{p['v2']['views_per_s']:.0f} | {p['pil']['views_per_s']:.0f} | "
-            f"{row['recording_cost']:.1%} | {row['recording_vs_pil']:.2f} | "
-            f"{row['sampling_share']:.1%} |"
-        )
-    return "\n".join(lines)
+    header = [
+        "view size",
+        "images",
+        "recording (views/s)",
+        "v2, not recorded (views/s)",
+        "PIL, VICReg's (views/s)",
+        "recording cost",
+        "ours vs PIL",
+        "parameter share",
+    ]
+    rows = [
+        [
+            f"{row['size']} px",
+            str(row["images"]),
+            f"{row['pipelines']['recording']['views_per_s']:.0f}",
+            f"{row['pipelines']['v2']['views_per_s']:.0f}",
+            f"{row['pipelines']['pil']['views_per_s']:.0f}",
+            f"{row['recording_cost']:.1%}",
+            f"{row['recording_vs_pil']:.2f}",
+            f"{row['sampling_share']:.1%}",
+        ]
+        for row in result["by_size"]
+    ]
+    return "\n".join([*lines, *md.table(header, rows)])

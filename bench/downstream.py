@@ -22,6 +22,7 @@ import time
 import torch
 
 from bench.timing import ROOT, Options, interleaved, summary
+from core import markdown as md
 from core.checkpoints import random_backbone
 from core.config import load_config
 from core.data.transforms import resize_center_crop
@@ -196,24 +197,28 @@ def run(opts: Options) -> dict[str, object]:
 
 def markdown(result: dict[str, object]) -> str:
     ext, probe, det = result["extraction"], result["linear_probe"], result["detection"]
+    figures = [
+        [f"feature extraction, batch {ext['batch_size']}", f"{ext['img_per_s']:.0f} img/s"],
+        [
+            "features of every part the 9 tasks use (one backbone)",
+            f"{result['extract_all_parts_s']:.1f} s",
+        ],
+        ["linear probe (linear-lbfgs), 9 tasks", f"{probe['total_s']:.1f} s"],
+        [
+            f"detection ({det['protocol']}, batch {det['batch_size']}) training iteration",
+            f"{det['iter_s']:.3f} s ({det['img_per_s']:.1f} img/s)",
+        ],
+    ]
+    tasks = [
+        [row["task"], str(row["classes"]), str(row["n_train"]), f"{row['median_s']:.2f}"]
+        for row in probe["tasks"]
+    ]
     lines = [
         f"Backbone {result['arch']} (random init), {result['threads']} threads; medians of "
         f"{result['repeats']} repeats.",
         "",
-        "| figure | value |",
-        "|---|---|",
-        f"| feature extraction, batch {ext['batch_size']} | {ext['img_per_s']:.0f} img/s |",
-        "| features of every part the 9 tasks use (one backbone) | "
-        f"{result['extract_all_parts_s']:.1f} s |",
-        f"| linear probe (linear-lbfgs), 9 tasks | {probe['total_s']:.1f} s |",
-        f"| detection ({det['protocol']}, batch {det['batch_size']}) training iteration | "
-        f"{det['iter_s']:.3f} s ({det['img_per_s']:.1f} img/s) |",
+        *md.table(["figure", "value"], figures),
         "",
-        "| probe task | classes | train images | seconds |",
-        "|---|---|---|---|",
+        *md.table(["probe task", "classes", "train images", "seconds"], tasks),
     ]
-    for row in probe["tasks"]:
-        lines.append(
-            f"| {row['task']} | {row['classes']} | {row['n_train']} | {row['median_s']:.2f} |"
-        )
     return "\n".join(lines)

@@ -26,6 +26,7 @@ import torch
 
 from bench.pretrain import EMBEDDED, R50_DATA, RESNET50, build, run_steps, variants
 from bench.timing import ROOT, Options, interleaved, paired_ratio, summary, sync
+from core import markdown as md
 from core.config import load_config
 from core.data import build_dataset
 from core.seeding import worker_init_fn
@@ -312,19 +313,31 @@ def _opt(value: float | None, fmt: str) -> str:
 
 
 def _modes_table(entry: dict[str, object]) -> list[str]:
-    lines = [
-        "| mode | method | step (s) | img/s | step time vs vicreg | peak memory (MiB) | TFLOP/s | "
-        "MFU |",
-        "|---|---|---|---|---|---|---|---|",
+    header = [
+        "mode",
+        "method",
+        "step (s)",
+        "img/s",
+        "step time vs vicreg",
+        "peak memory (MiB)",
+        "TFLOP/s",
+        "MFU",
     ]
-    for mode, rows in entry["modes"].items():
-        for method, row in rows.items():
-            lines.append(
-                f"| {mode} | {method} | {row['step_s']:.4f} | {row['img_per_s']:.0f} | "
-                f"{row['step_time_vs_vicreg']:.3f} | {_opt(row['peak_memory_mb'], '.0f')} | "
-                f"{row['achieved_tflops']:.2f} | {_opt(row['mfu'], '.1%')} |"
-            )
-    return lines
+    rows = [
+        [
+            mode,
+            method,
+            f"{row['step_s']:.4f}",
+            f"{row['img_per_s']:.0f}",
+            f"{row['step_time_vs_vicreg']:.3f}",
+            _opt(row["peak_memory_mb"], ".0f"),
+            f"{row['achieved_tflops']:.2f}",
+            _opt(row["mfu"], ".1%"),
+        ]
+        for mode, by_method in entry["modes"].items()
+        for method, row in by_method.items()
+    ]
+    return md.table(header, rows)
 
 
 def _loader_table(loader: dict[str, object]) -> list[str]:
@@ -332,15 +345,27 @@ def _loader_table(loader: dict[str, object]) -> list[str]:
         f"Data loader ({loader['views_per_image']} views per image; needs "
         f"{loader['step_img_per_s']:.0f} img/s, the bf16 vicreg step):",
         "",
-        "| workers | pinned | persistent | img/s (2nd epoch) | img/s (1st epoch) | keeps up |",
-        "|---|---|---|---|---|---|",
     ]
-    for row in loader["settings"]:
-        lines.append(
-            f"| {row['num_workers']} | {row['pin_memory']} | {row['persistent_workers']} | "
-            f"{row['img_per_s']:.0f} | {row['first_epoch_img_per_s']:.0f} | "
-            f"{'yes' if row['keeps_up'] else 'no'} |"
-        )
+    header = [
+        "workers",
+        "pinned",
+        "persistent",
+        "img/s (2nd epoch)",
+        "img/s (1st epoch)",
+        "keeps up",
+    ]
+    rows = [
+        [
+            str(row["num_workers"]),
+            str(row["pin_memory"]),
+            str(row["persistent_workers"]),
+            f"{row['img_per_s']:.0f}",
+            f"{row['first_epoch_img_per_s']:.0f}",
+            "yes" if row["keeps_up"] else "no",
+        ]
+        for row in loader["settings"]
+    ]
+    lines += md.table(header, rows)
     best = loader["fewest_workers_that_keep_up"]
     lines.append(
         "\nCheapest setting that keeps up: "

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import torch
 
 from bench.timing import Options, interleaved, paired_ratio, summary
+from core import markdown as md
 from pretrain.losses import MASTLoss, VICRegLoss
 
 TITLE = "Loss cost: embedding size d and number of ops K"
@@ -130,6 +131,20 @@ def run(opts: Options) -> dict[str, object]:
     }
 
 
+MAST_COLUMNS = ("mast pair (ms)", "mast factorized (ms)", "pair x vicreg", "factorized x vicreg")
+
+
+def _mast_cells(row: dict[str, object]) -> list[str]:
+    """A row's MAST milliseconds and their ratios to VICReg, as cells."""
+    ms, ratio = row["ms"], row["vs_vicreg"]
+    return [
+        f"{ms['mast_pair']:.1f}",
+        f"{ms['mast_factorized']:.1f}",
+        f"{ratio['mast_pair']:.2f}",
+        f"{ratio['mast_factorized']:.2f}",
+    ]
+
+
 def markdown(result: dict[str, object]) -> str:
     by_d = result["by_d"]
     lines = [
@@ -138,29 +153,18 @@ def markdown(result: dict[str, object]) -> str:
         "",
         f"By embedding size d (K = {by_d[0]['k']}): milliseconds, and x vicreg at the same d",
         "",
-        "| d | vicreg (ms) | mast pair (ms) | mast factorized (ms) | pair x vicreg | factorized x "
-        "vicreg |",
-        "|---|---|---|---|---|---|",
     ]
-    for row in by_d:
-        ms, ratio = row["ms"], row["vs_vicreg"]
-        lines.append(
-            f"| {row['d']} | {ms['vicreg']:.1f} | {ms['mast_pair']:.1f} | "
-            f"{ms['mast_factorized']:.1f} | "
-            f"{ratio['mast_pair']:.2f} | {ratio['mast_factorized']:.2f} |"
-        )
+    lines += md.table(
+        ["d", "vicreg (ms)", *MAST_COLUMNS],
+        [[str(row["d"]), f"{row['ms']['vicreg']:.1f}", *_mast_cells(row)] for row in by_d],
+    )
     by_k = result["by_k"]
     lines += [
         "",
         f"By number of ops K (d = {by_k['rows'][0]['d']}; vicreg: {by_k['vicreg_ms']:.1f} ms)",
         "",
-        "| K | mast pair (ms) | mast factorized (ms) | pair x vicreg | factorized x vicreg |",
-        "|---|---|---|---|---|",
     ]
-    for row in by_k["rows"]:
-        ms, ratio = row["ms"], row["vs_vicreg"]
-        lines.append(
-            f"| {row['k']} | {ms['mast_pair']:.1f} | {ms['mast_factorized']:.1f} | "
-            f"{ratio['mast_pair']:.2f} | {ratio['mast_factorized']:.2f} |"
-        )
+    lines += md.table(
+        ["K", *MAST_COLUMNS], [[str(row["k"]), *_mast_cells(row)] for row in by_k["rows"]]
+    )
     return "\n".join(lines)

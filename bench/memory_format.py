@@ -19,6 +19,7 @@ import torch
 
 from bench.pretrain import EMBEDDED, build, run_steps
 from bench.timing import ROOT, Options, interleaved, paired_ratio, summary
+from core import markdown as md
 from core.memory_format import Choice, choose
 
 TITLE = "CPU memory format (channels_last vs contiguous)"
@@ -92,24 +93,33 @@ def run(opts: Options) -> dict[str, object]:
 
 
 def markdown(result: dict[str, object]) -> str:
+    header = [
+        "oneDNN kernels",
+        "threads",
+        "channels_last (s)",
+        "contiguous (s)",
+        "channels_last / contiguous",
+        "core.memory_format chooses",
+    ]
+    rows = [
+        [
+            name,
+            str(row["threads"]),
+            f"{row['step_s']['channels_last']:.3f}",
+            f"{row['step_s']['contiguous']:.3f}",
+            f"{row['channels_last_vs_contiguous']:.2f}",
+            str(row["chosen"]["memory_format"]),
+        ]
+        for name, row in result["kernels"].items()
+    ]
     lines = [
         (
             f"`{result['config']}` training step ({result['repeats']} repeats of "
             f"{result['steps_per_repeat']} step(s), both formats interleaved):"
         ),
         "",
-        (
-            "| oneDNN kernels | threads | channels_last (s) | contiguous (s) | channels_last / "
-            "contiguous | core.memory_format chooses |"
-        ),
-        "|---|---|---|---|---|---|",
+        *md.table(header, rows),
     ]
-    for name, row in result["kernels"].items():
-        lines.append(
-            f"| {name} | {row['threads']} | {row['step_s']['channels_last']:.3f} | "
-            f"{row['step_s']['contiguous']:.3f} | {row['channels_last_vs_contiguous']:.2f} | "
-            f"{row['chosen']['memory_format']} |"
-        )
     return "\n".join(lines)
 
 

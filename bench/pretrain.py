@@ -43,6 +43,7 @@ from bench.timing import (
     summary,
     sync,
 )
+from core import markdown as md
 from core.config import load_config
 from pretrain.config import PretrainConfig
 from pretrain.train import Trainer
@@ -287,6 +288,19 @@ def run(opts: Options) -> dict[str, object]:
     return {"settings": results, "pair_target": PAIR_TARGET}
 
 
+METHOD_HEADER = (
+    "method",
+    "views",
+    "repeats",
+    "step (s)",
+    "img/s",
+    "step time vs vicreg",
+    "peak memory (MiB)",
+    "step memory (MiB)",
+    "peak memory vs vicreg",
+)
+
+
 def _mb(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f}"
 
@@ -296,21 +310,25 @@ def markdown(result: dict[str, object]) -> str:
     for name, entry in result["settings"].items():
         rows = entry["methods"]
         batch = rows["vicreg"]["batch_size"]
+        cells = [
+            [
+                method,
+                str(row["views"]),
+                str(row["repeats"]),
+                f"{row['step_s']:.3f}",
+                f"{row['img_per_s']:.1f}",
+                f"{row['step_time_vs_vicreg']:.3f}",
+                _mb(row["memory"]["peak_mb"]),
+                _mb(row["memory"]["step_mb"]),
+                f"{row['peak_memory_vs_vicreg']:.2f}",
+            ]
+            for method, row in rows.items()
+        ]
         lines = [
             f"**{name}** (batch {batch}; repeats of {entry['steps_per_repeat']} step(s))",
             "",
-            "| method | views | repeats | step (s) | img/s | step time vs vicreg | peak memory "
-            "(MiB) | step memory (MiB) | peak memory vs vicreg |",
-            "|---|---|---|---|---|---|---|---|---|",
+            *md.table(METHOD_HEADER, cells),
         ]
-        for method, row in rows.items():
-            memory = row["memory"]
-            lines.append(
-                f"| {method} | {row['views']} | {row['repeats']} | {row['step_s']:.3f} | "
-                f"{row['img_per_s']:.1f} | {row['step_time_vs_vicreg']:.3f} | "
-                f"{_mb(memory['peak_mb'])} | {_mb(memory['step_mb'])} | "
-                f"{row['peak_memory_vs_vicreg']:.2f} |"
-            )
         verdict = "yes" if entry["mast_pair_within_target"] else "**no** (profile below)"
         lines.append(
             f"\nmast (pair) within {result['pair_target']} x vicreg's step time: {verdict}"

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from bench.timing import Options
+from core import markdown as md
 
 TITLE = "make all: wall time per stage"
 
@@ -44,16 +45,21 @@ def run(opts: Options) -> dict[str, object]:
 def markdown(result: dict[str, object]) -> str:
     if "skipped" in result:
         return f"{result['skipped']}: {result['log']} not found."
+    rows = [
+        [
+            row["stage"],
+            f"{row['seconds']:.0f}",
+            f"{row['seconds'] / 60:.1f}",
+            row["time"] or "",
+            str(row["runs"]),
+        ]
+        for row in result["stages"]
+    ]
     lines = [
         f"From `{result['log']}` (last entry of each stage).",
         "",
-        "| stage | seconds | minutes | finished | entries |",
-        "|---|---|---|---|---|",
+        *md.table(["stage", "seconds", "minutes", "finished", "entries"], rows),
     ]
-    for row in result["stages"]:
-        lines.append(
-            f"| {row['stage']} | {row['seconds']:.0f} | {row['seconds'] / 60:.1f} | "
-            f"{row['time'] or ''} | {row['runs']} |"
-        )
+    # The total leaves two cells empty as ``| |`` (markdown.table would write two spaces).
     lines.append(f"| **total** | {result['total_s']:.0f} | {result['total_s'] / 60:.1f} | | |")
     return "\n".join(lines)

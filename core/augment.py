@@ -364,7 +364,10 @@ def _check_batch(
 
 
 def _crops(
-    images: Sequence[torch.Tensor], p: torch.Tensor, out_size: int, interpolation: str
+    images: Sequence[torch.Tensor] | torch.Tensor,
+    p: torch.Tensor,
+    out_size: int,
+    interpolation: str,
 ) -> torch.Tensor:
     """Each image's recorded box, resized to ``out_size`` (antialiased, on uint8): [N, 3, S, S]
     uint8."""

@@ -24,14 +24,9 @@ def add_common_args(
     parser.add_argument(
         "--config", type=Path, help="YAML config file (defaults apply to keys it omits)"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        metavar="KEY=VALUE",
-        nargs="+",
-        action="extend",
-        default=[],
-        help="override config keys, e.g. --set seed=1 train.batch_size=64; valid keys: "
+    add_set_arg(
+        parser,
+        "override config keys, e.g. --set seed=1 train.batch_size=64; valid keys: "
         + ", ".join(field_names(schema)),
     )
     parser.add_argument(
@@ -41,6 +36,19 @@ def add_common_args(
         required=default_out is None,
         help="output folder; the resolved config is saved in it"
         + (f" (default: {default_out})" if default_out else ""),
+    )
+
+
+def add_set_arg(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--set KEY=VALUE ...`` (repeatable, collected in ``args.overrides``)."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="KEY=VALUE",
+        nargs="+",
+        action="extend",
+        default=[],
+        help=help,
     )
 
 

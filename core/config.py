@@ -3,8 +3,9 @@
 A stage declares its config as dataclasses (see ``RunConfig``); ``load_config`` reads a YAML file
 into it. Every key must exist in the schema (a typo is an error that lists the valid keys), every
 value must have the declared type, and choices are checked. Values given with ``--set`` are parsed
-as YAML scalars/lists (``yaml.safe_load``), never evaluated. The resolved config is saved next to
-every output (``save_config``).
+as YAML scalars/lists (``yaml.safe_load``), never evaluated. A file may start from another with
+``base: <file>`` (``read_config``). The resolved config is saved next to every output
+(``save_config``).
 """
 
 from __future__ import annotations
@@ -14,11 +15,24 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Literal,
+    TypeVar,
+    Union,
+    cast,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 import yaml
 
 from core.io import atomic_write_text
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 T = TypeVar("T")
 
@@ -137,7 +151,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 f"'{key}' must be a mapping of keys {[f.name for f in dataclasses.fields(tp)]}, "
                 f"got {value!r}"
             )
-        return from_dict(tp, value, prefix=f"{key}.")
+        return from_dict(cast(type, tp), value, prefix=f"{key}.")  # an annotation: a class
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"'{key}' must be a list, got {value!r}")
@@ -174,13 +188,14 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
 
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Build dataclass ``cls`` from ``data``, strictly (unknown keys and wrong types are errors)."""
+    schema = cast("type[DataclassInstance]", cls)  # the config schemas are dataclasses
     hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in dataclasses.fields(schema)}
     for key in data:
         if key not in names:
             raise ConfigError(_valid_keys_message(cls, prefix, str(key)))
     kwargs = {key: _convert(value, hints[key], f"{prefix}{key}") for key, value in data.items()}
-    for field in dataclasses.fields(cls):
+    for field in dataclasses.fields(schema):
         # choices read when the config is read (a table another module fills), not when declared
         choices = field.metadata.get("choices")
         if choices is not None and field.name in kwargs:
@@ -228,6 +243,7 @@ def apply_overrides(cls: type, data: dict[str, Any], overrides: list[str]) -> di
     """Return a copy of ``data`` with each ``key=value`` set; keys are checked against schema
     ``cls``."""
     data = _deep_copy(data)
+    schema: type | None  # the dataclass at the current depth (None: below a plain field)
     for text in overrides:
         path, value = parse_override(text)
         node, schema = data, cls
@@ -243,7 +259,10 @@ def apply_overrides(cls: type, data: dict[str, Any], overrides: list[str]) -> di
             else:
                 child = node.get(part)
                 node[part] = child if isinstance(child, dict) else {}
-                node, schema = node[part], field_tp if dataclasses.is_dataclass(field_tp) else None
+                node, schema = (
+                    node[part],
+                    cast(type, field_tp) if dataclasses.is_dataclass(field_tp) else None,
+                )
     return data
 
 
@@ -273,12 +292,54 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+#: The top-level key naming the file a config inherits from.
+BASE_KEY = "base"
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``update``: mappings merge key by key, anything else (scalars, lists)
+    is replaced whole."""
+    out = _deep_copy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = _deep_copy(value)
+    return out
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """A config file's mapping with its ``base:`` chain resolved: the base file (a path relative
+    to this file's folder) is read first, then this file's keys update it (``merge``)."""
+    return _read_chain(Path(path), [])
+
+
+def _read_chain(path: Path, seen: list[Path]) -> dict[str, Any]:
+    data = read_yaml(path)
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"config file {path}: '{BASE_KEY}' must name a config file")
+    base_path = path.parent / base
+    chain = [*seen, path.resolve()]
+    if base_path.resolve() in chain:
+        loop = " -> ".join(str(p) for p in [*chain, base_path.resolve()])
+        raise ConfigError(f"config file {path}: its base chain loops ({loop})")
+    if not base_path.is_file():
+        raise ConfigError(
+            f"config file {path}: base file {base_path} not found (a base is relative to the "
+            "file's own folder)"
+        )
+    return merge(_read_chain(base_path, chain), data)
+
+
 def load_config(
     cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None
 ) -> T:
-    """Defaults of ``cls``, updated by the YAML file at ``path``, then by ``overrides``
-    (``key=value``)."""
-    data = read_yaml(path) if path is not None else {}
+    """Defaults of ``cls``, updated by the YAML file at ``path`` (its ``base:`` chain resolved),
+    then by ``overrides`` (``key=value``)."""
+    data = read_config(path) if path is not None else {}
     data = apply_overrides(cls, data, list(overrides or []))
     try:
         return from_dict(cls, data)

@@ -12,6 +12,8 @@ import argparse
 import importlib
 import json
 import sys
+from importlib import metadata
+from typing import Any
 
 SETUP_HINT = "run `make setup` (it builds mmcv with its compiled ops and caches the wheel)"
 
@@ -20,13 +22,20 @@ class MissingOpsError(RuntimeError):
     """mmcv is absent or was installed without its compiled ops."""
 
 
-def versions() -> dict[str, str | None]:
-    """Versions of the packages every record names; None for a package that is not installed."""
+def versions(extra: tuple[str, ...] = ()) -> dict[str, str | None]:
+    """Versions of the packages every record names (as the imported module reports them, local
+    build tag included), then of the distributions in ``extra`` (from their metadata, nothing
+    imported); None for a package that is not installed."""
     out: dict[str, str | None] = {"python": sys.version.split()[0]}
     for name in ("torch", "torchvision", "numpy", "mmengine", "mmcv", "mmdet"):
         try:
             out[name] = importlib.import_module(name).__version__
         except Exception:  # noqa: BLE001 - any import failure means "not usable"
+            out[name] = None
+    for name in extra:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
             out[name] = None
     return out
 
@@ -89,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         "--check", action="store_true", help="also run the CPU checks of torch and mmcv ops"
     )
     args = parser.parse_args(argv)
-    report: dict[str, object] = {"versions": versions()}
+    report: dict[str, Any] = {"versions": versions()}
     if args.check:
         try:
             report["check"] = check_stack()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 _counts: dict[str, int] = {}
 
@@ -53,4 +53,5 @@ def writer(handle: BinaryIO, name: str) -> BinaryIO:
     """``handle``, wrapped so that point ``name`` is passed mid-write when ``MAST_FAULT`` names
     it."""
     armed = _armed()
-    return _Writer(handle, name) if armed and armed[0] == name else handle
+    # _Writer stands in for the handle (its other attributes pass through __getattr__)
+    return cast(BinaryIO, _Writer(handle, name)) if armed and armed[0] == name else handle

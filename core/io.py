@@ -8,11 +8,12 @@ the rename itself survives a power cut.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 TMP_PREFIX = ".tmp-"
 
@@ -25,7 +26,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(fileobj)`` on a temporary file, then move it to ``path`` atomically.
 
     If ``write`` raises (or the process dies), ``path`` keeps its previous content; the temporary
@@ -73,3 +74,20 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def plain(value: Any) -> Any:
+    """``value`` with tensors, arrays and numpy scalars turned into Python numbers and lists
+    (recursively), ready for JSON; a non-finite float becomes its string (``"nan"``), which JSON
+    can carry."""
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    elif hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value

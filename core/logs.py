@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -13,6 +12,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tqdm import tqdm
+
+from core.io import plain
 
 T = TypeVar("T")
 
@@ -62,20 +63,6 @@ def progress_bar(total: int, desc: str = "", rank: int = 0, initial: int = 0) ->
     )
 
 
-def _plain(value: Any) -> Any:
-    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
-        value = value.item()
-    elif hasattr(value, "tolist"):
-        value = value.tolist()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # keep "nan"/"inf" visible rather than an invalid JSON token
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 class JsonlLogger:
     """Append one JSON object per call to a file, flushed at once so a killed run keeps its log.
 
@@ -94,7 +81,7 @@ class JsonlLogger:
     def log(self, **fields: Any) -> None:
         if self._handle is None:
             return
-        self._handle.write(json.dumps({"time": round(time.time(), 3), **_plain(fields)}) + "\n")
+        self._handle.write(json.dumps({"time": round(time.time(), 3), **plain(fields)}) + "\n")
         self._handle.flush()
 
     def close(self) -> None:

@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 
@@ -63,7 +64,7 @@ class Choice:
     def name(self) -> str:
         return "channels_last" if self.channels_last else "contiguous"
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self) -> dict[str, str]:
         return {"memory_format": self.name, "reason": self.reason}
 
 
@@ -146,7 +147,7 @@ def fast_isa(isa: str) -> bool:
     return any(name in isa for name in FAST_ISA)
 
 
-def verdict(result: dict[str, object]) -> Choice:
+def verdict(result: dict[str, Any]) -> Choice:
     """The choice a probe result supports, with its reason in one line."""
     isa = str(result["isa"])
     crashed, diff = result.get("crashed"), float(result.get("max_rel_diff", float("inf")))
@@ -215,7 +216,8 @@ def gradients(
     for _ in range(steps):
         out = model(images)
         (out * torch.linspace(-1, 1, out.shape[1])).sum().backward()
-    return {name: p.grad for name, p in model.named_parameters()}
+    # steps >= 1 and every parameter is in the forward: each has its gradient
+    return {name: cast(torch.Tensor, p.grad) for name, p in model.named_parameters()}
 
 
 def child(arch: str, width: int, threads: int) -> int:

@@ -7,7 +7,7 @@ are part of the model (not the loss) so that DDP averages their gradients with t
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import nn
@@ -84,6 +84,8 @@ class MaskBank(nn.Module):
     dimension to {shared, op_1..op_K} (softmax of logits over the K + 1 classes, or a fixed random
     one-hot), where K counts the owning ops."""
 
+    fixed: torch.Tensor  # buffer of the fixed kinds
+
     def __init__(
         self,
         num_ops: int,
@@ -133,16 +135,15 @@ class PretrainModel(nn.Module):
         ``num_ops``)."""
         super().__init__()
         self.backbone = build_backbone(arch, base_width)
-        self.expander = build_expander(self.backbone.feature_dim, expander)
+        feature_dim = cast(int, self.backbone.feature_dim)  # set by build_backbone
+        self.expander = build_expander(feature_dim, expander)
         self.embed_dim = parse_spec(expander)[-1]
         rows = num_owned if masks.startswith("assign") and num_owned is not None else num_ops
         self.masks = (
             MaskBank(rows, self.embed_dim, masks, mask_init_std, seed) if masks != "none" else None
         )
         self.uncertainty_head = (
-            UncertaintyHead(self.backbone.feature_dim, num_ops, uncertainty_hidden)
-            if uncertainty
-            else None
+            UncertaintyHead(feature_dim, num_ops, uncertainty_hidden) if uncertainty else None
         )
 
     def forward(self, views: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -181,5 +182,6 @@ def model_from_checkpoint(state: dict) -> PretrainModel:
     if state.get("expander"):
         model.expander.load_state_dict(state["expander"])
     if head:
+        assert model.uncertainty_head is not None  # built with uncertainty=bool(head)
         model.uncertainty_head.load_state_dict(head)
     return model.eval()

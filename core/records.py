@@ -63,6 +63,13 @@ def checkpoint_ref(path: str | Path | None) -> dict[str, str] | None:
     return {"path": str(path), "sha256": sha256_file(path)}
 
 
+def ckpt_field(ref: Any, name: str = "sha256") -> str | None:
+    """A field of a record's ``pretrain_ckpt`` (``sha256`` or ``path``): the one rule for telling
+    which checkpoint a record measured; None for a record of no checkpoint (random init)."""
+    value = ref.get(name) if isinstance(ref, dict) else None
+    return value or None
+
+
 def make_record(**fields: Any) -> dict[str, Any]:
     """A complete record: schema fields in order (missing optional ones null) followed by any
     extras."""

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
+
+from core.io import plain
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -52,13 +54,15 @@ def make_generator(seed: int) -> torch.Generator:
 def rng_state() -> dict[str, Any]:
     """State of the Python, NumPy and torch generators, in weights_only-loadable types."""
     version, internal, gauss = random.getstate()
-    np_state = np.random.get_state()
+    # legacy (the default) on the global MT19937 generator: the (name, keys, pos, has_gauss,
+    # gauss) tuple
+    np_state = cast(tuple[Any, ...], np.random.get_state())
     state: dict[str, Any] = {
         "python": [version, list(internal), gauss],
         "numpy": [
             np_state[0],
             torch.from_numpy(np_state[1].astype(np.int64)),
-            *map(_plain, np_state[2:]),
+            *map(plain, np_state[2:]),
         ],
         "torch": torch.get_rng_state(),
     }
@@ -76,10 +80,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
 
 
 def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:

@@ -74,10 +74,7 @@ def check_fresh_start(out: Path, force: bool) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["export"]:  # the same command as `python -m core.checkpoints export CKPT OUT`
-        return checkpoints_main(argv)
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pretrain",
         description=__doc__,
@@ -101,7 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="start over: move the run in OUT (if any) to stale/ beside OUT, then train",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _resolve_resume(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Fold --auto-resume and --resume-from into ``args.resume``; a resumed run without --config
+    takes the folder's config.yaml."""
     if args.force and (args.resume or args.auto_resume or args.resume_from):
         parser.error(
             "--force starts over; it does not go with --resume, --resume-from or --auto-resume"
@@ -111,6 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     args.resume = args.resume or args.resume_from is not None
     if args.resume and args.config is None and (args.out / "config.yaml").exists():
         args.config = args.out / "config.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["export"]:  # the same command as `python -m core.checkpoints export CKPT OUT`
+        return checkpoints_main(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _resolve_resume(args, parser)
     cfg = config_from_args(PretrainConfig, args)
 
     from core import distributed as dist

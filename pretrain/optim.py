@@ -76,7 +76,9 @@ def param_groups(
         module = getattr(model, name, None)
         if module is not None:
             special |= {id(p) for p in module.parameters()}
-    weights, flat, extra = [], [], []
+    weights: list[nn.Parameter] = []
+    flat: list[nn.Parameter] = []
+    extra: list[nn.Parameter] = []
     for p in model.parameters():
         if not p.requires_grad:
             continue

@@ -7,7 +7,7 @@ import importlib
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -155,7 +155,9 @@ def _step_stats(
             stats[name] = dict(zip(ops, terms[key].tolist()))
     for key in ("assign_share", "attribution", "temper"):
         if key in terms:
-            stats[key] = dict(zip(owned if key != "temper" else ops, terms[key].tolist()))
+            # the AND loss's terms come with its rows (the trainer passes them)
+            rows = cast(list[str], owned) if key != "temper" else ops
+            stats[key] = dict(zip(rows, terms[key].tolist()))
     if strengths is not None:
         stats["strength"] = dict(zip(ops, strengths.mean(0).tolist()))
     return stats
@@ -190,6 +192,15 @@ class Trainer:
             raise ValueError(
                 f"train.batch_size={cfg.train.batch_size} must divide by the {world} processes"
             )
+        # in this order: the random draws after seeding stay where they were
+        self._setup_data(cfg)
+        self._setup_model(cfg)
+        self._setup_optimization(cfg)
+        self.step = 0
+
+    def _setup_data(self, cfg: PretrainConfig) -> None:
+        """The view maker, the images, and the loader of this process's share of each batch."""
+        world = self.info.world_size
         self.views = ViewMaker(cfg.augment, cfg.views, cfg.data.image_size)
         self.ops, self.pairs = self.views.ops, self.views.pairs()
         # the rows of an AND assignment
@@ -202,13 +213,18 @@ class Trainer:
             ViewDataset(images, self.views, cfg.seed),
             batch_size=cfg.train.batch_size // world,
             sampler=self.sampler,
-            collate_fn=collate_rendered,
+            # torch's stub: with __getitems__ the collate gets its result, not a list
+            collate_fn=collate_rendered,  # type: ignore[arg-type]
             num_workers=cfg.data.num_workers,
             worker_init_fn=worker_init_fn,
             pin_memory=self.device.type == "cuda",
             persistent_workers=cfg.data.num_workers > 0,
             drop_last=True,
         )
+
+    def _setup_model(self, cfg: PretrainConfig) -> None:
+        """The model on its device and memory format (SyncBN and DDP across processes)."""
+        world = self.info.world_size
         self.model = build_model(cfg, len(self.ops), self.ops).to(self.device)
         self.cuda = self.device.type == "cuda"
         self.memory = choose(
@@ -233,6 +249,9 @@ class Trainer:
             if world > 1
             else self.model
         )
+
+    def _setup_optimization(self, cfg: PretrainConfig) -> None:
+        """The loss, the optimizer (lr scaled by batch / 256), AMP and the step schedule."""
         self.loss = build_loss(cfg, self.ops)
         scale = cfg.train.batch_size / 256
         mask_lr = (
@@ -258,7 +277,6 @@ class Trainer:
         self.warmup_steps = min(
             int(cfg.optim.warmup_epochs * self.per_epoch), self.total_steps // 2
         )
-        self.step = 0
 
     # ------------------------------------------------------------------------------------------
     # state
@@ -393,6 +411,7 @@ class Trainer:
         bar = progress_bar(stop, f"pretrain {cfg.method}", self.info.rank, initial=self.step)
         self.model.train()
         last: dict[str, Any] = {}
+        assert self.loader.batch_size is not None  # _setup_data gives it one
         while self.step < stop:
             epoch, offset = divmod(self.step, self.per_epoch)
             self.sampler.set_epoch(epoch, skip=offset * self.loader.batch_size)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Pilot of issue 3: the embedded default budget for vicreg, vicreg without colour jitter/grayscale, vicreg
+# Pilot at the embedded default budget for vicreg, vicreg without colour jitter/grayscale, vicreg
 # without blur, and mast, over seeds 0-2, into results/runs/pilot/<variant>_s<seed>/. Finished runs are
 # skipped; an interrupted run resumes. SEEDS and VARIANTS (space-separated) pick a subset. Then `python -m scripts.pilot_probe` probes the checkpoints.
 set -euo pipefail

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from analysis.tables import format_cell
+from core import markdown
 from core.checkpoints import load_checkpoint, load_suite_backbone
 from core.config import DataConfig
 from core.data import build_dataset
@@ -169,22 +171,16 @@ def table(out: Path) -> str:
         "vicreg_scale125",
         "vicreg_noblur_scale125",
     ]
-    lines = [
-        "| method | " + " | ".join(TASK_ORDER) + " | embedding std |",
-        "|---" * (len(TASK_ORDER) + 2) + "|",
-    ]
     emb = frame[frame.metric == "mean_std"].groupby("method").value.agg(["mean", "std"])
+    rows = []
     for method in [m for m in methods if m in stats.index.get_level_values(0)]:
-        cells = []
-        for task in TASK_ORDER:
-            row = stats.loc[(method, task)]
-            cells.append(
-                f"{row['mean']:.1f} ± {0 if row['count'] < 2 else row['std']:.1f} "
-                f"(n={int(row['count'])})"
-            )
+        cells = [
+            format_cell(row["mean"], row["std"], int(row["count"]))
+            for row in (stats.loc[(method, task)] for task in TASK_ORDER)
+        ]
         e = f"{emb.loc[method, 'mean']:.2f}" if method in emb.index else "-"
-        lines.append(f"| {method} | " + " | ".join(cells) + f" | {e} |")
-    return "\n".join(lines)
+        rows.append([method, *cells, e])
+    return "\n".join(markdown.table(["method", *TASK_ORDER, "embedding std"], rows))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,10 +30,11 @@ import sys
 import time
 from pathlib import Path
 
+from core.cli import add_set_arg
 from core.config import ConfigError, from_dict, load_config, read_yaml, to_dict
 from core.io import atomic_write_text, sha256_file
 from core.numerics import NUMERICS, is_current
-from core.records import read_records
+from core.records import ckpt_field, read_records
 
 EVAL_KINDS = ("classification", "detection", "segmentation")
 KINDS = ("pretrain", *EVAL_KINDS, "floors", "analysis")
@@ -268,8 +269,8 @@ def _tasks_by_checkpoint(records: Path, mtime_ns: int, size: int) -> dict[str, f
     table = read_records(records)
     found: dict[str, set[str]] = {}
     for ref, task in zip(table.get("pretrain_ckpt", []), table.get("task", [])):
-        if isinstance(ref, dict) and ref.get("sha256"):
-            found.setdefault(ref["sha256"], set()).add(task)
+        if digest := ckpt_field(ref):
+            found.setdefault(digest, set()).add(task)
     return {digest: frozenset(tasks) for digest, tasks in found.items()}
 
 
@@ -574,22 +575,14 @@ class Study:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.study",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", type=Path, default=Path("configs/study/embedded.yaml"))
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        metavar="KEY=VALUE",
-        nargs="+",
-        action="extend",
-        default=[],
-        help="override study keys, e.g. seeds=[0]",
-    )
+    add_set_arg(parser, "override study keys, e.g. seeds=[0]")
     parser.add_argument(
         "--only",
         nargs="+",
@@ -610,7 +603,13 @@ def main(argv: list[str] | None = None) -> int:
         help="print the steps and the hours they should take (from past step times), running "
         "nothing",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _plan(
+    args: argparse.Namespace,
+) -> tuple[StudyConfig, list[int], dict[tuple[str, str], list[Run]], list[Run]]:
+    """The study config, its seeds, its sweeps and the runs the command line selects."""
     try:
         cfg = load_config(StudyConfig, args.config, args.overrides)
         seeds = [s for s in cfg.seeds if args.seeds is None or s in args.seeds]
@@ -624,6 +623,12 @@ def main(argv: list[str] | None = None) -> int:
         ]
     except ConfigError as exc:
         sys.exit(f"config error: {exc}")
+    return cfg, seeds, sweeps, runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    cfg, seeds, sweeps, runs = _plan(args)
     study = Study(cfg, sys.executable, args.dry_run, set(args.only))
     atomic_write_text(
         study.results / "study" / "index.json",

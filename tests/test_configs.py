@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from core.config import load_config
+from core.config import BASE_KEY, load_config, read_yaml, to_dict
 from pretrain.config import PretrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,3 +68,32 @@ def test_classification_config_matches_its_name(path):
         }[protocols]
     )
     assert {"shapes": "factorshapes", "in1k": "folder"}.get(data, data) == cfg.data.dataset
+
+
+def _leaves(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in PRETRAIN if BASE_KEY in read_yaml(p)], ids=lambda p: p.stem
+)
+def test_a_variant_writes_only_its_differences(path):
+    """A config with ``base:`` sets only keys whose values differ from the base's, so a variant
+    reads as what makes it one."""
+    raw = read_yaml(path)
+    base = _leaves(to_dict(load_config(PretrainConfig, path.parent / raw.pop(BASE_KEY))))
+    for key, value in _leaves(raw).items():
+        assert base[key] != value, f"{path.name}: {key} repeats its base's value {value!r}"
+
+
+def test_the_shapes_variants_inherit():
+    """Each embedded MAST variant is the default plus its differences, not a copy."""
+    variants = [p for p in PRETRAIN if p.stem.endswith("_shapes") and p.stem.startswith("mast")]
+    assert len(variants) >= 4
+    assert all(BASE_KEY in read_yaml(p) for p in variants)

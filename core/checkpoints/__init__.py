@@ -29,6 +29,7 @@ from core.checkpoints.importers import (
     detect_format,
     extract_backbone,
     import_backbone,
+    key_listing,
 )
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "export_backbone",
     "extract_backbone",
     "import_backbone",
+    "key_listing",
     "inspect_file",
     "load_backbone",
     "load_checkpoint",

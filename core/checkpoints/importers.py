@@ -135,7 +135,8 @@ def _group_of(key: str, prefix: str) -> str:
     return ".".join(parts[:keep])
 
 
-def _listing(keys: list[str]) -> str:
+def key_listing(keys: list[str]) -> str:
+    """``[a, b, ...] (n in all)``: the first keys of a long list, for one-line errors."""
     shown = ", ".join(keys[:_SHOWN])
     return f"[{shown}{', ...' if len(keys) > _SHOWN else ''}] ({len(keys)} in all)"
 
@@ -149,7 +150,7 @@ def _unknown(obj: Any, state_dict: dict | None) -> CheckpointError:
     keys = [str(k) for k in seen] if isinstance(seen, dict) else []
     where = "state_dict keys" if state_dict is not None and state_dict is not obj else "keys"
     return CheckpointError(
-        f"no supported checkpoint layout matches; {where} seen: {_listing(keys)}. "
+        f"no supported checkpoint layout matches; {where} seen: {key_listing(keys)}. "
         f"Supported layouts: {_supported()}"
     )
 
@@ -223,7 +224,7 @@ def _pick_prefix(state_dict: dict, fmt: str) -> str:
             return prefix
     raise CheckpointError(
         f"no key starts with {' or '.join(repr(p) for p in prefixes)} as the {fmt} layout expects "
-        f"(wrong prefix or wrong --format?); keys seen: {_listing([str(k) for k in state_dict])}"
+        f"(wrong prefix or wrong --format?); keys seen: {key_listing([str(k) for k in state_dict])}"
     )
 
 
@@ -237,7 +238,7 @@ def _torchvision_name(name: str) -> tuple[str, bool]:
 def _infer_arch(names: list[str], shapes: dict[str, torch.Size]) -> tuple[str, int]:
     if "conv1.weight" not in shapes:
         raise CheckpointError(
-            f"no stem convolution 'conv1.weight' among the backbone keys {_listing(names)}"
+            f"no stem convolution 'conv1.weight' among the backbone keys {key_listing(names)}"
         )
     blocks = []
     for stage in range(1, 5):
@@ -268,11 +269,9 @@ def _expected_shapes(arch: str, base_width: int) -> dict[str, torch.Size]:
     return {k: v.shape for k, v in model.state_dict().items() if not k.startswith("fc.")}
 
 
-def extract_backbone(obj: Any, fmt: str = "auto") -> tuple[dict[str, torch.Tensor], ImportReport]:
-    """``import_backbone`` on an already loaded object (see there)."""
-    detected = detect_format(obj) if fmt == "auto" else fmt
-    if detected not in LAYOUTS:
-        raise CheckpointError(f"unknown format {fmt!r}; choose auto or one of {', '.join(FORMATS)}")
+def _source_state_dict(obj: Any, detected: str) -> dict:
+    """The state_dict the backbone is read from: a suite checkpoint's ``backbone`` dict, else
+    whatever ``_state_dict`` finds."""
     if detected == "mast-suite":
         if (
             not isinstance(obj, dict)
@@ -280,15 +279,20 @@ def extract_backbone(obj: Any, fmt: str = "auto") -> tuple[dict[str, torch.Tenso
             or not isinstance(obj.get("backbone"), dict)
         ):
             raise CheckpointError(f"not a {FORMAT} checkpoint with a 'backbone' dict")
-        state_dict = obj["backbone"]
-    else:
-        state_dict = _state_dict(obj)
-        if state_dict is None:
-            raise _unknown(obj, None)
-    prefix = _pick_prefix(state_dict, detected)
+        return obj["backbone"]
+    state_dict = _state_dict(obj)
+    if state_dict is None:
+        raise _unknown(obj, None)
+    return state_dict
+
+
+def _strip_prefix(
+    state_dict: dict, prefix: str
+) -> tuple[dict[str, torch.Tensor], dict[str, str], list[str], int]:
+    """The backbone tensors under ``prefix`` in torchvision names, the source key of each, the keys
+    dropped, and how many names were translated from lightly's index names."""
     # lightly's nn.Sequential backbone: index names, and no torchvision stem name beside them
     sequential = f"{prefix}0.weight" in state_dict and f"{prefix}conv1.weight" not in state_dict
-
     backbone: dict[str, Any] = {}
     origin: dict[str, str] = {}
     dropped: list[str] = []
@@ -311,31 +315,33 @@ def extract_backbone(obj: Any, fmt: str = "auto") -> tuple[dict[str, torch.Tenso
         backbone[name], origin[name] = value, key
     not_tensors = [origin[n] for n, v in backbone.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
-        raise CheckpointError(f"backbone entries that are not tensors: {_listing(not_tensors)}")
+        raise CheckpointError(f"backbone entries that are not tensors: {key_listing(not_tensors)}")
+    return backbone, origin, dropped, renamed
 
-    names = list(backbone)
-    arch, base_width = _infer_arch(names, {n: v.shape for n, v in backbone.items()})
-    if detected == "mast-suite":  # what the suite recorded must agree with the weights
-        recorded = (obj.get("arch"), obj.get("base_width", 64))
-        if recorded != (arch, base_width):
-            raise CheckpointError(
-                f"the checkpoint records arch={recorded[0]!r}, base_width={recorded[1]!r} but "
-                f"its backbone is {arch} with base width {base_width}"
-            )
-    expected = _expected_shapes(arch, base_width)
+
+def _check_keys_and_shapes(
+    backbone: dict[str, torch.Tensor],
+    origin: dict[str, str],
+    expected: dict[str, torch.Size],
+    what: str,
+    arch: str,
+    base_width: int,
+) -> list[str]:
+    """Fail unless ``backbone`` has ``expected``'s keys and shapes; return the keys it may lack
+    (``num_batches_tracked``, filled with zeros). ``what``: the layout and prefix, for the
+    message."""
     missing = [k for k in expected if k not in backbone]
     filled = [k for k in missing if k.endswith(".num_batches_tracked")]
     missing = [k for k in missing if k not in filled]
-    unexpected = [origin[n] for n in names if n not in expected]
+    unexpected = [origin[n] for n in backbone if n not in expected]
     if missing or unexpected:
         parts = []
         if missing:
-            parts.append(f"missing backbone keys {_listing(missing)}")
+            parts.append(f"missing backbone keys {key_listing(missing)}")
         if unexpected:
-            parts.append(f"unexpected backbone keys {_listing(unexpected)}")
+            parts.append(f"unexpected backbone keys {key_listing(unexpected)}")
         raise CheckpointError(
-            f"the {detected} backbone (prefix {prefix!r}) does not match {arch} with base width "
-            f"{base_width}: " + "; ".join(parts)
+            f"the {what} does not match {arch} with base width {base_width}: " + "; ".join(parts)
         )
     wrong = [
         f"{origin[k]} {tuple(backbone[k].shape)} vs {tuple(shape)}"
@@ -345,8 +351,31 @@ def extract_backbone(obj: Any, fmt: str = "auto") -> tuple[dict[str, torch.Tenso
     if wrong:
         raise CheckpointError(
             f"shape mismatch against {arch} with base width {base_width} (checkpoint vs "
-            f"expected): {_listing(wrong)}"
+            f"expected): {key_listing(wrong)}"
         )
+    return filled
+
+
+def extract_backbone(obj: Any, fmt: str = "auto") -> tuple[dict[str, torch.Tensor], ImportReport]:
+    """``import_backbone`` on an already loaded object (see there)."""
+    detected = detect_format(obj) if fmt == "auto" else fmt
+    if detected not in LAYOUTS:
+        raise CheckpointError(f"unknown format {fmt!r}; choose auto or one of {', '.join(FORMATS)}")
+    state_dict = _source_state_dict(obj, detected)
+    prefix = _pick_prefix(state_dict, detected)
+    backbone, origin, dropped, renamed = _strip_prefix(state_dict, prefix)
+    arch, base_width = _infer_arch(list(backbone), {n: v.shape for n, v in backbone.items()})
+    if detected == "mast-suite":  # what the suite recorded must agree with the weights
+        recorded = (obj.get("arch"), obj.get("base_width", 64))
+        if recorded != (arch, base_width):
+            raise CheckpointError(
+                f"the checkpoint records arch={recorded[0]!r}, base_width={recorded[1]!r} but "
+                f"its backbone is {arch} with base width {base_width}"
+            )
+    expected = _expected_shapes(arch, base_width)
+    filled = _check_keys_and_shapes(
+        backbone, origin, expected, f"{detected} backbone (prefix {prefix!r})", arch, base_width
+    )
     result = {
         k: backbone[k] if k in backbone else torch.zeros((), dtype=torch.long) for k in expected
     }

@@ -17,13 +17,18 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from core.cli import add_common_args, config_from_args, prepare_out_dir
 from core.config import DataConfig
 from core.data import DataError, build_dataset, default_data_root
 from core.io import atomic_write_text
 from core.logs import progress, setup_logging
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclasses.dataclass
@@ -64,7 +69,7 @@ def prepare(cfg: PrepareConfig, force: bool = False) -> list[dict]:
     for split in cfg.splits:
         for part in fs.PARTS[split]:
             scale = 1.0 if split in fs.DET_SPLITS else cfg.object_scale
-            kwargs = dict(
+            kwargs: dict[str, Any] = dict(
                 root=root,
                 split=split,
                 part=part,
@@ -104,8 +109,11 @@ def check(cfg: CheckConfig) -> list[dict]:
     rows = []
     for part in cfg.parts:
         dataset = build_dataset(cfg.data, part=part)
-        sizes, counts = set(), {}
-        for image, target in progress(dataset, desc=f"check {part}", total=len(dataset)):
+        sizes: set[tuple[int, ...]] = set()
+        counts: dict[str, dict[int, int]] = {}
+        # iterable through __getitem__ (the sequence protocol), which the type system does not see
+        samples = cast("Iterable[tuple[torch.Tensor, dict[str, int]]]", dataset)
+        for image, target in progress(samples, desc=f"check {part}", total=len(dataset)):
             sizes.add(tuple(image.shape))
             for name, value in target.items():
                 counts.setdefault(name, {}).setdefault(int(value), 0)
@@ -145,7 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(schema, args)
     out = prepare_out_dir(args.out, cfg, stage=f"data.{args.command}")
     try:
-        rows = prepare(cfg, force=args.force) if args.command == "prepare" else check(cfg)
+        # the schema, hence cfg's type, follows the command
+        rows = (
+            prepare(cast(PrepareConfig, cfg), force=args.force)
+            if args.command == "prepare"
+            else check(cast(CheckConfig, cfg))
+        )
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

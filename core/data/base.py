@@ -25,6 +25,10 @@ class DataError(ValueError):
     """A data set cannot be used as configured; the message names the problem and the fix."""
 
 
+class MissingPathError(DataError, FileNotFoundError):
+    """A data path that does not exist (a DataError and a FileNotFoundError)."""
+
+
 class ImageDataset(torch.utils.data.Dataset):
     """Base class: subclasses set ``label_names`` and implement ``__len__`` and ``_load(index)``."""
 
@@ -64,11 +68,14 @@ class ImageDataset(torch.utils.data.Dataset):
         return image, target
 
 
-def require_path(path: str | Path, what: str) -> Path:
-    """Return ``path`` as a Path, or raise a one-line DataError naming it when it does not exist."""
+def require_path(
+    path: str | Path, what: str, hint: str = "check data.root or pass --set data.root=PATH"
+) -> Path:
+    """Return ``path`` as a Path, or raise a one-line MissingPathError naming it and the fix
+    (``hint``) when it does not exist."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise DataError(f"{what} not found: {path} (check data.root or pass --set data.root=PATH)")
+        raise MissingPathError(f"{what} not found: {path} ({hint})")
     return path
 
 

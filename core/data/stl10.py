@@ -63,7 +63,7 @@ class STL10Dataset(ImageDataset):
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
-    def _stored_targets(self, name: str) -> np.ndarray:
+    def _stored_targets(self, name: str) -> np.ndarray | None:
         return self.labels
 
     def _load(self, index: int) -> tuple[torch.Tensor, dict[str, int]]:

@@ -64,7 +64,7 @@ def _arch(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m downstream.classification",
         description=__doc__,
@@ -107,12 +107,43 @@ def main(argv: list[str] | None = None) -> int:
         default=Path("results/runs/ceiling"),
         help="where the ceiling networks are kept (default: %(default)s)",
     )
+    return parser
+
+
+def _evaluate_all(args: argparse.Namespace, evaluator, ckpts: list[Path]) -> None:
+    """Each checkpoint, then the floor and ceiling of every architecture seen (--arch first)."""
+    from core.checkpoints import load_backbone
+
+    archs = list(dict.fromkeys(args.arch))
+    for path in ckpts:
+        backbone = load_backbone(path, args.format)
+        archs = list(dict.fromkeys(archs + [(backbone.arch, backbone.base_width)]))
+        written = evaluator.evaluate_backbone(backbone)
+        log.info("%s: %d new records%s", path, written, "" if written else " (all existed)")
+    for arch, width in archs:
+        if args.floor:
+            log.info(
+                "random-init floor %s w%d: %d new records",
+                arch,
+                width,
+                evaluator.floor(arch, width),
+            )
+        if args.ceiling:
+            log.info(
+                "supervised ceiling %s w%d: %d new records",
+                arch,
+                width,
+                evaluator.ceiling(arch, width, args.ceiling_dir),
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     cfg = config_from_args(ClassificationConfig, args)
     setup_logging()
     start = time.time()
 
-    from core.checkpoints import load_backbone
     from downstream.classification.evaluate import Evaluator
 
     lock = None
@@ -126,27 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         lock = RunLock(args.out, "classification").acquire()  # one process per output folder
         prepare_out_dir(args.out, cfg, stage="classification")
         evaluator = Evaluator(cfg, args.records, args.out)
-        archs = list(dict.fromkeys(args.arch))
-        for path in ckpts:
-            backbone = load_backbone(path, args.format)
-            archs = list(dict.fromkeys(archs + [(backbone.arch, backbone.base_width)]))
-            written = evaluator.evaluate_backbone(backbone)
-            log.info("%s: %d new records%s", path, written, "" if written else " (all existed)")
-        for arch, width in archs:
-            if args.floor:
-                log.info(
-                    "random-init floor %s w%d: %d new records",
-                    arch,
-                    width,
-                    evaluator.floor(arch, width),
-                )
-            if args.ceiling:
-                log.info(
-                    "supervised ceiling %s w%d: %d new records",
-                    arch,
-                    width,
-                    evaluator.ceiling(arch, width, args.ceiling_dir),
-                )
+        _evaluate_all(args, evaluator, ckpts)
     except (
         ConfigError,
         DataError,

@@ -33,7 +33,13 @@ from core.data.transforms import resize_center_crop
 from core.device import select_device
 from core.io import atomic_write_text
 from core.logs import JsonlLogger
-from core.records import append_record, checkpoint_ref, make_record, read_records
+from core.records import (
+    append_record,
+    checkpoint_ref,
+    ckpt_field,
+    make_record,
+    read_records,
+)
 from downstream.classification.config import ClassificationConfig
 from downstream.classification.features import FeatureCache
 from downstream.classification.knn import knn_accuracy
@@ -56,11 +62,8 @@ KEY_FIELDS = ("method", "arch", "dataset", "task", "protocol", "seed", "metric")
 def record_key(record: dict[str, Any]) -> str:
     """What makes two records the same measurement: the fields above, the checkpoint's hash, the
     config."""
-    ckpt = record.get("pretrain_ckpt") or {}
     key = {name: record.get(name) for name in KEY_FIELDS}
-    key.update(
-        ckpt=ckpt.get("sha256") if isinstance(ckpt, dict) else None, config=record.get("config")
-    )
+    key.update(ckpt=ckpt_field(record.get("pretrain_ckpt")), config=record.get("config"))
     return json.dumps(key, sort_keys=True, default=str)
 
 

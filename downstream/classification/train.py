@@ -56,6 +56,33 @@ def train_transform(
     return v2.Compose(steps + ([v2.RandomHorizontalFlip()] if flip else []))
 
 
+def _shuffled_loader(
+    data: torch.utils.data.Dataset, batch_size: int, seed: int, num_workers: int
+) -> torch.utils.data.DataLoader:
+    """Batches in a ``seed``-fixed order; a data set smaller than a batch is one whole batch."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        data,
+        batch_size=min(batch_size, len(data)),
+        shuffle=True,
+        drop_last=len(data) >= batch_size,
+        generator=generator,
+        num_workers=num_workers,
+    )
+
+
+def _optimizer(
+    groups: list[tuple[list[nn.Parameter], float]], name: str, weight_decay: float, momentum: float
+) -> torch.optim.Optimizer:
+    """SGD or AdamW over ``groups``; each group keeps its peak lr for the cosine schedule."""
+    params = [{"params": p, "lr": lr, "peak": lr} for p, lr in groups]
+    return (
+        torch.optim.SGD(params, momentum=momentum, weight_decay=weight_decay)
+        if name == "sgd"
+        else torch.optim.AdamW(params, weight_decay=weight_decay)
+    )
+
+
 def fit(
     backbone: nn.Module,
     head: nn.Linear,
@@ -80,21 +107,8 @@ def fit(
     steps. A frozen backbone stays in eval mode (BN statistics untouched), as in VICReg's linear
     evaluation.
     """
-    generator = torch.Generator().manual_seed(seed)
-    loader = torch.utils.data.DataLoader(
-        data,
-        batch_size=min(batch_size, len(data)),
-        shuffle=True,
-        drop_last=len(data) >= batch_size,
-        generator=generator,
-        num_workers=num_workers,
-    )
-    params = [{"params": p, "lr": lr, "peak": lr} for p, lr in groups]
-    opt = (
-        torch.optim.SGD(params, momentum=momentum, weight_decay=weight_decay)
-        if optimizer == "sgd"
-        else torch.optim.AdamW(params, weight_decay=weight_decay)
-    )
+    loader = _shuffled_loader(data, batch_size, seed, num_workers)
+    opt = _optimizer(groups, optimizer, weight_decay, momentum)
     # channels_last where core.memory_format finds it safe and faster (CUDA; CPUs with AVX-512
     # kernels).
     memory = choose_for(backbone, torch.device(device)).memory_format

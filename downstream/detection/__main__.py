@@ -2,7 +2,7 @@
 
   python -m downstream.detection --protocol embedded-frcnn --ckpt CKPT [--floor] [--set key=value
   ...]
-  python -m downstream.detection --protocol embedded-mrcnn --ckpt CKPT --set categories=color
+  python -m downstream.detection --protocol embedded-mrcnn --ckpt CKPT --set data.categories=color
 
 Protocol cards live in downstream/detection/configs/: embedded-frcnn, embedded-mrcnn (FactorShapes
 `det`, CPU minutes), voc0712-frcnn-c4-24k (VOCdevkit folder), coco-mrcnn-fpn-1x and coco-mrcnn-c4-1x
@@ -30,8 +30,10 @@ import time
 from pathlib import Path
 
 from core.checkpoints import CheckpointError
+from core.cli import add_set_arg
 from core.config import ConfigError, parse_override
 from core.logs import setup_logging
+from core.records import ckpt_field, read_records
 from core.runlock import RunLock
 
 #: mmdet metric keys -> record metric names: COCO box/mask AP, AP50, AP75; VOC (pascal_voc/) box AP
@@ -122,8 +124,6 @@ def record_runs(
 def already_recorded(records: Path, card, bb, ckpt_ref: dict[str, str] | None, seed: int) -> bool:
     """Whether ``records`` holds this protocol's AP for this backbone (same checkpoint file
     content), data and seed."""
-    from core.records import read_records
-
     if not records.is_file():
         return False
     table = read_records(records)
@@ -139,14 +139,11 @@ def already_recorded(records: Path, card, bb, ckpt_ref: dict[str, str] | None, s
     if ckpt_ref is None:
         same &= (table["method"] == bb.method) & table["pretrain_ckpt"].isna()
     else:
-        digest = ckpt_ref["sha256"]
-        same &= table["pretrain_ckpt"].map(
-            lambda ref: isinstance(ref, dict) and ref.get("sha256") == digest
-        )
+        same &= table["pretrain_ckpt"].map(ckpt_field) == ckpt_ref["sha256"]
     return bool(same.any())
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m downstream.detection",
         description=__doc__,
@@ -167,15 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         "--arch", default=None, help="architecture of the floor without --ckpt, e.g. resnet18w16"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        metavar="KEY=VALUE",
-        nargs="+",
-        action="extend",
-        default=[],
-        help="override card keys, e.g. max_iters=600 data.categories=color",
-    )
+    add_set_arg(parser, "override card keys, e.g. max_iters=600 data.categories=color")
     parser.add_argument(
         "--force", action="store_true", help="run even when records for the run exist"
     )
@@ -189,13 +178,83 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="records file (default: results/records/<detection|segmentation>.jsonl)",
     )
+    return parser
+
+
+def _backbones(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list:
+    """The --ckpt backbones (each checkpoint read once), then the --floor ones."""
+    from core.backbones import parse_arch
+    from core.checkpoints import load_backbone, random_backbone
+
+    runs = [load_backbone(ckpt) for ckpt in args.ckpt]
+    if args.floor:
+        archs = {(bb.arch, bb.base_width) for bb in runs} or (
+            {parse_arch(args.arch)} if args.arch else set()
+        )
+        if not archs:
+            parser.error("--floor needs a --ckpt or --arch to know the architecture")
+        runs += [random_backbone(a, w, args.seed) for a, w in sorted(archs)]
+    if not runs:
+        parser.error("nothing to train: give --ckpt and/or --floor")
+    return runs
+
+
+def _transfer(
+    args: argparse.Namespace,
+    card,
+    parts: dict,
+    bb,
+    records: Path,
+    sizes: tuple[int, int],
+    main_process: bool,
+) -> None:
+    """Train and evaluate one backbone unless its records exist; the main process records it."""
+    from core.records import checkpoint_ref
+    from downstream.detection.runner import run
+
+    # hashed once per backbone: the skip check and every record
+    ckpt_ref = checkpoint_ref(bb.ckpt)
+    if not args.force and already_recorded(records, card, bb, ckpt_ref, args.seed):
+        print(
+            f"{card.protocol} {bb.method} {bb.arch_label} seed {args.seed}: records exist "
+            f"in {records}, skipped (--force redoes it)"
+        )
+        return
+    label = f"{bb.method}_{bb.arch}w{bb.base_width}".replace(":", "-")
+    start = time.time()
+    folder = args.out / f"{card.protocol}_{label}_s{args.seed}"
+    with RunLock(folder, "detection") if main_process else contextlib.nullcontext():
+        metrics = run(card, parts, bb.ckpt, bb.arch, bb.base_width, folder, args.seed)
+    if not main_process:
+        return
+    n_train, n_test = sizes
+    written = record_runs(
+        card,
+        metrics,
+        method=bb.method,
+        arch=bb.arch_label,
+        ckpt_ref=ckpt_ref,
+        seed=args.seed,
+        records=records,
+        n_train=n_train,
+        n_test=n_test,
+        epochs=bb.pretrain_epochs,
+    )
+    summary = ", ".join(
+        f"{METRIC_KEYS[k]} {100 * v:.1f}" for k, v in metrics.items() if k in METRIC_KEYS
+    )
+    print(
+        f"{card.protocol} {bb.method} {bb.arch_label}: {summary} ({written} records, "
+        f"{time.time() - start:.0f} s)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     setup_logging()
 
-    from core.backbones import parse_arch
-    from core.checkpoints import load_backbone, random_backbone
-    from core.records import checkpoint_ref
-    from downstream.detection.runner import data_parts, load_card, run
+    from downstream.detection.runner import data_parts, load_card
 
     try:
         overrides = {}
@@ -208,53 +267,11 @@ def main(argv: list[str] | None = None) -> int:
             or Path("results/records") / f"{'segmentation' if card.masks else 'detection'}.jsonl"
         )
         parts = data_parts(card, args.data_root)
-        runs = [load_backbone(ckpt) for ckpt in args.ckpt]  # each checkpoint read once
-        if args.floor:
-            archs = {(bb.arch, bb.base_width) for bb in runs} or (
-                {parse_arch(args.arch)} if args.arch else set()
-            )
-            if not archs:
-                parser.error("--floor needs a --ckpt or --arch to know the architecture")
-            runs += [random_backbone(a, w, args.seed) for a, w in sorted(archs)]
-        if not runs:
-            parser.error("nothing to train: give --ckpt and/or --floor")
-        n_train, n_test = part_size(parts["train"]), part_size(parts["val"])
+        runs = _backbones(args, parser)
+        sizes = part_size(parts["train"]), part_size(parts["val"])
         main_process = int(os.environ.get("RANK", "0")) == 0
         for bb in runs:
-            # hashed once per backbone: the skip check and every record
-            ckpt_ref = checkpoint_ref(bb.ckpt)
-            if not args.force and already_recorded(records, card, bb, ckpt_ref, args.seed):
-                print(
-                    f"{card.protocol} {bb.method} {bb.arch_label} seed {args.seed}: records exist "
-                    f"in {records}, skipped (--force redoes it)"
-                )
-                continue
-            label = f"{bb.method}_{bb.arch}w{bb.base_width}".replace(":", "-")
-            start = time.time()
-            folder = args.out / f"{card.protocol}_{label}_s{args.seed}"
-            with RunLock(folder, "detection") if main_process else contextlib.nullcontext():
-                metrics = run(card, parts, bb.ckpt, bb.arch, bb.base_width, folder, args.seed)
-            if not main_process:
-                continue
-            written = record_runs(
-                card,
-                metrics,
-                method=bb.method,
-                arch=bb.arch_label,
-                ckpt_ref=ckpt_ref,
-                seed=args.seed,
-                records=records,
-                n_train=n_train,
-                n_test=n_test,
-                epochs=bb.pretrain_epochs,
-            )
-            summary = ", ".join(
-                f"{METRIC_KEYS[k]} {100 * v:.1f}" for k, v in metrics.items() if k in METRIC_KEYS
-            )
-            print(
-                f"{card.protocol} {bb.method} {bb.arch_label}: {summary} ({written} records, "
-                f"{time.time() - start:.0f} s)"
-            )
+            _transfer(args, card, parts, bb, records, sizes, main_process)
     except (ConfigError, CheckpointError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -16,11 +16,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.checkpoints import import_backbone
+from core.checkpoints import import_backbone, key_listing
 from core.io import atomic_torch_save
 
 SHARED_HEAD = "roi_head.shared_head."
-_SHOWN = 10
 
 
 class HandoffError(RuntimeError):
@@ -35,12 +34,6 @@ def export_for_mmdet(
     returns (path, weights)."""
     weights, _report = import_backbone(ckpt, fmt)
     return atomic_torch_save(weights, out), weights
-
-
-def _listing(keys: list[str]) -> str:
-    return (
-        f"[{', '.join(keys[:_SHOWN])}{', ...' if len(keys) > _SHOWN else ''}] ({len(keys)} in all)"
-    )
 
 
 def detector_key(model_keys: set[str], key: str) -> str | None:
@@ -93,11 +86,11 @@ def check_handoff(
     if not_in_file or wrong_shape or different:
         parts = []
         if not_in_file:
-            parts.append(f"detector tensors absent from the file {_listing(not_in_file)}")
+            parts.append(f"detector tensors absent from the file {key_listing(not_in_file)}")
         if wrong_shape:
-            parts.append(f"shape mismatches (detector vs file) {_listing(wrong_shape)}")
+            parts.append(f"shape mismatches (detector vs file) {key_listing(wrong_shape)}")
         if different:
-            parts.append(f"tensors not loaded from the file {_listing(different)}")
+            parts.append(f"tensors not loaded from the file {key_listing(different)}")
         raise HandoffError(
             f"the detector's ResNet was not filled from {source}: "
             + "; ".join(parts)

@@ -85,6 +85,23 @@ def _base_model(name: str) -> ConfigDict:
     return Config.fromfile(path).model
 
 
+def _c4_shared_head(
+    depth: int, base_width: int, norm_cfg: dict, norm_eval: bool, init: dict | None
+) -> dict:
+    """The C4 RoI head's ResNet stage 4 at ``base_width``, with the backbone's BN and init."""
+    return dict(
+        type="ScaledSharedHead",
+        depth=depth,
+        base_channels=base_width,
+        stage=3,
+        stride=2,
+        style="pytorch",
+        norm_cfg=norm_cfg,
+        norm_eval=norm_eval,
+        init_cfg=init,
+    )
+
+
 def detector_config(
     arch: str,
     base_width: int,
@@ -132,17 +149,7 @@ def detector_config(
     else:
         model["rpn_head"].update(in_channels=widths[2], feat_channels=widths[2])
         roi["bbox_roi_extractor"]["out_channels"] = widths[2]
-        roi["shared_head"] = dict(
-            type="ScaledSharedHead",
-            depth=depth,
-            base_channels=base_width,
-            stage=3,
-            stride=2,
-            style="pytorch",
-            norm_cfg=norm_cfg,
-            norm_eval=norm_eval,
-            init_cfg=init,
-        )
+        roi["shared_head"] = _c4_shared_head(depth, base_width, norm_cfg, norm_eval, init)
         roi["bbox_head"]["in_channels"] = widths[3]
         if masks:
             roi["mask_head"]["in_channels"] = widths[3]

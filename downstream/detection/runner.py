@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,8 @@ from mmengine.hooks import Hook
 from mmengine.optim import DefaultOptimWrapperConstructor
 from mmengine.registry import HOOKS, OPTIM_WRAPPER_CONSTRUCTORS
 
+from core.data.base import require_path
+from core.distributed import env_dist_info
 from downstream.detection.handoff import check_handoff, export_for_mmdet
 from downstream.detection.models import detector_config, shrink_fpn_heads
 
@@ -118,11 +119,7 @@ def factorshapes_parts(card: ConfigDict, root: str | None = None) -> dict[str, d
 
 
 def _require(path: Path, what: str, layout: str) -> Path:
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{what} not found: {path}; pass --set data.root=PATH to a folder in the {layout}"
-        )
-    return path
+    return require_path(path, what, f"pass --set data.root=PATH to a folder in the {layout}")
 
 
 def data_parts(card: ConfigDict, factorshapes_root: str | None = None) -> dict[str, dict[str, Any]]:
@@ -208,22 +205,9 @@ def _backbone_lr(card: ConfigDict) -> dict[str, Any]:
     )
 
 
-def world_size() -> int:
-    """Processes of this launch (torchrun sets WORLD_SIZE); 1 without a launcher."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def mmengine_config(
-    card: ConfigDict,
-    parts: dict[str, dict[str, Any]],
-    arch: str,
-    base_width: int,
-    pretrained: str | None,
-    work_dir: str | Path,
-    seed: int,
-    workers: int = 0,
-) -> Config:
-    """The complete mmengine config of one run."""
+def _pipelines(card: ConfigDict) -> tuple[list[dict], list[dict]]:
+    """The train and test pipelines: load, resize (random scale in training where the card lists
+    ``train_scales``), the card's augmentations, pack."""
     masks = bool(card.masks)
     load = [
         dict(type="LoadImageFromFile"),
@@ -247,12 +231,22 @@ def mmengine_config(
             meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor"),
         ),
     ]
+    return train_pipeline, test_pipeline
+
+
+def _model(
+    card: ConfigDict,
+    parts: dict[str, dict[str, Any]],
+    arch: str,
+    base_width: int,
+    pretrained: str | None,
+) -> dict[str, Any]:
     model = detector_config(
         arch,
         base_width,
         len(parts["train"]["classes"]),
         card.head,
-        masks,
+        bool(card.masks),
         pretrained,
         card.norm,
         card.frozen_stages,
@@ -260,9 +254,12 @@ def mmengine_config(
     )
     if card.get("heads"):
         model = shrink_fpn_heads(model, **card.heads)
-    workers = card.get("num_workers", workers)
-    loader = dict(num_workers=workers, persistent_workers=workers > 0)
-    world = world_size()
+    return model
+
+
+def _world_and_batch(card: ConfigDict) -> tuple[int, int]:
+    """The number of processes and each one's batch (the card's ``batch_size`` is the total)."""
+    world = env_dist_info().world_size  # before mmengine starts the process group
     if world > 1 and not torch.cuda.is_available():
         raise RuntimeError(
             f"{world} processes but no GPU: mmengine's pytorch launcher gives each process a CUDA "
@@ -273,7 +270,103 @@ def mmengine_config(
             f"batch_size {card.batch_size} (the total over processes) must divide by {world} "
             "processes"
         )
-    batch = card.batch_size // world
+    return world, card.batch_size // world
+
+
+def _dataloaders(
+    parts: dict[str, dict[str, Any]],
+    pipelines: tuple[list[dict], list[dict]],
+    batch: int,
+    workers: int,
+) -> dict[str, Any]:
+    train_pipeline, test_pipeline = pipelines
+    loader = dict(num_workers=workers, persistent_workers=workers > 0)
+    return dict(
+        train_dataloader=dict(
+            batch_size=batch,
+            sampler=dict(type="InfiniteSampler", shuffle=True),
+            batch_sampler=dict(type="AspectRatioBatchSampler"),
+            dataset=_dataset(parts["train"], train_pipeline, False),
+            **loader,
+        ),
+        val_dataloader=dict(
+            batch_size=batch,
+            drop_last=False,
+            sampler=dict(type="DefaultSampler", shuffle=False),
+            dataset=_dataset(parts["val"], test_pipeline, True),
+            **loader,
+        ),
+    )
+
+
+def _schedule(card: ConfigDict) -> dict[str, Any]:
+    """The loops, SGD and its warm-up and step schedule."""
+    return dict(
+        # val_begin past the end: the loop would otherwise evaluate after its last iteration,
+        # and run() evaluates again to get the metrics back (mmengine's train() returns the
+        # model only).
+        train_cfg=dict(
+            type="IterBasedTrainLoop",
+            max_iters=card.max_iters,
+            val_interval=card.max_iters + 1,
+            val_begin=card.max_iters + 1,
+        ),
+        val_cfg=dict(type="ValLoop"),
+        optim_wrapper=dict(
+            type="OptimWrapper",
+            optimizer=dict(
+                type="SGD", lr=card.lr, momentum=card.momentum, weight_decay=card.weight_decay
+            ),
+            paramwise_cfg=_backbone_lr(card),
+            constructor="TrainedFirstConstructor",
+        ),
+        param_scheduler=[
+            dict(
+                type="LinearLR",
+                start_factor=0.001,
+                by_epoch=False,
+                begin=0,
+                end=max(1, card.warmup_iters),
+            ),
+            dict(
+                type="MultiStepLR",
+                by_epoch=False,
+                begin=0,
+                end=card.max_iters,
+                milestones=list(card.milestones),
+                gamma=0.1,
+            ),
+        ],
+    )
+
+
+def _default_hooks(card: ConfigDict) -> dict[str, Any]:
+    return dict(
+        timer=dict(type="IterTimerHook"),
+        logger=dict(type="LoggerHook", interval=20),
+        param_scheduler=dict(type="ParamSchedulerHook"),
+        checkpoint=dict(
+            type="CheckpointHook", by_epoch=False, interval=card.max_iters, max_keep_ckpts=1
+        ),
+        sampler_seed=dict(type="DistSamplerSeedHook"),
+    )
+
+
+def mmengine_config(
+    card: ConfigDict,
+    parts: dict[str, dict[str, Any]],
+    arch: str,
+    base_width: int,
+    pretrained: str | None,
+    work_dir: str | Path,
+    seed: int,
+    workers: int = 0,
+) -> Config:
+    """The complete mmengine config of one run."""
+    pipelines = _pipelines(card)
+    model = _model(card, parts, arch, base_width, pretrained)
+    workers = card.get("num_workers", workers)
+    world, batch = _world_and_batch(card)
     hooks = [dict(type="HandoffCheckHook", weights_file=pretrained)] if pretrained else []
     return Config(
         dict(
@@ -281,65 +374,10 @@ def mmengine_config(
             model=model,
             work_dir=str(work_dir),
             custom_hooks=hooks,
-            train_dataloader=dict(
-                batch_size=batch,
-                sampler=dict(type="InfiniteSampler", shuffle=True),
-                batch_sampler=dict(type="AspectRatioBatchSampler"),
-                dataset=_dataset(parts["train"], train_pipeline, False),
-                **loader,
-            ),
-            val_dataloader=dict(
-                batch_size=batch,
-                drop_last=False,
-                sampler=dict(type="DefaultSampler", shuffle=False),
-                dataset=_dataset(parts["val"], test_pipeline, True),
-                **loader,
-            ),
+            **_dataloaders(parts, pipelines, batch, workers),
             val_evaluator=_evaluator(card, parts),
-            # val_begin past the end: the loop would otherwise evaluate after its last iteration,
-            # and run() evaluates again to get the metrics back (mmengine's train() returns the
-            # model only).
-            train_cfg=dict(
-                type="IterBasedTrainLoop",
-                max_iters=card.max_iters,
-                val_interval=card.max_iters + 1,
-                val_begin=card.max_iters + 1,
-            ),
-            val_cfg=dict(type="ValLoop"),
-            optim_wrapper=dict(
-                type="OptimWrapper",
-                optimizer=dict(
-                    type="SGD", lr=card.lr, momentum=card.momentum, weight_decay=card.weight_decay
-                ),
-                paramwise_cfg=_backbone_lr(card),
-                constructor="TrainedFirstConstructor",
-            ),
-            param_scheduler=[
-                dict(
-                    type="LinearLR",
-                    start_factor=0.001,
-                    by_epoch=False,
-                    begin=0,
-                    end=max(1, card.warmup_iters),
-                ),
-                dict(
-                    type="MultiStepLR",
-                    by_epoch=False,
-                    begin=0,
-                    end=card.max_iters,
-                    milestones=list(card.milestones),
-                    gamma=0.1,
-                ),
-            ],
-            default_hooks=dict(
-                timer=dict(type="IterTimerHook"),
-                logger=dict(type="LoggerHook", interval=20),
-                param_scheduler=dict(type="ParamSchedulerHook"),
-                checkpoint=dict(
-                    type="CheckpointHook", by_epoch=False, interval=card.max_iters, max_keep_ckpts=1
-                ),
-                sampler_seed=dict(type="DistSamplerSeedHook"),
-            ),
+            **_schedule(card),
+            default_hooks=_default_hooks(card),
             log_processor=dict(type="LogProcessor", window_size=20, by_epoch=False),
             env_cfg=dict(
                 cudnn_benchmark=False,

@@ -11,6 +11,8 @@ from core.config import (
     dump_config,
     field_names,
     load_config,
+    merge,
+    read_config,
     read_yaml,
     save_config,
     to_dict,
@@ -189,3 +191,48 @@ def test_apply_overrides_leaves_input_alone():
     data = {"data": {"root": "/a"}}
     apply_overrides(Schema, data, ["data.root=/b"])
     assert data == {"data": {"root": "/a"}}
+
+
+def test_base_chain_merges_mappings_and_replaces_the_rest(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "root.yaml").write_text(
+        "seed: 3\noptim: {lr: 0.5, name: sgd}\ntags: [a, b]\ntrain: {epochs: 4}\n"
+    )
+    (tmp_path / "sub" / "mid.yaml").write_text("base: ../root.yaml\noptim: {lr: 0.25}\n")
+    leaf = tmp_path / "sub" / "leaf.yaml"
+    leaf.write_text("base: mid.yaml\ntags: [c]\ntrain: {batch_size: 8}\n")
+    assert read_config(leaf) == {
+        "seed": 3,
+        "optim": {"lr": 0.25, "name": "sgd"},
+        "tags": ["c"],
+        "train": {"epochs": 4, "batch_size": 8},
+    }
+    cfg = load_config(Schema, leaf, ["optim.lr=0.125"])
+    assert (cfg.seed, cfg.optim.lr, cfg.optim.name, cfg.tags) == (3, 0.125, "sgd", ["c"])
+    assert (cfg.train.epochs, cfg.train.batch_size) == (4, 8)
+    # what is saved is the whole resolved config, with no base key left to follow
+    saved = read_yaml(save_config(cfg, tmp_path / "out"))
+    assert "base" not in saved and saved["optim"]["name"] == "sgd" and saved["train"]["epochs"] == 4
+
+
+def test_merge_leaves_its_inputs_alone():
+    base, update = {"a": {"b": [1, 2], "c": 1}}, {"a": {"c": 2}}
+    assert merge(base, update) == {"a": {"b": [1, 2], "c": 2}}
+    assert base == {"a": {"b": [1, 2], "c": 1}} and update == {"a": {"c": 2}}
+
+
+@pytest.mark.parametrize(
+    "files, fragment",
+    [
+        ({"c.yaml": "base: gone.yaml\n"}, "base file"),
+        ({"c.yaml": "base: [a.yaml]\n"}, "must name a config file"),
+        ({"c.yaml": "base: d.yaml\n", "d.yaml": "base: c.yaml\n"}, "loops"),
+        ({"c.yaml": "base: c.yaml\n"}, "loops"),
+    ],
+)
+def test_bad_base_is_a_one_line_error(tmp_path, files, fragment):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=fragment) as info:
+        load_config(Schema, tmp_path / "c.yaml")
+    assert "\n" not in str(info.value) and "c.yaml" in str(info.value)

@@ -13,6 +13,7 @@ import torch
 
 from core.data import factorshapes as fs
 from core.data.base import DataError
+from core.io import TMP_PREFIX
 
 # sha256 (first 16 hex digits) of images 0-3 of each split's train part at its default size. These
 # change only when the rendering changes, which must come with a GEN_VERSION bump (and new constants
@@ -266,7 +267,7 @@ def test_half_written_cache_is_not_used(tmp_path):
     folder = fs.cache_dir(tmp_path, "pretrain", "train", n=16, image_size=32)
     folder.mkdir(parents=True)
     np.save(folder / "images.npy", np.zeros((16, 32, 32, 3), np.uint8))  # no meta.json: incomplete
-    dead_tmp = folder.parent / f"{fs.TMP_PREFIX}{folder.name}-{socket.gethostname()}-999999999-abcd"
+    dead_tmp = folder.parent / f"{TMP_PREFIX}{folder.name}-{socket.gethostname()}-999999999-abcd"
     dead_tmp.mkdir()
     (dead_tmp / "images.npy").write_bytes(b"half")
     dataset = fs.FactorShapesDataset(

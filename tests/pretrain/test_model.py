@@ -158,8 +158,8 @@ def test_fixed_masks_get_no_gradient_but_network_trains():
 
 
 def test_uncertainty_fit_sends_no_gradient_to_the_backbone():
-    """The head's fit (unc_fit) moves the head alone: it reads detached features (issue 20, cause
-    1)."""
+    """The head's fit (unc_fit) moves the head alone: it reads detached features, so the
+    embedding is weighted by the head but never trained to feed it."""
     model = small(masks="learned", uncertainty=True)
     out = model(images(b=8))
     _, terms = MASTLoss()(

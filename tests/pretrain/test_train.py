@@ -332,9 +332,9 @@ def test_tempered_weights_log_their_effective_sample_size(tmp_path, data_cache):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_narrowest_width_trains_on_avx2_kernels(tmp_path, data_cache, threads):
-    # The issue-19 reproducer through the suite's loop: base width 4, batch 16 at 32 px, 40 AdamW
-    # steps, on oneDNN's AVX2 kernels (capped here, native on AVX2-only CPUs), where channels_last
-    # corrupted the heap.
+    # The run that exposed the channels_last defect (docs/reliability.md), through the suite's
+    # loop: base width 4, batch 16 at 32 px, 40 AdamW steps, on oneDNN's AVX2 kernels (capped here,
+    # native on AVX2-only CPUs), where channels_last corrupted the heap.
     env = {
         "ONEDNN_MAX_CPU_ISA": "AVX2",
         "OMP_NUM_THREADS": str(threads),

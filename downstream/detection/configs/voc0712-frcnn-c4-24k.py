@@ -7,7 +7,7 @@
 # VOC2007's 11-point AP, plus AP50 and AP75 (VOCMetric). Not reproduced: detectron2's extra BN after
 # res5 and precise BN at test (mmdet has neither built in). With fewer than 8 GPUs keep batch_size
 # 16 if memory allows (it is the total over processes); otherwise halve batch_size and lr and double
-# max_iters and milestones (protocols.md), via --set.
+# max_iters and milestones (docs/protocols.md), via --set.
 protocol = "voc0712-frcnn-c4-24k"
 head = "c4"
 masks = False

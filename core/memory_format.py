@@ -117,8 +117,16 @@ def probe(
         str(threads),
     ]
     try:
+        # A child that corrupts its heap can print bytes that are not text: decode them leniently
+        # so the crash is recorded rather than raised here.
         done = subprocess.run(
-            command, capture_output=True, text=True, check=False, env=env, timeout=timeout
+            command,
+            capture_output=True,
+            encoding="utf-8",
+            errors="replace",
+            check=False,
+            env=env,
+            timeout=timeout,
         )
         stdout, returncode = done.stdout, done.returncode
     except subprocess.TimeoutExpired as exc:

@@ -67,6 +67,18 @@ def test_probe_on_this_cpu_is_cached(probe_cache):
         assert first["max_rel_diff"] < mf.TOLERANCE
 
 
+def test_a_child_that_prints_garbage_and_dies_is_recorded_as_crashed(
+    probe_cache, monkeypatch, tmp_path
+):
+    # What a child with a corrupted heap can do: bytes that are not UTF-8, then a non-zero exit.
+    child = tmp_path / "child.sh"
+    child.write_text("#!/bin/sh\nprintf 'onednn_verbose,isa:\\377\\376\\n'\nexit 3\n")
+    child.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(child))
+    result = mf.probe("resnet18", 4, 1, use_cache=False)
+    assert result["crashed"] == "exit status 3" and "max_rel_diff" not in result
+
+
 def test_avx2_kernels_are_never_channels_last(probe_cache, monkeypatch):
     # oneDNN capped at AVX2 uses the kernels of AVX2-only CPUs (AMD Zen 1-3, older Intel) on any x86
     # CPU.

@@ -380,7 +380,6 @@ def claim_invariances(measured: pd.DataFrame) -> tuple[list[str], list[str]]:
     for label in row_order(labels, mast, vicreg):
         seeds = int(summary.loc[label, "n"].max())
         rows.append([label, str(seeds), *(_cell(summary, label, c) for c in columns)])
-    lines = markdown.table(["method", "seeds", *columns], rows)
     for label, diff in diffs.items():
         cells = [
             f"{diff.loc[c, 'diff']:+.1f}{'*' if diff.loc[c, 'clear'] else ''}"
@@ -388,9 +387,8 @@ def claim_invariances(measured: pd.DataFrame) -> tuple[list[str], list[str]]:
             else "–"
             for c in columns
         ]
-        # The difference rows leave "seeds" empty as ``| |``, which markdown.table would write
-        # with two spaces; they are appended as the report has always written them.
-        lines.append(f"| {label} − vicreg | | " + " | ".join(cells) + " |")
+        rows.append([f"{label} − vicreg", "", *cells])  # no seed count for a difference
+    lines = markdown.table(["method", "seeds", *columns], rows)
     tasks = diffs[mast].drop(index="mean")["diff"]
     verdict = (
         "supports"
@@ -864,11 +862,14 @@ TIMINGS_BEGIN = (
 TIMINGS_END = "<!-- end of timings -->"
 
 
-def replace_block(text: str, begin: str, end: str, lines: list[str]) -> str | None:
-    """``text`` with the lines between its ``begin`` and ``end`` markers replaced; ``None`` when
-    the markers are not there once each, in that order."""
-    if (text.count(begin), text.count(end)) != (1, 1) or text.index(begin) > text.index(end):
-        return None
+def has_block(text: str, begin: str, end: str) -> bool:
+    """Whether ``text`` holds the markers ``begin`` and ``end`` once each, in that order."""
+    return (text.count(begin), text.count(end)) == (1, 1) and text.index(begin) < text.index(end)
+
+
+def replace_block(text: str, begin: str, end: str, lines: list[str]) -> str:
+    """``text`` with the lines between its ``begin`` and ``end`` markers (``has_block``)
+    replaced."""
     head, rest = text.split(begin)
     return head + "\n".join([begin, "", *lines, "", end]) + rest.split(end, 1)[1]
 
@@ -895,7 +896,7 @@ def update_readme(readme: Path, results: Path) -> Path | None:
         (README_BEGIN, README_END, readme_summary),
         (TIMINGS_BEGIN, TIMINGS_END, timing_lines),
     ):
-        if replace_block(text, begin, end, []) is not None:
+        if has_block(text, begin, end):
             text, found = replace_block(text, begin, end, build(results)), True
     return atomic_write_text(readme, text) if found else None
 

@@ -67,10 +67,10 @@ def study_rows(results: Path) -> list[list[str]]:
     """Median wall time per kind of study step: pretraining by view mode at the study's full
     length, one classification, one detection and one segmentation run."""
     ledger = _ledger(results)
-    configs = (_read_json(results / "study" / "runs.json") or {}) if ledger else {}
-    epochs = {
-        Path(folder).relative_to("results/runs").as_posix(): entry.get("resolved", {})
-        for folder, entry in configs.items()
+    runs = _read_json(results / "study" / "runs.json") or {}
+    resolved_of = {  # the ledger names a run by its folder below results/runs
+        folder.removeprefix("results/runs/"): entry.get("resolved", {})
+        for folder, entry in runs.items()
         if folder.startswith("results/runs/")
     }
     groups: dict[str, list[float]] = {}
@@ -79,7 +79,7 @@ def study_rows(results: Path) -> list[list[str]]:
         if kind != "classification" and entry["seconds"] < WHOLE_RUN_S:
             continue  # a resume, or a step that found its work done
         if kind == "pretrain":
-            resolved = epochs.get(name)
+            resolved = resolved_of.get(name)
             if not resolved:
                 continue
             steps = resolved["train"]["epochs"]

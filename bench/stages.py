@@ -55,11 +55,11 @@ def markdown(result: dict[str, object]) -> str:
         ]
         for row in result["stages"]
     ]
+    total = result["total_s"]
+    rows.append(["**total**", f"{total:.0f}", f"{total / 60:.1f}", "", ""])
     lines = [
         f"From `{result['log']}` (last entry of each stage).",
         "",
         *md.table(["stage", "seconds", "minutes", "finished", "entries"], rows),
     ]
-    # The total leaves two cells empty as ``| |`` (markdown.table would write two spaces).
-    lines.append(f"| **total** | {result['total_s']:.0f} | {result['total_s'] / 60:.1f} | | |")
     return "\n".join(lines)

@@ -33,7 +33,7 @@ help:
 	@echo "make clean              remove generated outputs under results/runs (not the venv or caches)"
 
 # The stamp is rewritten by the set-up script when the lock file or the script change.
-$(STAMP): requirements/lock.txt scripts/setup_env.sh
+$(STAMP): requirements/lock.txt requirements/oracles.txt scripts/setup_env.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/setup_env.sh
 
 setup:

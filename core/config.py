@@ -256,6 +256,13 @@ def apply_overrides(cls: type, data: dict[str, Any], overrides: list[str]) -> di
             field_tp = get_type_hints(schema)[part]
             if depth == len(path) - 1:
                 node[part] = value
+            elif get_origin(field_tp) is dict and depth == len(path) - 2:
+                # a mapping field takes one level of free keys (loss.options.temperature=0.2);
+                # its owner checks the names when the config is built
+                child = node.get(part)
+                node[part] = dict(child) if isinstance(child, dict) else {}
+                node[part][path[-1]] = value
+                break
             else:
                 child = node.get(part)
                 node[part] = child if isinstance(child, dict) else {}

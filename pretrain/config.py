@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Literal
 
 from core.augment import AugmentConfig
-from core.config import PretrainDataConfig, RunConfig, TrainConfig
+from core.config import ConfigError, PretrainDataConfig, RunConfig, TrainConfig
 from core.methods import METHODS, has_masks, mask_kind, uses_uncertainty
 from core.views import ViewsConfig
 
@@ -59,6 +60,10 @@ class LossConfig:
     #: that each op's effective sample size (sum w)^2 / sum w^2 stays at least this fraction of the
     #: batch (0: untempered).
     min_ess: float = 0.0
+    #: The method's own hyper-parameters (SimCLR's temperature, Barlow Twins' lambd, ...) by the
+    #: names its loss module declares in ``OPTIONS`` (pretrain/losses/<loss>.py); unset ones take
+    #: the module's defaults, and the resolved config records them.
+    options: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -104,6 +109,9 @@ class PretrainConfig(RunConfig):
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     train: PretrainTrainConfig = dataclasses.field(default_factory=PretrainTrainConfig)
 
+    def __post_init__(self) -> None:
+        self.loss.options = method_options(self.method, self.loss.options)
+
     @property
     def uses_masks(self) -> bool:
         return has_masks(self.method)
@@ -116,3 +124,19 @@ class PretrainConfig(RunConfig):
     @property
     def uses_uncertainty(self) -> bool:
         return uses_uncertainty(self.method, self.loss.uncertainty)
+
+
+def method_options(method: str, given: dict[str, float]) -> dict[str, float]:
+    """``given`` completed with the defaults the method's loss module declares (``OPTIONS``); a
+    ConfigError names an option the module does not have, and the ones it has."""
+    if method not in METHODS:  # the config's choices check reports it
+        return dict(given)
+    module = importlib.import_module(f"pretrain.losses.{METHODS[method].loss}")
+    defaults: dict[str, float] = dict(getattr(module, "OPTIONS", {}))
+    for name in given:
+        if name not in defaults:
+            has = ", ".join(f"{k} (default {v:g})" for k, v in defaults.items()) or "none"
+            raise ConfigError(
+                f"unknown option 'loss.options.{name}' for method {method!r}; its options: {has}"
+            )
+    return {**defaults, **given}

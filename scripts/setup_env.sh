@@ -29,7 +29,8 @@ command -v "$PYTHON" >/dev/null || die "$PYTHON not found: install Python 3.11 o
   || die "$PYTHON is not Python 3.11 (the pinned torch and mmcv builds need 3.11): set PYTHON=..."
 
 # Everything that decides the environment's content; an unchanged stamp means nothing to do.
-want_stamp=$(cat "$LOCK" scripts/setup_env.sh | sha256sum | cut -c1-16)
+ORACLES=requirements/oracles.txt
+want_stamp=$(cat "$LOCK" "$ORACLES" scripts/setup_env.sh | sha256sum | cut -c1-16)
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want_stamp" ]] && "$VENV/bin/python" -m core.env --check >/dev/null 2>&1; then
   say "environment up to date ($VENV)"
   exit 0
@@ -78,6 +79,10 @@ else
   say "using cached mmcv wheel $wheel"
 fi
 "${PIP[@]}" install -q --no-deps --force-reinstall "$wheel"
+
+# Test-only oracles (lightly's losses for the parity tests): without their dependencies, which
+# would pull a second training framework into the suite's environment.
+"${PIP[@]}" install -q --no-deps -r "$ORACLES"
 
 say "checking the stack"
 "$PY" -m core.env --check || die "the installed stack failed its check (see above)"

@@ -1,13 +1,26 @@
 """Run under `torchrun --nproc_per_node 2`: each process takes its half of a fixed batch of
-embeddings, computes the VICReg and MAST losses with gathering, and saves its values and gradients
-for the test."""
+embeddings, computes the MAST loss and every two-view loss of the method table (VICReg, the
+baselines) with gathering, and saves its values and gradients for the test."""
 
 import sys
 
 import torch
 
 from core import distributed as dist
-from pretrain.losses import MASTLoss, VICRegLoss
+from core.config import load_config
+from core.methods import METHODS
+from pretrain.config import PretrainConfig
+from pretrain.losses import MASTLoss
+from pretrain.train import build_loss
+
+
+def pair_losses() -> dict[str, torch.nn.Module]:
+    """The loss of every method without subspaces, at its default config: (z_a, z_b) losses."""
+    return {
+        name: build_loss(load_config(PretrainConfig, None, [f"method={name}"]))
+        for name, entry in METHODS.items()
+        if entry.masks == "none"
+    }
 
 
 def main(out_prefix: str) -> None:
@@ -22,16 +35,18 @@ def main(out_prefix: str) -> None:
     z_local = z[:, rows].clone().requires_grad_(True)
     lv_local = log_var[:, rows].clone().requires_grad_(True)
     theta_local = theta.clone().requires_grad_(True)
-    vicreg, _ = VICRegLoss()(z_local[0], z_local[1])
-    (g_vicreg,) = torch.autograd.grad(vicreg, z_local)
+    pairs = {}
+    for name, loss in pair_losses().items():
+        value, _ = loss(z_local[0], z_local[1])
+        (grad,) = torch.autograd.grad(value, z_local)
+        pairs[name] = (value.detach(), grad)
     mast, _ = MASTLoss()(
         z_local, torch.tensor([[0, 1]] * 3), gates[rows], torch.sigmoid(theta_local), lv_local
     )
     g_z, g_lv, g_theta = torch.autograd.grad(mast, (z_local, lv_local, theta_local))
     torch.save(
         {
-            "vicreg": vicreg.detach(),
-            "g_vicreg": g_vicreg,
+            "pairs": pairs,
             "mast": mast.detach(),
             "g_z": g_z,
             "g_lv": g_lv,

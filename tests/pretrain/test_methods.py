@@ -3,6 +3,7 @@ table line. Shown with a method that exists only in this test."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import types
@@ -14,7 +15,7 @@ import yaml
 from core.checkpoints import load_checkpoint
 from core.config import ConfigError, load_config
 from core.methods import METHODS, Method, mask_kind, uses_uncertainty
-from pretrain.config import PretrainConfig
+from pretrain.config import PretrainConfig, method_options
 from tests.pretrain.test_train import TINY, fit
 
 
@@ -67,10 +68,39 @@ def test_the_config_takes_exactly_the_tables_methods(alignment_method):
 
 
 def test_the_tables_rules():
-    assert [uses_uncertainty(m) for m in METHODS] == [False, True, False, True]
+    names = ["vicreg", "mast", "mast_nounc", "mast_fixed"]
+    assert [uses_uncertainty(m) for m in names] == [False, True, False, True]
     assert uses_uncertainty("mast_nounc", True) and not uses_uncertainty("mast", False)
     assert not uses_uncertainty("vicreg", True)  # no masks, no head
-    assert [mask_kind(m) for m in METHODS] == ["none", "learned", "learned", "fixed"]
-    assert [mask_kind(m, "and") for m in METHODS] == ["none", "assign", "assign", "assign_fixed"]
+    assert [mask_kind(m) for m in names] == ["none", "learned", "learned", "fixed"]
+    assert [mask_kind(m, "and") for m in names] == ["none", "assign", "assign", "assign_fixed"]
+    # every method's loss module exists and builds from the default config of its method
+    for name, entry in METHODS.items():
+        cfg = load_config(PretrainConfig, None, [f"method={name}"])
+        assert callable(importlib.import_module(f"pretrain.losses.{entry.loss}").build)
+        assert set(cfg.loss.options) == set(method_options(name, {}))
     with pytest.raises(ValueError, match="unknown method 'simclr'; methods: vicreg, mast"):
         uses_uncertainty("simclr")
+
+
+def test_a_methods_options_take_its_modules_defaults_and_reject_other_names(
+    monkeypatch, alignment_method
+):
+    module = sys.modules["pretrain.losses.alignment_for_test"]
+    monkeypatch.setattr(module, "OPTIONS", {"temperature": 0.5, "weight": 2.0}, raising=False)
+    cfg = load_config(PretrainConfig, None, ["method=alignment", "loss.options.weight=3"])
+    assert cfg.loss.options == {"temperature": 0.5, "weight": 3.0}  # recorded in the run's config
+    flow = load_config(PretrainConfig, None, ["method=alignment", "loss.options={temperature: 1}"])
+    assert flow.loss.options == {"temperature": 1.0, "weight": 2.0}
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown option 'loss.options.temprature' for method 'alignment'; its options: "
+        r"temperature \(default 0.5\), weight \(default 2\)",
+    ):
+        load_config(PretrainConfig, None, ["method=alignment", "loss.options.temprature=1"])
+    with pytest.raises(ConfigError, match="its options: none"):
+        load_config(PretrainConfig, None, ["loss.options.temperature=1"])  # mast has none
+    with pytest.raises(ConfigError, match="'loss.options.weight' must be a number"):
+        load_config(PretrainConfig, None, ["method=alignment", "loss.options.weight=heavy"])
+    with pytest.raises(ConfigError, match="'loss.options' has no sub-keys"):
+        load_config(PretrainConfig, None, ["loss.options.a.b=1"])

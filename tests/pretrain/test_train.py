@@ -17,8 +17,9 @@ from core.checkpoints import load_checkpoint
 from core.config import load_config
 from pretrain.__main__ import main
 from pretrain.config import PretrainConfig
-from pretrain.losses import MASTLoss, VICRegLoss
+from pretrain.losses import MASTLoss
 from pretrain.train import Trainer, TrainingDiverged
+from tests.pretrain.ddp_worker import pair_losses
 
 TINY = [
     "data.image_size=32",
@@ -231,19 +232,23 @@ def test_two_process_losses_equal_one_process(tmp_path):
     log_var = torch.randn(2, 16, 3, dtype=torch.float64, requires_grad=True)
     gates = (torch.rand(16, 3) > 0.3).double()
     theta = torch.randn(3, 12, dtype=torch.float64, requires_grad=True)
-    vicreg, _ = VICRegLoss()(z[0], z[1])
-    (g_vicreg,) = torch.autograd.grad(vicreg, z)
+    pairs = {}
+    for name, loss in pair_losses().items():
+        value, _ = loss(z[0], z[1])
+        pairs[name] = (value, torch.autograd.grad(value, z)[0])
+    assert {"vicreg", *ranks[0]["pairs"]} == set(pairs)
     mast, _ = MASTLoss()(z, torch.tensor([[0, 1]] * 3), gates, torch.sigmoid(theta), log_var)
     g_z, g_lv, g_theta = torch.autograd.grad(mast, (z, log_var, theta))
     # DDP averages gradients over processes, so the one-process loss is the mean of the process
     # losses, each process's embedding gradient (which sums every process's loss) / 2 is its rows'
     # gradient, and the masks' gradient is the mean over processes.
-    assert (ranks[0]["vicreg"] + ranks[1]["vicreg"]).item() / 2 == pytest.approx(
-        vicreg.item(), abs=1e-5
-    )
+    for name, (value, grad) in pairs.items():
+        (v0, g0), (v1, g1) = ranks[0]["pairs"][name], ranks[1]["pairs"][name]
+        assert (v0 + v1).item() / 2 == pytest.approx(value.item(), abs=1e-5), name
+        for g, rows in ((g0, slice(0, 8)), (g1, slice(8, 16))):
+            assert torch.allclose(g / 2, grad[:, rows], atol=1e-5), name
     assert (ranks[0]["mast"] + ranks[1]["mast"]).item() / 2 == pytest.approx(mast.item(), abs=1e-5)
     for r, rows in enumerate((slice(0, 8), slice(8, 16))):
-        assert torch.allclose(ranks[r]["g_vicreg"] / 2, g_vicreg[:, rows], atol=1e-5)
         assert torch.allclose(ranks[r]["g_z"] / 2, g_z[:, rows], atol=1e-5)
         assert torch.allclose(ranks[r]["g_lv"] / 2, g_lv[:, rows], atol=1e-5)
     assert torch.allclose((ranks[0]["g_theta"] + ranks[1]["g_theta"]) / 2, g_theta, atol=1e-5)

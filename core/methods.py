@@ -29,6 +29,7 @@ METHODS: dict[str, Method] = {
     "mast": Method("mast", "learned", uncertainty=True),
     "mast_nounc": Method("mast", "learned"),
     "mast_fixed": Method("mast", "fixed", uncertainty=True),
+    "simclr": Method("simclr"),
 }
 
 

@@ -30,6 +30,7 @@ METHODS: dict[str, Method] = {
     "mast_nounc": Method("mast", "learned"),
     "mast_fixed": Method("mast", "fixed", uncertainty=True),
     "simclr": Method("simclr"),
+    "barlow_twins": Method("barlow_twins"),
 }
 
 

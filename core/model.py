@@ -1,8 +1,10 @@
-"""The network pretraining optimises: backbone, VICReg expander, MAST masks and uncertainty head.
+"""The network pretraining optimises: backbone, VICReg expander, MAST masks and uncertainty head,
+and a method's own prediction heads.
 
 ``PretrainModel.forward(views)`` takes the V views of a batch and returns the embeddings of every
-view and, when the method has them, the masks and the uncertainty head's log-variances. The masks
-are part of the model (not the loss) so that DDP averages their gradients with the rest.
+view and, when the method has them, the masks, the uncertainty head's log-variances and the heads'
+predictions. Masks and heads are part of the model (not the loss) so that DDP averages their
+gradients with the rest.
 """
 
 from __future__ import annotations
@@ -130,9 +132,12 @@ class PretrainModel(nn.Module):
         mask_init_std: float = 0.01,
         seed: int = 0,
         num_owned: int | None = None,
+        heads: nn.Module | None = None,
     ):
         """``num_owned``: ops that can own dimensions under an AND assignment (default: all
-        ``num_ops``)."""
+        ``num_ops``); ``heads``: a method's prediction heads (its loss module builds them), called
+        as ``heads(features, z, masks)`` with every view's backbone features [V, B, F], the
+        embeddings [V, B, d] and the masks (or None)."""
         super().__init__()
         self.backbone = build_backbone(arch, base_width)
         feature_dim = cast(int, self.backbone.feature_dim)  # set by build_backbone
@@ -145,10 +150,11 @@ class PretrainModel(nn.Module):
         self.uncertainty_head = (
             UncertaintyHead(feature_dim, num_ops, uncertainty_hidden) if uncertainty else None
         )
+        self.heads = heads
 
     def forward(self, views: torch.Tensor) -> dict[str, torch.Tensor]:
         """``views`` [V, B, 3, H, W] float (or a list of V [B, 3, H, W]) -> ``z`` [V, B, d],
-        optional ``masks`` [K, d], ``log_var`` [V, B, K].
+        optional ``masks`` [K, d], ``log_var`` [V, B, K] and ``heads`` (what the heads return).
 
         Each view goes through the network on its own, as in the official VICReg code, so BatchNorm
         statistics are per view."""
@@ -161,6 +167,8 @@ class PretrainModel(nn.Module):
             # backbone that encodes each view's augmentation state to predict the pair error loses
             # what the ops change).
             out["log_var"] = torch.stack([self.uncertainty_head(y.detach()) for y in ys])
+        if self.heads is not None:
+            out["heads"] = self.heads(torch.stack(ys), out["z"], out.get("masks"))
         return out
 
 

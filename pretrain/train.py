@@ -45,10 +45,17 @@ class ResumeError(RuntimeError):
     """The run folder cannot be resumed as configured."""
 
 
+def loss_module(cfg: PretrainConfig):
+    """The loss module of ``cfg.method`` in the method table (``core/methods.py``)."""
+    return importlib.import_module(f"pretrain.losses.{METHODS[cfg.method].loss}")
+
+
 def build_model(cfg: PretrainConfig, num_ops: int, ops: list[str] | None = None) -> PretrainModel:
-    """``ops``: the K op names (needed for an AND assignment, whose rows are the non-base ops)."""
+    """``ops``: the K op names (needed for an AND assignment, whose rows are the non-base ops).
+    A loss module with a ``heads(cfg, feature_dim, embed_dim, ops)`` function gets its prediction
+    heads built after the rest of the network (so the other parts draw the same initial weights)."""
     owned = len(owned_ops(cfg, ops)) if ops is not None else None
-    return PretrainModel(
+    model = PretrainModel(
         cfg.model.arch,
         cfg.model.base_width,
         cfg.model.expander,
@@ -60,12 +67,16 @@ def build_model(cfg: PretrainConfig, num_ops: int, ops: list[str] | None = None)
         seed=cfg.seed,
         num_owned=owned,
     )
+    make_heads = getattr(loss_module(cfg), "heads", None)
+    if make_heads is not None:
+        model.heads = make_heads(cfg, model.backbone.feature_dim, model.embed_dim, ops or [])
+    return model
 
 
 def build_loss(cfg: PretrainConfig, ops: list[str] | None = None) -> torch.nn.Module:
     """The loss of ``cfg.method``: ``build(cfg, ops)`` of its module in the method table
     (``core/methods.py``); ``ops``: the K op names (the AND loss needs them)."""
-    return importlib.import_module(f"pretrain.losses.{METHODS[cfg.method].loss}").build(cfg, ops)
+    return loss_module(cfg).build(cfg, ops)
 
 
 def checkpoint_state(
@@ -94,6 +105,7 @@ def checkpoint_state(
         "mask_kind": cfg.mask_kind,
         "aug_names": ops,
         "uncertainty_head": head.state_dict() if head is not None else None,
+        "heads": model.heads.state_dict() if model.heads is not None else None,
         "config": to_dict(cfg),
         "epoch": epoch,
         "step": step,
@@ -115,6 +127,8 @@ def restore(state: dict[str, Any], model: PretrainModel, optimizer, scaler) -> N
         target.data.copy_(state["masks"])
     if model.uncertainty_head is not None:
         model.uncertainty_head.load_state_dict(state["uncertainty_head"])
+    if model.heads is not None:
+        model.heads.load_state_dict(state["heads"])
     optimizer.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
@@ -351,8 +365,14 @@ class Trainer:
             out = self.net(images)  # a list of V tensors [B, 3, S, S]
         z = out["z"].float()
         strengths = None
+        # a method's prediction heads: what they predicted, and every view's recorded parameters
+        extra = (
+            {"predictions": out["heads"], "params": params.to(self.device).float()}
+            if "heads" in out
+            else {}
+        )
         if not self.cfg.uses_masks:  # one embedding: the loss compares the two views
-            total, terms = self.loss(z[0], z[1])
+            total, terms = self.loss(z[0], z[1], **extra)
         else:
             strengths = pair_strengths(params.float(), self.pairs, self.cfg.augment, self.ops).to(
                 self.device
@@ -360,7 +380,7 @@ class Trainer:
             gates = gates_from(strengths, self.cfg.loss.gate)
             if self.cfg.loss.combine == "and":
                 total, terms = self.loss(
-                    z, self.pairs.to(self.device), gates, out["masks"].float(), strengths
+                    z, self.pairs.to(self.device), gates, out["masks"].float(), strengths, **extra
                 )
             else:
                 log_var = out["log_var"].float() if "log_var" in out else None

@@ -2,6 +2,7 @@
 embeddings, computes the MAST loss and every two-view loss of the method table (VICReg, the
 baselines) with gathering, and saves its values and gradients for the test."""
 
+import importlib
 import sys
 
 import torch
@@ -15,11 +16,13 @@ from pretrain.train import build_loss
 
 
 def pair_losses() -> dict[str, torch.nn.Module]:
-    """The loss of every method without subspaces, at its default config: (z_a, z_b) losses."""
+    """The loss of every method without subspaces or prediction heads (whose losses also read the
+    heads' outputs), at its default config: (z_a, z_b) losses."""
     return {
         name: build_loss(load_config(PretrainConfig, None, [f"method={name}"]))
         for name, entry in METHODS.items()
         if entry.masks == "none"
+        and not hasattr(importlib.import_module(f"pretrain.losses.{entry.loss}"), "heads")
     }
 
 

@@ -45,6 +45,7 @@ DESIGN_KEYS = {
     "masks",
     "aug_names",
     "uncertainty_head",
+    "heads",
     "config",
     "epoch",
     "step",
@@ -95,9 +96,12 @@ def test_run_writes_checkpoint_and_log(tmp_path, data_cache, method):
     )
     if cfg.uses_masks or method == "vicreg":
         assert {"inv", "var", "cov"} <= set(steps[0])
-    else:  # a two-view baseline logs the terms its loss returns
+    elif state["heads"] is None:  # a two-view baseline logs the terms its loss returns
         _, terms = build_loss(cfg)(torch.randn(16, 32), torch.randn(16, 32))
         assert set(terms) <= set(steps[0]) and all(math.isfinite(r["loss"]) for r in steps)
+    else:  # a baseline with prediction heads (AugSelf) logs each head's term
+        assert any(k.startswith("aug_") for k in steps[0])
+        assert all(math.isfinite(r["loss"]) for r in steps)
     if cfg.uses_masks:
         assert set(steps[0]["gate_rate"]) == set(state["aug_names"]) and "strength" in steps[0]
         assert len(list((tmp_path / "masks").glob("epoch_*.pt"))) == 3

@@ -31,6 +31,7 @@ METHODS: dict[str, Method] = {
     "mast_fixed": Method("mast", "fixed", uncertainty=True),
     "simclr": Method("simclr"),
     "barlow_twins": Method("barlow_twins"),
+    "augself": Method("augself"),
 }
 
 

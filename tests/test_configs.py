@@ -43,9 +43,9 @@ def test_pretrain_config_matches_its_name(path):
     assert cfg.train.batch_size == int(batch) and cfg.train.epochs == int(epochs)
     depth = re.match(r"r(\d+)", arch).group(1)
     assert cfg.model.arch == f"resnet{depth}"
-    assert {"shapes": "factorshapes", "imagenet": "folder", "stl10": "stl10"}[
-        data
-    ] == cfg.data.dataset
+    assert {"shapes": "factorshapes", "imagenet": "folder", "imagenet100": "folder"}.get(
+        data, data
+    ) == cfg.data.dataset
     # VICReg's pairs (every op sampled afresh) except under MAST's OR loss
     assert (cfg.views.resample == "all") == (not cfg.uses_masks or combine_and)
 

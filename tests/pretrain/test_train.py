@@ -124,6 +124,18 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, data_cache):
     assert torch.equal(a["masks"], b["masks"])
 
 
+def test_resume_restores_prediction_heads(tmp_path, data_cache):
+    extra = ["method=augself", "train.epochs=2"]
+    fit(tiny(*extra), tmp_path / "straight")
+    fit(tiny(*extra, "train.max_steps=5"), tmp_path / "broken")
+    fit(tiny(*extra), tmp_path / "broken", resume=True)
+    a, b = (load_checkpoint(tmp_path / n / "last.pt") for n in ("straight", "broken"))
+    assert a["step"] == b["step"] == 8 and set(a["heads"]) == set(b["heads"])
+    for part in ("backbone", "heads"):
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs after resume"
+
+
 def test_same_seed_same_weights_other_seed_differs(tmp_path, data_cache):
     fit(tiny("train.max_steps=3"), tmp_path / "a")
     fit(tiny("train.max_steps=3"), tmp_path / "b")

@@ -54,6 +54,9 @@ class LossConfig:
     #: and: the largest share of the dimensions one op may own (null: 1 / (number of owning ops +
     #: 1)).
     assign_cap: float | None = None
+    #: and: weight of the subspace targets (0: none): each owning op's dimensions predict that
+    #: op's parameter difference, AugSelf's objective (pretrain/losses/mast_and.py).
+    target_weight: float = 0.0
     #: The uncertainty head on or off (null: the method's default: on for mast and mast_fixed).
     uncertainty: bool | None = None
     #: detach mode: the 1/s weights are tempered (w ~ s^-t, t <= 1 the largest that keeps it) so

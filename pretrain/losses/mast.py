@@ -245,6 +245,13 @@ class MASTLoss(nn.Module):
         }
 
 
+def heads(cfg, feature_dim: int, embed_dim: int, ops: list[str]) -> nn.Module | None:
+    """Prediction heads of the MAST methods: the AND loss's subspace targets, if asked for."""
+    if cfg.loss.target_weight > 0 and cfg.loss.combine != "and":
+        raise ValueError("loss.target_weight needs loss.combine=and (the targets of owned dims)")
+    return mast_and.heads(cfg, feature_dim, embed_dim, ops) if cfg.loss.combine == "and" else None
+
+
 def build(cfg, ops: list[str] | None = None) -> nn.Module:
     """The method table's constructor (``core/methods.py``) for the MAST methods: the OR loss, or
     under ``loss.combine=and`` the AND loss of ``pretrain.losses.mast_and``."""

@@ -22,6 +22,16 @@ dimensions within 600 steps of the embedded run (grayscale), excusing a third of
 everything. V and C are VICReg's on the full embeddings. With every dimension shared, L is VICReg's
 loss exactly. A fixed assignment (``fixed``: a random one over the K' + 1 classes) has no L_assign:
 the control.
+
+A positive target for the excused dimensions (``loss.target_weight`` t > 0): op k's subspace
+predicts op k's parameter difference, AugSelf's objective (pretrain/losses/augself.py) read from
+[a_k * z, a_k * z'] instead of the backbone features, both view orders:
+
+  L_target  = sum_k L_w(k)(h_k([a_k * z_a, a_k * z_b]), omega(a) - omega(b))
+  L         = ... + t L_target
+
+so the dimensions an op owns are trained to carry what that op changes, and the target's gradient
+also reaches the assignment (a dimension that helps predict op k leans towards op k).
 """
 
 from __future__ import annotations
@@ -29,8 +39,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from core.augment import AugmentConfig
 from core.distributed import gather_with_grad
+from pretrain.losses.augself import OBJECTIVES, both_orders, mlp, objective_loss
 from pretrain.losses.terms import covariance_term, variance_term
+
+#: The AugSelf objective each owning op's subspace predicts under ``loss.target_weight``.
+TARGETS = {
+    "flip": "flip",
+    "color_jitter": "color",
+    "grayscale": "gray",
+    "blur": "blur",
+    "solarize": "sol",
+}
+#: Hidden width of the target heads (AugSelf's).
+TARGET_HIDDEN = 512
 
 
 def batch_correlation(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -40,6 +63,30 @@ def batch_correlation(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> to
     cov = xc.T @ yc / x.shape[0]
     scale = x.std(0, unbiased=False)[:, None] * y.std(0, unbiased=False)[None, :]
     return torch.where(scale > eps, cov / scale.clamp_min(eps), torch.zeros_like(cov))
+
+
+class SubspaceTargetHeads(nn.Module):
+    """One AugSelf head per owning op, on that op's subspace of the two embeddings."""
+
+    def __init__(self, embed_dim: int, owned: list[str], hidden: int = TARGET_HIDDEN):
+        super().__init__()
+        self.names = [TARGETS[op] for op in owned]
+        self.heads = nn.ModuleList(
+            [mlp(2 * embed_dim, hidden, OBJECTIVES[name][1]) for name in self.names]
+        )
+
+    def forward(
+        self, features: torch.Tensor, z: torch.Tensor, masks: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``z`` [2, B, d], ``masks`` the assignment [K' + 1, d] -> {name: [2B, n]}: rows of
+        order (1, 2), then (2, 1)."""
+        if masks is None:
+            raise ValueError("the subspace targets need the AND assignment")
+        out = {}
+        for k, (name, head) in enumerate(zip(self.names, self.heads)):
+            z_a, z_b = z[0] * masks[k + 1], z[1] * masks[k + 1]
+            out[name] = head(torch.cat([torch.cat([z_a, z_b], 1), torch.cat([z_b, z_a], 1)]))
+        return out
 
 
 class MASTAndLoss(nn.Module):
@@ -52,15 +99,19 @@ class MASTAndLoss(nn.Module):
         margin: float = 0.1,
         cap: float | None = None,
         eps: float = 1e-4,
+        target_weight: float = 0.0,
+        augment: AugmentConfig | None = None,
     ):
         """``owned``: indices (in the K ops' order) of the ops that can own dimensions, i.e. the
         non-base ops; ``lam, mu, nu`` as VICReg's; ``margin``: the correlation an op must exceed to
         take a dimension; ``cap``: the largest share of the dimensions one op may own (None: 1 / (K'
-        + 1))."""
+        + 1)); ``target_weight``: t of the subspace targets (0: none), whose parameter differences
+        read ``augment``'s strengths."""
         super().__init__()
         self.owned, self.margin = list(owned), margin
         self.cap = cap if cap is not None else 1.0 / (len(self.owned) + 1)
         self.lam, self.mu, self.nu, self.eps = lam, mu, nu, eps
+        self.target_weight, self.augment = target_weight, augment or AugmentConfig()
 
     def forward(
         self,
@@ -69,10 +120,13 @@ class MASTAndLoss(nn.Module):
         gates: torch.Tensor,
         assignment: torch.Tensor,
         strengths: torch.Tensor | None = None,
+        predictions: dict[str, torch.Tensor] | None = None,
+        params: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``z`` [2, B, d]; ``pairs`` [K, 2] (all (0, 1): AND needs pair mode); ``gates`` [B, K]
         w_ik; ``assignment`` [K' + 1, d], columns summing to 1 (row 0: shared); ``strengths`` [B, K]
-        d_ik, what the assignment objective correlates with (default: the gates)."""
+        d_ik, what the assignment objective correlates with (default: the gates); with a target
+        weight, ``predictions`` (``SubspaceTargetHeads``') and the views' ``params`` [B, 2, P]."""
         views, batch, dim = z.shape
         if views != 2 or not bool((pairs == pairs[0]).all()):
             raise ValueError(
@@ -100,6 +154,15 @@ class MASTAndLoss(nn.Module):
             stats["assign"] = -(assignment[1:] * (attribution - self.margin)).sum(0).mean() + over
             stats["attribution"] = attribution.mean(1)
             total = total + stats["assign"]
+        if self.target_weight > 0:
+            if predictions is None or params is None:
+                raise ValueError("loss.target_weight > 0 needs the target heads' predictions")
+            target = torch.zeros((), device=z.device)
+            for name, prediction in predictions.items():
+                term = objective_loss(prediction, both_orders(params, name, self.augment), name)
+                stats[f"target_{name}"] = term.detach()
+                target = target + term
+            total = total + self.target_weight * target
         share = assignment.detach().mean(1)
         stats.update(
             assign_share=share[1:],
@@ -130,6 +193,13 @@ def check_combination(cfg) -> None:
         )
 
 
+def heads(cfg, feature_dim: int, embed_dim: int, ops: list[str]) -> SubspaceTargetHeads | None:
+    """The subspace target heads (``loss.target_weight`` > 0), or None."""
+    if cfg.loss.target_weight <= 0:
+        return None
+    return SubspaceTargetHeads(embed_dim, [ops[k] for k in owned_ops(cfg, ops)])
+
+
 def build(cfg, ops: list[str] | None = None) -> MASTAndLoss:
     """The AND loss of a MAST config (``loss.combine=and``); ``ops``: the K op names."""
     check_combination(cfg)
@@ -142,4 +212,6 @@ def build(cfg, ops: list[str] | None = None) -> MASTAndLoss:
         cfg.loss.nu,
         cfg.loss.assign_margin,
         cfg.loss.assign_cap,
+        target_weight=cfg.loss.target_weight,
+        augment=cfg.augment,
     )

@@ -282,3 +282,31 @@ def test_subspace_claims_against_vicreg(tmp_path, and_offset, hue_gain, met, bea
     assert f"| `combine/and` | 3 | {60 + and_offset:.1f} ± 0.1 |" in text
     assert f"the criterion (at least +1, beyond two standard errors) is **{met}**" in text
     assert f"beats both on hue and shape together (beyond two standard errors): **{beats}**" in text
+
+
+def test_the_best_subspace_row_is_checked_and_compared_with_its_controls(tmp_path):
+    _subspace_study(tmp_path, 0.5, 3.0)
+    index = json.loads((tmp_path / "study" / "index.json").read_text())
+    target = [f"results/runs/sweeps/combine/and_target_s{s}" for s in range(3)]
+    index["sweeps"]["combine"]["and_target"] = {"overrides": [], "runs": target}
+    index["methods"].append("augself_r18w16_b128_16e_shapes")
+    (tmp_path / "study" / "index.json").write_text(json.dumps(index))
+    for s, noise in enumerate((-0.1, 0.0, 0.1)):
+        for task in sweeps.TASKS:
+            dataset = "factorshapes/cls-rot" if task == "orient" else "factorshapes/cls-upright"
+            _probe(tmp_path, target[s], task, 62.0 + noise, dataset=dataset)
+            _probe(
+                tmp_path,
+                f"results/runs/augself_r18w16_b128_16e_shapes_s{s}",
+                task,
+                61.0 + noise,
+                "classification.jsonl",
+                dataset,
+            )
+    text = "\n".join(report.claim_subspaces(tmp_path))
+    assert "| `augself` | 3 | 61.0 ± 0.1 |" in text
+    assert "The best MAST configuration on VICReg's pairs, `combine/and_target`" in text
+    assert "+2.0 points on the nine-task mean (beyond two standard errors)" in text
+    assert "The subspace target against none (learned AND): +1.5 points" in text
+    assert "The subspace target against AugSelf (its objective from the backbone, no " in text
+    assert "no subspaces): +1.0 points (beyond two standard errors)" in text

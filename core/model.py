@@ -136,8 +136,9 @@ class PretrainModel(nn.Module):
     ):
         """``num_owned``: ops that can own dimensions under an AND assignment (default: all
         ``num_ops``); ``heads``: a method's prediction heads (its loss module builds them), called
-        as ``heads(features, z, masks)`` with every view's backbone features [V, B, F], the
-        embeddings [V, B, d] and the masks (or None)."""
+        as ``heads(features, z, masks, params)`` with every view's backbone features [V, B, F], the
+        embeddings [V, B, d], the masks (or None) and the views' recorded parameters [B, V, P] (or
+        None)."""
         super().__init__()
         self.backbone = build_backbone(arch, base_width)
         feature_dim = cast(int, self.backbone.feature_dim)  # set by build_backbone
@@ -152,9 +153,12 @@ class PretrainModel(nn.Module):
         )
         self.heads = heads
 
-    def forward(self, views: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, views: torch.Tensor, params: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """``views`` [V, B, 3, H, W] float (or a list of V [B, 3, H, W]) -> ``z`` [V, B, d],
-        optional ``masks`` [K, d], ``log_var`` [V, B, K] and ``heads`` (what the heads return).
+        optional ``masks`` [K, d], ``log_var`` [V, B, K] and ``heads`` (what the heads return;
+        ``params`` [B, V, P], the views' recorded parameters, are passed on to them).
 
         Each view goes through the network on its own, as in the official VICReg code, so BatchNorm
         statistics are per view."""
@@ -168,7 +172,7 @@ class PretrainModel(nn.Module):
             # what the ops change).
             out["log_var"] = torch.stack([self.uncertainty_head(y.detach()) for y in ys])
         if self.heads is not None:
-            out["heads"] = self.heads(torch.stack(ys), out["z"], out.get("masks"))
+            out["heads"] = self.heads(torch.stack(ys), out["z"], out.get("masks"), params)
         return out
 
 

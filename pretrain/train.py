@@ -362,15 +362,13 @@ class Trainer:
             dtype=self.amp_dtype or torch.float32,
             enabled=self.amp_dtype is not None,
         ):
-            out = self.net(images)  # a list of V tensors [B, 3, S, S]
+            # a list of V tensors [B, 3, S, S]; the parameters reach a method's prediction heads
+            recorded = params.to(self.device).float() if self.model.heads is not None else None
+            out = self.net(images, recorded)
         z = out["z"].float()
         strengths = None
         # a method's prediction heads: what they predicted, and every view's recorded parameters
-        extra = (
-            {"predictions": out["heads"], "params": params.to(self.device).float()}
-            if "heads" in out
-            else {}
-        )
+        extra = {"predictions": out["heads"], "params": recorded} if "heads" in out else {}
         if not self.cfg.uses_masks:  # one embedding: the loss compares the two views
             total, terms = self.loss(z[0], z[1], **extra)
         else:

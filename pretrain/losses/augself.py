@@ -108,7 +108,11 @@ class AugSelfHeads(nn.Module):
         )
 
     def forward(
-        self, features: torch.Tensor, z: torch.Tensor, masks: torch.Tensor | None = None
+        self,
+        features: torch.Tensor,
+        z: torch.Tensor,
+        masks: torch.Tensor | None = None,
+        params: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """``features`` [2, B, F] -> {name: [2B, n]}: rows of order (1, 2), then (2, 1)."""
         y_a, y_b = features[0], features[1]

@@ -76,7 +76,11 @@ class SubspaceTargetHeads(nn.Module):
         )
 
     def forward(
-        self, features: torch.Tensor, z: torch.Tensor, masks: torch.Tensor | None = None
+        self,
+        features: torch.Tensor,
+        z: torch.Tensor,
+        masks: torch.Tensor | None = None,
+        params: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """``z`` [2, B, d], ``masks`` the assignment [K' + 1, d] -> {name: [2B, n]}: rows of
         order (1, 2), then (2, 1)."""

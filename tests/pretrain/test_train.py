@@ -19,8 +19,9 @@ from core.methods import METHODS
 from pretrain.__main__ import main
 from pretrain.config import PretrainConfig
 from pretrain.losses import MASTLoss
-from pretrain.train import Trainer, TrainingDiverged, build_loss
+from pretrain.train import Trainer, TrainingDiverged, build_loss, build_model
 from tests.pretrain.ddp_worker import pair_losses
+from tests.pretrain.test_augself import sampled_params
 
 TINY = [
     "data.image_size=32",
@@ -99,9 +100,12 @@ def test_run_writes_checkpoint_and_log(tmp_path, data_cache, method):
     elif state["heads"] is None:  # a two-view baseline logs the terms its loss returns
         _, terms = build_loss(cfg)(torch.randn(16, 32), torch.randn(16, 32))
         assert set(terms) <= set(steps[0]) and all(math.isfinite(r["loss"]) for r in steps)
-    else:  # a baseline with prediction heads (AugSelf) logs each head's term
-        assert any(k.startswith("aug_") for k in steps[0])
-        assert all(math.isfinite(r["loss"]) for r in steps)
+    else:  # a baseline with prediction heads logs the terms its loss returns too
+        model = build_model(cfg, 6, state["aug_names"])
+        params = sampled_params(16)
+        out = model(torch.rand(2, 16, 3, 32, 32), params)
+        _, terms = build_loss(cfg)(*out["z"], predictions=out["heads"], params=params)
+        assert set(terms) <= set(steps[0]) and all(math.isfinite(r["loss"]) for r in steps)
     if cfg.uses_masks:
         assert set(steps[0]["gate_rate"]) == set(state["aug_names"]) and "strength" in steps[0]
         assert len(list((tmp_path / "masks").glob("epoch_*.pt"))) == 3

@@ -32,6 +32,7 @@ METHODS: dict[str, Method] = {
     "simclr": Method("simclr"),
     "barlow_twins": Method("barlow_twins"),
     "augself": Method("augself"),
+    "vicreg_equimod": Method("vicreg_equimod"),
 }
 
 

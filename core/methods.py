@@ -22,6 +22,9 @@ class Method:
     #: The uncertainty head's default (``loss.uncertainty`` overrides it where there are masks;
     #: a method without masks has no head).
     uncertainty: bool = False
+    #: A target network: an exponential moving average of the backbone and expander (BYOL's), at
+    #: the momentum the loss module's ``momentum(cfg, step, total_steps)`` gives.
+    ema_target: bool = False
 
 
 METHODS: dict[str, Method] = {

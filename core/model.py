@@ -9,6 +9,7 @@ gradients with the rest.
 
 from __future__ import annotations
 
+import copy
 from typing import Literal, cast
 
 import torch
@@ -133,12 +134,14 @@ class PretrainModel(nn.Module):
         seed: int = 0,
         num_owned: int | None = None,
         heads: nn.Module | None = None,
+        ema_target: bool = False,
     ):
         """``num_owned``: ops that can own dimensions under an AND assignment (default: all
         ``num_ops``); ``heads``: a method's prediction heads (its loss module builds them), called
         as ``heads(features, z, masks, params)`` with every view's backbone features [V, B, F], the
         embeddings [V, B, d], the masks (or None) and the views' recorded parameters [B, V, P] (or
-        None)."""
+        None); ``ema_target``: keep a target network, a moving average of the backbone and
+        expander (``update_target``) that the optimiser never sees."""
         super().__init__()
         self.backbone = build_backbone(arch, base_width)
         feature_dim = cast(int, self.backbone.feature_dim)  # set by build_backbone
@@ -152,6 +155,12 @@ class PretrainModel(nn.Module):
             UncertaintyHead(feature_dim, num_ops, uncertainty_hidden) if uncertainty else None
         )
         self.heads = heads
+        self.target: nn.ModuleDict | None = None
+        if ema_target:
+            self.target = nn.ModuleDict(
+                {"backbone": copy.deepcopy(self.backbone), "expander": copy.deepcopy(self.expander)}
+            )
+            self.target.requires_grad_(False)
 
     def forward(
         self, views: torch.Tensor, params: torch.Tensor | None = None
@@ -173,7 +182,24 @@ class PretrainModel(nn.Module):
             out["log_var"] = torch.stack([self.uncertainty_head(y.detach()) for y in ys])
         if self.heads is not None:
             out["heads"] = self.heads(torch.stack(ys), out["z"], out.get("masks"), params)
+        if self.target is not None:
+            with torch.no_grad():
+                target = self.target
+                out["z_target"] = torch.stack(
+                    [target["expander"](target["backbone"](view)) for view in views]
+                )
         return out
+
+    @torch.no_grad()
+    def update_target(self, momentum: float) -> None:
+        """target <- momentum * target + (1 - momentum) * online, parameter by parameter (the
+        target's batch-norm statistics are its own, from its forward passes)."""
+        if self.target is None:
+            return
+        for name in ("backbone", "expander"):
+            online = getattr(self, name).parameters()
+            for t, o in zip(self.target[name].parameters(), online, strict=True):
+                t.mul_(momentum).add_(o.detach(), alpha=1 - momentum)
 
 
 def model_from_checkpoint(state: dict) -> PretrainModel:

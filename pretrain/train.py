@@ -66,6 +66,7 @@ def build_model(cfg: PretrainConfig, num_ops: int, ops: list[str] | None = None)
         mask_init_std=cfg.model.mask_init_std,
         seed=cfg.seed,
         num_owned=owned,
+        ema_target=METHODS[cfg.method].ema_target,
     )
     make_heads = getattr(loss_module(cfg), "heads", None)
     if make_heads is not None:
@@ -106,6 +107,7 @@ def checkpoint_state(
         "aug_names": ops,
         "uncertainty_head": head.state_dict() if head is not None else None,
         "heads": model.heads.state_dict() if model.heads is not None else None,
+        "target": model.target.state_dict() if model.target is not None else None,
         "config": to_dict(cfg),
         "epoch": epoch,
         "step": step,
@@ -129,6 +131,8 @@ def restore(state: dict[str, Any], model: PretrainModel, optimizer, scaler) -> N
         model.uncertainty_head.load_state_dict(state["uncertainty_head"])
     if model.heads is not None:
         model.heads.load_state_dict(state["heads"])
+    if model.target is not None:
+        model.target.load_state_dict(state["target"])
     optimizer.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
@@ -369,6 +373,8 @@ class Trainer:
         strengths = None
         # a method's prediction heads: what they predicted, and every view's recorded parameters
         extra = {"predictions": out["heads"], "params": recorded} if "heads" in out else {}
+        if "z_target" in out:  # a target network's embeddings of every view
+            extra["targets"] = out["z_target"].float()
         if not self.cfg.uses_masks:  # one embedding: the loss compares the two views
             total, terms = self.loss(z[0], z[1], **extra)
         else:
@@ -390,6 +396,9 @@ class Trainer:
         self.scaler.scale(total).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.model.target is not None:
+            momentum = loss_module(self.cfg).momentum(self.cfg, self.step, self.total_steps)
+            self.model.update_target(momentum)
         self.step += 1
         stats = _step_stats(terms, strengths, self.ops, self.owned)
         stats.update(loss=total.item(), lr=self.optimizer.param_groups[0]["lr"])

@@ -36,6 +36,7 @@ METHODS: dict[str, Method] = {
     "barlow_twins": Method("barlow_twins"),
     "augself": Method("augself"),
     "vicreg_equimod": Method("vicreg_equimod"),
+    "byol": Method("byol", ema_target=True),
 }
 
 

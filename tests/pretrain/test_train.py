@@ -47,6 +47,7 @@ DESIGN_KEYS = {
     "aug_names",
     "uncertainty_head",
     "heads",
+    "target",
     "config",
     "epoch",
     "step",
@@ -104,7 +105,8 @@ def test_run_writes_checkpoint_and_log(tmp_path, data_cache, method):
         model = build_model(cfg, 6, state["aug_names"])
         params = sampled_params(16)
         out = model(torch.rand(2, 16, 3, 32, 32), params)
-        _, terms = build_loss(cfg)(*out["z"], predictions=out["heads"], params=params)
+        targets = {"targets": out["z_target"]} if "z_target" in out else {}
+        _, terms = build_loss(cfg)(*out["z"], predictions=out["heads"], params=params, **targets)
         assert set(terms) <= set(steps[0]) and all(math.isfinite(r["loss"]) for r in steps)
     if cfg.uses_masks:
         assert set(steps[0]["gate_rate"]) == set(state["aug_names"]) and "strength" in steps[0]
@@ -128,14 +130,16 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, data_cache):
     assert torch.equal(a["masks"], b["masks"])
 
 
-def test_resume_restores_prediction_heads(tmp_path, data_cache):
-    extra = ["method=augself", "train.epochs=2"]
+@pytest.mark.parametrize("method", ["augself", "byol"])
+def test_resume_restores_heads_and_target(tmp_path, data_cache, method):
+    extra = [f"method={method}", "train.epochs=2"]
     fit(tiny(*extra), tmp_path / "straight")
     fit(tiny(*extra, "train.max_steps=5"), tmp_path / "broken")
     fit(tiny(*extra), tmp_path / "broken", resume=True)
     a, b = (load_checkpoint(tmp_path / n / "last.pt") for n in ("straight", "broken"))
     assert a["step"] == b["step"] == 8 and set(a["heads"]) == set(b["heads"])
-    for part in ("backbone", "heads"):
+    assert (a["target"] is None) == (method != "byol")
+    for part in ("backbone", "heads", *(["target"] if method == "byol" else [])):
         for key in a[part]:
             assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs after resume"
 
@@ -280,14 +284,24 @@ def test_two_process_losses_equal_one_process(tmp_path):
     assert torch.allclose((ranks[0]["g_theta"] + ranks[1]["g_theta"]) / 2, g_theta, atol=1e-5)
 
 
-def test_two_process_training_run(tmp_path, data_cache):
+@pytest.mark.parametrize("method", ["mast", "byol"])  # byol: prediction heads and a target
+def test_two_process_training_run(tmp_path, data_cache, method):
     result = torchrun(
-        "-m", "pretrain", "--out", str(tmp_path), "--set", *TINY, "train.epochs=1", "device=cpu"
+        "-m",
+        "pretrain",
+        "--out",
+        str(tmp_path),
+        "--set",
+        *TINY,
+        "train.epochs=1",
+        "device=cpu",
+        f"method={method}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     state = load_checkpoint(tmp_path / "last.pt")
     assert state["world_size"] == 2 and state["step"] == 4  # 64 images, 2 processes x 8 per step
     assert "done: step 4" in result.stdout
+    assert (state["target"] is not None) == (method == "byol")
 
 
 def test_contrast_mask_objective_trains_and_logs_its_term(tmp_path, data_cache):

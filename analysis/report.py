@@ -637,36 +637,37 @@ def missing_section(records: pd.DataFrame, missing: list[str]) -> list[str]:
 
 # ----------------------------------------------------------------------------------------------
 # report
-#: The subspace sweeps of the study: (sweep, variant) rows compared against the VICReg
-#: method runs. ``combine``: AND variants at pair compute; ``conflict``: under hue jitter over the
+#: The subspace sweeps of the study, whose every variant the report compares against the VICReg
+#: method runs: ``combine``, AND variants at pair compute; ``conflict``, under hue jitter over the
 #: whole colour circle.
-SUBSPACE_ROWS = [
-    ("combine", "and"),
-    ("combine", "and_fixed"),
-    ("combine", "and_target"),
-    ("combine", "and_fixed_target"),
-    ("conflict", "vicreg_hue05"),
-    ("conflict", "and_hue05"),
-    ("conflict", "and_fixed_hue05"),
-    ("conflict", "and_target_hue05"),
-    ("conflict", "augself_hue05"),
-]
-#: Pairs (row, its control) the report compares: learned against fixed assignments, a target
-#: against none, the subspace target against AugSelf (the same objective from the backbone).
-SUBSPACE_CONTROLS = [
-    ("combine/and", "combine/and_fixed", "Learned assignment against a fixed random one"),
-    (
-        "combine/and_target",
-        "combine/and_fixed_target",
-        "With the target: learned assignment against a fixed random one",
-    ),
-    ("combine/and_target", "combine/and", "The subspace target against none (learned AND)"),
-    (
-        "combine/and_target",
-        "augself",
-        "The subspace target against AugSelf (its objective from the backbone, no subspaces)",
-    ),
-]
+SUBSPACE_SWEEPS = ("combine", "conflict")
+
+
+def subspace_controls(names: list[str]) -> list[tuple[str, str, str]]:
+    """(row, its control, what the difference measures) for the subspace rows there are: a learned
+    assignment against the fixed one of the same variant, a target against none, and a subspace
+    target against AugSelf (the same objective from the backbone, no subspaces)."""
+    pairs = []
+    for name in names:
+        if not name.startswith("combine/") or "fixed" in name:
+            continue
+        variant = name.removeprefix("combine/")
+        fixed = f"combine/{variant.replace('and', 'and_fixed', 1)}"
+        if fixed in names:
+            pairs.append((name, fixed, f"`{name}`: learned assignment against a fixed random one"))
+        if "target" in variant:
+            if "combine/and" in names:
+                pairs.append((name, "combine/and", f"`{name}`: the subspace target against none"))
+            if "augself" in names:
+                pairs.append(
+                    (
+                        name,
+                        "augself",
+                        f"`{name}`: the subspace target against AugSelf (its objective from the "
+                        "backbone, no subspaces)",
+                    )
+                )
+    return pairs
 
 
 def _per_run_scores(results: Path) -> pd.DataFrame:
@@ -721,9 +722,8 @@ def _subspace_groups(results: Path) -> tuple[dict[str, pd.DataFrame], str | None
     augself_name = next((m for m in methods if m.startswith("augself_")), None)
     if augself_name is not None:
         groups["augself"] = method_rows(augself_name)
-    for sweep, variant in SUBSPACE_ROWS:
-        spec = index.get("sweeps", {}).get(sweep, {}).get(variant)
-        if spec:
+    for sweep in SUBSPACE_SWEEPS:
+        for variant, spec in index.get("sweeps", {}).get(sweep, {}).items():
             groups[f"{sweep}/{variant}"] = rows_of(spec["runs"])
     groups = {k: v for k, v in groups.items() if len(v)}
     if "vicreg" not in groups or not any(k.startswith(("combine/", "conflict/")) for k in groups):
@@ -784,10 +784,9 @@ def claim_subspaces(results: Path) -> list[str]:
             f"steps: {d:+.1f} points on the nine-task mean{_within(clear)}; the criterion (at "
             f"least +1, beyond two standard errors) is **{'met' if met else 'not met'}**."
         )
-    for row, control, text in SUBSPACE_CONTROLS:
-        if row in groups and control in groups:
-            d, clear = _difference(groups[row], groups[control], "mean")
-            lines.append(f"- {text}: {d:+.1f} points{_within(clear)}.")
+    for row, control, text in subspace_controls(list(groups)):
+        d, clear = _difference(groups[row], groups[control], "mean")
+        lines.append(f"- {text}: {d:+.1f} points{_within(clear)}.")
     rivals = {"vicreg": reference, "conflict/vicreg_hue05": groups.get("conflict/vicreg_hue05")}
     for name, mine in groups.items():
         if not name.startswith("conflict/") or name == "conflict/vicreg_hue05":

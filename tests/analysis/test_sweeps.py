@@ -307,6 +307,15 @@ def test_the_best_subspace_row_is_checked_and_compared_with_its_controls(tmp_pat
     assert "| `augself` | 3 | 61.0 ± 0.1 |" in text
     assert "The best MAST configuration on VICReg's pairs, `combine/and_target`" in text
     assert "+2.0 points on the nine-task mean (beyond two standard errors)" in text
-    assert "The subspace target against none (learned AND): +1.5 points" in text
-    assert "The subspace target against AugSelf (its objective from the backbone, no " in text
+    assert "`combine/and_target`: the subspace target against none: +1.5 points" in text
+    assert (
+        "`combine/and_target`: the subspace target against AugSelf (its objective from the " in text
+    )
     assert "no subspaces): +1.0 points (beyond two standard errors)" in text
+    assert report.subspace_controls(["combine/and", "combine/and_fixed", "augself"]) == [
+        (
+            "combine/and",
+            "combine/and_fixed",
+            "`combine/and`: learned assignment against a fixed random one",
+        )
+    ]

@@ -65,7 +65,7 @@ test-all: $(STAMP)
 all: $(STAMP)
 	@FORCE=$(FORCE) RESULTS=$(RESULTS) PY=$(PY) bash scripts/run_all.sh
 
-PRETRAIN_CONFIG = $(or $(CONFIG),configs/pretrain/mast_r18w16_b128_16e_shapes.yaml)
+PRETRAIN_CONFIG = $(or $(CONFIG),configs/pretrain/mast_and_target_r18w16_b128_16e_shapes.yaml)
 SEED ?= 0
 PRETRAIN_OUT = $(RESULTS)/runs/$(basename $(notdir $(PRETRAIN_CONFIG)))_s$(SEED)
 # Resumes an interrupted run and leaves a finished one alone; FORCE=1 starts over (the old run is moved to
@@ -88,7 +88,7 @@ eval-cls: $(STAMP)
 	  --records $(RESULTS)/records/classification.jsonl --ceiling-dir $(RESULTS)/runs/ceiling \
 	  --out $(RESULTS)/runs/classification --set cache=$(RESULTS)/runs/cache/features $(ARGS)
 
-DET_CKPT = $(or $(CKPT),$(RESULTS)/runs/mast_r18w16_b128_16e_shapes_s0/last.pt)
+DET_CKPT = $(or $(CKPT),$(RESULTS)/runs/mast_and_target_r18w16_b128_16e_shapes_s0/last.pt)
 # Embedded protocols on the MAST checkpoint (or CKPT=...) and a random-init floor of the same architecture.
 eval-detection: $(STAMP)
 	$(PY) -m downstream.detection --protocol embedded-frcnn $(addprefix --ckpt ,$(DET_CKPT)) --floor \

@@ -34,9 +34,10 @@ def test_pretrain_config_matches_its_name(path):
     method, factorized = method.removesuffix("_factorized"), method.endswith("_factorized")
     assert (cfg.views.mode == "factorized") == factorized
     # `mast_and` names MAST with AND-combined subspaces (loss.combine), learned masks and no
-    # uncertainty.
-    combine_and = method == "mast_and"
+    # uncertainty; `mast_and_target` that with subspace targets (loss.target_weight).
+    combine_and = method in ("mast_and", "mast_and_target")
     assert (cfg.loss.combine == "and") == combine_and
+    assert (cfg.loss.target_weight > 0) == (method == "mast_and_target")
     assert cfg.method == ("mast_nounc" if combine_and else method) and not (
         combine_and and cfg.uses_uncertainty
     )

@@ -27,8 +27,17 @@ from core.augment import PARAM_SLICES, AugmentConfig
 from pretrain.losses.vicreg import VICRegLoss
 
 #: Defaults of ``loss.options``: each objective's weight lambda_w (0: no head), and the heads'
-#: hidden width.
-OPTIONS = {"crop": 1.0, "color": 1.0, "flip": 0.0, "blur": 0.0, "sol": 0.0, "hidden": 512}
+#: hidden width. ``gray`` (grayscale applied or not) is not an AugSelf objective; it is there so
+#: that AugSelf can predict exactly what the MAST subspace targets predict (their control).
+OPTIONS = {
+    "crop": 1.0,
+    "color": 1.0,
+    "flip": 0.0,
+    "blur": 0.0,
+    "sol": 0.0,
+    "gray": 0.0,
+    "hidden": 512,
+}
 
 #: Each objective: (the op whose parameters it reads, output size, loss).
 OBJECTIVES: dict[str, tuple[str, int, str]] = {
@@ -37,7 +46,7 @@ OBJECTIVES: dict[str, tuple[str, int, str]] = {
     "flip": ("flip", 1, "binary"),
     "blur": ("blur", 1, "regression"),
     "sol": ("solarize", 1, "regression"),
-    # not an AugSelf objective; the suite's MAST target uses it (pretrain/losses/mast_and.py)
+    # not an AugSelf objective: the suite's MAST target uses it (pretrain/losses/mast_and.py)
     "gray": ("grayscale", 1, "regression"),
 }
 

@@ -120,6 +120,7 @@ def test_config_options_and_errors():
         "flip": 0.0,
         "blur": 0.0,
         "sol": 0.0,
+        "gray": 0.0,
         "hidden": 512,
     }
     loss = build_loss(load_config(PretrainConfig, None, ["method=augself", "loss.options.crop=0"]))

@@ -13,20 +13,21 @@ import argparse
 import json
 import math
 import re
+import statistics
 import time
 from pathlib import Path, PurePath
 
 import pandas as pd
 
 from analysis import sweeps, tables
-from analysis.timings import timing_lines
+from analysis.timings import WHOLE_RUN_S, timing_lines
 from core import markdown
 from core.cli import git_commit
 from core.config import read_yaml
 from core.env import versions
 from core.io import atomic_write_text
 from core.numerics import NUMERICS
-from core.records import read_records
+from core.records import ckpt_field, read_records
 
 FACTOR_FAMILY = ("classification", "factorshapes/cls-upright", "linear-lbfgs")
 ORIENT_FAMILY = ("classification", "factorshapes/cls-rot", "linear-lbfgs")
@@ -330,11 +331,48 @@ def _metric_cell(aggregated: pd.DataFrame, label: str, key: tuple[str, ...]) -> 
     return tables.format_cell(mean, std, n)
 
 
+def pretrain_seconds(results: Path) -> dict[str, float]:
+    """Wall time of every pretraining run in the study's ledger (``study/times.jsonl``): its latest
+    whole pretraining step (the run whose checkpoint the records measured; shorter entries are
+    resumes or steps that found the run done), by run folder under the runs folder."""
+    ledger = results / "study" / "times.jsonl"
+    seconds: dict[str, float] = {}
+    if not ledger.is_file():
+        return seconds
+    for line in ledger.read_text().splitlines():
+        entry = json.loads(line) if line.strip() else {}
+        kind, _, folder = str(entry.get("step", "")).partition(" ")
+        if kind == "pretrain" and float(entry.get("seconds", 0.0)) >= WHOLE_RUN_S:
+            seconds[folder] = float(entry["seconds"])
+    return seconds
+
+
+def _compute_cell(measured: pd.DataFrame, label: str, seconds: dict[str, float]) -> str:
+    """Median pretraining wall time of the runs behind ``label``'s records, or – if the ledger has
+    none of them."""
+    ckpts = measured.loc[measured["label"] == label, "pretrain_ckpt"]
+    paths = {str(ckpt_field(c, "path") or "") for c in ckpts}
+    # the ledger names run folders relative to the study's runs folder (results/runs)
+    folders = {
+        str(PurePath(p).parent.relative_to("results/runs"))
+        for p in paths
+        if p.startswith("results/runs/")
+    }
+    times = [seconds[f] for f in folders if f in seconds]
+    if not times:
+        return "–"
+    return f"{statistics.median(times) / 60:.1f} min (n={len(times)})"
+
+
 def summary_section(
-    measured: pd.DataFrame, aggregated: pd.DataFrame, details: str = "`results/README.md`"
+    measured: pd.DataFrame,
+    aggregated: pd.DataFrame,
+    details: str = "`results/README.md`",
+    seconds: dict[str, float] | None = None,
 ) -> list[str]:
     """One row per method: the nine-task linear-probe mean, detection box AP and mask AP, mean ± std
-    over seeds; ``details`` says where the per-task tables are (the report itself says "below")."""
+    over seeds, and with ``seconds`` (``pretrain_seconds``) the median pretraining wall time of its
+    runs; ``details`` says where the per-task tables are (the report itself says "below")."""
     scores = factor_scores(measured) if not measured.empty else pd.DataFrame()
     if scores.empty:
         return [
@@ -344,17 +382,28 @@ def summary_section(
     labels = list(summary.index)
     first = [label for label in (main_label(labels, "vicreg"), main_label(labels, "mast")) if label]
     names = ["factor tasks, linear probe (mean of 9)"] + [name for name, _ in SUMMARY_METRICS]
+    if seconds is not None:
+        names.append("pretraining wall time")
     rows = []
     for label in row_order(labels, *first):
         n = int(summary.loc[label, ("n", "mean")])
         probe = f"{_cell(summary, label, 'mean')} (n={n})"
         metrics = [_metric_cell(aggregated, label, key) for _, key in SUMMARY_METRICS]
+        if seconds is not None:
+            metrics.append(_compute_cell(measured, label, seconds))
         rows.append([label, probe, *metrics])
+    compute = (
+        " Pretraining wall time: the median over the label's runs of each run's latest whole "
+        "pretraining step in the study's ledger (`study/times.jsonl`; 2 CPU cores, at times shared "
+        "with other work)."
+        if seconds is not None
+        else ""
+    )
     return markdown.table(["method", *names], rows) + [
         "",
         "Mean ± sample std over pretraining seeds (n); detection and segmentation on the "
         "embedded det split's shape categories. Per-task tables, the claim checks and every "
-        f"figure: {details}.",
+        f"figure: {details}.{compute}",
     ]
 
 
@@ -834,7 +883,7 @@ def build_report(results: Path, runs_dir: Path, runs: pd.DataFrame | None = None
     measured = tables.measurements(records) if not records.empty else pd.DataFrame()
     aggregated = tables.aggregate(records) if not records.empty else pd.DataFrame()
     claim1, miss1 = claim_invariances(measured)
-    summary = summary_section(measured, aggregated, details="below")
+    summary = summary_section(measured, aggregated, "below", pretrain_seconds(results))
     claim2, miss2 = claim_masks(results / "figures")
     claim3, miss3 = claim_uncertainty(results / "figures")
     runs = pretraining_runs(runs_dir, results) if runs is None else runs
@@ -945,7 +994,8 @@ def readme_summary(results: Path) -> list[str]:
     claim1, _ = claim_invariances(measured)
     comparisons = [line for line in claim1 if line.startswith("- ")]
     verdict = [line for line in claim1 if line.startswith("On these results")]
-    return [*summary_section(measured, aggregated), "", *comparisons, "", *verdict]
+    summary = summary_section(measured, aggregated, seconds=pretrain_seconds(results))
+    return [*summary, "", *comparisons, "", *verdict]
 
 
 def update_readme(readme: Path, results: Path) -> Path | None:

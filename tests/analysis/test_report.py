@@ -223,3 +223,37 @@ def test_readme_summary_block_is_rewritten_between_its_markers_only(tmp_path):
     plain.write_text("# no markers\n")
     assert report.update_readme(plain, tmp_path) is None and plain.read_text() == "# no markers\n"
     assert report.update_readme(tmp_path / "absent.md", tmp_path) is None
+
+
+def test_summary_shows_each_methods_pretraining_wall_time_from_the_ledger(tmp_path):
+    path = tmp_path / "records" / "classification.jsonl"
+    for seed in range(3):
+        for method in ("mast", "vicreg"):
+            ckpt = {"path": f"results/runs/{method}_x_s{seed}/last.pt", "sha256": f"{method}{seed}"}
+            append_record(path, _cls(method, "hue", 80.0 + seed, seed, ckpt=ckpt))
+    ledger = tmp_path / "study" / "times.jsonl"
+    ledger.parent.mkdir(parents=True)
+    steps = [
+        ("pretrain mast_x_s0", 900.0),  # an older run of the folder: the latest whole one counts
+        ("pretrain mast_x_s0", 300.0),
+        ("pretrain mast_x_s0", 5.0),  # found the run done
+        ("pretrain mast_x_s1", 360.0),
+        ("pretrain mast_x_s2", 420.0),
+        ("classification mast_x_s2", 60.0),
+        ("pretrain vicreg_x_s0", 600.0),
+    ]
+    ledger.write_text("".join(json.dumps({"step": s, "seconds": t}) + "\n" for s, t in steps))
+    seconds = report.pretrain_seconds(tmp_path)
+    assert seconds == {
+        "mast_x_s0": 300.0,
+        "mast_x_s1": 360.0,
+        "mast_x_s2": 420.0,
+        "vicreg_x_s0": 600.0,
+    }
+    records = tables.load_results(tmp_path / "records")
+    lines = report.summary_section(
+        tables.measurements(records), tables.aggregate(records), seconds=seconds
+    )
+    text = "\n".join(lines)
+    assert "| mast | 81.0 ± 1.0 (n=3) | – | – | 6.0 min (n=3) |" in text
+    assert "| vicreg | 81.0 ± 1.0 (n=3) | – | – | 10.0 min (n=1) |" in text

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torchvision
 
-from core.checkpoints import load_checkpoint
+from core.checkpoints import import_backbone, load_backbone, load_checkpoint
 from core.config import load_config
 from core.methods import METHODS
 from pretrain.__main__ import main
@@ -220,6 +220,22 @@ def test_export_matches_torchvision_features(tmp_path, data_cache):
     ours.load_state_dict(load_checkpoint(tmp_path / "last.pt")["backbone"])
     x = torch.randn(4, 3, 32, 32)
     assert torch.equal(ours.eval()(x), reference.eval()(x))
+
+
+@pytest.mark.parametrize("method", ["augself", "vicreg_equimod", "byol"])
+def test_baselines_with_heads_export_a_backbone_that_imports_strictly(tmp_path, data_cache, method):
+    # what `make compare` and the detection hand-off read: the bare backbone, heads and target aside
+    fit(tiny(f"method={method}", "train.max_steps=2"), tmp_path)
+    assert main(["export", str(tmp_path / "last.pt"), str(tmp_path / "backbone.pth")]) == 0
+    weights, report = import_backbone(tmp_path / "backbone.pth")
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert set(weights) == set(state["backbone"]) and not report.dropped
+    assert all(torch.equal(weights[k], state["backbone"][k]) for k in weights)
+    # the suite checkpoint itself loads too, its heads and target dropped
+    x = torch.randn(2, 3, 32, 32)
+    from_suite = load_backbone(tmp_path / "last.pt").model.eval()(x)
+    from_export = load_backbone(tmp_path / "backbone.pth").model.eval()(x)
+    assert torch.equal(from_suite, from_export)
 
 
 def torchrun(*args, timeout=300):

@@ -708,6 +708,18 @@ def subspace_controls(names: list[str]) -> list[tuple[str, str, str]]:
     target against AugSelf (the same objective from the backbone, no subspaces)."""
     pairs = []
     for name in names:
+        if name.startswith("conflict/and_target"):  # the same under hue jitter over the circle
+            suffix = name.removeprefix("conflict/and_target")
+            same = f"conflict/augself_target_objectives{suffix}"
+            if same in names:
+                pairs.append(
+                    (
+                        name,
+                        same,
+                        f"`{name}`: the subspace target against AugSelf predicting the same "
+                        "differences from the backbone at the same weight",
+                    )
+                )
         if not name.startswith("combine/") or "fixed" in name:
             continue
         variant = name.removeprefix("combine/")

@@ -312,6 +312,11 @@ def test_the_best_subspace_row_is_checked_and_compared_with_its_controls(tmp_pat
         "`combine/and_target`: the subspace target against AugSelf (its objective from the " in text
     )
     assert "no subspaces): +1.0 points (beyond two standard errors)" in text
+    hue = ["conflict/and_target_w5_hue05", "conflict/augself_target_objectives_w5_hue05"]
+    assert report.subspace_controls(hue) == [
+        (*hue, f"`{hue[0]}`: the subspace target against AugSelf predicting the same differences "
+         "from the backbone at the same weight")
+    ]  # fmt: skip
     assert report.subspace_controls(["combine/and", "combine/and_fixed", "augself"]) == [
         (
             "combine/and",

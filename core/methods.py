@@ -37,6 +37,7 @@ METHODS: dict[str, Method] = {
     "augself": Method("augself"),
     "vicreg_equimod": Method("vicreg_equimod"),
     "byol": Method("byol", ema_target=True),
+    "looc": Method("looc"),
 }
 
 

@@ -5,7 +5,9 @@ ops, follows ``resample``: ``one`` (exactly one other op, uniform per sample), `
 with ``resample_p``) or ``all`` (VICReg's pair). ``factorized`` mode: an anchor plus one view per op
 in which only that op is resampled. The difference strength d_ik in [0, 1] of every op between the
 two views a subspace compares is computed from the recorded parameters alone, so analysis can
-recompute it.
+recompute it. ``looc`` mode (LooC's views, Xiao et al. 2021): a query that samples every op, a key
+with every op resampled, and one key per non-base op that keeps the query's parameters of that op
+and resamples every other.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from core.augment import OPS, PARAM_SLICES, Augment, AugmentConfig, with_ops_fro
 
 @dataclasses.dataclass
 class ViewsConfig:
-    mode: Literal["pair", "factorized"] = "pair"
+    mode: Literal["pair", "factorized", "looc"] = "pair"
     #: Ops view 2 always samples afresh (pair mode).
     base: list[str] = dataclasses.field(default_factory=lambda: ["crop"])
     #: How view 2 treats the other ops: one (exactly one resampled), bernoulli, all (VICReg).
@@ -47,11 +49,14 @@ class ViewMaker:
 
     @property
     def num_views(self) -> int:
+        if self.views.mode == "looc":
+            return len(self.others) + 2
         return 2 if self.views.mode == "pair" else len(self.ops) + 1
 
     def pairs(self) -> torch.Tensor:
-        """[K, 2]: the two views subspace k compares."""
-        if self.views.mode == "pair":
+        """[K, 2]: the two views subspace k compares (looc: the query and the key that resamples
+        every op)."""
+        if self.views.mode in ("pair", "looc"):
             return torch.tensor([[0, 1]] * len(self.ops))
         return torch.tensor([[0, k + 1] for k in range(len(self.ops))])
 
@@ -76,6 +81,12 @@ class ViewMaker:
         if self.views.mode == "pair":
             fresh = self.augment.sample(generator, 1, height, width)
             return torch.stack([first, with_ops_from(first, fresh, self._resampled_ops(generator))])
+        if self.views.mode == "looc":
+            rows = [first, self.augment.sample(generator, 1, height, width)]
+            for op in self.others:
+                fresh = self.augment.sample(generator, 1, height, width)
+                rows.append(with_ops_from(fresh, first, [op]))
+            return torch.stack(rows)
         rows = [first]
         for op in self.ops:
             fresh = self.augment.sample(generator, 1, height, width)

@@ -243,11 +243,11 @@ MIN_WORK_SECONDS = 30.0  # a step that took less only found its output there alr
 
 
 def step_kind(step: str) -> tuple:
-    """What sets a step's cost: the stage, for pretraining the view mode (factorized costs ~2.5 x a
-    pair), for detection and segmentation the protocol."""
+    """What sets a step's cost: the stage, for pretraining the view mode (factorized and LooC's
+    views, 7 of an image, cost ~3 x a pair), for detection and segmentation the protocol."""
     words = step.split()
     if words[0] == "pretrain":
-        return ("pretrain", "factorized" in step)
+        return ("pretrain", "factorized" in step or "looc" in step)
     return tuple(words[:2]) if words[0] in ("detection", "segmentation") else (words[0],)
 
 

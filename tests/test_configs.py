@@ -33,6 +33,7 @@ def test_pretrain_config_matches_its_name(path):
     # a loss).
     method, factorized = method.removesuffix("_factorized"), method.endswith("_factorized")
     assert (cfg.views.mode == "factorized") == factorized
+    assert (cfg.views.mode == "looc") == (method == "looc")  # LooC trains on its own views
     # `mast_and` names MAST with AND-combined subspaces (loss.combine), learned masks and no
     # uncertainty; `mast_and_target` that with subspace targets (loss.target_weight).
     combine_and = method in ("mast_and", "mast_and_target")

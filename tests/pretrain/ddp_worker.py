@@ -1,6 +1,7 @@
 """Run under `torchrun --nproc_per_node 2`: each process takes its half of a fixed batch of
-embeddings, computes the MAST loss and every two-view loss of the method table (VICReg, the
-baselines) with gathering, and saves its values and gradients for the test."""
+embeddings, computes the MAST loss, every two-view loss of the method table (VICReg, the
+baselines) and LooC's (keys gathered across processes), and saves its values and gradients for the
+test."""
 
 import importlib
 import sys
@@ -12,6 +13,7 @@ from core.config import load_config
 from core.methods import METHODS
 from pretrain.config import PretrainConfig
 from pretrain.losses import MASTLoss
+from pretrain.losses.looc import LooCLoss
 from pretrain.train import build_loss
 
 
@@ -47,8 +49,14 @@ def main(out_prefix: str) -> None:
         z_local, torch.tensor([[0, 1]] * 3), gates[rows], torch.sigmoid(theta_local), lv_local
     )
     g_z, g_lv, g_theta = torch.autograd.grad(mast, (z_local, lv_local, theta_local))
+    spaces = torch.randn(3, 4, 16, 12, dtype=torch.float64)  # LooC: 3 spaces, a query and 3 keys
+    spaces_local = spaces[:, :, rows].clone().requires_grad_(True)
+    looc, _ = LooCLoss(0.2)(spaces_local[0, 0], spaces_local[0, 1], {"spaces": spaces_local})
+    (g_spaces,) = torch.autograd.grad(looc, spaces_local)
     torch.save(
         {
+            "looc": looc.detach(),
+            "g_spaces": g_spaces,
             "pairs": pairs,
             "mast": mast.detach(),
             "g_z": g_z,

@@ -16,12 +16,13 @@ import torchvision
 from core.checkpoints import import_backbone, load_backbone, load_checkpoint
 from core.config import load_config
 from core.methods import METHODS
+from core.views import ViewMaker
 from pretrain.__main__ import main
 from pretrain.config import PretrainConfig
 from pretrain.losses import MASTLoss
+from pretrain.losses.looc import LooCLoss
 from pretrain.train import Trainer, TrainingDiverged, build_loss, build_model
 from tests.pretrain.ddp_worker import pair_losses
-from tests.pretrain.test_augself import sampled_params
 
 TINY = [
     "data.image_size=32",
@@ -75,9 +76,13 @@ def fit(cfg: PretrainConfig, out: Path, resume: bool = False) -> Trainer:
     return trainer
 
 
+#: what a method needs besides its name (LooC trains on its own views)
+METHOD_SETTINGS = {"looc": ["views.mode=looc"]}
+
+
 @pytest.mark.parametrize("method", list(METHODS))
 def test_run_writes_checkpoint_and_log(tmp_path, data_cache, method):
-    cfg = tiny(f"method={method}")
+    cfg = tiny(f"method={method}", *METHOD_SETTINGS.get(method, []))
     trainer = fit(cfg, tmp_path)
     state = load_checkpoint(tmp_path / "last.pt")
     assert (
@@ -103,10 +108,13 @@ def test_run_writes_checkpoint_and_log(tmp_path, data_cache, method):
         assert set(terms) <= set(steps[0]) and all(math.isfinite(r["loss"]) for r in steps)
     else:  # a baseline with prediction heads logs the terms its loss returns too
         model = build_model(cfg, 6, state["aug_names"])
-        params = sampled_params(16)
-        out = model(torch.rand(2, 16, 3, 32, 32), params)
+        maker = ViewMaker(cfg.augment, cfg.views, 32)
+        generator = torch.Generator().manual_seed(0)
+        params = torch.stack([maker.sample(generator, 64, 64) for _ in range(16)])
+        out = model(torch.rand(maker.num_views, 16, 3, 32, 32), params)
         targets = {"targets": out["z_target"]} if "z_target" in out else {}
-        _, terms = build_loss(cfg)(*out["z"], predictions=out["heads"], params=params, **targets)
+        loss = build_loss(cfg, state["aug_names"])
+        _, terms = loss(*out["z"][:2], predictions=out["heads"], params=params, **targets)
         assert set(terms) <= set(steps[0]) and all(math.isfinite(r["loss"]) for r in steps)
     if cfg.uses_masks:
         assert set(steps[0]["gate_rate"]) == set(state["aug_names"]) and "strength" in steps[0]
@@ -130,9 +138,9 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, data_cache):
     assert torch.equal(a["masks"], b["masks"])
 
 
-@pytest.mark.parametrize("method", ["augself", "byol"])
+@pytest.mark.parametrize("method", ["augself", "byol", "looc"])
 def test_resume_restores_heads_and_target(tmp_path, data_cache, method):
-    extra = [f"method={method}", "train.epochs=2"]
+    extra = [f"method={method}", "train.epochs=2", *METHOD_SETTINGS.get(method, [])]
     fit(tiny(*extra), tmp_path / "straight")
     fit(tiny(*extra, "train.max_steps=5"), tmp_path / "broken")
     fit(tiny(*extra), tmp_path / "broken", resume=True)
@@ -222,10 +230,10 @@ def test_export_matches_torchvision_features(tmp_path, data_cache):
     assert torch.equal(ours.eval()(x), reference.eval()(x))
 
 
-@pytest.mark.parametrize("method", ["augself", "vicreg_equimod", "byol"])
+@pytest.mark.parametrize("method", ["augself", "vicreg_equimod", "byol", "looc"])
 def test_baselines_with_heads_export_a_backbone_that_imports_strictly(tmp_path, data_cache, method):
     # what `make compare` and the detection hand-off read: the bare backbone, heads and target aside
-    fit(tiny(f"method={method}", "train.max_steps=2"), tmp_path)
+    fit(tiny(f"method={method}", "train.max_steps=2", *METHOD_SETTINGS.get(method, [])), tmp_path)
     assert main(["export", str(tmp_path / "last.pt"), str(tmp_path / "backbone.pth")]) == 0
     weights, report = import_backbone(tmp_path / "backbone.pth")
     state = load_checkpoint(tmp_path / "last.pt")
@@ -298,6 +306,12 @@ def test_two_process_losses_equal_one_process(tmp_path):
         assert torch.allclose(ranks[r]["g_z"] / 2, g_z[:, rows], atol=1e-5)
         assert torch.allclose(ranks[r]["g_lv"] / 2, g_lv[:, rows], atol=1e-5)
     assert torch.allclose((ranks[0]["g_theta"] + ranks[1]["g_theta"]) / 2, g_theta, atol=1e-5)
+    spaces = torch.randn(3, 4, 16, 12, dtype=torch.float64, requires_grad=True)
+    looc, _ = LooCLoss(0.2)(spaces[0, 0], spaces[0, 1], {"spaces": spaces})
+    (g_spaces,) = torch.autograd.grad(looc, spaces)
+    assert (ranks[0]["looc"] + ranks[1]["looc"]).item() / 2 == pytest.approx(looc.item(), abs=1e-5)
+    for r, rows in enumerate((slice(0, 8), slice(8, 16))):
+        assert torch.allclose(ranks[r]["g_spaces"] / 2, g_spaces[:, :, rows], atol=1e-5)
 
 
 @pytest.mark.parametrize("method", ["mast", "byol"])  # byol: prediction heads and a target

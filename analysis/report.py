@@ -702,6 +702,16 @@ def missing_section(records: pd.DataFrame, missing: list[str]) -> list[str]:
 SUBSPACE_SWEEPS = ("combine", "augself", "conflict")
 
 
+def _same_objectives(name: str, control: str) -> tuple[str, str, str]:
+    """A subspace-target row against AugSelf predicting what its subspaces predict."""
+    return (
+        name,
+        control,
+        f"`{name}`: the subspace target against AugSelf predicting the same differences from the "
+        "backbone at the same weight",
+    )
+
+
 def subspace_controls(names: list[str]) -> list[tuple[str, str, str]]:
     """(row, its control, what the difference measures) for the subspace rows there are: a learned
     assignment against the fixed one of the same variant, a target against none, and a subspace
@@ -712,14 +722,7 @@ def subspace_controls(names: list[str]) -> list[tuple[str, str, str]]:
             suffix = name.removeprefix("conflict/and_target")
             same = f"conflict/augself_target_objectives{suffix}"
             if same in names:
-                pairs.append(
-                    (
-                        name,
-                        same,
-                        f"`{name}`: the subspace target against AugSelf predicting the same "
-                        "differences from the backbone at the same weight",
-                    )
-                )
+                pairs.append(_same_objectives(name, same))
         if not name.startswith("combine/") or "fixed" in name:
             continue
         variant = name.removeprefix("combine/")
@@ -731,14 +734,7 @@ def subspace_controls(names: list[str]) -> list[tuple[str, str, str]]:
                 pairs.append((name, "combine/and", f"`{name}`: the subspace target against none"))
             same = f"augself/target_objectives{variant.removeprefix('and_target')}"
             if same in names:
-                pairs.append(
-                    (
-                        name,
-                        same,
-                        f"`{name}`: the subspace target against AugSelf predicting the same "
-                        "differences from the backbone at the same weight",
-                    )
-                )
+                pairs.append(_same_objectives(name, same))
             if "augself" in names:
                 pairs.append(
                     (

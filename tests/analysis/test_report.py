@@ -192,6 +192,28 @@ def test_claim_one_compares_each_mast_config_with_vicreg_and_says_when_one_seed_
     )
     # the verdict is MAST's own config's
     assert "**does not support** it (MAST's own config" in text
+    # the best row per task; one seed a side gives no spread, so every other row is a tie
+    assert (
+        "| hue | `vicreg` | 90.0 | `mast (mast_factorized_r18)` (85.0), `mast (mast_r18)` (80.0) |"
+        in text
+    )
+    assert "| shape | `mast (mast_factorized_r18)` | 50.0 |" in text
+
+
+def test_best_per_task_marks_a_clear_winner_and_ties():
+    index = pd.MultiIndex.from_product([["a", "b", "c"], [0, 1, 2]], names=["label", "seed"])
+    scores = pd.DataFrame(
+        {
+            "hue": [90, 91, 89, 82, 83, 81, 89, 92, 88],
+            "shape": [40, 41, 39, 50, 52, 48, 36, 36, 37],
+        },
+        index=index,
+    ).astype(float)
+    summary = report.seed_summary(scores)
+    text = "\n".join(report.best_per_task(summary, ["a", "b", "c"]))
+    assert "| hue | `a` | 90.0 ± 1.0 | `c` (89.7) |" in text  # b is 8 points below: clear
+    assert "| shape | `b` | 50.0 ± 2.0 | none: clear |" in text
+    assert "| mean | `b` | 66.0 ± 1.5 | `a` (65.0) |" in text  # c: 3 points, 2 SE = 2.0
 
 
 def test_readme_summary_block_is_rewritten_between_its_markers_only(tmp_path):

@@ -58,12 +58,13 @@ class LooCLoss(nn.Module):
             raise ValueError(f"LooC's temperature must be positive, got {temperature}")
         self.temperature, self.spaces = temperature, spaces
 
-    def space_loss(self, embeddings: torch.Tensor, positive: int | None) -> torch.Tensor:
-        """L_s for one space: ``embeddings`` [V, B, d] (view 0 the query, views 1.. the keys);
-        ``positive``: the key index (0-based among the keys) that is the only positive, or None for
-        the all-invariant space (every key a positive)."""
-        queries = F.normalize(embeddings[0], dim=1)  # [n, d]
-        keys = torch.stack([gather_with_grad(k) for k in embeddings[1:]])  # [V - 1, N, d]
+    def space_loss(
+        self, queries: torch.Tensor, keys: torch.Tensor, positive: int | None
+    ) -> torch.Tensor:
+        """L_s for one space: this process's ``queries`` [n, d] against every process's ``keys``
+        [V - 1, N, d]; ``positive``: the key index (0-based among the keys) that is the only
+        positive, or None for the all-invariant space (every key a positive)."""
+        queries = F.normalize(queries, dim=1)
         num_keys, total = keys.shape[:2]
         n = queries.shape[0]
         logits = queries @ F.normalize(keys, dim=2).flatten(0, 1).T / self.temperature
@@ -90,9 +91,11 @@ class LooCLoss(nn.Module):
         names = self.spaces or [str(i) for i in range(1, spaces.shape[0])]
         if len(names) != spaces.shape[0] - 1:
             raise ValueError(f"LooC has {len(names)} op spaces, the heads gave {len(spaces) - 1}")
-        terms = {"looc_all": self.space_loss(spaces[0], None)}
+        # every space's keys in one gather over processes (batch first): [S, V - 1, N, d]
+        keys = gather_with_grad(spaces[:, 1:].permute(2, 0, 1, 3)).permute(1, 2, 0, 3)
+        terms = {"looc_all": self.space_loss(spaces[0, 0], keys[0], None)}
         for i, name in enumerate(names, 1):  # op i's key is key i (key 0 resamples every op)
-            terms[f"looc_{name}"] = self.space_loss(spaces[i], i)
+            terms[f"looc_{name}"] = self.space_loss(spaces[i, 0], keys[i], i)
         total = torch.stack(list(terms.values())).sum()
         return total, {k: v.detach() for k, v in terms.items()}
 

@@ -78,11 +78,11 @@ def test_an_op_space_keeps_what_the_op_changes():
     n, t = 3, 0.2
     basis = torch.eye(12, dtype=torch.float64)
     space = torch.stack([basis[:n], basis[n : 2 * n], basis[:n], basis[2 * n : 3 * n]])
-    ours = LooCLoss(t).space_loss(space, 1)  # key 1 is k_1 (view 2; key 0 is k_0)
+    ours = LooCLoss(t).space_loss(space[0], space[1:], 1)  # key 1: k_1 (view 2)
     negatives = 3 * n - 1
     assert ours.item() == pytest.approx(math.log(1 + negatives * math.exp(-1 / t)), rel=1e-6)
     # the same embeddings in the all-invariant space: keys 0 and 2 are positives there, at 0
-    assert LooCLoss(t).space_loss(space, None).item() > ours.item() + 1
+    assert LooCLoss(t).space_loss(space[0], space[1:], None).item() > ours.item() + 1
     with pytest.raises(ValueError, match="temperature must be positive"):
         LooCLoss(0.0)
 

@@ -295,10 +295,14 @@ def _difference_text(name: str, diff: pd.DataFrame) -> str:
     )
 
 
+#: The reference rows (floor and ceiling), never compared as methods.
+REFERENCES = (tables.FLOOR, tables.CEILING)
+
+
 def row_order(labels, *first: str) -> list[str]:
     """``first`` (the compared rows), then the other methods by name, then the floor and ceiling
     references."""
-    references = [r for r in ("random-init", "supervised") if r in labels]
+    references = [r for r in REFERENCES if r in labels]
     return [*first, *sorted(set(labels) - {*first, *references}), *references]
 
 
@@ -412,9 +416,7 @@ def best_per_task(summary: pd.DataFrame, labels: list[str]) -> list[str]:
     it does not beat by more than twice the standard error of the difference (ties); references
     (random-init, supervised) aside."""
     rows = []
-    candidates = [
-        label for label in row_order(labels) if label not in ("random-init", "supervised")
-    ]
+    candidates = [label for label in row_order(labels) if label not in REFERENCES]
     means = summary["mean"].loc[candidates]
     for column in [c for c in means.columns if c != "mean"] + ["mean"]:
         scores = means[column].dropna()
@@ -707,11 +709,7 @@ def figures_section(results: Path) -> list[str]:
 
 
 def missing_section(records: pd.DataFrame, missing: list[str]) -> list[str]:
-    ours = (
-        records[~records["method"].isin(["random-init", "supervised"])]
-        if not records.empty
-        else records
-    )
+    ours = records[~records["method"].isin(REFERENCES)] if not records.empty else records
     # a stage with floor records only is still missing
     stages = set(ours["stage"]) if not ours.empty else set()
     needed = [

@@ -5,7 +5,8 @@ CSV and LaTeX.
 
 A cell is ``mean ± std (n=k)`` over seeds (sample std; no std for n=1). A rerun of the same
 checkpoint, task, protocol, metric and seed replaces the older record (latest ``time`` wins), so
-reruns never double-count. Rows: our methods, then the random-init floor, then the supervised
+reruns never double-count; a checkpoint retrained into the same path drops the records of its
+old weights (``_current_checkpoints``). Rows: our methods, then the random-init floor, then the supervised
 ceiling, then published numbers (``analysis/published.csv``, always labelled "published"). The best
 mean per column among our rows is bold; the ceiling and published rows are references, never
 candidates. ``pilot.jsonl`` (the pretraining pilot) is not a result and is left out, and so is
@@ -136,6 +137,23 @@ def config_name(ckpt, arch) -> str:
     return SEED_SUFFIX.sub("", name)
 
 
+def _current_checkpoints(frame: pd.DataFrame) -> pd.DataFrame:
+    """Drop the records of a checkpoint that was since retrained into the same path: the newest
+    record naming a path gives its current sha256, and a record of that path with another sha256
+    measured a file that is gone (e.g. detection of the old weights when only the probes were
+    rerun). Such a cell reads "not run yet" until its stage is rerun, instead of mixing weights."""
+    path = frame["pretrain_ckpt"].map(lambda c: ckpt_field(c, "path"))
+    sha = frame["pretrain_ckpt"].map(lambda c: ckpt_field(c, "sha256"))
+    known = path.notna() & sha.notna()
+    if not bool(known.any()):
+        return frame
+    when = pd.to_datetime(frame["time"], utc=True, errors="coerce", format="ISO8601")
+    order = when[known].sort_values(kind="stable", na_position="first").index
+    current = sha[order].groupby(path[order]).last()
+    stale = known & (sha != path.map(current))
+    return frame[~stale]
+
+
 def _latest_only(frame: pd.DataFrame) -> pd.DataFrame:
     """Drop reruns: per DEDUP_KEYS keep the latest record by time (file order breaks ties), in file
     order."""
@@ -168,7 +186,7 @@ def measurements(records: pd.DataFrame) -> pd.DataFrame:
     """One row per measurement: reruns dropped, null values dropped, with ``checkpoint``, ``label``,
     ``role`` and ``family`` columns (what ``aggregate`` groups; per-seed analyses read it
     directly)."""
-    frame = records.copy()
+    frame = _current_checkpoints(records.copy())
     frame["checkpoint"] = frame["pretrain_ckpt"].map(_checkpoint_id)
     # Deduplicate before dropping null values: a diverged rerun (null) hides the older number, never
     # revives it.

@@ -107,6 +107,30 @@ def test_rerun_of_same_seed_counts_once_and_latest_wins():
     assert (agg.loc[0, "mean"], agg.loc[0, "n"]) == pytest.approx((25.0, 2))
 
 
+def test_records_of_a_checkpoint_retrained_into_the_same_path_are_dropped():
+    def retrained(r, sha):
+        r["pretrain_ckpt"] = {**r["pretrain_ckpt"], "sha256": sha}
+        return r
+
+    day = "2026-01-0{}T00:00:00+0000"
+    old_probe = retrained(rec("mast", "shape", 10.0, run="mast_a_s0", time=day.format(1)), "old")
+    old_box = retrained(
+        rec("mast", "shape", 7.0, run="mast_a_s0", time=day.format(1), stage="detection"), "old"
+    )
+    new_probe = retrained(rec("mast", "shape", 30.0, run="mast_a_s0", time=day.format(2)), "new")
+    kept = rec("mast", "shape", 5.0, run="mast_b_s0", stage="detection")
+    agg = aggregate(frame([old_probe, old_box, new_probe, kept])).set_index(["stage", "label"])
+    # the probe rerun replaces the old probe; the old weights' box AP is gone, not mixed in
+    assert agg.loc[("classification", "mast"), "mean"] == pytest.approx(30.0)
+    assert agg.loc["detection"]["mean"].tolist() == pytest.approx([5.0])
+    # detection rerun on the new weights brings the cell back
+    new_box = retrained(
+        rec("mast", "shape", 9.0, run="mast_a_s0", time=day.format(3), stage="detection"), "new"
+    )
+    agg = aggregate(frame([old_probe, old_box, new_probe, new_box, kept]))
+    assert sorted(agg.loc[agg["stage"] == "detection", "mean"]) == pytest.approx([5.0, 9.0])
+
+
 def test_configs_sharing_a_method_get_told_apart():
     records = [
         rec("mast", "shape", 50.0, run="mast_a_s0"),

@@ -5,12 +5,12 @@ CSV and LaTeX.
 
 A cell is ``mean ± std (n=k)`` over seeds (sample std; no std for n=1). A rerun of the same
 checkpoint, task, protocol, metric and seed replaces the older record (latest ``time`` wins), so
-reruns never double-count; a checkpoint retrained into the same path drops the records of its
-old weights (``_current_checkpoints``). Rows: our methods, then the random-init floor, then the supervised
-ceiling, then published numbers (``analysis/published.csv``, always labelled "published"). The best
-mean per column among our rows is bold; the ceiling and published rows are references, never
-candidates. ``pilot.jsonl`` (the pretraining pilot) is not a result and is left out, and so is
-``sweeps.jsonl`` (the study's sweeps: ``python -m analysis sweeps``).
+reruns never double-count; a checkpoint retrained into the same path drops the records of its old
+weights (``_current_checkpoints``). Rows: our methods, then the random-init floor, then the
+supervised ceiling, then published numbers (``analysis/published.csv``, always labelled
+"published"). The best mean per column among our rows is bold; the ceiling and published rows are
+references, never candidates. ``pilot.jsonl`` (the pretraining pilot) is not a result and is left
+out, and so is ``sweeps.jsonl`` (the study's sweeps: ``python -m analysis sweeps``).
 """
 
 from __future__ import annotations

@@ -9,9 +9,11 @@
   backward) per second of step time, over the device's dense bf16 peak (a small table by device
   name; unknown devices give null).
 - Data loader settings: pretraining's own loader (multi-view ``ViewDataset``, ``EpochSampler``) over
-  num_workers x pin_memory x persistent_workers, two epochs each, batches copied to the device
-  (non-blocking); img/s of the second epoch (persistent workers skip its start-up) against the bf16
-  vicreg step's img/s: a setting keeps the GPU fed when it delivers at least that.
+  where views are rendered (``views.render``: the loader's workers, or the device from the raw
+  images the loader hands it) x num_workers x pin_memory x persistent_workers, two epochs each,
+  batches copied to the device (non-blocking) and, for ``device``, rendered there; img/s of the
+  second epoch (persistent workers skip its start-up) against the bf16 vicreg step's img/s: a
+  setting keeps the GPU fed when it delivers at least that.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ PEAK_BF16_TFLOPS = {
 #: Whole batches per worker in one epoch of the loader sweep (the step benchmark's few images would
 #: leave most workers idle: 4 batches of 64 at 224 px gave 16 workers the rate of 4).
 LOADER_BATCHES_PER_WORKER = 3
+#: Where views are rendered (``views.render``), in the loader sweep's order.
+RENDERS = ("loader", "device")
 MODES = {
     "fp32": ["train.amp=none", "train.channels_last=false"],
     "bf16_channels_last": ["train.amp=bf16", "train.channels_last=true"],
@@ -194,8 +198,8 @@ def time_loader(
     pin: bool,
     persistent: bool,
 ) -> dict[str, object]:
-    """Two epochs of ``dataset`` through a loader with these settings, batches copied to
-    ``device``."""
+    """Two epochs of ``dataset`` through a loader with these settings, batches copied to ``device``
+    (and rendered there when the data set hands raw images)."""
     batch_size = cfg.train.batch_size
     sampler = EpochSampler(len(dataset), batch_size, cfg.seed)
     loader = torch.utils.data.DataLoader(
@@ -214,12 +218,16 @@ def time_loader(
         sampler.set_epoch(epoch)
         start = time.perf_counter()
         for views, params in loader:
-            views.to(device, non_blocking=True)
+            if dataset.render:
+                views.to(device, non_blocking=True)
+            else:
+                dataset.views.render(views.to(device, non_blocking=True), params)
             params.to(device, non_blocking=True)
         sync(device)
         epochs.append(time.perf_counter() - start)
     images = sampler.batches_per_epoch * batch_size
     return {
+        "render": "loader" if dataset.render else "device",
         "num_workers": workers,
         "pin_memory": pin,
         "persistent_workers": persistent,
@@ -241,20 +249,26 @@ def loader_sweep(
         images = cfg.train.batch_size * LOADER_BATCHES_PER_WORKER * most_workers
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, n=images))
     images = build_dataset(cfg.data, part=cfg.data.part, progress=False)
-    dataset = ViewDataset(images, ViewMaker(cfg.augment, cfg.views, cfg.data.image_size), cfg.seed)
-    rows = [time_loader(cfg, dataset, device, *setting) for setting in grid]
+    maker = ViewMaker(cfg.augment, cfg.views, cfg.data.image_size)
+    rows = [
+        time_loader(cfg, ViewDataset(images, maker, cfg.seed, render=render), device, *setting)
+        for render in (True, False)
+        for setting in grid
+    ]
     for row in rows:
         row["keeps_up"] = row["img_per_s"] >= step_img_per_s
     # The cheapest setting that keeps up: fewest workers, then pinned and persistent (they cost no
     # worker).
-    fed = [row for row in rows if row["keeps_up"]]
-    best = min(
-        fed,
-        default=None,
-        key=lambda r: (r["num_workers"], not r["pin_memory"], not r["persistent_workers"]),
-    )
+    best = {}
+    for render in RENDERS:
+        fed = [row for row in rows if row["keeps_up"] and row["render"] == render]
+        best[render] = min(
+            fed,
+            default=None,
+            key=lambda r: (r["num_workers"], not r["pin_memory"], not r["persistent_workers"]),
+        )
     return {
-        "views_per_image": dataset.views.num_views,
+        "views_per_image": maker.num_views,
         "step_img_per_s": step_img_per_s,
         "settings": rows,
         "fewest_workers_that_keep_up": best,
@@ -347,6 +361,7 @@ def _loader_table(loader: dict[str, object]) -> list[str]:
         "",
     ]
     header = [
+        "views rendered by",
         "workers",
         "pinned",
         "persistent",
@@ -356,6 +371,7 @@ def _loader_table(loader: dict[str, object]) -> list[str]:
     ]
     rows = [
         [
+            row["render"],
             str(row["num_workers"]),
             str(row["pin_memory"]),
             str(row["persistent_workers"]),
@@ -366,16 +382,16 @@ def _loader_table(loader: dict[str, object]) -> list[str]:
         for row in loader["settings"]
     ]
     lines += md.table(header, rows)
-    best = loader["fewest_workers_that_keep_up"]
-    lines.append(
-        "\nCheapest setting that keeps up: "
-        + (
-            f"num_workers={best['num_workers']}, pin_memory={best['pin_memory']}, "
-            f"persistent_workers={best['persistent_workers']}"
-            if best
-            else "none of those tried"
+    for render, best in loader["fewest_workers_that_keep_up"].items():
+        lines.append(
+            f"\nCheapest setting that keeps up, views rendered by the {render}: "
+            + (
+                f"num_workers={best['num_workers']}, pin_memory={best['pin_memory']}, "
+                f"persistent_workers={best['persistent_workers']}"
+                if best
+                else "none of those tried"
+            )
         )
-    )
     return lines
 
 

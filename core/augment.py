@@ -425,6 +425,7 @@ def _shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 
 
 def _jitter_subop(x: torch.Tensor, sub: int, factor: torch.Tensor) -> torch.Tensor:
+    factor = factor.to(x.device)  # the recorded parameters stay on the CPU; pixels may not
     if sub == 0:  # brightness: blend with black
         return (x * factor.view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
     if sub == 1:  # contrast: blend with the mean luma of each image
@@ -454,7 +455,8 @@ def _color_jitter(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
                 .flatten()
             )
             if len(rows):
-                x[rows] = _jitter_subop(x[rows], sub, factors[rows, sub])
+                at = rows.to(x.device)
+                x[at] = _jitter_subop(x[at], sub, factors[rows, sub])
     return x
 
 
@@ -468,7 +470,8 @@ def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, radius: torch.Tensor) -
     for reach in radius.unique().tolist():
         if reach > 0:
             rows = (radius == reach).nonzero().flatten()
-            x[rows] = _separable_blur(x[rows], sigma[rows], int(reach))
+            at = rows.to(x.device)
+            x[at] = _separable_blur(x[at], sigma[rows], int(reach))
     return x
 
 
@@ -481,7 +484,8 @@ def _separable_blur(x: torch.Tensor, sigma: torch.Tensor, reach: int) -> torch.T
     for column in kernel.unbind(1):  # summed tap by tap: the same rounding whatever the batch
         total = total + column
     n, channels, height, width = x.shape
-    kernel = (kernel / total[:, None]).repeat_interleave(channels, 0)  # [n * C, taps]
+    # the taps are computed on the CPU whatever the device, so both render the same kernel
+    kernel = (kernel / total[:, None]).repeat_interleave(channels, 0).to(x.device)  # [n * C, taps]
     y = x.reshape(1, n * channels, height, width)
     y = torch.nn.functional.pad(y, (reach, reach, 0, 0), mode="reflect")
     y = torch.nn.functional.conv2d(y, kernel.view(n * channels, 1, 1, -1), groups=n * channels)
@@ -514,10 +518,13 @@ def render_views(
     run on the whole batch in float with per-image parameters, and one rounding back to uint8
     precedes solarize. Every step treats an image on its own, so a view's pixels are the same
     whatever batch renders it; large batches are rendered in chunks of about ``RENDER_CHUNK_PIXELS``
-    pixels, whose float copies stay in cache.
+    pixels, whose float copies stay in cache. The images may sit on any device (an accelerator under
+    ``views.render: device``): the views are rendered there, from parameters read on the CPU.
     """
     p = _check_batch(images, params, out_size)
-    chunk = max(1, RENDER_CHUNK_PIXELS // (out_size * out_size))
+    on_cpu = len(images) == 0 or images[0].device.type == "cpu"
+    # an accelerator renders the batch at once: chunks only pay on the CPU, for its cache
+    chunk = max(1, RENDER_CHUNK_PIXELS // (out_size * out_size)) if on_cpu else len(p)
     if len(p) <= chunk:
         return _render(images, p, out_size, interpolation)
     return torch.cat(
@@ -536,15 +543,19 @@ def _render(
 ) -> torch.Tensor:
     s = PARAM_SLICES
     views = _crops(images, p, out_size, interpolation)
-    flip = (p[:, s["flip"]][:, 0] >= 0.5).nonzero().flatten()
+
+    def rows(op: str) -> torch.Tensor:  # the images op is applied to, as indices on their device
+        return (p[:, s[op]][:, 0] >= 0.5).nonzero().flatten().to(views.device)
+
+    flip = rows("flip")
     views[flip] = views[flip].flip(-1)
     x = views.float().div_(255.0)
     x = _color_jitter(x, p)
-    gray = (p[:, s["grayscale"]][:, 0] >= 0.5).nonzero().flatten()
+    gray = rows("grayscale")
     x[gray] = _gray(x[gray]).expand(-1, 3, -1, -1)
     x = _blur(x, p)
     views = x.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
-    solar = (p[:, s["solarize"]][:, 0] >= 0.5).nonzero().flatten()
+    solar = rows("solarize")
     views[solar] = torch.where(views[solar] >= SOLARIZE_THRESHOLD, 255 - views[solar], views[solar])
     return views
 

@@ -29,6 +29,11 @@ class ViewsConfig:
     resample: Literal["one", "bernoulli", "all"] = "one"
     #: Probability of resampling each non-base op under ``bernoulli``.
     resample_p: float = 0.5
+    #: Where views are rendered: ``loader`` (the data loader's CPU workers) or ``device`` (the
+    #: loader hands raw images and the recorded parameters; the training device renders the batch,
+    #: so a GPU no longer waits for CPU workers). The same parameters give the same views: equal
+    #: pixels on the CPU, within the tolerance of docs/reliability.md on CUDA.
+    render: Literal["loader", "device"] = "loader"
 
 
 class ViewMaker:
@@ -38,6 +43,8 @@ class ViewMaker:
         unknown = [op for op in views.base if op not in OPS]
         if unknown:
             raise ValueError(f"views.base has unknown ops {unknown}; valid: {', '.join(OPS)}")
+        if views.render not in ("loader", "device"):
+            raise ValueError(f"views.render must be loader or device, got {views.render!r}")
         if views.resample not in ("one", "bernoulli", "all") or not 0 <= views.resample_p <= 1:
             raise ValueError(
                 f"views.resample must be one, bernoulli or all and views.resample_p in [0, 1]; got "
@@ -106,16 +113,31 @@ class ViewMaker:
         """Views of many images at once, ``generators[i]`` drawing image i's parameters:
         (views uint8 [B, V, 3, S, S], params float [B, V, P]); pixels equal those of one image at a
         time."""
-        params = torch.stack(
+        params = self.sample_batch(images, generators)
+        return self.render(images, params), params
+
+    def sample_batch(
+        self, images: list[torch.Tensor], generators: list[torch.Generator]
+    ) -> torch.Tensor:
+        """Parameters [B, V, P] of every view of each image, ``generators[i]`` drawing image i's."""
+        return torch.stack(
             [
                 self.sample(g, image.shape[-2], image.shape[-1])
                 for image, g in zip(images, generators)
             ]
         )
+
+    def render(
+        self, images: list[torch.Tensor] | torch.Tensor, params: torch.Tensor
+    ) -> torch.Tensor:
+        """The views [B, V, 3, S, S] uint8 of ``images`` (uint8 [3, H, W] each, on any device) under
+        ``params`` [B, V, P], rendered where the images are."""
         count, views = params.shape[:2]
+        if len(images) != count:
+            raise ValueError(f"{len(images)} images but parameters for {count}")
         sources = [image for image in images for _ in range(views)]
         rendered = self.augment.render(sources, params.flatten(0, 1))
-        return rendered.unflatten(0, (count, views)), params
+        return rendered.unflatten(0, (count, views))
 
 
 def _field(params: torch.Tensor, op: str, index: int) -> torch.Tensor:

@@ -14,10 +14,16 @@ from core.data.base import ImageDataset
 from core.seeding import sample_generator
 from core.views import ViewMaker
 
+#: A batch of images: stacked when they share a size, else one tensor each.
+Images = torch.Tensor | list[torch.Tensor]
+
 
 class ViewDataset(Dataset):
-    def __init__(self, images: ImageDataset, views: ViewMaker, seed: int):
-        self.images, self.views, self.seed = images, views, seed
+    """Batches of views (``render=True``), or of the raw images and the views' parameters, for the
+    training device to render (``views.render: device``)."""
+
+    def __init__(self, images: ImageDataset, views: ViewMaker, seed: int, render: bool = True):
+        self.images, self.views, self.seed, self.render = images, views, seed, render
 
     def __len__(self) -> int:
         return len(self.images)
@@ -26,20 +32,24 @@ class ViewDataset(Dataset):
         views, params = self.__getitems__([key])
         return views[0], params[0]
 
-    def __getitems__(self, keys: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitems__(self, keys: list[int]) -> tuple[Images, torch.Tensor]:
         """A whole batch, rendered at once (the DataLoader calls this with a batch's keys): views
-        [B, V, 3, S, S] uint8 and parameters [B, V, P]; the same pixels as one key at a time."""
+        [B, V, 3, S, S] uint8 and parameters [B, V, P]; the same pixels as one key at a time.
+        Unrendered: the images instead (uint8 [B, 3, H, W], or a list when their sizes differ)."""
         images, generators = [], []
         for key in keys:
             epoch, index = divmod(int(key), len(self.images))
             images.append(self.images[index][0])
             generators.append(sample_generator(self.seed, epoch, index))
-        return self.views.batch(images, generators)
+        if self.render:
+            return self.views.batch(images, generators)
+        params = self.views.sample_batch(images, generators)
+        same = all(image.shape == images[0].shape for image in images)
+        return (torch.stack(images) if same else images), params
 
 
-def collate_rendered(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The DataLoader's collate for ``ViewDataset``: ``__getitems__`` already returns stacked
-    tensors."""
+def collate_rendered(batch: tuple[Images, torch.Tensor]) -> tuple[Images, torch.Tensor]:
+    """The DataLoader's collate for ``ViewDataset``: ``__getitems__`` already returns the batch."""
     return batch
 
 

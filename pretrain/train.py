@@ -30,7 +30,7 @@ from core.numerics import NUMERICS
 from core.seeding import rng_state, seed_everything, set_rng_state, worker_init_fn
 from core.views import ViewMaker, gates_from, pair_strengths
 from pretrain.config import PretrainConfig
-from pretrain.data import EpochSampler, ViewDataset, collate_rendered
+from pretrain.data import EpochSampler, Images, ViewDataset, collate_rendered
 from pretrain.losses.mast_and import owned_ops
 from pretrain.optim import build_optimizer, lr_factor, set_lr
 
@@ -228,7 +228,7 @@ class Trainer:
             len(images), cfg.train.batch_size // world, cfg.seed, self.info.rank, world
         )
         self.loader = torch.utils.data.DataLoader(
-            ViewDataset(images, self.views, cfg.seed),
+            ViewDataset(images, self.views, cfg.seed, render=cfg.views.render == "loader"),
             batch_size=cfg.train.batch_size // world,
             sampler=self.sampler,
             # torch's stub: with __getitems__ the collate gets its result, not a list
@@ -357,8 +357,12 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------
     # steps
-    def train_step(self, views: torch.Tensor, params: torch.Tensor) -> dict[str, Any]:
-        views = views.to(self.device, non_blocking=True).transpose(0, 1)  # [V, B, 3, S, S]
+    def train_step(self, batch: Images, params: torch.Tensor) -> dict[str, Any]:
+        if isinstance(batch, list):  # raw images of several sizes (views.render: device)
+            batch = self.views.render([i.to(self.device, non_blocking=True) for i in batch], params)
+        elif self.cfg.views.render == "device":  # raw images [B, 3, H, W]: render them here
+            batch = self.views.render(batch.to(self.device, non_blocking=True), params)
+        views = batch.to(self.device, non_blocking=True).transpose(0, 1)  # [V, B, 3, S, S]
         images = [to_float(v).contiguous(memory_format=self.memory.memory_format) for v in views]
         set_lr(self.optimizer, lr_factor(self.step, self.total_steps, self.warmup_steps))
         with torch.autocast(

@@ -196,9 +196,13 @@ def test_gpu_figures_run_on_the_cpu(data_root):
             assert all(
                 positive(row["step_s"]) and positive(row["step_gflop"]) for row in rows.values()
             )
-        assert len(entry["loader"]["settings"]) == len(gpu.loader_grid(True))
-        assert all(positive(row["img_per_s"]) for row in entry["loader"]["settings"])
-    assert "Cheapest setting" in gpu.markdown(result)
+        rows = entry["loader"]["settings"]
+        assert len(rows) == len(gpu.RENDERS) * len(gpu.loader_grid(True))
+        assert [row["render"] for row in rows[:: len(gpu.loader_grid(True))]] == list(gpu.RENDERS)
+        assert all(positive(row["img_per_s"]) for row in rows)
+        assert set(entry["loader"]["fewest_workers_that_keep_up"]) == set(gpu.RENDERS)
+    text = gpu.markdown(result)
+    assert "views rendered by the loader" in text and "views rendered by the device" in text
 
 
 @pytest.mark.slow

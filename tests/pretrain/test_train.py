@@ -455,3 +455,22 @@ def test_both_memory_formats_train_alike(tmp_path, data_cache, channels_last):
     for key in a:  # the same training up to float rounding
         if a[key].is_floating_point():
             assert torch.allclose(a[key], b[key], rtol=1e-3, atol=1e-5), key
+
+
+@pytest.mark.parametrize("method", ["vicreg", "looc"])
+def test_views_rendered_on_the_device_train_the_same_weights(tmp_path, data_cache, method):
+    extra = [f"method={method}", "train.max_steps=3", *METHOD_SETTINGS.get(method, [])]
+    fit(tiny(*extra), tmp_path / "loader")
+    trainer = fit(tiny(*extra, "views.render=device"), tmp_path / "device")
+    # the loader hands the raw images (stacked: FactorShapes images share one size) and parameters
+    images, params = next(iter(trainer.loader))
+    assert images.shape == (16, 3, 32, 32) and images.dtype == torch.uint8
+    assert params.shape[:2] == (16, trainer.views.num_views)
+    a, b = (load_checkpoint(tmp_path / n / "last.pt")["backbone"] for n in ("loader", "device"))
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs between loader and device rendering"
+
+
+def test_views_render_typo_is_a_config_error():
+    with pytest.raises(ValueError, match="'views.render' = 'gpu' is not allowed; choose one of"):
+        tiny("views.render=gpu")

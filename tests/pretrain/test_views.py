@@ -480,3 +480,30 @@ def test_epoch_sampler_too_small_raises():
     with pytest.raises(ValueError, match=r"batch_size"):
         EpochSampler(7, batch_size=4, seed=0, world_size=2)
     EpochSampler(8, batch_size=4, seed=0, world_size=2)  # exactly one batch each is fine
+
+
+def test_rendering_apart_from_sampling_gives_the_batch_views():
+    maker = ViewMaker(AugmentConfig(), ViewsConfig(mode="factorized"), 24)
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8) for h, w in ((40, 40), (32, 48))]
+
+    def generators():
+        return [torch.Generator().manual_seed(s) for s in (3, 4)]
+
+    views, params = maker.batch(images, generators())
+    assert torch.equal(maker.sample_batch(images, generators()), params)
+    assert torch.equal(maker.render(images, params), views)
+    with pytest.raises(ValueError, match="2 images but parameters for 1"):
+        maker.render(images, params[:1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_views_rendered_on_cuda_match_the_cpu():
+    # tolerance (docs/reliability.md): CUDA's antialiased resize and float ops round differently
+    maker = ViewMaker(AugmentConfig(), ViewsConfig(mode="factorized"), 64)
+    gen = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, 96, 80), generator=gen, dtype=torch.uint8)] * 32
+    params = maker.sample_batch(images, [torch.Generator().manual_seed(s) for s in range(32)])
+    cpu = maker.render(images, params).int()
+    cuda = maker.render([i.cuda() for i in images], params).cpu().int()
+    diff = (cpu - cuda).abs().float()
+    assert diff.mean() <= 0.5 and torch.quantile(diff.flatten()[::7], 0.999) <= 8

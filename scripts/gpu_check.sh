@@ -9,7 +9,7 @@
 #   DEVICE=cpu SMOKE=1 scripts/gpu_check.sh OUT_DIR   (checks this script on a CPU: tiny runs, bench skipped)
 #
 # OUT_DIR receives machine.txt, status.txt, logs.tgz (logs, metrics, records, configs) and bench/ (gpu.json,
-# README.md). Needs torch, torchvision, numpy, pillow, pyyaml, pandas and tqdm; not mmdet.
+# README.md). Needs torch, torchvision, numpy, pillow, pyyaml, pandas, tqdm and pytest; not mmdet.
 set -u
 out=${1:?usage: scripts/gpu_check.sh OUT_DIR}
 py=${PYTHON:-python3}
@@ -49,6 +49,11 @@ for method in vicreg mast; do
     step "pretrain_$method" 150 "$py" -m pretrain --config "$embedded/${method}_r18w16_b128_16e_shapes.yaml" \
         --out "$work/runs/$method" --set device="$device" data.num_workers="$workers" "${smoke[@]}"
 done
+# views rendered on the GPU (issue 23): parity with the CPU's views, then a run that trains on them
+step render_parity 120 "$py" -m pytest -q -p no:cacheprovider tests/pretrain/test_views.py -k cuda
+step pretrain_render_device 150 "$py" -m pretrain --config "$embedded/vicreg_r18w16_b128_16e_shapes.yaml" \
+    --out "$work/runs/render_device" --set device="$device" data.num_workers="$workers" views.render=device \
+    "${smoke[@]}"
 step resume_first 60 "$py" -m pretrain --config "$embedded/mast_r18w16_b128_16e_shapes.yaml" \
     --out "$work/runs/resume" --set device="$device" data.num_workers="$workers" "${smoke[@]}" train.epochs=1
 step resume_second 60 "$py" -m pretrain --out "$work/runs/resume" --resume --set train.epochs=2

@@ -168,6 +168,18 @@ def test_pretrain_section(tmp_path, data_root):
             assert all(positive(row[k]) for k in figures)
             assert positive(row["memory"]["peak_mb"])
         assert isinstance(entry["mast_pair_within_target"], bool)
+    runs = result["settings"]["embedded"]["runs"]
+    assert runs["steps"] == 2 and set(runs["wall_s"]) == {"vicreg", "mast"}
+    walls = {name: runs["wall_s"][name]["samples_s"] for name in runs["wall_s"]}
+    assert runs["repeats"] == 2 and all(
+        len(v) == 2 and all(map(positive, v)) for v in walls.values()
+    )
+    # the median of the two repeats' own ratios (each MAST run against the VICReg run beside it)
+    ratios = [m / v for m, v in zip(walls["mast"], walls["vicreg"])]
+    assert runs["mast_vs_vicreg"] == pytest.approx(sum(ratios) / 2)
+    assert runs["within_target"] == (runs["mast_vs_vicreg"] <= 1.05)
+    assert "MAST run / VICReg run wall time" in (out / "README.md").read_text()
+    assert "resnet50_224" not in {k for k, v in result["settings"].items() if "runs" in v}
 
 
 @pytest.mark.slow

@@ -278,7 +278,7 @@ def has_floor_records(records: Path, evaluation: DetectionEval, seed: int) -> bo
     """Whether ``records`` holds the random-init floor of ``evaluation`` for ``seed``, by the
     detection stage's own skip rule on the card it resolves from the evaluation's overrides."""
     from core.backbones import parse_arch
-    from core.checkpoints import Backbone
+    from core.checkpoints import FLOOR_INIT, Backbone
     from core.config import parse_override
     from downstream.detection.__main__ import already_recorded
     from downstream.detection.runner import load_card
@@ -287,7 +287,7 @@ def has_floor_records(records: Path, evaluation: DetectionEval, seed: int) -> bo
         evaluation.protocol, {".".join(k): v for k, v in map(parse_override, evaluation.set)}
     )
     # the record's identity only: no weights
-    floor = Backbone(None, "random-init", *parse_arch(FLOOR_ARCH))
+    floor = Backbone(None, "random-init", *parse_arch(FLOOR_ARCH), init=FLOOR_INIT)
     return already_recorded(records, card, floor, None, seed)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from core.checkpoints import FLOOR_INIT
 from core.config import load_config, to_dict
 from core.records import append_record, make_record
 from scripts import study
@@ -373,10 +374,11 @@ def test_floors_already_recorded_are_not_asked_again(tmp_path, capsys):
     cfg = make_config(tmp_path)
     recorder = Recorder(cfg)
     records = tmp_path / "results" / "records" / "detection.jsonl"
-    for task, seed, split in [
-        ("shape", 0, "det"),
-        ("color", 0, "det"),
-        ("shape", 1, "det-upright"),
+    for task, seed, split, init in [
+        ("shape", 0, "det", FLOOR_INIT),
+        ("color", 0, "det", FLOOR_INIT),
+        ("shape", 1, "det-upright", FLOOR_INIT),
+        ("shape", 1, "det", None),  # an older floor, initialised otherwise: asked again
     ]:
         append_record(
             records,
@@ -391,6 +393,7 @@ def test_floors_already_recorded_are_not_asked_again(tmp_path, capsys):
                 seed=seed,
                 metric="box_AP",
                 value=6.0,
+                config={"init": init} if init else {},
             ),
         )
     recorder.floors([0, 1])

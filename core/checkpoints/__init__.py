@@ -4,6 +4,7 @@ and the command line (``python -m core.checkpoints inspect FILE | export FILE OU
 OUT``). The names below are the package's interface."""
 
 from core.checkpoints.backbone import (
+    FLOOR_INIT,
     Backbone,
     load_backbone,
     load_suite_backbone,
@@ -36,6 +37,7 @@ __all__ = [
     "FORMAT",
     "FORMATS",
     "REQUIRED_KEYS",
+    "FLOOR_INIT",
     "Backbone",
     "CheckpointError",
     "ImportReport",

@@ -15,6 +15,11 @@ from core.checkpoints.importers import extract_backbone
 
 log = logging.getLogger("core.checkpoints")
 
+#: How the random-init floor is initialised, recorded with its numbers: the residual branches on,
+#: as in torchvision's ResNet. Floors recorded without it (before 2026-12-06) had every residual
+#: branch's last BatchNorm at zero (the SSL training init): a random network nearly constant.
+FLOOR_INIT = "zero_init_residual=false"
+
 
 @dataclasses.dataclass
 class Backbone:
@@ -27,6 +32,8 @@ class Backbone:
     ckpt: Path | None = None
     pretrain_epochs: int | None = None
     pretrain_seed: int | None = None
+    #: The initialisation of a backbone that was never trained (``FLOOR_INIT``); None otherwise.
+    init: str | None = None
 
     @property
     def arch_label(self) -> str:
@@ -63,11 +70,11 @@ def load_backbone(path: str | Path, fmt: str = "auto") -> Backbone:
 
 
 def random_backbone(arch: str, base_width: int, seed: int) -> Backbone:
-    """The floor: a freshly initialised backbone (torchvision's init) drawn with ``seed``."""
+    """The floor: a freshly initialised backbone (torchvision's init, ``FLOOR_INIT``) drawn with
+    ``seed``."""
     torch.manual_seed(seed)
-    return Backbone(
-        build_backbone(arch, base_width).eval(), "random-init", arch, base_width, None, 0, seed
-    )
+    model = build_backbone(arch, base_width, zero_init_residual=False).eval()
+    return Backbone(model, "random-init", arch, base_width, None, 0, seed, init=FLOOR_INIT)
 
 
 def load_suite_backbone(

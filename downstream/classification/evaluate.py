@@ -98,6 +98,8 @@ class Evaluator:
         self, bb: Backbone, task: Task, protocol: str, config: dict[str, Any], ckpt_ref
     ) -> dict[str, Any]:
         seed = bb.pretrain_seed if bb.pretrain_seed is not None else self.cfg.seed
+        if bb.init is not None:  # a floor's init is part of what was measured
+            config = {**config, "init": bb.init}
         return dict(
             stage=STAGE,
             method=bb.method,

@@ -78,11 +78,12 @@ def record_runs(
     n_train: int,
     n_test: int,
     epochs,
+    init: str | None = None,
 ) -> int:
     """One record per AP number, with the protocol and the torch / mmcv / mmdet versions.
 
     ``ckpt_ref``: ``core.records.checkpoint_ref`` of the pretrained checkpoint (None for a random
-    init).
+    init, whose ``init``, ``core.checkpoints.FLOOR_INIT``, goes into the record's config).
     """
     import mmcv
     import mmdet
@@ -113,7 +114,10 @@ def record_runs(
                 value=value,
                 n_train=n_train,
                 n_test=n_test,
-                config={k: v for k, v in card.to_dict().items() if k not in ("train_augment",)},
+                config={
+                    **{k: v for k, v in card.to_dict().items() if k not in ("train_augment",)},
+                    **({"init": init} if init is not None else {}),
+                },
                 record_versions=versions,
             ),
         )
@@ -136,8 +140,9 @@ def already_recorded(records: Path, card, bb, ckpt_ref: dict[str, str] | None, s
         & (table["task"] == card.data.get("categories", "objects"))
         & (table["arch"] == bb.arch_label)
     )
-    if ckpt_ref is None:
-        same &= (table["method"] == bb.method) & table["pretrain_ckpt"].isna()
+    if ckpt_ref is None:  # a floor: also its init (older floors were initialised otherwise)
+        init = table["config"].map(lambda c: c.get("init") if isinstance(c, dict) else None)
+        same &= (table["method"] == bb.method) & table["pretrain_ckpt"].isna() & (init == bb.init)
     else:
         same &= table["pretrain_ckpt"].map(ckpt_field) == ckpt_ref["sha256"]
     return bool(same.any())
@@ -239,6 +244,7 @@ def _transfer(
         n_train=n_train,
         n_test=n_test,
         epochs=bb.pretrain_epochs,
+        init=bb.init,
     )
     summary = ", ".join(
         f"{METRIC_KEYS[k]} {100 * v:.1f}" for k, v in metrics.items() if k in METRIC_KEYS

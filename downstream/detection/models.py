@@ -117,8 +117,9 @@ def detector_config(
     ``base_width``.
 
     ``pretrained``: the bare backbone file of ``handoff.export_for_mmdet`` (None: random init, the
-    floor). ``frozen_stages=-1`` and ``norm_eval=False`` train every layer and its BN, as MoCo's
-    transfer protocol does.
+    floor, with its residual branches on as ``core.checkpoints.FLOOR_INIT`` says).
+    ``frozen_stages=-1`` and ``norm_eval=False`` train every layer and its BN, as MoCo's transfer
+    protocol does.
     """
     if arch not in DEPTHS:
         raise ValueError(f"unknown architecture '{arch}'; detection supports {', '.join(DEPTHS)}")
@@ -142,6 +143,8 @@ def detector_config(
         norm_eval=norm_eval,
         frozen_stages=frozen_stages,
         init_cfg=init,
+        # mmdet zeroes each block's last BN by default: a random floor would then be near constant
+        zero_init_residual=pretrained is not None,
     )
     roi = model["roi_head"]
     if head == "fpn":

@@ -280,6 +280,31 @@ def test_records_and_the_skip_check_key_on_the_checkpoint_content(tmp_path):
     assert not already_recorded(records, card, bb, checkpoint_ref(second), seed=0)  # other weights
 
 
+def test_a_floor_is_recorded_with_its_init_and_older_floors_are_redone(tmp_path):
+    from core.checkpoints import FLOOR_INIT, Backbone
+    from core.records import read_records
+    from downstream.detection.__main__ import already_recorded, record_runs
+
+    card = load_card("embedded-frcnn", {})
+    records = tmp_path / "detection.jsonl"
+    floor = Backbone(None, "random-init", "resnet18", 16, init=FLOOR_INIT)
+    common = dict(method="random-init", arch="resnet18w16", ckpt_ref=None, seed=0, records=records)
+    record_runs(card, {"coco/bbox_mAP": 0.05}, **common, n_train=4, n_test=2, epochs=0)
+    assert not already_recorded(records, card, floor, None, seed=0)  # no init: an older floor
+    record_runs(
+        card, {"coco/bbox_mAP": 0.07}, **common, n_train=4, n_test=2, epochs=0, init=FLOOR_INIT
+    )
+    assert already_recorded(records, card, floor, None, seed=0)
+    assert read_records(records)["config"].iloc[-1]["init"] == FLOOR_INIT
+
+
+def test_the_random_floor_detector_keeps_its_residual_branches():
+    from downstream.detection.models import detector_config
+
+    assert detector_config("resnet18", 16, 3)["backbone"]["zero_init_residual"] is False
+    assert detector_config("resnet18", 16, 3, pretrained="b.pth")["backbone"]["zero_init_residual"]
+
+
 def test_the_logged_lr_is_the_heads_when_the_backbone_is_held(tmp_path):
     """The embedded cards hold the backbone at lr x 0; mmengine logs the first group's lr, which
     must be the heads' (the card's lr), while every backbone tensor keeps lr 0."""

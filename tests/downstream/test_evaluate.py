@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from core.backbones import backbone_state_dict, build_backbone
-from core.checkpoints import FORMAT, load_backbone, random_backbone, save_checkpoint
+from core.checkpoints import FLOOR_INIT, FORMAT, load_backbone, random_backbone, save_checkpoint
 from core.config import DataConfig
 from core.records import read_records
 from downstream.classification.config import ClassificationConfig, FinetuneConfig, SgdConfig
@@ -97,6 +97,17 @@ def test_same_seed_same_numbers_and_floor_beats_nothing(tiny_shapes, tmp_path):
     a, b = read_records(tmp_path / "a.jsonl"), read_records(tmp_path / "b.jsonl")
     assert list(a.value) == list(b.value) and set(a.method) == {"random-init"}
     assert a.pretrain_ckpt.isna().all()
+    assert all(c["init"] == FLOOR_INIT for c in a.config)  # a rerun with another init redoes it
+
+
+def test_the_random_floor_has_its_residual_branches_on():
+    # the SSL init (each block's last BN at zero) leaves a random network nearly constant over
+    # images (Fashion-MNIST floor 21.7%, issue 24); torchvision's init does not
+    images = torch.rand(64, 3, 32, 32)
+    with torch.no_grad():
+        features = random_backbone("resnet18", 8, 0).model(images)
+        zeroed = build_backbone("resnet18", 8).eval()(images)
+    assert features.std(0).mean() > 2 * zeroed.std(0).mean()  # 2.9 x on these images
 
 
 def test_changed_weights_never_reuse_cached_features(tiny_shapes, tmp_path):

@@ -296,7 +296,7 @@ def _difference_text(name: str, diff: pd.DataFrame) -> str:
 
 
 #: The reference rows (floor and ceiling), never compared as methods.
-REFERENCES = (tables.FLOOR, tables.CEILING)
+REFERENCES = (tables.FLOOR, tables.PIXELS, tables.CEILING)
 
 
 def row_order(labels, *first: str) -> list[str]:

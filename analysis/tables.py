@@ -30,6 +30,8 @@ PUBLISHED_CSV = Path(__file__).with_name("published.csv")
 # (analysis.sweeps).
 EXCLUDED_FILES = {"pilot.jsonl", "sweeps.jsonl"}
 FLOOR, CEILING = "random-init", "supervised"
+#: The raw-pixel reference (``--pixels``): a floor too, one a learned representation should beat.
+PIXELS = "pixels"
 ROLE_ORDER = {"ours": 0, "floor": 1, "ceiling": 2, "published": 3}
 # the ceiling and published rows are references, not competitors
 BEST_CANDIDATES = (
@@ -175,7 +177,7 @@ def _labels(frame: pd.DataFrame) -> pd.Series:
 
 
 def _role(method: str) -> str:
-    return {FLOOR: "floor", CEILING: "ceiling"}.get(method, "ours")
+    return {FLOOR: "floor", PIXELS: "floor", CEILING: "ceiling"}.get(method, "ours")
 
 
 def family_name(stage: str, dataset: str, protocol: str) -> str:

@@ -87,4 +87,7 @@ fi
 say "checking the stack"
 "$PY" -m core.env --check || die "the installed stack failed its check (see above)"
 echo "$want_stamp" > "$STAMP"
+# Real data for `make real` is optional and comes from the system's package manager, not from pip.
+compgen -G "${FMNIST:-/usr/share/datasets/fashion-mnist}/train-images-idx3-ubyte*" >/dev/null ||
+  say "optional: \`make real\` needs Fashion-MNIST: sudo apt-get install dataset-fashion-mnist (or FMNIST=DIR)"
 say "done in $(( $(date +%s) - start )) s"

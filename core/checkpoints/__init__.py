@@ -8,6 +8,7 @@ from core.checkpoints.backbone import (
     Backbone,
     load_backbone,
     load_suite_backbone,
+    pixel_backbone,
     random_backbone,
     weights_hash,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "load_file",
     "load_suite_backbone",
     "main",
+    "pixel_backbone",
     "random_backbone",
     "save_checkpoint",
     "weights_hash",

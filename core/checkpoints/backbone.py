@@ -77,6 +77,24 @@ def random_backbone(arch: str, base_width: int, seed: int) -> Backbone:
     return Backbone(model, "random-init", arch, base_width, None, 0, seed, init=FLOOR_INIT)
 
 
+class PixelFeatures(torch.nn.Module):
+    """The image itself as the representation: the channel mean of the normalised input, flattened
+    (a grey image's three equal channels count once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # a state, so that the weight hash (the feature cache's key) names this "network"
+        self.register_buffer("pixels", torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(1).flatten(1)
+
+
+def pixel_backbone() -> Backbone:
+    """The raw-pixel reference: what the frozen-feature protocols make of the pixels alone."""
+    return Backbone(PixelFeatures().eval(), "pixels", "pixels", 64, None, 0)
+
+
 def load_suite_backbone(
     path: str | None, arch: str = "resnet18", base_width: int = 64, seed: int = 0
 ) -> torch.nn.Module:

@@ -9,9 +9,10 @@ backbones.
 lightly, mmselfsup; see `python -m core.checkpoints inspect FILE`). --runs evaluates every finished
 pretraining checkpoint (last.pt) under a folder. --floor adds a random-init backbone of each
 evaluated architecture (one per floor_seeds), --ceiling a network of that architecture trained with
-each task's labels (computed once, then reused). One record per number goes to --records; a record
-that exists is never computed again, and frozen features are cached (config key `cache`), so
-re-running is cheap and adds no duplicates.
+each task's labels (computed once, then reused), --pixels logistic regression and kNN on the raw
+pixels (the reference a learned representation should beat). One record per number goes to
+--records; a record that exists is never computed again, and frozen features are cached (config key
+`cache`), so re-running is cheap and adds no duplicates.
 """
 
 from __future__ import annotations
@@ -89,6 +90,11 @@ def _parser() -> argparse.ArgumentParser:
         "--ceiling", action="store_true", help="add the supervised-per-label networks"
     )
     parser.add_argument(
+        "--pixels",
+        action="store_true",
+        help="add the raw-pixel reference: the frozen-feature protocols on the images themselves",
+    )
+    parser.add_argument(
         "--arch",
         type=_arch,
         action="append",
@@ -111,7 +117,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _evaluate_all(args: argparse.Namespace, evaluator, ckpts: list[Path]) -> None:
-    """Each checkpoint, then the floor and ceiling of every architecture seen (--arch first)."""
+    """Each checkpoint, then the floor and ceiling of every architecture seen (--arch first), then
+    the raw pixels."""
     from core.checkpoints import load_backbone
 
     archs = list(dict.fromkeys(args.arch))
@@ -135,6 +142,8 @@ def _evaluate_all(args: argparse.Namespace, evaluator, ckpts: list[Path]) -> Non
                 width,
                 evaluator.ceiling(arch, width, args.ceiling_dir),
             )
+    if args.pixels:
+        log.info("raw pixels: %d new records", evaluator.pixels())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,10 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     lock = None
     try:
         ckpts = list(args.ckpt) + (discover(args.runs) if args.runs else [])
-        if not ckpts and not args.arch:
+        if not ckpts and not args.arch and not args.pixels:
             parser.error(
-                "nothing to evaluate: give --ckpt, --runs (with finished runs) or --arch with "
-                "--floor/--ceiling"
+                "nothing to evaluate: give --ckpt, --runs (with finished runs), --pixels or --arch "
+                "with --floor/--ceiling"
             )
         lock = RunLock(args.out, "classification").acquire()  # one process per output folder
         prepare_out_dir(args.out, cfg, stage="classification")

@@ -11,7 +11,7 @@ import copy
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from core.checkpoints import (
     FORMAT,
     Backbone,
     load_checkpoint,
+    pixel_backbone,
     random_backbone,
     save_checkpoint,
     weights_hash,
@@ -56,6 +57,8 @@ from downstream.classification.train import LabelView, evaluate, fit, train_tran
 
 log = logging.getLogger("downstream.classification")
 STAGE = "classification"
+#: The protocols that read frozen features (the raw-pixel reference has nothing else to offer).
+FROZEN_PROTOCOLS = ("linear-lbfgs", "knn")
 KEY_FIELDS = ("method", "arch", "dataset", "task", "protocol", "seed", "metric")
 
 
@@ -196,13 +199,14 @@ class Evaluator:
 
     # ---------------------------------------------------------------------------------------
     # protocols
-    def evaluate_backbone(self, bb: Backbone) -> int:
-        """Every pending record of ``bb``; returns how many were written."""
+    def evaluate_backbone(self, bb: Backbone, protocols: Sequence[str] | None = None) -> int:
+        """Every pending record of ``bb`` under ``protocols`` (default: the config's); returns how
+        many were written."""
         before = self.written
         ckpt_ref = checkpoint_ref(bb.ckpt) if bb.ckpt is not None else None
         bb_hash = weights_hash(bb.model)
         for task in self.tasks:
-            for protocol in self.cfg.protocols:
+            for protocol in self.cfg.protocols if protocols is None else protocols:
                 getattr(self, "_" + protocol.replace("-", "_"))(bb, bb_hash, task, ckpt_ref)
         return self.written - before
 
@@ -375,6 +379,12 @@ class Evaluator:
 
     # ------------------------------------------------------------------------------------ floor,
     # ceiling
+    def pixels(self) -> int:
+        """The raw-pixel reference under the config's frozen-feature protocols (it has no weights
+        to train): logistic regression and kNN on the images themselves."""
+        frozen = [p for p in self.cfg.protocols if p in FROZEN_PROTOCOLS]
+        return self.evaluate_backbone(pixel_backbone(), frozen)
+
     def floor(self, arch: str, base_width: int) -> int:
         return sum(
             self.evaluate_backbone(random_backbone(arch, base_width, seed))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make real`: VICReg and MAST's default pretrained on Fashion-MNIST train (SEEDS, default 0 1 2; configs
-# *_r18w16_b128_2e_fmnist.yaml), probed by linear-lbfgs and kNN on its test set beside references computed in
+# *_r18w16_b128_2e_fashion_mnist.yaml), probed by linear-lbfgs and kNN on its test set beside references computed in
 # the same run on the same split: the raw pixels, the random-init backbone (3 seeds) and the same network
 # trained supervised at the same budget. Records go to results/records/real.jsonl; `make analysis` tables them.
 # Data: the Debian package dataset-fashion-mnist (FMNIST=DIR for IDX files elsewhere). PRETRAIN_SET and CLS_SET
@@ -21,7 +21,7 @@ fi
 ckpts=()
 for seed in $SEEDS; do
   for method in vicreg mast_and_target; do
-    name="${method}_r18w16_b128_2e_fmnist"
+    name="${method}_r18w16_b128_2e_fashion_mnist"
     out="$RESULTS/runs/real/${name}_s$seed"
     printf '\n[make real] pretrain %s seed %s (resumes or skips a finished run)\n' "$method" "$seed"
     "$PY" -m pretrain --config "configs/pretrain/$name.yaml" --out "$out" --auto-resume \

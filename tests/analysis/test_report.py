@@ -279,3 +279,42 @@ def test_summary_shows_each_methods_pretraining_wall_time_from_the_ledger(tmp_pa
     text = "\n".join(lines)
     assert "| mast | 81.0 ± 1.0 (n=3) | – | – | 6.0 min (n=3) |" in text
     assert "| vicreg | 81.0 ± 1.0 (n=3) | – | – | 10.0 min (n=1) |" in text
+
+
+def test_real_data_section_marks_what_beats_pixels_and_random_init():
+    from analysis.report import real_data_section
+    from analysis.tables import measurements
+    from core.records import make_record
+
+    def rec(method, value, seed=0, run=None):
+        ckpt = {"path": f"r/{run}/last.pt", "sha256": run} if run else None
+        return make_record(
+            stage="classification",
+            method=method,
+            arch="resnet18w16",
+            pretrain_ckpt=ckpt,
+            dataset="fashion_mnist",
+            task="class",
+            protocol="linear-lbfgs",
+            seed=seed,
+            metric="top1",
+            value=value,
+            time="2026-01-01T00:00:00+0000",
+        )
+
+    records = [rec("vicreg", v, run=f"vicreg_s{s}") for s, v in enumerate([86.0, 86.2, 85.8])]
+    records += [rec("mast", v, run=f"mast_s{s}") for s, v in enumerate([84.0, 84.4, 83.6])]
+    records += [rec("random-init", v, seed=s) for s, v in enumerate([70.0, 71.0, 72.0])]
+    records.append(rec("pixels", 84.1))
+    lines = real_data_section(measurements(pd.DataFrame(records)))
+    text = "\n".join(lines)
+    assert "| vicreg | 86.0 ± 0.1 | 3 |" in text and "| pixels | 84.1 | 1 |" in text
+    assert (
+        "- vicreg: +1.9 against pixels (beyond 2 SE), +15.0 against random-init (beyond 2 SE); "
+        "beats both beyond 2 SE: yes." in text
+    )
+    assert (
+        "- mast: -0.1 against pixels, +13.0 against random-init (beyond 2 SE); beats both "
+        "beyond 2 SE: **no**." in text
+    )
+    assert real_data_section(pd.DataFrame())[0].startswith("Not run yet: `make real`")

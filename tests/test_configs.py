@@ -61,16 +61,54 @@ def test_classification_config_matches_its_name(path):
     from downstream.classification.config import ClassificationConfig
 
     cfg = load_config(ClassificationConfig, path)
-    protocols, data = re.fullmatch(r"(linear_knn|linear-sgd|finetune)_(\w+)", path.stem).groups()
+    found = re.fullmatch(r"(linear_knn|linear-sgd|finetune|transfer)_(\w+)", path.stem)
+    protocols, data = found.groups()
     assert (
         cfg.protocols
         == {
             "linear_knn": ["linear-lbfgs", "knn"],
             "linear-sgd": ["linear-sgd"],
             "finetune": ["finetune"],
+            "transfer": ["linear-lbfgs"],
         }[protocols]
     )
-    assert {"shapes": "factorshapes", "in1k": "folder"}.get(data, data) == cfg.data.dataset
+    assert {"shapes": "factorshapes", **FOLDER_SETS}.get(data, data) == cfg.data.dataset
+
+
+#: Data sets read as image folders, by the name their configs use.
+FOLDER_SETS = {
+    name: "folder"
+    for name in (
+        "in1k",
+        "food101",
+        "mit67",
+        "sun397",
+        "dtd",
+        "cub",
+        "pets",
+        "flowers",
+        "caltech101",
+    )
+}
+#: AugSelf's metric per transfer data set (mean per-class accuracy where test classes are uneven).
+CLASS_AVERAGED = {"pets", "flowers", "caltech101"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((ROOT / "configs" / "classification").glob("transfer_*.yaml")),
+    ids=lambda p: p.stem,
+)
+def test_transfer_configs_follow_augself(path):
+    from downstream.classification.config import ClassificationConfig
+
+    cfg = load_config(ClassificationConfig, path)
+    assert cfg.data.image_size == 96 and cfg.protocols == ["linear-lbfgs"]
+    grid = cfg.lbfgs.l2_grid
+    assert len(grid) == 45 and grid[0] == pytest.approx(1e-6) and grid[-1] == pytest.approx(1e5)
+    assert grid[1] / grid[0] == pytest.approx(10 ** (11 / 44))  # log-spaced
+    data = path.stem.removeprefix("transfer_")
+    assert cfg.lbfgs.metric == ("class_avg" if data in CLASS_AVERAGED else "top1")
 
 
 MISSING = object()

@@ -23,7 +23,29 @@ class LbfgsConfig:
     l2_grid: list[float] = dataclasses.field(
         default_factory=lambda: [10.0**e for e in range(-6, 1)]
     )
+    #: [first exponent, last exponent, count]: a grid of ``count`` L2 weights log-spaced from
+    #: 10^first to 10^last, replacing ``l2_grid`` (AugSelf's transfer protocol: [-6, 5, 45]).
+    l2_logspace: list[float] | None = None
     max_iter: int = 200
+    #: top1, or class_avg (mean per-class accuracy; the choice on val uses it too).
+    metric: Literal["top1", "class_avg"] = "top1"
+
+    def __post_init__(self) -> None:
+        if self.l2_logspace is not None:
+            triple = list(self.l2_logspace)
+            if (
+                len(triple) != 3
+                or triple[2] < 1
+                or triple[2] != int(triple[2])
+                or triple[0] > triple[1]
+            ):
+                raise ConfigError(
+                    f"lbfgs.l2_logspace = {self.l2_logspace} must be [first, last, count] with "
+                    "first <= last and a whole count >= 1"
+                )
+            first, last, count = float(triple[0]), float(triple[1]), int(triple[2])
+            step = (last - first) / (count - 1) if count > 1 else 0.0
+            self.l2_grid = [10.0 ** (first + i * step) for i in range(count)]
 
 
 @dataclasses.dataclass

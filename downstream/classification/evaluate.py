@@ -212,13 +212,16 @@ class Evaluator:
 
     def _linear_lbfgs(self, bb, bb_hash, task, ckpt_ref) -> None:
         cfg = self.cfg.lbfgs
+        # the metric joins the config only when it is not top-1: older records keep their keys
+        scored = {"metric": cfg.metric} if cfg.metric != "top1" else {}
         base = self._base(
             bb,
             task,
             "linear-lbfgs",
-            {"l2_grid": cfg.l2_grid, "max_iter": cfg.max_iter, **self._view_config()},
+            {"l2_grid": cfg.l2_grid, "max_iter": cfg.max_iter, **scored, **self._view_config()},
             ckpt_ref,
         )
+        base["metric"] = cfg.metric
         if not self._pending(base):
             return
         parts = self._features(bb, bb_hash, task)
@@ -229,6 +232,7 @@ class Evaluator:
             task.classes,
             tuple(cfg.l2_grid),
             cfg.max_iter,
+            metric=cfg.metric,
         )
         self._write(
             base,
@@ -237,7 +241,7 @@ class Evaluator:
             len(parts["test"][0]),
             detail={
                 "l2": result.l2,
-                "val_top1": {str(k): 100 * v for k, v in result.val_accuracy.items()},
+                f"val_{cfg.metric}": {str(k): 100 * v for k, v in result.val_accuracy.items()},
             },
         )
 

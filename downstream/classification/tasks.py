@@ -64,12 +64,16 @@ def stored_parts(data: DataConfig) -> tuple[str, ...]:
     """The parts on disk that this data set offers (train first; the last one is the test part)."""
     if data.dataset == "folder":
         root = Path(data.root or "").expanduser()
-        if not (root / "train").is_dir() or not (root / "val").is_dir():
+        has = {part: (root / part).is_dir() for part in ("train", "val", "test")}
+        if not has["train"] or not (has["val"] or has["test"]):
             raise DataError(
-                f"image folder {root} needs train/ and val/ sub-folders of class folders for "
-                "classification (test/ as well, or val/ is used as the test part)"
+                f"image folder {root} needs train/ and val/ or test/ sub-folders of class folders "
+                "for classification (with one of val/ and test/, it is the test part and a fixed "
+                "val_fraction of train the validation part)"
             )
-        return ("train", "val", "test") if (root / "test").is_dir() else ("train", "val")
+        if not has["val"]:
+            return ("train", "test")
+        return ("train", "val", "test") if has["test"] else ("train", "val")
     return NATIVE_PARTS[data.dataset]
 
 

@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -93,3 +94,26 @@ def test_matches_scikit_learn_logistic_regression():
             ours.val_accuracy[l2],
             scores[l2],
         )
+
+
+def test_class_average_weights_every_class_alike():
+    from downstream.classification.linear import accuracy
+
+    # identity weights on one-hot features: predictions are the features' classes
+    weights = torch.cat([torch.eye(3), torch.zeros(1, 3)])
+    x = torch.eye(3)[[0, 0, 0, 0, 1, 2]]
+    y = torch.tensor([0, 0, 0, 0, 2, 2])  # class 0: 4/4 right; class 2: 1/2 right
+    assert accuracy(weights, x, y) == pytest.approx(5 / 6)
+    assert accuracy(weights, x, y, "class_avg") == pytest.approx((1.0 + 0.5) / 2)
+    with pytest.raises(ValueError, match="unknown metric 'top5'"):
+        accuracy(weights, x, y, "top5")
+
+
+def test_log_spaced_l2_grid_and_its_errors():
+    from core.config import ConfigError
+    from downstream.classification.config import LbfgsConfig
+
+    assert LbfgsConfig(l2_logspace=[-2, 1, 4]).l2_grid == pytest.approx([0.01, 0.1, 1.0, 10.0])
+    for bad in ([1, -2, 4], [-2, 1, 0], [-2, 1]):
+        with pytest.raises(ConfigError, match="must be \\[first, last, count\\]"):
+            LbfgsConfig(l2_logspace=bad)

@@ -182,7 +182,7 @@ def records_section(records: pd.DataFrame) -> list[str]:
     return markdown.table(["stage", "records", "methods", "seeds", "commits"], rows)
 
 
-def tables_section(aggregated: pd.DataFrame) -> list[str]:
+def tables_section(aggregated: pd.DataFrame, records: pd.DataFrame | None = None) -> list[str]:
     if aggregated.empty:
         return ["No tables: no records yet."]
     lines = []
@@ -197,6 +197,23 @@ def tables_section(aggregated: pd.DataFrame) -> list[str]:
             tables.markdown_table(table),
             "",
         ]
+    transfer = tables.transfer_table(records if records is not None else pd.DataFrame())
+    lines += [
+        "### Transfer (AugSelf's linear protocol)",
+        "",
+        *(
+            [
+                "Frozen features at 96 px, L-BFGS logistic regression with the L2 weight chosen "
+                "on validation among 45 values (`configs/classification/transfer_*.yaml`); top-1, "
+                "or mean per-class accuracy for Pets, Flowers and Caltech-101.",
+                "",
+                tables.markdown_table(transfer),
+            ]
+            if not transfer.empty
+            else ["Not run yet: `configs/classification/transfer_<data>.yaml` on a checkpoint."]
+        ),
+        "",
+    ]
     lines += [
         "### Published reference numbers (from the literature, not ours)",
         "",
@@ -1007,7 +1024,7 @@ def build_report(results: Path, runs_dir: Path, runs: pd.DataFrame | None = None
         "Cells: mean ± sample std over seeds (n = seeds); **bold**: best of our rows per column "
         "(the supervised ceiling and published rows are references, never marked).",
         "",
-        *tables_section(aggregated),
+        *tables_section(aggregated, records),
         "## Real data: Fashion-MNIST",
         "",
         *real_data_section(measured),

@@ -541,6 +541,59 @@ def _remove_stale_families(out_dir: Path, keep: set[str], stages: set[str]) -> N
             path.unlink()
 
 
+#: AugSelf's transfer table, its column order (Lee et al. 2021, Table 2), by loose data set key.
+TRANSFER_COLUMNS = {
+    "cifar10": "CIFAR10",
+    "cifar100": "CIFAR100",
+    "food101": "Food",
+    "food": "Food",
+    "mit67": "MIT67",
+    "pets": "Pets",
+    "flowers": "Flowers",
+    "flowers102": "Flowers",
+    "caltech101": "Caltech101",
+    "cars": "Cars",
+    "aircraft": "Aircraft",
+    "dtd": "DTD",
+    "sun397": "SUN397",
+    "cub": "CUB",
+    "stl10": "STL10",
+}
+TRANSFER_LEGEND = (
+    "Cells: mean ± sample std over pretraining seeds (n); top-1, or mean per-class accuracy for "
+    "Pets, Flowers and Caltech-101 (AugSelf's conventions)."
+)
+#: The signature of AugSelf's transfer protocol in a record's config (configs/classification/
+#: _base/transfer.yaml): 45 L2 weights.
+TRANSFER_GRID = 45
+
+
+def transfer_table(records: pd.DataFrame) -> pd.DataFrame:
+    """The paper-style transfer table: one row per pretrained config, one column per data set
+    evaluated by AugSelf's protocol (``transfer_<data>.yaml``), cells ``mean ± std (n=k)`` of its
+    metric (top-1, or mean per-class accuracy); empty when there are no such records."""
+    frame = measurements(records) if not records.empty else records
+    if frame.empty:
+        return pd.DataFrame()
+    grid = frame["config"].map(lambda c: len(c.get("l2_grid", [])) if isinstance(c, dict) else 0)
+    frame = frame[(frame["protocol"] == "linear-lbfgs") & (grid == TRANSFER_GRID)].copy()
+    if frame.empty:
+        return pd.DataFrame()
+    key = frame["dataset"].map(_dataset_key)
+    frame["column"] = key.map(TRANSFER_COLUMNS).fillna(frame["dataset"])
+    cells = frame.groupby(["label", "column"])["value"].agg(["mean", "std", "size"])
+    table = (
+        cells.apply(lambda r: format_cell(r["mean"], r["std"], r["size"]), axis=1)
+        .unstack("column")
+        .fillna("–")
+    )
+    order = list(dict.fromkeys(TRANSFER_COLUMNS.values()))
+    columns = [c for c in order if c in table.columns] + sorted(
+        c for c in table.columns if c not in order
+    )
+    return table[columns].rename_axis(index="method", columns=None).reset_index()
+
+
 def write_tables(
     records_dir: str | Path = "results/records", out_dir: str | Path = "results/tables"
 ) -> list[Path]:
@@ -562,6 +615,11 @@ def write_tables(
         written += _write_table(out_dir, stem, family, pivot(aggregated, family, published), long)
         entries.append((family, stem))
     _remove_stale_families(out_dir, {stem for _, stem in entries}, STAGES | set(records["stage"]))
+    transfer = transfer_table(records)
+    if not transfer.empty:
+        title = "transfer (AugSelf's linear protocol, 96 px)"
+        written += _write_table(out_dir, "transfer", title, transfer, transfer, TRANSFER_LEGEND)
+        entries.append((title, "transfer"))
     title = "published reference numbers (from the literature, not ours)"
     written += _write_table(
         out_dir, "published", title, published_table(published), published, PUBLISHED_LEGEND

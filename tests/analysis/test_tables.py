@@ -343,3 +343,24 @@ def test_write_tables_removes_family_tables_whose_records_are_gone(tmp_path):
         "diagnostics.csv",
         "classification_factorshapes-cls-upright_knn.md",
     } <= names
+
+
+def test_transfer_table_collects_augself_protocol_records_in_paper_order():
+    from analysis.tables import transfer_table
+
+    grid45 = {"l2_grid": [0.1] * 45, "image_size": 96}
+
+    def transfer(method, dataset, value, seed, metric="top1", config=grid45):
+        r = rec(method, "class", value, run=f"{method}_a_s{seed}", dataset=dataset, metric=metric)
+        r["config"] = config
+        return r
+
+    records = [transfer("vicreg", "cifar10", v, s) for s, v in enumerate([80.0, 82.0])]
+    records += [transfer("vicreg", "folder:pets", 70.0, 0, "class_avg")]
+    records += [transfer("mast", "folder:Food-101", 60.0, 0), transfer("mast", "cifar10", 81.0, 0)]
+    records += [transfer("mast", "cifar100", 50.0, 0, config={"l2_grid": [1.0] * 7})]  # not it
+    table = transfer_table(frame(records)).set_index("method")
+    assert list(table.columns) == ["CIFAR10", "Food", "Pets"]  # AugSelf's order; no CIFAR100
+    assert table.loc["vicreg", "CIFAR10"] == "81.0 ± 1.4 (n=2)"
+    assert table.loc["vicreg", "Pets"] == "70.0 (n=1)" and table.loc["vicreg", "Food"] == "–"
+    assert transfer_table(frame([])).empty

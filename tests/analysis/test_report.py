@@ -10,21 +10,28 @@ from analysis.__main__ import main as analysis_main
 from core.records import append_record, make_record
 
 
-def _cls(method, task, value, seed=0, ckpt=None):
+def _cls(method, task, value, seed=0, ckpt=None, **fields):
+    """A linear-probe record; ``ckpt`` None: a run folder per method and seed, ``{}``: none."""
     return make_record(
-        stage="classification",
-        method=method,
-        arch="resnet18w16",
-        dataset="factorshapes/cls-upright",
-        task=task,
-        protocol="linear-lbfgs",
-        seed=seed,
-        metric="top1",
-        value=value,
-        pretrain_ckpt={"path": f"runs/{method}_x_s{seed}/last.pt", "sha256": f"{method}{seed}"}
-        if ckpt is None
-        else ckpt,
-        git_commit="abc1234",
+        **{
+            "stage": "classification",
+            "method": method,
+            "arch": "resnet18w16",
+            "dataset": "factorshapes/cls-upright",
+            "task": task,
+            "protocol": "linear-lbfgs",
+            "seed": seed,
+            "metric": "top1",
+            "value": value,
+            "pretrain_ckpt": {
+                "path": f"runs/{method}_x_s{seed}/last.pt",
+                "sha256": f"{method}{seed}",
+            }
+            if ckpt is None
+            else ckpt or None,
+            "git_commit": "abc1234",
+            **fields,
+        }
     )
 
 
@@ -284,28 +291,14 @@ def test_summary_shows_each_methods_pretraining_wall_time_from_the_ledger(tmp_pa
 def test_real_data_section_marks_what_beats_pixels_and_random_init():
     from analysis.report import real_data_section
     from analysis.tables import measurements
-    from core.records import make_record
 
-    def rec(method, value, seed=0, run=None):
-        ckpt = {"path": f"r/{run}/last.pt", "sha256": run} if run else None
-        return make_record(
-            stage="classification",
-            method=method,
-            arch="resnet18w16",
-            pretrain_ckpt=ckpt,
-            dataset="fashion_mnist",
-            task="class",
-            protocol="linear-lbfgs",
-            seed=seed,
-            metric="top1",
-            value=value,
-            time="2026-01-01T00:00:00+0000",
-        )
+    def rec(method, value, seed=0, trained=True):  # trained: a run folder per seed
+        return _cls(method, "class", value, seed, None if trained else {}, dataset="fashion_mnist")
 
-    records = [rec("vicreg", v, run=f"vicreg_s{s}") for s, v in enumerate([86.0, 86.2, 85.8])]
-    records += [rec("mast", v, run=f"mast_s{s}") for s, v in enumerate([84.0, 84.4, 83.6])]
-    records += [rec("random-init", v, seed=s) for s, v in enumerate([70.0, 71.0, 72.0])]
-    records.append(rec("pixels", 84.1))
+    records = [rec("vicreg", v, s) for s, v in enumerate([86.0, 86.2, 85.8])]
+    records += [rec("mast", v, s) for s, v in enumerate([84.0, 84.4, 83.6])]
+    records += [rec("random-init", v, s, trained=False) for s, v in enumerate([70.0, 71.0, 72.0])]
+    records.append(rec("pixels", 84.1, trained=False))
     lines = real_data_section(measurements(pd.DataFrame(records)))
     text = "\n".join(lines)
     assert "| vicreg | 86.0 ± 0.1 | 3 |" in text and "| pixels | 84.1 | 1 |" in text

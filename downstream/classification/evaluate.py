@@ -429,6 +429,13 @@ class Evaluator:
                 / f"{task.dataset_name.replace('/', '_')}_{bb.arch_label}_{task.label}_{tag[:10]}"
             )
             ckpt = run / "last.pt"
+            if not ckpt.is_file() and self._recorded_at(ckpt, task):
+                # records of this very network (same folder: same data and settings) are there;
+                # run folders are not committed, so a fresh clone would retrain it for nothing
+                log.info(
+                    "supervised ceiling %s: recorded, checkpoint not kept: skipped", task.label
+                )
+                continue
             if not ckpt.is_file():
                 self._train_ceiling(bb, task, ckpt, config)
             base = self._base(bb, task, "supervised", config, checkpoint_ref(ckpt))
@@ -442,6 +449,22 @@ class Evaluator:
             finally:
                 self.tasks = saved
         return self.written - before
+
+    def _recorded_at(self, ckpt: Path, task: Task) -> bool:
+        """Whether the records hold every protocol of the ceiling network at ``ckpt`` on ``task``
+        (``supervised`` and the config's own)."""
+        if not self.records.is_file():
+            return False
+        table = read_records(self.records)
+        if table.empty:
+            return False
+        mine = table[
+            (table["method"] == "supervised")
+            & (table["pretrain_ckpt"].map(lambda c: ckpt_field(c, "path")) == str(ckpt))
+            & (table["dataset"] == task.dataset_name)
+            & (table["task"] == task.label)
+        ]
+        return {"supervised", *self.cfg.protocols} <= set(mine["protocol"])
 
     def _train_ceiling(self, bb: Backbone, task: Task, ckpt: Path, config: dict) -> None:
         cfg = self.cfg.ceiling

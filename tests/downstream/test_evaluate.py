@@ -139,6 +139,15 @@ def test_ceiling_is_trained_once(tiny_shapes, tmp_path):
     stamp = ckpt.stat().st_mtime_ns
     assert Evaluator(cfg, tmp_path / "r.jsonl").ceiling("resnet18", 8, tmp_path / "ceiling") == 0
     assert ckpt.stat().st_mtime_ns == stamp
+    # a fresh clone: the records are committed, the run folder is not; nothing is retrained
+    ckpt.unlink()
+    assert Evaluator(cfg, tmp_path / "r.jsonl").ceiling("resnet18", 8, tmp_path / "ceiling") == 0
+    assert not ckpt.exists()
+    # another protocol asked of it: that needs the network, so it is trained again
+    cfg.protocols = ["linear-lbfgs", "knn", "linear-sgd"]
+    cfg.linear_sgd = SgdConfig(epochs=1, batch_size=32, lr=0.1, crop_scale=(0.5, 1.0))
+    assert Evaluator(cfg, tmp_path / "r.jsonl").ceiling("resnet18", 8, tmp_path / "ceiling") == 1
+    assert ckpt.exists()
 
 
 def test_linear_sgd_keeps_the_backbone_and_finetune_writes_subsets(tiny_shapes, tmp_path):

@@ -156,6 +156,19 @@ def _current_checkpoints(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[~stale]
 
 
+def _current_floors(frame: pd.DataFrame) -> pd.DataFrame:
+    """Drop random-init records of an older floor definition (no ``config.init``) from every family
+    (stage, data set, protocol) that has floors of the current one: the two are different networks,
+    and a seed that failed under the new one must not fall back to the old number."""
+    init = frame["config"].map(lambda c: c.get("init") if isinstance(c, dict) else None)
+    floor = frame["method"] == FLOOR
+    family = list(zip(frame["stage"], frame["dataset"], frame["protocol"]))
+    has = init.notna()  # (map turns a missing init into NaN, not None)
+    current = {key for key, i, f in zip(family, has, floor) if f and i}
+    old = [f and not i and key in current for key, i, f in zip(family, has, floor)]
+    return frame[~pd.Series(old, index=frame.index, dtype=bool)]
+
+
 def _latest_only(frame: pd.DataFrame) -> pd.DataFrame:
     """Drop reruns: per DEDUP_KEYS keep the latest record by time (file order breaks ties), in file
     order."""
@@ -188,7 +201,7 @@ def measurements(records: pd.DataFrame) -> pd.DataFrame:
     """One row per measurement: reruns dropped, null values dropped, with ``checkpoint``, ``label``,
     ``role`` and ``family`` columns (what ``aggregate`` groups; per-seed analyses read it
     directly)."""
-    frame = _current_checkpoints(records.copy())
+    frame = _current_floors(_current_checkpoints(records.copy()))
     frame["checkpoint"] = frame["pretrain_ckpt"].map(_checkpoint_id)
     # Deduplicate before dropping null values: a diverged rerun (null) hides the older number, never
     # revives it.

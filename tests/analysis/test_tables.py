@@ -364,3 +364,19 @@ def test_transfer_table_collects_augself_protocol_records_in_paper_order():
     assert table.loc["vicreg", "CIFAR10"] == "81.0 ± 1.4 (n=2)"
     assert table.loc["vicreg", "Pets"] == "70.0 (n=1)" and table.loc["vicreg", "Food"] == "–"
     assert transfer_table(frame([])).empty
+
+
+def test_floors_of_the_older_init_give_way_to_current_ones():
+    def floor(value, seed, init, stage="detection"):
+        r = rec("random-init", "shape", value, seed=seed, stage=stage, metric="box_AP")
+        r["config"] = {"init": init} if init else {}
+        return r
+
+    # seed 2 diverged under the current init: its old number must not stand in for it
+    records = [floor(7.0, s, None) for s in range(3)] + [
+        floor(v, s, "x") for s, v in [(0, 4), (1, 5)]
+    ]
+    records.append(floor(9.0, 0, None, stage="segmentation"))  # no current floor there: kept
+    agg = aggregate(frame(records)).set_index("stage")
+    assert (agg.loc["detection", "mean"], agg.loc["detection", "n"]) == pytest.approx((4.5, 2))
+    assert agg.loc["segmentation", "mean"] == pytest.approx(9.0)

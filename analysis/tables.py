@@ -161,12 +161,10 @@ def _current_floors(frame: pd.DataFrame) -> pd.DataFrame:
     (stage, data set, protocol) that has floors of the current one: the two are different networks,
     and a seed that failed under the new one must not fall back to the old number."""
     init = frame["config"].map(lambda c: c.get("init") if isinstance(c, dict) else None)
-    floor = frame["method"] == FLOOR
-    family = list(zip(frame["stage"], frame["dataset"], frame["protocol"]))
-    has = init.notna()  # (map turns a missing init into NaN, not None)
-    current = {key for key, i, f in zip(family, has, floor) if f and i}
-    old = [f and not i and key in current for key, i, f in zip(family, has, floor)]
-    return frame[~pd.Series(old, index=frame.index, dtype=bool)]
+    floor, has = frame["method"] == FLOOR, init.notna()  # map turns a missing init into NaN
+    family = pd.MultiIndex.from_frame(frame[["stage", "dataset", "protocol"]])
+    old = floor & ~has & family.isin(family[(floor & has).to_numpy()])
+    return frame[~old]
 
 
 def _latest_only(frame: pd.DataFrame) -> pd.DataFrame:

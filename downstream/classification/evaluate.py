@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -68,6 +69,20 @@ def record_key(record: dict[str, Any]) -> str:
     key = {name: record.get(name) for name in KEY_FIELDS}
     key.update(ckpt=ckpt_field(record.get("pretrain_ckpt")), config=record.get("config"))
     return json.dumps(key, sort_keys=True, default=str)
+
+
+def _recorded_at(table: pd.DataFrame, ckpt: Path, task: Task, protocols: list[str]) -> bool:
+    """Whether ``table`` (the records read once) holds every protocol of the ceiling network at
+    ``ckpt`` on ``task`` (``supervised`` and ``protocols``)."""
+    if table.empty:
+        return False
+    mine = table[
+        (table["method"] == "supervised")
+        & (table["pretrain_ckpt"].map(lambda c: ckpt_field(c, "path")) == str(ckpt))
+        & (table["dataset"] == task.dataset_name)
+        & (table["task"] == task.label)
+    ]
+    return {"supervised", *protocols} <= set(mine["protocol"])
 
 
 class Evaluator:
@@ -401,6 +416,7 @@ class Evaluator:
         evaluated by its own head (protocol ``supervised``) and by the frozen-feature protocols on
         that task. Computed once: its checkpoint and records are reused."""
         cfg, before = self.cfg.ceiling, self.written
+        recorded = read_records(self.records) if self.records.is_file() else pd.DataFrame()
         for task in self.tasks:
             config = {
                 **to_dict(cfg),
@@ -429,7 +445,7 @@ class Evaluator:
                 / f"{task.dataset_name.replace('/', '_')}_{bb.arch_label}_{task.label}_{tag[:10]}"
             )
             ckpt = run / "last.pt"
-            if not ckpt.is_file() and self._recorded_at(ckpt, task):
+            if not ckpt.is_file() and _recorded_at(recorded, ckpt, task, self.cfg.protocols):
                 # records of this very network (same folder: same data and settings) are there;
                 # run folders are not committed, so a fresh clone would retrain it for nothing
                 log.info(
@@ -449,22 +465,6 @@ class Evaluator:
             finally:
                 self.tasks = saved
         return self.written - before
-
-    def _recorded_at(self, ckpt: Path, task: Task) -> bool:
-        """Whether the records hold every protocol of the ceiling network at ``ckpt`` on ``task``
-        (``supervised`` and the config's own)."""
-        if not self.records.is_file():
-            return False
-        table = read_records(self.records)
-        if table.empty:
-            return False
-        mine = table[
-            (table["method"] == "supervised")
-            & (table["pretrain_ckpt"].map(lambda c: ckpt_field(c, "path")) == str(ckpt))
-            & (table["dataset"] == task.dataset_name)
-            & (table["task"] == task.label)
-        ]
-        return {"supervised", *self.cfg.protocols} <= set(mine["protocol"])
 
     def _train_ceiling(self, bb: Backbone, task: Task, ckpt: Path, config: dict) -> None:
         cfg = self.cfg.ceiling

@@ -3,13 +3,13 @@
 On CUDA a requested channels_last is used as is. On CPU, oneDNN runs the convolutions with kernels
 for the instruction set it finds, and channels_last is chosen only when a probe in a child process
 finds oneDNN on AVX-512-class kernels and the model's channels_last gradients equal the contiguous
-ones. On AVX2-class kernels it is never chosen: their 1x1 strided weight-gradient kernel corrupts
-the heap, or returns wrong gradients, for convolutions of fewer than 8 input channels, and nothing
-vouches for the other shapes (docs/reliability.md: the defect, and what contiguous tensors cost
-there). A child process keeps a crash out of the caller; its verdict is cached on disk per CPU,
-torch version, kernel settings, architecture, width and thread count.
+ones. On AVX2-class kernels it is never chosen, nor even tried: their 1x1 strided weight-gradient
+kernel corrupts the heap (a crash, or a hang), or returns wrong gradients, for convolutions of fewer
+than 8 input channels, and nothing vouches for the other shapes (docs/reliability.md: the defect,
+and what contiguous tensors cost there). A child process keeps a crash out of the caller; its
+verdict is cached on disk per CPU, torch version, kernel settings, architecture, width and threads.
 
-  python -m core.memory_format [--arch resnet18] [--width 4] [--threads N] [--no-cache]
+  python -m core.memory_format [--arch resnet18] [--width 4] [--threads N] [--no-cache] [--compare]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, cast
 
@@ -46,7 +47,9 @@ KERNEL_ENV = (
 FAST_ISA = ("AVX-512", "AVX512", "AVX10", "AMX")
 #: Largest relative gradient difference between the two formats that counts as float rounding.
 TOLERANCE = 1e-3
-PROBE_VERSION = 1
+PROBE_VERSION = 2
+#: Seconds a probe child may take (a corrupted heap can hang rather than crash).
+PROBE_TIMEOUT = 120.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,15 +86,20 @@ def probe_key(arch: str, width: int, threads: int) -> str:
 
 
 def probe(
-    arch: str, width: int, threads: int, use_cache: bool = True, timeout: float = 300
+    arch: str,
+    width: int,
+    threads: int,
+    use_cache: bool = True,
+    timeout: float = PROBE_TIMEOUT,
+    compare: bool = False,
 ) -> dict[str, object]:
-    """Run the probe child for ``arch`` at ``width`` with ``threads`` threads (cached on disk): a
-    channels_last forward + backward compared with a contiguous one. Returns ``isa`` (oneDNN's),
-    ``max_rel_diff``, and ``crashed`` (the signal or exit status) when the child died."""
-    path = (
-        suite_cache("probes", "MAST_PROBE_CACHE")
-        / f"memory_format-{probe_key(arch, width, threads)}.json"
-    )
+    """Run the probe child for ``arch`` at ``width`` with ``threads`` threads (cached on disk). The
+    child reads oneDNN's ISA off a contiguous convolution; on AVX-512-class kernels (or with
+    ``compare``, for the tests of the defect) it then compares channels_last forward + backward
+    passes with contiguous ones. Returns ``isa``, then ``max_rel_diff``, or ``skipped`` (why no
+    comparison ran), or ``crashed`` (the signal, exit status or timeout) when the child died."""
+    name = probe_key(arch, width, threads) + ("-compare" if compare else "")
+    path = suite_cache("probes", "MAST_PROBE_CACHE") / f"memory_format-{name}.json"
     if use_cache:
         try:
             return json.loads(path.read_text())
@@ -115,6 +123,7 @@ def probe(
         str(width),
         "--threads",
         str(threads),
+        *(["--compare"] if compare else []),
     ]
     try:
         # A child that corrupts its heap can print bytes that are not text: decode them leniently
@@ -162,6 +171,8 @@ def verdict(result: dict[str, Any]) -> Choice:
     found = (
         f"the probe crashed ({crashed})"
         if crashed
+        else "channels_last was not tried"
+        if result.get("skipped")
         else f"gradients differ by {diff:.2g}"
         if diff > TOLERANCE
         else f"gradients match ({diff:.1e})"
@@ -228,22 +239,41 @@ def gradients(
     return {name: cast(torch.Tensor, p.grad) for name, p in model.named_parameters()}
 
 
-def child(arch: str, width: int, threads: int) -> int:
+def onednn_isa() -> str:
+    """oneDNN's ISA, read off its verbose line for one forward convolution (ONEDNN_VERBOSE is set by
+    the parent), with this process's C stdout sent to a file meanwhile. The batch is large enough
+    for ATen to hand the convolution to oneDNN; a contiguous forward pass is outside the defect."""
+    libc = ctypes.CDLL(None)
+    libc.fflush(None)
+    saved = os.dup(1)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        try:
+            torch.nn.Conv2d(8, 8, 3)(torch.zeros(16, 8, 8, 8))
+            libc.fflush(None)
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        sink.seek(0)
+        lines = sink.read().decode(errors="replace").splitlines()
+    return next((line.split("isa:", 1)[1].strip() for line in lines if ",isa:" in line), "unknown")
+
+
+def child(arch: str, width: int, threads: int, compare: bool) -> int:
     torch.set_num_threads(threads)
-    # One convolution first, and C's stdout flushed, so that oneDNN's ISA line reaches the parent
-    # even if the check below crashes the process.
-    conv = torch.nn.Conv2d(8, 8, 3).to(memory_format=torch.channels_last)
-    conv(torch.zeros(1, 8, 4, 4).contiguous(memory_format=torch.channels_last))
-    ctypes.CDLL(None).fflush(None)
+    isa = onednn_isa()
+    # The ISA line first, flushed, so that the parent has it even if the check below crashes.
+    print(f"onednn_verbose,info,cpu,isa:{isa}", flush=True)
+    if not (compare or fast_isa(isa)):
+        # Training channels_last on these kernels is what corrupts the heap: never run it here.
+        print(json.dumps({"skipped": "AVX2-class kernels: channels_last is never used"}))
+        return 0
     reference = gradients(arch, width, torch.contiguous_format, steps=1)
     tested = gradients(arch, width, torch.channels_last, steps=10)
     repeated = gradients(arch, width, torch.contiguous_format, steps=10)
     worst = 0.0
     # 10 passes of one batch: compare to 10 contiguous ones and to 10 x one
-    for (
-        name,
-        grad,
-    ) in tested.items():
+    for name, grad in tested.items():
         scale = float(repeated[name].abs().max()) + 1e-12
         worst = max(
             worst,
@@ -270,12 +300,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-cache", action="store_true", help="probe again instead of reading the cache"
     )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="compare the two formats even on AVX2-class kernels (may crash or hang the child)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     threads = args.threads or torch.get_num_threads()
     if args.child:
-        return child(args.arch, args.width, threads)
-    result = probe(args.arch, args.width, threads, use_cache=not args.no_cache)
+        return child(args.arch, args.width, threads, args.compare)
+    result = probe(
+        args.arch, args.width, threads, use_cache=not args.no_cache, compare=args.compare
+    )
     choice = verdict(result)
     print(
         json.dumps(

@@ -182,6 +182,21 @@ def records_section(records: pd.DataFrame) -> list[str]:
     return markdown.table(["stage", "records", "methods", "seeds", "commits"], rows)
 
 
+def diverged_section(records: pd.DataFrame) -> list[str]:
+    """The runs recorded as diverged (null values with a reason), which the tables leave out."""
+    if "diverged" not in records or not records["diverged"].notna().any():
+        return []
+    part = records[records["diverged"].notna()]
+    keys = ["stage", "dataset", "protocol", "method", "arch", "seed", "diverged"]
+    rows = [[str(v) for v in row] for row in part[keys].drop_duplicates().itertuples(index=False)]
+    return [
+        "",
+        "Runs that diverged (recorded with null values, left out of the tables and their n):",
+        "",
+        *markdown.table(["stage", "data", "protocol", "method", "arch", "seed", "why"], rows),
+    ]
+
+
 def tables_section(aggregated: pd.DataFrame, records: pd.DataFrame | None = None) -> list[str]:
     if aggregated.empty:
         return ["No tables: no records yet."]
@@ -1016,6 +1031,7 @@ def build_report(results: Path, runs_dir: Path, runs: pd.DataFrame | None = None
         "Records:",
         "",
         *records_section(records),
+        *diverged_section(records),
         "",
         f"Software: {software()}.",
         "",

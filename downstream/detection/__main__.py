@@ -16,7 +16,8 @@ mmdet's Pretrained init loads, and training starts only after a check that every
 the detector equals it. --floor also trains a random-init backbone of the same architecture under
 the same schedule. Each run keeps mmdet's logs and final weights under
 --out/<protocol>_<label>_s<seed>/ and appends AP, AP50, AP75 (box, and mask for Mask R-CNN) to
---records.
+--records. A run whose loss turns NaN stops at that iteration and is recorded with null AP and its
+reason (`diverged`), so it is not retried and the tables leave it out.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 import time
@@ -79,11 +81,14 @@ def record_runs(
     n_test: int,
     epochs,
     init: str | None = None,
+    diverged: str | None = None,
 ) -> int:
     """One record per AP number, with the protocol and the torch / mmcv / mmdet versions.
 
     ``ckpt_ref``: ``core.records.checkpoint_ref`` of the pretrained checkpoint (None for a random
     init, whose ``init``, ``core.checkpoints.FLOOR_INIT``, goes into the record's config).
+    ``diverged``: why training stopped; the values are then NaN (null in the file), so the run
+    counts as done for the skip check and the tables leave it out.
     """
     import mmcv
     import mmdet
@@ -119,10 +124,19 @@ def record_runs(
                     **({"init": init} if init is not None else {}),
                 },
                 record_versions=versions,
+                **({"diverged": diverged} if diverged else {}),
             ),
         )
         written += 1
     return written
+
+
+def expected_metrics(card, parts: dict) -> list[str]:
+    """The mmdet metric keys the card's evaluation reports (what a diverged run records as null)."""
+    if parts["val"].get("kind") == "voc":
+        return [k for k in METRIC_KEYS if k.startswith("pascal_voc/")]
+    kinds = {"bbox": "coco/bbox_", "segm": "coco/segm_"}
+    return [k for k in METRIC_KEYS if any(k.startswith(kinds[m]) for m in card.metrics)]
 
 
 def already_recorded(records: Path, card, bb, ckpt_ref: dict[str, str] | None, seed: int) -> bool:
@@ -215,7 +229,7 @@ def _transfer(
 ) -> None:
     """Train and evaluate one backbone unless its records exist; the main process records it."""
     from core.records import checkpoint_ref
-    from downstream.detection.runner import run
+    from downstream.detection.runner import DetectionDiverged, run
 
     # hashed once per backbone: the skip check and every record
     ckpt_ref = checkpoint_ref(bb.ckpt)
@@ -228,10 +242,19 @@ def _transfer(
     label = f"{bb.method}_{bb.arch}w{bb.base_width}".replace(":", "-")
     start = time.time()
     folder = args.out / f"{card.protocol}_{label}_s{args.seed}"
+    diverged = None
     with RunLock(folder, "detection") if main_process else contextlib.nullcontext():
-        metrics = run(card, parts, bb.ckpt, bb.arch, bb.base_width, folder, args.seed)
+        try:
+            metrics = run(card, parts, bb.ckpt, bb.arch, bb.base_width, folder, args.seed)
+        except DetectionDiverged as exc:
+            diverged, metrics = str(exc), dict.fromkeys(expected_metrics(card, parts), math.nan)
     if not main_process:
         return
+    if not any(k in METRIC_KEYS for k in metrics):
+        raise RuntimeError(
+            f"{card.protocol} {bb.method} {bb.arch_label}: the evaluation returned no AP "
+            f"(mmdet found no detections on the val set; its log is in {folder}): nothing recorded"
+        )
     n_train, n_test = sizes
     written = record_runs(
         card,
@@ -245,7 +268,16 @@ def _transfer(
         n_test=n_test,
         epochs=bb.pretrain_epochs,
         init=bb.init,
+        diverged=diverged,
     )
+    if diverged:
+        print(
+            f"diverged: {card.protocol} {bb.method} {bb.arch_label} seed {args.seed}: {diverged}; "
+            f"{written} null records in {records} say so (tables leave it out; --force with a "
+            f"lower --set lr=... redoes it)",
+            file=sys.stderr,
+        )
+        return
     summary = ", ".join(
         f"{METRIC_KEYS[k]} {100 * v:.1f}" for k, v in metrics.items() if k in METRIC_KEYS
     )

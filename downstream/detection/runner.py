@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,32 @@ class HandoffCheckHook(Hook):
         model = getattr(runner.model, "module", runner.model)
         checked = check_handoff(model, weights, source=self.weights_file)
         runner.logger.info(f"hand-off check: {checked} ResNet tensors equal {self.weights_file}")
+
+
+class DetectionDiverged(RuntimeError):
+    """A training loss that is not finite: the run stops there (mmengine would go on to the end)."""
+
+    def __init__(self, iteration: int, terms: dict[str, float]):
+        self.iteration, self.terms = iteration, terms
+        shown = ", ".join(f"{k}={v:.3g}" for k, v in terms.items())
+        super().__init__(f"loss not finite at iteration {iteration} ({shown})")
+
+
+@HOOKS.register_module()
+class FiniteLossHook(Hook):
+    """After each training step, stop the run if a loss term is NaN or infinite."""
+
+    priority = "VERY_HIGH"
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        terms = {
+            k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+            for k, v in (outputs or {}).items()
+            if k.startswith("loss")
+        }
+        bad = {k: v for k, v in terms.items() if not math.isfinite(v)}
+        if bad:
+            raise DetectionDiverged(runner.iter + 1, bad)
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -367,7 +394,9 @@ def mmengine_config(
     model = _model(card, parts, arch, base_width, pretrained)
     workers = card.get("num_workers", workers)
     world, batch = _world_and_batch(card)
-    hooks = [dict(type="HandoffCheckHook", weights_file=pretrained)] if pretrained else []
+    hooks = [dict(type="FiniteLossHook")]
+    if pretrained:
+        hooks.append(dict(type="HandoffCheckHook", weights_file=pretrained))
     return Config(
         dict(
             default_scope="mmdet",

@@ -311,3 +311,19 @@ def test_real_data_section_marks_what_beats_pixels_and_random_init():
         "beyond 2 SE: **no**." in text
     )
     assert real_data_section(pd.DataFrame())[0].startswith("Not run yet: `make real`")
+
+
+def test_diverged_runs_are_listed_and_left_out_of_the_tables(tmp_path):
+    _write_records(tmp_path)
+    path = tmp_path / "records" / "classification.jsonl"
+    append_record(path, _cls("mast", "hue", float("nan"), seed=2, diverged="loss not finite at 9"))
+    text = report.build_report(tmp_path, tmp_path / "runs")
+    assert "Runs that diverged" in text
+    assert (
+        "| classification | factorshapes/cls-upright | linear-lbfgs | mast | resnet18w16 | 2 |"
+        in text
+    )
+    assert "loss not finite at 9" in text
+    assert "| mast | 2 | 81.0 ± 1.4 |" in text  # still n = 2: the null record is not a seed
+    _write_records(tmp_path / "clean")
+    assert "Runs that diverged" not in report.build_report(tmp_path / "clean", tmp_path / "runs")

@@ -3,6 +3,7 @@ set written here (COCO layout; VOCdevkit layout for the VOC card); with a pretra
 hand-off check runs before training."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -326,3 +327,75 @@ def test_the_logged_lr_is_the_heads_when_the_backbone_is_held(tmp_path):
     assert {g["lr"] for g in groups if id(g["params"][0]) in backbone} == {0.0}
     assert {g["lr"] for g in groups if id(g["params"][0]) not in backbone} == {0.02}
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_a_diverging_run_stops_at_the_first_nan_loss(tmp_path):
+    from downstream.detection.runner import DetectionDiverged
+
+    parts = tiny_coco(tmp_path / "coco")
+    # an lr of 1e4 sends the losses to NaN within a few steps of 50
+    card = load_card("embedded-frcnn", {**TINY_SCHEDULE, "max_iters": 50, "lr": 1e4})
+    with pytest.raises(DetectionDiverged, match=r"loss not finite at iteration \d+ \(") as caught:
+        run(card, parts, None, "resnet18", 4, tmp_path / "work", seed=0)
+    assert 1 <= caught.value.iteration < 50
+    assert caught.value.terms and not any(map(math.isfinite, caught.value.terms.values()))
+    assert not list((tmp_path / "work").rglob("iter_50.pth"))  # stopped there, not at the end
+
+
+def _transfer_args(tmp_path, seed=2):
+    import argparse
+
+    return argparse.Namespace(force=False, seed=seed, out=tmp_path / "runs")
+
+
+def test_a_diverged_run_is_recorded_as_null_once_and_left_out_of_the_tables(
+    tmp_path, monkeypatch, capsys
+):
+    from analysis.tables import aggregate
+    from core.checkpoints import FLOOR_INIT, Backbone
+    from core.records import read_records
+    from downstream.detection import __main__ as cli
+    from downstream.detection import runner
+
+    def diverge(*args, **kwargs):
+        raise runner.DetectionDiverged(60, {"loss": float("nan"), "loss_cls": float("inf")})
+
+    monkeypatch.setattr(runner, "run", diverge)
+    card = load_card("embedded-mrcnn", {})
+    parts = tiny_coco(tmp_path / "coco")
+    floor = Backbone(None, "random-init", "resnet18", 16, init=FLOOR_INIT)
+    records = tmp_path / "segmentation.jsonl"
+    cli._transfer(_transfer_args(tmp_path), card, parts, floor, records, (4, 4), True)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("diverged: embedded-mrcnn random-init")
+    assert "loss not finite at iteration 60 (loss=nan, loss_cls=inf)" in lines[0]
+    table = read_records(records)
+    assert sorted(table["metric"]) == sorted(
+        ["box_AP", "box_AP50", "box_AP75", "mask_AP", "mask_AP50", "mask_AP75"]
+    )
+    assert table["value"].isna().all() and table["diverged"].str.contains("iteration 60").all()
+    assert cli.already_recorded(records, card, floor, None, seed=2)  # not retried
+    assert aggregate(table).empty  # no number from a diverged run
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a recorded run was trained again")
+
+    monkeypatch.setattr(runner, "run", must_not_run)
+    cli._transfer(_transfer_args(tmp_path), card, parts, floor, records, (4, 4), True)
+    assert "records exist" in capsys.readouterr().out
+
+
+def test_an_evaluation_without_ap_stops_with_one_line_and_records_nothing(tmp_path, monkeypatch):
+    from core.checkpoints import FLOOR_INIT, Backbone
+    from downstream.detection import __main__ as cli
+    from downstream.detection import runner
+
+    monkeypatch.setattr(runner, "run", lambda *args, **kwargs: {})
+    floor = Backbone(None, "random-init", "resnet18", 16, init=FLOOR_INIT)
+    records = tmp_path / "detection.jsonl"
+    card = load_card("embedded-frcnn", {})
+    with pytest.raises(RuntimeError, match="the evaluation returned no AP .*nothing recorded"):
+        cli._transfer(
+            _transfer_args(tmp_path), card, tiny_coco(tmp_path / "c"), floor, records, (4, 4), True
+        )
+    assert not records.exists()

@@ -178,12 +178,18 @@ def _latest_only(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _labels(frame: pd.DataFrame) -> pd.Series:
     """Method name, plus the config name for methods with several configs in one cell (so rows stay
-    apart)."""
-    cell = ["stage", "dataset", "protocol", "task", "metric", "method"]
+    apart). Decided per data set (``factorshapes/...`` counts as one), so that a method keeps one
+    label across the families the report compares, and a second config on other data (a longer
+    Fashion-MNIST run) does not rename its rows here."""
+    frame = frame.assign(_data=frame["dataset"].astype(str).str.split("/").str[0])
+    cell = ["_data", "stage", "dataset", "protocol", "task", "metric", "method"]
     configs = frame.groupby(cell, dropna=False)["config_name"].nunique()
-    ambiguous = set(configs[configs > 1].index.get_level_values("method"))
+    ambiguous = set(
+        zip(*(configs[configs > 1].index.get_level_values(k) for k in ("_data", "method")))
+    )
     return frame.apply(
-        lambda r: f"{r.method} ({r.config_name})" if r.method in ambiguous else r.method, axis=1
+        lambda r: f"{r.method} ({r.config_name})" if (r._data, r.method) in ambiguous else r.method,
+        axis=1,
     )
 
 

@@ -380,3 +380,23 @@ def test_floors_of_the_older_init_give_way_to_current_ones():
     agg = aggregate(frame(records)).set_index("stage")
     assert (agg.loc["detection", "mean"], agg.loc["detection", "n"]) == pytest.approx((4.5, 2))
     assert agg.loc["segmentation", "mean"] == pytest.approx(9.0)
+
+
+def test_a_second_config_on_other_data_leaves_the_labels_here_alone():
+    from analysis.tables import measurements
+
+    records = pd.DataFrame(
+        [
+            rec("vicreg", "shape", 40.0, run="vicreg_16e_shapes_s0"),
+            rec("mast", "shape", 41.0, run="mast_a_16e_shapes_s0"),
+            rec("mast", "shape", 42.0, run="mast_b_16e_shapes_s0"),
+            *(
+                rec("vicreg", "class", v, run=r, dataset="fashion_mnist")
+                for v, r in ((82.0, "vicreg_2e_fmnist_s0"), (83.0, "vicreg_8e_fmnist_s0"))
+            ),
+        ]
+    )
+    labels = measurements(records).groupby("dataset")["label"].agg(sorted)
+    # one VICReg config on FactorShapes: plain; two MAST ones; two VICReg ones on Fashion-MNIST
+    assert labels[UPRIGHT] == ["mast (mast_a_16e_shapes)", "mast (mast_b_16e_shapes)", "vicreg"]
+    assert labels["fashion_mnist"] == ["vicreg (vicreg_2e_fmnist)", "vicreg (vicreg_8e_fmnist)"]

@@ -82,6 +82,10 @@ class DataConfig:
 class PretrainDataConfig(DataConfig):
     #: The part pretraining reads (STL-10: train+unlabeled; ImageNet folders: train).
     part: str = "train"
+    #: Where JPEG files of folder data are decoded: in the loader (PIL), or on the training device
+    #: (torchvision's decode_jpeg: nvJPEG on CUDA), the loader reading only their bytes and headers.
+    #: Needs views.render: device; other files and data sets are decoded in the loader.
+    decode: Literal["loader", "device"] = "loader"
 
 
 @dataclasses.dataclass

@@ -114,6 +114,11 @@ class PretrainConfig(RunConfig):
 
     def __post_init__(self) -> None:
         self.loss.options = method_options(self.method, self.loss.options)
+        if self.data.decode == "device" and self.views.render != "device":
+            raise ConfigError(
+                "data.decode: device needs views.render: device (the loader then hands the "
+                "training device undecoded files); set both, or data.decode: loader"
+            )
 
     @property
     def uses_masks(self) -> bool:

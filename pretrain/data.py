@@ -22,8 +22,18 @@ class ViewDataset(Dataset):
     """Batches of views (``render=True``), or of the raw images and the views' parameters, for the
     training device to render (``views.render: device``)."""
 
-    def __init__(self, images: ImageDataset, views: ViewMaker, seed: int, render: bool = True):
-        self.images, self.views, self.seed, self.render = images, views, seed, render
+    def __init__(
+        self,
+        images: ImageDataset,
+        views: ViewMaker,
+        seed: int,
+        render: bool = True,
+        encoded: bool = False,
+    ):
+        if encoded and render:
+            raise ValueError("undecoded images (encoded=True) need render=False")
+        self.images, self.views, self.seed = images, views, seed
+        self.render, self.encoded = render, encoded
 
     def __len__(self) -> int:
         return len(self.images)
@@ -35,16 +45,20 @@ class ViewDataset(Dataset):
     def __getitems__(self, keys: list[int]) -> tuple[Images, torch.Tensor]:
         """A whole batch, rendered at once (the DataLoader calls this with a batch's keys): views
         [B, V, 3, S, S] uint8 and parameters [B, V, P]; the same pixels as one key at a time.
-        Unrendered: the images instead (uint8 [B, 3, H, W], or a list when their sizes differ)."""
-        images, generators = [], []
+        Unrendered: the images instead (uint8 [B, 3, H, W], or a list when their sizes differ);
+        with ``encoded``, a list holding each JPEG's bytes (uint8 [N]) for ``decode_on``."""
+        images, sizes, generators = [], [], []
         for key in keys:
             epoch, index = divmod(int(key), len(self.images))
-            images.append(self.images[index][0])
+            raw = self.images.encoded(index) if self.encoded else None
+            image = raw[0] if raw is not None else self.images[index][0]
+            images.append(image)
+            sizes.append(raw[1:] if raw is not None else tuple(image.shape[-2:]))
             generators.append(sample_generator(self.seed, epoch, index))
         if self.render:
             return self.views.batch(images, generators)
-        params = self.views.sample_batch(images, generators)
-        same = all(image.shape == images[0].shape for image in images)
+        params = torch.stack([self.views.sample(g, h, w) for g, (h, w) in zip(generators, sizes)])
+        same = all(image.shape == images[0].shape and image.dim() == 3 for image in images)
         return (torch.stack(images) if same else images), params
 
 

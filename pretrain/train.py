@@ -19,6 +19,7 @@ from core.cli import git_commit
 from core.config import to_dict
 from core.cpu import cpu_model
 from core.data import build_dataset
+from core.data.base import decode_on
 from core.data.transforms import to_float
 from core.device import select_device
 from core.io import atomic_torch_save
@@ -228,7 +229,13 @@ class Trainer:
             len(images), cfg.train.batch_size // world, cfg.seed, self.info.rank, world
         )
         self.loader = torch.utils.data.DataLoader(
-            ViewDataset(images, self.views, cfg.seed, render=cfg.views.render == "loader"),
+            ViewDataset(
+                images,
+                self.views,
+                cfg.seed,
+                render=cfg.views.render == "loader",
+                encoded=cfg.data.decode == "device",
+            ),
             batch_size=cfg.train.batch_size // world,
             sampler=self.sampler,
             # torch's stub: with __getitems__ the collate gets its result, not a list
@@ -358,8 +365,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     # steps
     def train_step(self, batch: Images, params: torch.Tensor) -> dict[str, Any]:
-        if isinstance(batch, list):  # raw images of several sizes (views.render: device)
-            batch = self.views.render([i.to(self.device, non_blocking=True) for i in batch], params)
+        if isinstance(batch, list):  # raw images of several sizes, or undecoded JPEGs among them
+            batch = self.views.render(decode_on(self.device, batch), params)
         elif self.cfg.views.render == "device":  # raw images [B, 3, H, W]: render them here
             batch = self.views.render(batch.to(self.device, non_blocking=True), params)
         views = batch.to(self.device, non_blocking=True).transpose(0, 1)  # [V, B, 3, S, S]

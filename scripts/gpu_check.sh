@@ -51,6 +51,8 @@ for method in vicreg mast; do
 done
 # views rendered on the GPU (issue 23): parity with the CPU's views, then a run that trains on them
 step render_parity 120 "$py" -m pytest -q -p no:cacheprovider tests/pretrain/test_views.py -k cuda
+# JPEGs decoded by nvJPEG (data.decode: device) against PIL's pixels
+step nvjpeg_parity 120 "$py" -m pytest -q -p no:cacheprovider tests/core/test_data_sources.py -k nvjpeg
 step pretrain_render_device 150 "$py" -m pretrain --config "$embedded/vicreg_r18w16_b128_16e_shapes.yaml" \
     --out "$work/runs/render_device" --set device="$device" data.num_workers="$workers" views.render=device \
     "${smoke[@]}"

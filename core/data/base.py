@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg
 
 log = logging.getLogger("core.data")
 
@@ -57,6 +58,11 @@ class ImageDataset(torch.utils.data.Dataset):
             return np.asarray(stored, dtype=np.int64)
         return np.array([self._load(i)[1][name] for i in range(len(self))], dtype=np.int64)
 
+    def encoded(self, index: int) -> tuple[torch.Tensor, int, int] | None:
+        """Image ``index`` undecoded, for the training device to decode: (the file's bytes as uint8
+        [N], height, width), or None where the data set has no such form (then ``self[index]``)."""
+        return None
+
     def _stored_targets(self, name: str) -> np.ndarray | None:
         """Subclasses that hold their labels in memory return them here."""
         return None
@@ -66,6 +72,29 @@ class ImageDataset(torch.utils.data.Dataset):
         if self.transform is not None:
             image = self.transform(image)
         return image, target
+
+
+def decode_on(device: torch.device, images: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``images`` on ``device`` as uint8 [3, H, W], the undecoded JPEGs among them (uint8 [N] from
+    ``ImageDataset.encoded``) decoded there in one batched call (nvJPEG on CUDA); grey JPEGs are
+    repeated to three channels, as PIL's RGB conversion does."""
+    where = [i for i, image in enumerate(images) if image.dim() == 1]
+    out = list(images)
+    if where:
+        try:
+            decoded = decode_jpeg(
+                [images[i].cpu() for i in where], mode=ImageReadMode.UNCHANGED, device=device
+            )
+        except RuntimeError as exc:
+            reason = str(exc).splitlines()[0].rsplit(", ", 1)[-1]  # past torchvision's source line
+            raise DataError(
+                f"a JPEG of this batch does not decode on {device} ({reason}): "
+                "find it with data.verify_images: true (or python -m core.data check), or set "
+                "data.decode: loader"
+            ) from None
+        for i, image in zip(where, decoded):
+            out[i] = image.expand(3, -1, -1) if image.shape[0] == 1 else image
+    return [image.to(device, non_blocking=True) for image in out]
 
 
 def require_path(

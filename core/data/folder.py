@@ -46,6 +46,16 @@ def read_image(path: Path) -> torch.Tensor:
         return pil_to_tensor(image)
 
 
+def jpeg_header(path: Path) -> tuple[int, int] | None:
+    """(height, width) of a JPEG file in RGB or grey that torchvision's decode_jpeg reads as PIL
+    does; None for any other file (PNG, CMYK JPEG, ...). Reads the header only."""
+    with Image.open(path) as image:
+        if image.format != "JPEG" or image.mode not in ("RGB", "L"):
+            return None
+        width, height = image.size
+    return height, width
+
+
 class ImageFolderDataset(ImageDataset):
     def __init__(
         self,
@@ -125,6 +135,23 @@ class ImageFolderDataset(ImageDataset):
 
     def _stored_targets(self, name: str) -> np.ndarray:
         return np.array([label for _, label in self.samples], dtype=np.int64)
+
+    def encoded(self, index: int) -> tuple[torch.Tensor, int, int] | None:
+        """A JPEG's bytes and size, its body left for the device to decode (a file whose header
+        does not read is skipped as in ``_load``); None for other files, or with a transform."""
+        if self.transform is not None:
+            return None
+        for offset in range(len(self.samples)):
+            path, _ = self.samples[(index + offset) % len(self.samples)]
+            try:
+                size = jpeg_header(path)
+            except _DECODE_ERRORS as exc:
+                self._bad(path, exc)
+                continue
+            if size is None:
+                return None
+            return torch.from_numpy(np.fromfile(path, dtype=np.uint8)), *size
+        raise DataError(f"no readable images under {self.root}")
 
     def _load(self, index: int) -> tuple[torch.Tensor, dict[str, int]]:
         for offset in range(len(self.samples)):

@@ -11,6 +11,7 @@ from PIL import Image
 
 from core.config import DataConfig
 from core.data import DataError, build_dataset
+from core.data.base import decode_on
 from core.data.folder import ImageFolderDataset
 from core.data.stl10 import IMAGE_BYTES, STL10Dataset
 from core.data.transforms import resize_center_crop, to_float
@@ -87,6 +88,45 @@ def test_bad_image_is_an_error_when_asked(photo_folder):
     corrupt = [i for i, (p, _) in enumerate(dataset.samples) if p.name == "corrupt.jpg"][0]
     with pytest.raises(DataError, match=r"unreadable image .*corrupt.jpg.*data.on_bad_image: skip"):
         dataset[corrupt]
+
+
+def test_jpegs_left_for_the_device_decode_as_pil_does(photo_folder):
+    # data.decode: device: the loader hands a JPEG's bytes and header size; decode_on (here on the
+    # CPU, nvJPEG on CUDA) gives PIL's pixels. Other files stay with the loader.
+    a = photo_folder / "train" / "class_a"
+    Image.open(SAMPLES / "grace_hopper.jpg").convert("L").resize((90, 77)).save(a / "grey.jpg")
+    dataset = ImageFolderDataset(photo_folder, part="train")
+    index = {p.name: i for i, (p, _) in enumerate(dataset.samples)}
+    decoded = []
+    for name in ("rgb.jpg", "grey.jpg"):
+        data, height, width = dataset.encoded(index[name])
+        assert data.dim() == 1 and data.dtype == torch.uint8
+        decoded.append((data, dataset[index[name]][0], (height, width)))
+    # one batched call, mixed with an image the loader decoded
+    loader_decoded = dataset[index["gray.png"]][0]
+    out = decode_on(torch.device("cpu"), [decoded[0][0], loader_decoded, decoded[1][0]])
+    for image, (_, pil, size) in zip((out[0], out[2]), decoded):
+        assert image.shape == (3, *size) and torch.equal(image, pil)
+    assert torch.equal(out[1], loader_decoded)
+    for name in ("cmyk.jpg", "gray.png", "palette.gif", "rgba.png"):
+        assert dataset.encoded(index[name]) is None
+    # a header that does not read is skipped as the loader skips it (the next file takes its place)
+    assert dataset.encoded(index["corrupt.jpg"]) is None and dataset.n_skipped == 1
+    # a body that does not decode: one line naming the cure
+    body = (SAMPLES / "grace_hopper.jpg").read_bytes()
+    broken = torch.frombuffer(bytearray(body[:2000] + bytes(4000)), dtype=torch.uint8)
+    with pytest.raises(DataError, match=r"does not decode on cpu \(.*\): .*data.decode: loader"):
+        decode_on(torch.device("cpu"), [broken])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_jpegs_decoded_by_nvjpeg_match_pil(photo_folder):
+    dataset = ImageFolderDataset(photo_folder, part="train")
+    rgb = [i for i, (p, _) in enumerate(dataset.samples) if p.name == "rgb.jpg"][0]
+    [image] = decode_on(torch.device("cuda"), [dataset.encoded(rgb)[0]])
+    diff = (image.cpu().int() - dataset[rgb][0].int()).abs().float()
+    # nvJPEG's IDCT and upsampling round differently from libjpeg-turbo's
+    assert image.shape == (3, 600, 512) and diff.mean() <= 1.0 and diff.max() <= 16
 
 
 def test_unlabelled_flat_folder_and_batches(photo_folder):

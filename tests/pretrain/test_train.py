@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -469,6 +470,28 @@ def test_views_rendered_on_the_device_train_the_same_weights(tmp_path, data_cach
     a, b = (load_checkpoint(tmp_path / n / "last.pt")["backbone"] for n in ("loader", "device"))
     for key in a:
         assert torch.equal(a[key], b[key]), f"{key} differs between loader and device rendering"
+
+
+def test_jpegs_decoded_on_the_device_train_the_same_weights(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    for i in range(32):  # JPEGs of two sizes, in RGB and grey, and one PNG: mixed batches
+        pixels = rng.integers(0, 256, (40, 48, 3) if i % 2 else (36, 36, 3), dtype=np.uint8)
+        image = Image.fromarray(pixels).convert("L" if i % 4 == 1 else "RGB")
+        image.save(tmp_path / "images" / f"{i:02d}.{'png' if i == 5 else 'jpg'}")
+    data = ["data.dataset=folder", f"data.root={tmp_path / 'images'}", "views.render=device"]
+    fit(tiny(*data, "train.max_steps=3"), tmp_path / "loader")
+    trainer = fit(tiny(*data, "train.max_steps=3", "data.decode=device"), tmp_path / "device")
+    images, params = next(iter(trainer.loader))
+    assert isinstance(images, list) and params.shape[:2] == (16, trainer.views.num_views)
+    assert sum(i.dim() == 1 for i in images) >= 14  # the JPEGs reach the step undecoded
+    a, b = (load_checkpoint(tmp_path / n / "last.pt")["backbone"] for n in ("loader", "device"))
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs between loader and device decoding"
+    with pytest.raises(ValueError, match="data.decode: device needs views.render: device"):
+        tiny("data.decode=device")
 
 
 def test_views_render_typo_is_a_config_error():

@@ -88,6 +88,30 @@ class FiniteLossHook(Hook):
             raise DetectionDiverged(runner.iter + 1, bad)
 
 
+@HOOKS.register_module()
+class HeldBackboneHook(Hook):
+    """With the backbone held (``backbone_lr_mult`` 0), stop autograd at it: its weights get no
+    gradient, so backpropagation ends at the neck. lr 0 moved nothing, BN statistics still adapt in
+    the forward pass, and the heads' gradients do not depend on the backbone's: the same numbers,
+    without the backbone's backward pass. One process only (DDP fixes its gradient set when it wraps
+    the model, before this hook)."""
+
+    priority = "LOW"
+
+    def before_train(self, runner) -> None:
+        model = getattr(runner.model, "module", runner.model)
+        held = [model.backbone]
+        shared = getattr(getattr(model, "roi_head", None), "shared_head", None)
+        if shared is not None:  # the C4 head's ResNet stage 4 is backbone too (see _backbone_lr)
+            held.append(shared)
+        count = 0
+        for module in held:
+            for parameter in module.parameters():
+                parameter.requires_grad_(False)
+                count += 1
+        runner.logger.info(f"held backbone: {count} tensors take no gradient (lr x 0)")
+
+
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class TrainedFirstConstructor(DefaultOptimWrapperConstructor):
     """mmengine's constructor with the parameter groups that train (lr > 0) first.
@@ -395,6 +419,8 @@ def mmengine_config(
     workers = card.get("num_workers", workers)
     world, batch = _world_and_batch(card)
     hooks = [dict(type="FiniteLossHook")]
+    if float(card.get("backbone_lr_mult", 1.0)) == 0.0 and world == 1:
+        hooks.append(dict(type="HeldBackboneHook"))
     if pretrained:
         hooks.append(dict(type="HandoffCheckHook", weights_file=pretrained))
     return Config(

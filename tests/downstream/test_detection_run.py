@@ -399,3 +399,32 @@ def test_an_evaluation_without_ap_stops_with_one_line_and_records_nothing(tmp_pa
             _transfer_args(tmp_path), card, tiny_coco(tmp_path / "c"), floor, records, (4, 4), True
         )
     assert not records.exists()
+
+
+@pytest.mark.parametrize("protocol", ["embedded-frcnn", "embedded-mrcnn"])
+def test_a_held_backbone_takes_no_gradient_and_trains_the_same_heads(protocol, tmp_path):
+    from mmengine.runner import Runner
+
+    from downstream.detection.handoff import export_for_mmdet
+    from downstream.detection.runner import mmengine_config
+
+    parts = tiny_coco(tmp_path / "coco")
+    ckpt, _ = suite_file(tmp_path)
+    card = load_card(protocol, {**TINY_SCHEDULE, "max_iters": 3})
+    trained = {}
+    for held in (True, False):
+        work = tmp_path / f"work_{held}"
+        work.mkdir()
+        weights = str(export_for_mmdet(ckpt, work / "backbone.pth")[0])
+        cfg = mmengine_config(card, parts, "resnet18", 16, weights, work, seed=0)
+        assert any(h["type"] == "HeldBackboneHook" for h in cfg.custom_hooks)
+        if not held:
+            cfg.custom_hooks = [h for h in cfg.custom_hooks if h["type"] != "HeldBackboneHook"]
+        runner = Runner.from_cfg(cfg)
+        runner.train()
+        model = runner.model
+        assert all(not p.requires_grad for p in model.backbone.parameters()) == held
+        trained[held] = {k: v.clone() for k, v in model.state_dict().items()}
+    # the same weights and BN statistics everywhere: holding the backbone changed only the work
+    for key, value in trained[True].items():
+        assert torch.equal(value, trained[False][key]), key

@@ -23,7 +23,7 @@ import pandas as pd
 
 from core import markdown
 from core.io import atomic_write_text
-from core.records import ckpt_field, read_records
+from core.records import ckpt_field, floor_init, read_records
 
 PUBLISHED_CSV = Path(__file__).with_name("published.csv")
 # The pretraining pilot's probes are not results; the study's sweeps get their own tables
@@ -160,7 +160,7 @@ def _current_floors(frame: pd.DataFrame) -> pd.DataFrame:
     """Drop random-init records of an older floor definition (no ``config.init``) from every family
     (stage, data set, protocol) that has floors of the current one: the two are different networks,
     and a seed that failed under the new one must not fall back to the old number."""
-    init = frame["config"].map(lambda c: c.get("init") if isinstance(c, dict) else None)
+    init = frame["config"].map(floor_init)
     floor, has = frame["method"] == FLOOR, init.notna()  # map turns a missing init into NaN
     family = pd.MultiIndex.from_frame(frame[["stage", "dataset", "protocol"]])
     old = floor & ~has & family.isin(family[(floor & has).to_numpy()])

@@ -70,6 +70,13 @@ def ckpt_field(ref: Any, name: str = "sha256") -> str | None:
     return value or None
 
 
+def floor_init(config: Any) -> str | None:
+    """The init a random-init record's ``config`` names (``core.checkpoints.FLOOR_INIT``); None for
+    a floor of the older definition, or a record without a config."""
+    value = config.get("init") if isinstance(config, dict) else None
+    return value or None
+
+
 def make_record(**fields: Any) -> dict[str, Any]:
     """A complete record: schema fields in order (missing optional ones null) followed by any
     extras."""

@@ -35,7 +35,7 @@ from core.checkpoints import CheckpointError
 from core.cli import add_set_arg
 from core.config import ConfigError, parse_override
 from core.logs import setup_logging
-from core.records import ckpt_field, read_records
+from core.records import ckpt_field, floor_init, read_records
 from core.runlock import RunLock
 
 #: mmdet metric keys -> record metric names: COCO box/mask AP, AP50, AP75; VOC (pascal_voc/) box AP
@@ -155,7 +155,7 @@ def already_recorded(records: Path, card, bb, ckpt_ref: dict[str, str] | None, s
         & (table["arch"] == bb.arch_label)
     )
     if ckpt_ref is None:  # a floor: also its init (older floors were initialised otherwise)
-        init = table["config"].map(lambda c: c.get("init") if isinstance(c, dict) else None)
+        init = table["config"].map(floor_init)
         same &= (table["method"] == bb.method) & table["pretrain_ckpt"].isna() & (init == bb.init)
     else:
         same &= table["pretrain_ckpt"].map(ckpt_field) == ckpt_ref["sha256"]

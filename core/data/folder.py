@@ -9,8 +9,9 @@ file up front and drops the bad ones, so that ``len()`` counts only readable ima
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from core.data.base import DataError, ImageDataset, Transform, pil_to_tensor, re
 from core.logs import progress
 
 log = logging.getLogger("core.data")
+T = TypeVar("T")
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -141,25 +143,22 @@ class ImageFolderDataset(ImageDataset):
         does not read is skipped as in ``_load``); None for other files, or with a transform."""
         if self.transform is not None:
             return None
-        for offset in range(len(self.samples)):
-            path, _ = self.samples[(index + offset) % len(self.samples)]
-            try:
-                size = jpeg_header(path)
-            except _DECODE_ERRORS as exc:
-                self._bad(path, exc)
-                continue
-            if size is None:
-                return None
-            return torch.from_numpy(np.fromfile(path, dtype=np.uint8)), *size
-        raise DataError(f"no readable images under {self.root}")
+        (path, size), _ = self._first_readable(index, lambda p: (p, jpeg_header(p)))
+        if size is None:
+            return None
+        return torch.from_numpy(np.fromfile(path, dtype=np.uint8)), *size
 
     def _load(self, index: int) -> tuple[torch.Tensor, dict[str, int]]:
+        image, label = self._first_readable(index, read_image)
+        return image, ({"class": label} if self.classes else {})
+
+    def _first_readable(self, index: int, read: Callable[[Path], T]) -> tuple[T, int]:
+        """``read`` of sample ``index``'s file and its label; a file that does not read is skipped
+        for the next one (so batches keep their size) or raises, as ``on_bad_image`` says."""
         for offset in range(len(self.samples)):
             path, label = self.samples[(index + offset) % len(self.samples)]
             try:
-                image = read_image(path)
+                return read(path), label
             except _DECODE_ERRORS as exc:
                 self._bad(path, exc)
-                continue
-            return image, ({"class": label} if self.classes else {})
         raise DataError(f"no readable images under {self.root}")

@@ -141,7 +141,7 @@ def probe(
     except subprocess.TimeoutExpired as exc:
         stdout, returncode = (exc.stdout or b"").decode(errors="replace"), None
     lines = stdout.splitlines()
-    isa = next((line.split("isa:", 1)[1].strip() for line in lines if ",isa:" in line), "unknown")
+    isa = isa_in(lines)
     result: dict[str, object] = {"isa": isa}
     answer = [line for line in lines if line.startswith("{")]
     if returncode is None:
@@ -158,6 +158,11 @@ def probe(
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(result) + "\n")
     return result
+
+
+def isa_in(lines: list[str]) -> str:
+    """The ISA named by oneDNN's verbose ``isa:`` line among ``lines`` ("unknown" without one)."""
+    return next((line.split("isa:", 1)[1].strip() for line in lines if ",isa:" in line), "unknown")
 
 
 def fast_isa(isa: str) -> bool:
@@ -256,7 +261,7 @@ def onednn_isa() -> str:
             os.close(saved)
         sink.seek(0)
         lines = sink.read().decode(errors="replace").splitlines()
-    return next((line.split("isa:", 1)[1].strip() for line in lines if ",isa:" in line), "unknown")
+    return isa_in(lines)
 
 
 def child(arch: str, width: int, threads: int, compare: bool) -> int:

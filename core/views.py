@@ -120,12 +120,15 @@ class ViewMaker:
         self, images: list[torch.Tensor], generators: list[torch.Generator]
     ) -> torch.Tensor:
         """Parameters [B, V, P] of every view of each image, ``generators[i]`` drawing image i's."""
-        return torch.stack(
-            [
-                self.sample(g, image.shape[-2], image.shape[-1])
-                for image, g in zip(images, generators)
-            ]
+        return self.sample_sizes(
+            [(image.shape[-2], image.shape[-1]) for image in images], generators
         )
+
+    def sample_sizes(
+        self, sizes: list[tuple[int, int]], generators: list[torch.Generator]
+    ) -> torch.Tensor:
+        """``sample_batch`` from the images' (height, width) alone (images not decoded yet)."""
+        return torch.stack([self.sample(g, h, w) for (h, w), g in zip(sizes, generators)])
 
     def render(
         self, images: list[torch.Tensor] | torch.Tensor, params: torch.Tensor

@@ -47,17 +47,20 @@ class ViewDataset(Dataset):
         [B, V, 3, S, S] uint8 and parameters [B, V, P]; the same pixels as one key at a time.
         Unrendered: the images instead (uint8 [B, 3, H, W], or a list when their sizes differ);
         with ``encoded``, a list holding each JPEG's bytes (uint8 [N]) for ``decode_on``."""
-        images, sizes, generators = [], [], []
+        images, generators = [], []
+        sizes: list[tuple[int, int]] = []
         for key in keys:
             epoch, index = divmod(int(key), len(self.images))
             raw = self.images.encoded(index) if self.encoded else None
             image = raw[0] if raw is not None else self.images[index][0]
             images.append(image)
-            sizes.append(raw[1:] if raw is not None else tuple(image.shape[-2:]))
+            sizes.append(
+                (raw[1], raw[2]) if raw is not None else (image.shape[-2], image.shape[-1])
+            )
             generators.append(sample_generator(self.seed, epoch, index))
         if self.render:
             return self.views.batch(images, generators)
-        params = torch.stack([self.views.sample(g, h, w) for g, (h, w) in zip(generators, sizes)])
+        params = self.views.sample_sizes(sizes, generators)
         same = all(image.shape == images[0].shape and image.dim() == 3 for image in images)
         return (torch.stack(images) if same else images), params
 

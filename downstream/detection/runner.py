@@ -244,11 +244,16 @@ def _evaluator(card: ConfigDict, parts: dict[str, dict[str, Any]]) -> dict[str, 
     return dict(type="CocoMetric", ann_file=parts["val"]["ann"], metric=list(card.metrics))
 
 
+def backbone_lr_mult(card: ConfigDict) -> float:
+    """The backbone's lr as a fraction of the heads' (``backbone_lr_mult``, default 1)."""
+    return float(card.get("backbone_lr_mult", 1.0))
+
+
 def _backbone_lr(card: ConfigDict) -> dict[str, Any]:
     """``backbone_lr_mult`` of the card (default 1): the backbone's lr as a fraction of the heads'
     lr. The C4 head's ResNet stage 4 counts as backbone too, so every pretrained tensor moves at the
     same rate."""
-    mult = float(card.get("backbone_lr_mult", 1.0))
+    mult = backbone_lr_mult(card)
     if mult == 1.0:
         return {}
     return dict(
@@ -419,7 +424,7 @@ def mmengine_config(
     workers = card.get("num_workers", workers)
     world, batch = _world_and_batch(card)
     hooks = [dict(type="FiniteLossHook")]
-    if float(card.get("backbone_lr_mult", 1.0)) == 0.0 and world == 1:
+    if backbone_lr_mult(card) == 0.0 and world == 1:
         hooks.append(dict(type="HeldBackboneHook"))
     if pretrained:
         hooks.append(dict(type="HandoffCheckHook", weights_file=pretrained))

@@ -9,6 +9,7 @@ RESULTS ?= results
 CONFIG ?=
 ARGS ?=
 FORCE ?=
+JOBS ?=
 CONFIG_ARG = $(if $(CONFIG),--config $(CONFIG),)
 export PYTHONPATH := $(CURDIR)
 
@@ -17,7 +18,7 @@ export PYTHONPATH := $(CURDIR)
 
 help:
 	@echo "make setup              create .venv with the pinned stack (mmcv built once, then cached)"
-	@echo "make all                set-up + the whole pipeline on the embedded FactorShapes data"
+	@echo "make all                set-up + the whole pipeline on the embedded FactorShapes data (JOBS=2 at once)"
 	@echo "make real               VICReg and MAST on Fashion-MNIST (apt package; FMNIST=DIR), 3 seeds, vs pixels/floor"
 	@echo "make test               set-up + lint + the fast test suite (make test-all: slow tests too)"
 	@echo "make lint / make format ruff format and ruff check: check only / rewrite; lint also runs mypy"
@@ -63,8 +64,9 @@ test: $(STAMP) lint
 test-all: $(STAMP)
 	$(PY) -m pytest
 
+# JOBS: stages run side by side, this many at once (default 2; scripts/run_all.py says why).
 all: $(STAMP)
-	@FORCE=$(FORCE) RESULTS=$(RESULTS) PY=$(PY) bash scripts/run_all.sh
+	@$(PY) -m scripts.run_all --results $(RESULTS) $(if $(FORCE),--force) $(if $(JOBS),--jobs $(JOBS))
 
 # Real data: VICReg and MAST on Fashion-MNIST (apt-get install dataset-fashion-mnist; FMNIST=DIR elsewhere),
 # 3 seeds, against raw pixels, random init and a supervised network on the same split.

@@ -93,6 +93,25 @@ def test_cheap_sections_write_their_files_and_the_readme(tmp_path, data_root):
     assert "pretrain mast" in readme and "Quick mode" in readme
 
 
+def test_stages_side_by_side_report_the_run_s_wall_total(tmp_path):
+    """Jobs overlap, so the total is the last run's own wall time, not the sum of its stages."""
+    lines = [
+        {"stage": "data", "seconds": 40, "started_s": 5, "time": "t1"},
+        {"stage": "total", "kind": "total", "seconds": 999, "time": "t2"},  # an earlier run
+        {"stage": "pretrain mast", "seconds": 300, "started_s": 45, "time": "t3"},
+        {"stage": "pretrain vicreg", "seconds": 280, "started_s": 45, "time": "t4"},
+        {"stage": "total", "kind": "total", "seconds": 350, "time": "t5"},
+    ]
+    log = tmp_path / "make_all.jsonl"
+    log.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    result = stages.run(Options(make_log=log))
+    assert [s["stage"] for s in result["stages"]] == ["data", "pretrain mast", "pretrain vicreg"]
+    assert result["total_s"] == 350 and result["stage_sum_s"] == 620
+    text = stages.markdown(result)
+    assert "| pretrain vicreg | 0.8 | 280 | 4.7 | t4 | 1 |" in text
+    assert "| **total (wall)** | | 350 | 5.8 | | |" in text and "add up to 10.3 min" in text
+
+
 def test_stages_without_a_log_say_so(tmp_path):
     result = stages.run(Options(make_log=tmp_path / "missing.jsonl"))
     assert "no make all log yet" in result["skipped"]
@@ -115,7 +134,7 @@ def test_a_skipped_section_keeps_figures_measured_before(tmp_path):
     (tmp_path / "stages.json").write_text(json.dumps(measured))
     assert main(["--only", "stages", "--out", str(tmp_path), "--make-log", str(log)]) == 0
     assert (tmp_path / "stages.json").read_text() == json.dumps(measured)
-    assert "| data | 40 | 0.7 | t1 | 1 |" in (tmp_path / "README.md").read_text()
+    assert "| data | | 40 | 0.7 | t1 | 1 |" in (tmp_path / "README.md").read_text()
 
     skipped_before = {**measured, "stages": None, "skipped": "no make all log yet"}
     (tmp_path / "stages.json").write_text(json.dumps(skipped_before))

@@ -167,6 +167,23 @@ def _current_floors(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[~old]
 
 
+def _current_ceilings(frame: pd.DataFrame) -> pd.DataFrame:
+    """Drop records of per-label ceiling networks from every family (stage, data set, protocol)
+    that has records of a joint one (one network per image part, a head per task; its
+    ``supervised`` records name the tasks in ``config.tasks``): the two are different references,
+    and a task the joint network lacks must not fall back to the old number."""
+    ceiling = frame["method"] == CEILING
+    if not bool(ceiling.any()):
+        return frame
+    path = frame["pretrain_ckpt"].map(lambda c: ckpt_field(c, "path"))
+    names_tasks = frame["config"].map(lambda c: isinstance(c, dict) and "tasks" in c)
+    joint_paths = set(path[ceiling & names_tasks & (frame["protocol"] == CEILING)].dropna())
+    joint = ceiling & path.isin(joint_paths)
+    family = pd.MultiIndex.from_frame(frame[["stage", "dataset", "protocol"]])
+    old = ceiling & ~joint & family.isin(family[joint.to_numpy()])
+    return frame[~old]
+
+
 def _latest_only(frame: pd.DataFrame) -> pd.DataFrame:
     """Drop reruns: per DEDUP_KEYS keep the latest record by time (file order breaks ties), in file
     order."""
@@ -205,7 +222,7 @@ def measurements(records: pd.DataFrame) -> pd.DataFrame:
     """One row per measurement: reruns dropped, null values dropped, with ``checkpoint``, ``label``,
     ``role`` and ``family`` columns (what ``aggregate`` groups; per-seed analyses read it
     directly)."""
-    frame = _current_floors(_current_checkpoints(records.copy()))
+    frame = _current_ceilings(_current_floors(_current_checkpoints(records.copy())))
     frame["checkpoint"] = frame["pretrain_ckpt"].map(_checkpoint_id)
     # Deduplicate before dropping null values: a diverged rerun (null) hides the older number, never
     # revives it.

@@ -8,9 +8,10 @@ backbones.
 --ckpt takes any checkpoint the importer accepts (suite, torchvision, MoCo v1-v3, solo-learn,
 lightly, mmselfsup; see `python -m core.checkpoints inspect FILE`). --runs evaluates every finished
 pretraining checkpoint (last.pt) under a folder. --floor adds a random-init backbone of each
-evaluated architecture (one per floor_seeds), --ceiling a network of that architecture trained with
-each task's labels (computed once, then reused), --pixels logistic regression and kNN on the raw
-pixels (the reference a learned representation should beat). One record per number goes to
+evaluated architecture (one per floor_seeds), --ceiling networks of that architecture trained with
+the tasks' labels (by default one per image part, a head per task; computed once, then reused),
+--pixels logistic regression and kNN on the raw pixels (the reference a learned representation
+should beat). One record per number goes to
 --records; a record that exists is never computed again, and frozen features are cached (config key
 `cache`), so re-running is cheap and adds no duplicates.
 """
@@ -87,7 +88,9 @@ def _parser() -> argparse.ArgumentParser:
         "--floor", action="store_true", help="add random-init backbones of each architecture"
     )
     parser.add_argument(
-        "--ceiling", action="store_true", help="add the supervised-per-label networks"
+        "--ceiling",
+        action="store_true",
+        help="add the supervised networks (ceiling.joint: one per image part)",
     )
     parser.add_argument(
         "--pixels",

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from core.backbones import build_backbone
@@ -54,7 +55,14 @@ from downstream.classification.tasks import (
     resolve_tasks,
     split_indices,
 )
-from downstream.classification.train import LabelView, evaluate, fit, train_transform
+from downstream.classification.train import (
+    LabelView,
+    MultiHead,
+    evaluate,
+    fit,
+    multi_task_loss,
+    train_transform,
+)
 
 log = logging.getLogger("downstream.classification")
 STAGE = "classification"
@@ -411,19 +419,24 @@ class Evaluator:
         )
 
     def ceiling(self, arch: str, base_width: int, out: str | Path) -> int:
-        """Per task, a network of ``arch`` trained from scratch on that label (no augmentation:
-        crops, flips and colour changes would corrupt position, chirality and colour labels),
-        evaluated by its own head (protocol ``supervised``) and by the frozen-feature protocols on
-        that task. Computed once: its checkpoint and records are reused."""
+        """Networks of ``arch`` trained from scratch on the tasks' labels (no augmentation: crops,
+        flips and colour changes would corrupt position, chirality and colour labels): by default
+        one per image part with a linear head per task (``ceiling.joint``), else one per task.
+        Each task is scored by its own head (protocol ``supervised``) and by the frozen-feature
+        protocols on the network's features. Computed once: checkpoints and records are reused."""
         cfg, before = self.cfg.ceiling, self.written
         recorded = read_records(self.records) if self.records.is_file() else pd.DataFrame()
-        for task in self.tasks:
+        settings = to_dict(cfg)
+        if not cfg.joint:  # absent for the per-label networks, as in records made before the key
+            del settings["joint"]
+        for tasks in self._ceiling_groups():
             config = {
-                **to_dict(cfg),
+                **settings,
                 "optimizer": "adamw",
                 "augment": None,
                 **self._view_config(),
                 "eval_seed": self.cfg.seed,
+                **({"tasks": [t.label for t in tasks]} if cfg.joint else {}),
             }
             torch.manual_seed(self.cfg.seed)
             bb = Backbone(
@@ -435,43 +448,66 @@ class Evaluator:
                 cfg.epochs,
                 self.cfg.seed,
             )
+            first = tasks[0]
             tag = hashlib.sha256(
-                json.dumps([data_identity(task.data), config], sort_keys=True).encode()
+                json.dumps([data_identity(first.data), config], sort_keys=True).encode()
             ).hexdigest()
             # The folder name carries a hash of data and settings: a changed ceiling never reuses a
             # stale network.
+            name = "joint" if cfg.joint else first.label
             run = (
                 Path(out)
-                / f"{task.dataset_name.replace('/', '_')}_{bb.arch_label}_{task.label}_{tag[:10]}"
+                / f"{first.dataset_name.replace('/', '_')}_{bb.arch_label}_{name}_{tag[:10]}"
             )
             ckpt = run / "last.pt"
-            if not ckpt.is_file() and _recorded_at(recorded, ckpt, task, self.cfg.protocols):
+            if not ckpt.is_file() and all(
+                _recorded_at(recorded, ckpt, task, self.cfg.protocols) for task in tasks
+            ):
                 # records of this very network (same folder: same data and settings) are there;
                 # run folders are not committed, so a fresh clone would retrain it for nothing
-                log.info(
-                    "supervised ceiling %s: recorded, checkpoint not kept: skipped", task.label
-                )
+                log.info("supervised ceiling %s: recorded, checkpoint not kept: skipped", name)
                 continue
             if not ckpt.is_file():
-                self._train_ceiling(bb, task, ckpt, config)
-            base = self._base(bb, task, "supervised", config, checkpoint_ref(ckpt))
-            if self._pending(base):
-                stored = load_checkpoint(ckpt)
-                self._write(base, stored["test_top1"], stored["n_train"], stored["n_test"])
+                self._train_ceiling(bb, tasks, ckpt, config)
+            stored = None
+            for task in tasks:
+                base = self._base(bb, task, "supervised", config, checkpoint_ref(ckpt))
+                if self._pending(base):
+                    stored = stored or load_checkpoint(ckpt)
+                    top1 = stored["test_top1"]  # per task in a joint network's checkpoint
+                    value = top1[task.label] if isinstance(top1, dict) else top1
+                    self._write(base, value, stored["n_train"], stored["n_test"])
             bb.ckpt, bb.model = ckpt, _load_ceiling(ckpt, arch, base_width)
-            saved, self.tasks = self.tasks, [task]
+            saved, self.tasks = self.tasks, tasks
             try:
                 self.evaluate_backbone(bb)
             finally:
                 self.tasks = saved
         return self.written - before
 
-    def _train_ceiling(self, bb: Backbone, task: Task, ckpt: Path, config: dict) -> None:
+    def _ceiling_groups(self) -> list[list[Task]]:
+        """The tasks each ceiling network learns: those on the same images together (joint), or
+        one each."""
+        if not self.cfg.ceiling.joint:
+            return [[task] for task in self.tasks]
+        groups: dict[str, list[Task]] = {}
+        for task in self.tasks:
+            groups.setdefault(json.dumps(data_identity(task.data), sort_keys=True), []).append(task)
+        return list(groups.values())
+
+    def _train_ceiling(self, bb: Backbone, tasks: list[Task], ckpt: Path, config: dict) -> None:
         cfg = self.cfg.ceiling
-        train, train_idx, test = self._image_parts(task)
+        train, train_idx, test = self._image_parts(tasks[0])  # the same images for every task
+        labels = [task.label for task in tasks]
         torch.manual_seed(self.cfg.seed)
-        head = nn.Linear(bb.model.feature_dim, task.classes)
-        data = LabelView(train, task.label, train_idx, self._eval_transform())
+        if cfg.joint:
+            head: nn.Module = MultiHead(bb.model.feature_dim, [task.classes for task in tasks])
+            data = LabelView(train, labels, train_idx, self._eval_transform())
+            criterion = multi_task_loss
+        else:
+            head = nn.Linear(bb.model.feature_dim, tasks[0].classes)
+            data = LabelView(train, labels[0], train_idx, self._eval_transform())
+            criterion = F.cross_entropy
         fit(
             bb.model,
             head,
@@ -484,11 +520,15 @@ class Evaluator:
             device=self.device,
             seed=self.cfg.seed,
             num_workers=self.cfg.data.num_workers,
-            desc=f"ceiling {task.label}",
+            desc=f"ceiling {'+'.join(labels)}",
+            criterion=criterion,
         )
-        value = 100 * evaluate(
-            bb.model, head, LabelView(test, task.label), self.cfg.batch_size, self.device
-        )
+        heads = head.heads if isinstance(head, MultiHead) else [head]
+        top1 = {
+            label: 100
+            * evaluate(bb.model, h, LabelView(test, label), self.cfg.batch_size, self.device)
+            for label, h in zip(labels, heads)
+        }
         bb.model.cpu()
         save_checkpoint(
             {
@@ -500,11 +540,13 @@ class Evaluator:
                 "epoch": cfg.epochs,
                 "config": {
                     "seed": self.cfg.seed,
-                    "task": f"{task.dataset_name}/{task.label}",
+                    "task": [f"{t.dataset_name}/{t.label}" for t in tasks]
+                    if cfg.joint
+                    else f"{tasks[0].dataset_name}/{tasks[0].label}",
                     **config,
                 },
                 "head": head.cpu().state_dict(),
-                "test_top1": value,
+                "test_top1": top1 if cfg.joint else top1[labels[0]],
                 "n_train": len(data),
                 "n_test": len(test),
             },

@@ -5,7 +5,7 @@ per-step progress."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -22,13 +22,13 @@ CPU = torch.device("cpu")
 
 
 class LabelView(torch.utils.data.Dataset):
-    """``(image, label)`` pairs of one label of ``dataset``, restricted to ``indices``, through
-    ``transform``."""
+    """``(image, label)`` pairs of one label of ``dataset`` (several labels: a vector of them),
+    restricted to ``indices``, through ``transform``."""
 
     def __init__(
         self,
         dataset: ImageDataset,
-        label: str,
+        label: str | Sequence[str],
         indices: Sequence[int] | None = None,
         transform=None,
     ):
@@ -38,9 +38,30 @@ class LabelView(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int | torch.Tensor]:
         image, target = self.dataset[int(self.indices[i])]
-        return (self.transform(image) if self.transform is not None else image), target[self.label]
+        if self.transform is not None:
+            image = self.transform(image)
+        if isinstance(self.label, str):
+            return image, target[self.label]
+        return image, torch.tensor([target[name] for name in self.label])
+
+
+class MultiHead(nn.Module):
+    """One linear head per task on the same features; trained on the mean of their
+    cross-entropies (``multi_task_loss``)."""
+
+    def __init__(self, feature_dim: int, classes: Sequence[int]):
+        super().__init__()
+        self.heads = nn.ModuleList(nn.Linear(feature_dim, n) for n in classes)
+
+    def forward(self, features: torch.Tensor) -> list[torch.Tensor]:
+        return [head(features) for head in self.heads]
+
+
+def multi_task_loss(logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """Mean over tasks of the cross-entropy of task k's logits against column k of ``labels``."""
+    return torch.stack([F.cross_entropy(x, labels[:, k]) for k, x in enumerate(logits)]).mean()
 
 
 def train_transform(
@@ -85,7 +106,7 @@ def _optimizer(
 
 def fit(
     backbone: nn.Module,
-    head: nn.Linear,
+    head: nn.Module,
     data: torch.utils.data.Dataset,
     *,
     epochs: int,
@@ -99,9 +120,10 @@ def fit(
     seed: int = 0,
     num_workers: int = 0,
     desc: str = "train",
+    criterion: Callable = F.cross_entropy,
 ) -> list[float]:
-    """Train ``head`` (and ``backbone`` when ``train_backbone``) with cross-entropy; returns the
-    loss per epoch.
+    """Train ``head`` (and ``backbone`` when ``train_backbone``) with ``criterion`` (cross-entropy);
+    returns the loss per epoch.
 
     ``groups`` are (parameters, peak lr) pairs; each lr follows a cosine from its peak to 0 over all
     steps. A frozen backbone stays in eval mode (BN statistics untouched), as in VICReg's linear
@@ -123,7 +145,7 @@ def fit(
                 group["lr"] = group["peak"] * 0.5 * (1 + math.cos(math.pi * step / total))
             with torch.set_grad_enabled(train_backbone):
                 features = backbone(to_float(images.to(device)).contiguous(memory_format=memory))
-            loss = F.cross_entropy(head(features), labels.to(device))
+            loss = criterion(head(features), labels.to(device))
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"{desc}: loss is {loss.item()} at step {step}; lower the learning rate"

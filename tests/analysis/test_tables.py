@@ -382,6 +382,28 @@ def test_floors_of_the_older_init_give_way_to_current_ones():
     assert agg.loc["segmentation", "mean"] == pytest.approx(9.0)
 
 
+def test_per_label_ceilings_give_way_to_a_joint_one():
+    def ceiling(task, value, run, protocol, tasks=None):
+        r = rec("supervised", task, value, run=run, protocol=protocol, epochs=8)
+        r["config"] = {"tasks": tasks} if tasks else {}
+        return r
+
+    records = [  # per label: shape and hue networks, each scored by its head and a probe
+        ceiling(t, v, f"ceiling/{t}", p)
+        for t, v in (("shape", 90.0), ("hue", 99.0))
+        for p in ("supervised", "linear-lbfgs")
+    ]
+    records += [  # one joint network of shape only (its probe's config names no tasks)
+        ceiling("shape", 80.0, "ceiling/joint", "supervised", tasks=["shape"]),
+        ceiling("shape", 81.0, "ceiling/joint", "linear-lbfgs"),
+    ]
+    records.append(ceiling("hue", 97.0, "ceiling/hue", "knn"))  # no joint knn record: kept
+    agg = aggregate(frame(records)).set_index(["protocol", "task"])["mean"]
+    assert agg.to_dict() == pytest.approx(
+        {("supervised", "shape"): 80.0, ("linear-lbfgs", "shape"): 81.0, ("knn", "hue"): 97.0}
+    )
+
+
 def test_a_second_config_on_other_data_leaves_the_labels_here_alone():
     from analysis.tables import measurements
 

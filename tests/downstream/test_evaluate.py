@@ -17,7 +17,7 @@ from core.records import read_records
 from downstream.classification.config import ClassificationConfig, FinetuneConfig, SgdConfig
 from downstream.classification.evaluate import Evaluator
 from downstream.classification.tasks import balanced_subset, held_out, resolve_tasks, split_indices
-from downstream.classification.train import fit
+from downstream.classification.train import LabelView, evaluate, fit
 
 TASKS = ["cls-upright/bg", "cls-rot/orient"]
 
@@ -148,6 +148,48 @@ def test_ceiling_is_trained_once(tiny_shapes, tmp_path):
     cfg.linear_sgd = SgdConfig(epochs=1, batch_size=32, lr=0.1, crop_scale=(0.5, 1.0))
     assert Evaluator(cfg, tmp_path / "r.jsonl").ceiling("resnet18", 8, tmp_path / "ceiling") == 1
     assert ckpt.exists()
+
+
+def test_joint_ceiling_is_one_network_per_image_part_with_a_head_per_task(tiny_shapes, tmp_path):
+    tasks = ["cls-upright/bg", "cls-upright/hue", "cls-rot/orient"]
+    cfg = config(tiny_shapes, tmp_path, tasks=tasks, protocols=["knn"])
+    cfg.ceiling.epochs, cfg.ceiling.batch_size = 1, 32
+    assert cfg.ceiling.joint  # the default
+    assert Evaluator(cfg, tmp_path / "r.jsonl").ceiling("resnet18", 8, tmp_path / "c") == 6
+    folders = sorted(p.name for p in (tmp_path / "c").iterdir())
+    assert len(folders) == 2 and all("_joint_" in name for name in folders)
+    frame = read_records(tmp_path / "r.jsonl")
+    supervised = frame[frame.protocol == "supervised"].set_index("task")
+    assert sorted(supervised.index) == ["bg", "hue", "orient"]
+    assert supervised.loc["bg", "config"]["tasks"] == ["bg", "hue"]
+    assert supervised.loc["orient", "config"]["tasks"] == ["orient"]
+    # the recorded top-1 is the task's own head on the test part
+    (upright,) = (tmp_path / "c").glob("*cls-upright*/last.pt")
+    stored = torch.load(upright, weights_only=True)
+    assert set(stored["test_top1"]) == {"bg", "hue"}
+    assert supervised.loc["hue", "value"] == stored["test_top1"]["hue"]
+    model = build_backbone("resnet18", 8)
+    model.load_state_dict(stored["backbone"])
+    head = torch.nn.Linear(model.feature_dim, 4)
+    head.load_state_dict(
+        {
+            k.removeprefix("heads.0."): v
+            for k, v in stored["head"].items()
+            if k.startswith("heads.0.")
+        }
+    )
+    (bg,) = resolve_tasks(cfg.data, ["cls-upright/bg"])
+    evaluator = Evaluator(cfg, tmp_path / "r.jsonl")
+    _, _, test = evaluator._image_parts(bg)
+    assert 100 * evaluate(model, head, LabelView(test, "bg"), 64) == pytest.approx(
+        supervised.loc["bg", "value"]
+    )
+    # one network per label: three folders, and records without the joint keys
+    cfg.ceiling.joint = False
+    assert Evaluator(cfg, tmp_path / "r2.jsonl").ceiling("resnet18", 8, tmp_path / "c2") == 6
+    assert len(list((tmp_path / "c2").iterdir())) == 3
+    per_label = read_records(tmp_path / "r2.jsonl")
+    assert not any("joint" in c or "tasks" in c for c in per_label.config)
 
 
 def test_linear_sgd_keeps_the_backbone_and_finetune_writes_subsets(tiny_shapes, tmp_path):

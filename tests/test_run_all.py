@@ -112,6 +112,17 @@ def test_a_failed_job_stops_the_rest_and_shows_its_log(tmp_path):
     assert not timings.is_file() or '"kind": "total"' not in timings.read_text()
 
 
+def test_jobs_side_by_side_let_idle_openmp_threads_sleep(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    show = [sys.executable, "-c", "import os; print(os.environ.get('OMP_WAIT_POLICY'))"]
+    for jobs, expected in ((2, "PASSIVE"), (1, "None")):
+        out = tmp_path / str(jobs)
+        assert run_all.run([Job("env", "env", show)], out, max_jobs=jobs, log=lambda x: None) == 0
+        assert (out / "runs" / "make_all" / "env.log").read_text().strip() == expected
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's choice stands
+    assert run_all.job_env(2)["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
 def test_a_graph_out_of_order_is_refused():
     with pytest.raises(ValueError, match="waits on"):
         run_all.check_graph([Job("b", "b", ["true"], ("a",)), Job("a", "a", ["true"])])

@@ -232,6 +232,15 @@ def _tail(path: Path, lines: int = TAIL_LINES) -> str:
     return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
 
 
+def _stop(procs) -> None:
+    """SIGTERM to each job's process group (the stages save or resume what they did)."""
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:  # ended since it was last polled
+            pass
+
+
 def _stamp(seconds: float) -> str:
     return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
 
@@ -302,16 +311,14 @@ def run(graph: list[Job], results: Path, max_jobs: int, log=print) -> int:
                 )
                 log(f"[make all] {_stamp(now - start)} done in {now - t0:.0f} s: {job.title}")
             if failed is not None:
-                for proc, _, _ in running.values():
-                    os.killpg(proc.pid, signal.SIGTERM)
+                _stop(proc for proc, _, _ in running.values())
                 pending.clear()
             if time.monotonic() - beat >= HEARTBEAT_S and running:
                 beat = time.monotonic()
                 for name, (_, _, path) in running.items():
                     log(f"[make all] {_stamp(beat - start)} {name}: {_last_line(path)}")
     except KeyboardInterrupt:
-        for proc, _, _ in running.values():
-            os.killpg(proc.pid, signal.SIGTERM)
+        _stop(proc for proc, _, _ in running.values())
         raise
     if failed is not None:
         log(f"[make all] stopped: {failed} failed; fix it and rerun `make all` (done work is kept)")

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from core.backbones import build_backbone
@@ -474,7 +473,9 @@ class Evaluator:
                 base = self._base(bb, task, "supervised", config, checkpoint_ref(ckpt))
                 if self._pending(base):
                     stored = stored or load_checkpoint(ckpt)
-                    top1 = stored["test_top1"]  # per task in a joint network's checkpoint
+                    top1 = stored[
+                        "test_top1"
+                    ]  # per task (checkpoints before 2026-12-06: one value)
                     value = top1[task.label] if isinstance(top1, dict) else top1
                     self._write(base, value, stored["n_train"], stored["n_test"])
             bb.ckpt, bb.model = ckpt, _load_ceiling(ckpt, arch, base_width)
@@ -500,14 +501,9 @@ class Evaluator:
         train, train_idx, test = self._image_parts(tasks[0])  # the same images for every task
         labels = [task.label for task in tasks]
         torch.manual_seed(self.cfg.seed)
-        if cfg.joint:
-            head: nn.Module = MultiHead(bb.model.feature_dim, [task.classes for task in tasks])
-            data = LabelView(train, labels, train_idx, self._eval_transform())
-            criterion = multi_task_loss
-        else:
-            head = nn.Linear(bb.model.feature_dim, tasks[0].classes)
-            data = LabelView(train, labels[0], train_idx, self._eval_transform())
-            criterion = F.cross_entropy
+        # one head per task (a per-label network: one head, trained on its plain cross-entropy)
+        head = MultiHead(bb.model.feature_dim, [task.classes for task in tasks])
+        data = LabelView(train, labels, train_idx, self._eval_transform())
         fit(
             bb.model,
             head,
@@ -521,13 +517,12 @@ class Evaluator:
             seed=self.cfg.seed,
             num_workers=self.cfg.data.num_workers,
             desc=f"ceiling {'+'.join(labels)}",
-            criterion=criterion,
+            criterion=multi_task_loss,
         )
-        heads = head.heads if isinstance(head, MultiHead) else [head]
         top1 = {
             label: 100
             * evaluate(bb.model, h, LabelView(test, label), self.cfg.batch_size, self.device)
-            for label, h in zip(labels, heads)
+            for label, h in zip(labels, head.heads)
         }
         bb.model.cpu()
         save_checkpoint(
@@ -540,13 +535,11 @@ class Evaluator:
                 "epoch": cfg.epochs,
                 "config": {
                     "seed": self.cfg.seed,
-                    "task": [f"{t.dataset_name}/{t.label}" for t in tasks]
-                    if cfg.joint
-                    else f"{tasks[0].dataset_name}/{tasks[0].label}",
+                    "task": [f"{t.dataset_name}/{t.label}" for t in tasks],
                     **config,
                 },
                 "head": head.cpu().state_dict(),
-                "test_top1": top1 if cfg.joint else top1[labels[0]],
+                "test_top1": top1,
                 "n_train": len(data),
                 "n_test": len(test),
             },

@@ -46,7 +46,7 @@ def run(opts: Options) -> dict[str, object]:
     if not path.is_file():
         return {"log": str(path), "skipped": "no make all log yet (run `make all`)"}
     stages, total = read_stages(path)
-    summed = sum(float(s["seconds"]) for s in stages)  # type: ignore[arg-type]
+    summed = sum(float(s["seconds"]) for s in stages)
     return {
         "log": str(path),
         "stages": stages,

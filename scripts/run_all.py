@@ -252,7 +252,8 @@ def run(graph: list[Job], results: Path, max_jobs: int, log=print) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     timings = results / "runs" / "make_all.jsonl"
     priority = chain_costs(graph)
-    pending = {job.name: job for job in graph}
+    by_name = {job.name: job for job in graph}
+    pending = dict(by_name)
     done: set[str] = set()
     running: dict[str, tuple[subprocess.Popen, float, Path]] = {}
     start = time.monotonic()
@@ -293,7 +294,7 @@ def run(graph: list[Job], results: Path, max_jobs: int, log=print) -> int:
                     continue
                 del running[name]
                 now = time.monotonic()
-                job = next(j for j in graph if j.name == name)
+                job = by_name[name]
                 if code != 0:
                     if failed is None:
                         failed = name

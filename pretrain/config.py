@@ -57,6 +57,9 @@ class LossConfig:
     #: and: weight of the subspace targets (0: none): each owning op's dimensions predict that
     #: op's parameter difference, AugSelf's objective (pretrain/losses/mast_and.py).
     target_weight: float = 0.0
+    #: and: hidden width of each subspace target head (AugSelf's heads: 512); the heads are most of
+    #: the extra cost of a MAST step over VICReg's (docs/method.md, "Cost of the subspace targets").
+    target_hidden: int = 512
     #: The uncertainty head on or off (null: the method's default: on for mast and mast_fixed).
     uncertainty: bool | None = None
     #: detach mode: the 1/s weights are tempered (w ~ s^-t, t <= 1 the largest that keeps it) so
@@ -114,6 +117,10 @@ class PretrainConfig(RunConfig):
 
     def __post_init__(self) -> None:
         self.loss.options = method_options(self.method, self.loss.options)
+        if self.loss.target_hidden < 1:
+            raise ConfigError(
+                f"loss.target_hidden must be a width of at least 1, got {self.loss.target_hidden}"
+            )
         if self.data.decode == "device" and self.views.render != "device":
             raise ConfigError(
                 "data.decode: device needs views.render: device (the loader then hands the "

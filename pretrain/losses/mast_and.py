@@ -52,7 +52,7 @@ TARGETS = {
     "blur": "blur",
     "solarize": "sol",
 }
-#: Hidden width of the target heads (AugSelf's).
+#: Hidden width of the target heads by default (AugSelf's; ``loss.target_hidden``).
 TARGET_HIDDEN = 512
 
 
@@ -201,7 +201,8 @@ def heads(cfg, feature_dim: int, embed_dim: int, ops: list[str]) -> SubspaceTarg
     """The subspace target heads (``loss.target_weight`` > 0), or None."""
     if cfg.loss.target_weight <= 0:
         return None
-    return SubspaceTargetHeads(embed_dim, [ops[k] for k in owned_ops(cfg, ops)])
+    owned = [ops[k] for k in owned_ops(cfg, ops)]
+    return SubspaceTargetHeads(embed_dim, owned, cfg.loss.target_hidden)
 
 
 def build(cfg, ops: list[str] | None = None) -> MASTAndLoss:

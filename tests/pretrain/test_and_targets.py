@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.config import load_config
+from core.config import ConfigError, load_config
 from pretrain.config import PretrainConfig
 from pretrain.losses.mast_and import MASTAndLoss, SubspaceTargetHeads
 from pretrain.train import build_model
@@ -56,3 +56,13 @@ def test_subspace_targets_need_the_and_combination():
     ]
     plain = load_config(PretrainConfig, None, [*SMALL, "method=mast_nounc", "loss.combine=and"])
     assert build_model(plain, 6, plain.augment.ops).heads is None
+
+
+def test_the_target_heads_take_their_hidden_width_from_the_config():
+    over = [*SMALL, "method=mast_nounc", "loss.combine=and", "views.resample=all"]
+    cfg = load_config(PretrainConfig, None, [*over, "loss.target_weight=1", "loss.target_hidden=24"])
+    model = build_model(cfg, 6, cfg.augment.ops)
+    first = model.heads.heads[0][0]  # the first Linear of the flip head: 2 x embed_dim -> hidden
+    assert first.out_features == 24 and first.in_features == 2 * model.embed_dim
+    with pytest.raises(ConfigError, match="loss.target_hidden"):
+        load_config(PretrainConfig, None, [*over, "loss.target_hidden=0"])

@@ -15,9 +15,10 @@ batch_size in the card is the total over processes). Runs whose records exist ar
 mmdet's Pretrained init loads, and training starts only after a check that every ResNet tensor of
 the detector equals it. --floor also trains a random-init backbone of the same architecture under
 the same schedule. Each run keeps mmdet's logs and final weights under
---out/<protocol>_<label>_s<seed>/ and appends AP, AP50, AP75 (box, and mask for Mask R-CNN) to
---records. A run whose loss turns NaN stops at that iteration and is recorded with null AP and its
-reason (`diverged`), so it is not retried and the tables leave it out.
+--out/<protocol>[_<data variant>]_<label>_s<seed>/ (the variant: a data.split or data.categories
+other than the card's, e.g. embedded-frcnn_color_...) and appends AP, AP50, AP75 (box, and mask
+for Mask R-CNN) to --records. A run whose loss turns NaN stops at that iteration and is recorded
+with null AP and its reason (`diverged`), so it is not retried and the tables leave it out.
 """
 
 from __future__ import annotations
@@ -218,6 +219,23 @@ def _backbones(args: argparse.Namespace, parser: argparse.ArgumentParser) -> lis
     return runs
 
 
+#: The card's data keys whose values name a variant of its data set (and so of the run folder).
+DATA_VARIANT_KEYS = ("split", "categories")
+
+
+def data_tag(card, default) -> str:
+    """The data variant ``card`` trains on, against the protocol's own card ``default``: the values
+    of ``DATA_VARIANT_KEYS`` that differ, joined by '-' ("" when none does)."""
+    data, base = card.get("data") or {}, default.get("data") or {}
+    return "-".join(str(data[k]) for k in DATA_VARIANT_KEYS if data.get(k) != base.get(k))
+
+
+def run_folder(out: Path, card, label: str, seed: int, tag: str = "") -> Path:
+    """Where one run keeps mmdet's logs and weights: one folder per protocol, data variant,
+    backbone and seed, so that the category runs of one checkpoint do not share it."""
+    return out / f"{card.protocol}{'_' + tag if tag else ''}_{label}_s{seed}"
+
+
 def _transfer(
     args: argparse.Namespace,
     card,
@@ -226,8 +244,10 @@ def _transfer(
     records: Path,
     sizes: tuple[int, int],
     main_process: bool,
+    tag: str = "",
 ) -> None:
-    """Train and evaluate one backbone unless its records exist; the main process records it."""
+    """Train and evaluate one backbone unless its records exist; the main process records it.
+    ``tag``: the card's data variant (``data_tag``), part of the run folder's name."""
     from core.records import checkpoint_ref
     from downstream.detection.runner import DetectionDiverged, run
 
@@ -241,7 +261,7 @@ def _transfer(
         return
     label = f"{bb.method}_{bb.arch}w{bb.base_width}".replace(":", "-")
     start = time.time()
-    folder = args.out / f"{card.protocol}_{label}_s{args.seed}"
+    folder = run_folder(args.out, card, label, args.seed, tag)
     diverged = None
     with RunLock(folder, "detection") if main_process else contextlib.nullcontext():
         try:
@@ -300,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
             path, value = parse_override(text)
             overrides[".".join(path)] = value
         card = load_card(args.protocol, overrides)
+        tag = data_tag(card, load_card(args.protocol, {}))
         records = (
             args.records
             or Path("results/records") / f"{'segmentation' if card.masks else 'detection'}.jsonl"
@@ -309,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes = part_size(parts["train"]), part_size(parts["val"])
         main_process = int(os.environ.get("RANK", "0")) == 0
         for bb in runs:
-            _transfer(args, card, parts, bb, records, sizes, main_process)
+            _transfer(args, card, parts, bb, records, sizes, main_process, tag)
     except (ConfigError, CheckpointError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -162,9 +162,9 @@ def detector_config(
     for key in ("bbox_roi_extractor", "mask_roi_extractor"):
         layer = (roi.get(key) or {}).get("roi_layer", {})
         if layer.get("type") == "RoIAlign":
-            # torchvision's kernel: the same samples summed in the same order as mmcv's (bitwise equal
-            # outputs and gradients on CPU, tests/detection/test_models.py) and 3-5x faster there,
-            # where mmcv's backward was a quarter of a CPU training step
+            # torchvision's kernel: the same samples summed in the same order as mmcv's (bitwise
+            # equal outputs and gradients on CPU, tests/downstream/test_roi_align.py) and 3-5x
+            # faster there, where mmcv's backward was a quarter of a CPU training step
             layer["use_torchvision"] = True
     return model
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from downstream.detection.__main__ import data_tag, run_folder
 from downstream.detection.runner import data_parts, load_card, run
 from tests.downstream.test_handoff import suite_file
 
@@ -199,6 +200,23 @@ def test_embedded_category_files_feed_the_cards(split, categories, classes, tmp_
                 ),
                 str(tmp_path),
             )
+
+
+def test_the_category_runs_of_one_checkpoint_keep_their_own_folders(tmp_path):
+    default = load_card("embedded-frcnn", {})
+    cards = [
+        default,
+        load_card("embedded-frcnn", {"data.categories": "color"}),
+        load_card("embedded-frcnn", {"data.categories": "orient"}),
+        load_card("embedded-frcnn", {"data.split": "det-upright", "data.categories": "chiral"}),
+        load_card("embedded-frcnn", {"max_iters": 10}),  # not a data variant
+    ]
+    tags = [data_tag(card, default) for card in cards]
+    assert tags == ["", "color", "orient", "det-upright-chiral", ""]
+    folders = [run_folder(tmp_path, c, "vicreg_resnet18w16", 0, t) for c, t in zip(cards, tags)]
+    assert folders[0] == tmp_path / "embedded-frcnn_vicreg_resnet18w16_s0"  # as before
+    assert folders[1] == tmp_path / "embedded-frcnn_color_vicreg_resnet18w16_s0"
+    assert len(set(folders[:4])) == 4 and folders[4] == folders[0]
 
 
 def test_missing_data_root_names_the_layout(tmp_path):

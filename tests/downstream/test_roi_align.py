@@ -1,5 +1,5 @@
-"""The detectors pool RoIs with torchvision's RoIAlign (through mmcv's ``use_torchvision``): on CPU it
-gives mmcv's numbers bitwise, outputs and gradients, at a fraction of the time."""
+"""The detectors pool RoIs with torchvision's RoIAlign (through mmcv's ``use_torchvision``): on CPU
+it gives mmcv's numbers bitwise, outputs and gradients, at a fraction of the time."""
 
 import pytest
 import torch

@@ -60,7 +60,9 @@ def test_subspace_targets_need_the_and_combination():
 
 def test_the_target_heads_take_their_hidden_width_from_the_config():
     over = [*SMALL, "method=mast_nounc", "loss.combine=and", "views.resample=all"]
-    cfg = load_config(PretrainConfig, None, [*over, "loss.target_weight=1", "loss.target_hidden=24"])
+    cfg = load_config(
+        PretrainConfig, None, [*over, "loss.target_weight=1", "loss.target_hidden=24"]
+    )
     model = build_model(cfg, 6, cfg.augment.ops)
     first = model.heads.heads[0][0]  # the first Linear of the flip head: 2 x embed_dim -> hidden
     assert first.out_features == 24 and first.in_features == 2 * model.embed_dim

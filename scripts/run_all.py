@@ -36,6 +36,8 @@ MAST = (
     "mast_and_target_r18w16_b128_16e_shapes"  # the study's best MAST configuration (docs/method.md)
 )
 VICREG = "vicreg_r18w16_b128_16e_shapes"
+#: The FactorShapes splits the evaluations read (the "data" job); pretraining reads "pretrain".
+EVALUATION_SPLITS = ("cls-upright", "cls-rot", "det", "det-upright")
 HEARTBEAT_S = 60.0
 TAIL_LINES = 30
 
@@ -92,12 +94,23 @@ def jobs(results: Path, force: bool, python: str = sys.executable) -> list[Job]:
             [*py, "core.env", "--check"],
             cost=7,
         ),
+        # the pretraining split first, on its own: pretraining (the longest chain) starts on it
+        # while the other splits are generated beside it
+        Job(
+            "data_pretrain",
+            "FactorShapes data (pretrain split)",
+            [*py, "core.data", "prepare", "--out", str(runs / "data_pretrain"), *again]
+            + ["--set", "splits=[pretrain]"],
+            ("check",),
+            cost=10,
+        ),
         Job(
             "data",
-            "FactorShapes data (all splits)",
-            [*py, "core.data", "prepare", "--out", str(runs / "data"), *again],
+            "FactorShapes data (classification and detection splits)",
+            [*py, "core.data", "prepare", "--out", str(runs / "data"), *again]
+            + ["--set", f"splits=[{','.join(EVALUATION_SPLITS)}]"],
             ("check",),
-            cost=39,
+            cost=30,
         ),
     ]
     for method, cost in ((MAST, 400), (VICREG, 346)):
@@ -115,7 +128,7 @@ def jobs(results: Path, force: bool, python: str = sys.executable) -> list[Job]:
                     str(runs / f"{method}_s0"),
                     "--force" if force else "--auto-resume",  # --force moves the old run to stale/
                 ],
-                ("data",),
+                ("data_pretrain",),
                 cost=cost,
             )
         )
@@ -124,7 +137,7 @@ def jobs(results: Path, force: bool, python: str = sys.executable) -> list[Job]:
                 f"classification_{short}",
                 f"classification of {short} (9 FactorShapes tasks, linear-lbfgs + knn)",
                 [*cls, "--ckpt", ckpt[method]],
-                (f"pretrain_{short}",),
+                (f"pretrain_{short}", "data"),
                 cost=50,
             )
         )
@@ -140,14 +153,14 @@ def jobs(results: Path, force: bool, python: str = sys.executable) -> list[Job]:
             "detection_mast",
             "detection of MAST (embedded-frcnn; skips recorded runs)",
             detection("embedded-frcnn", "detection", ["--ckpt", ckpt[MAST]]),
-            ("pretrain_mast_and_target",),
+            ("pretrain_mast_and_target", "data"),
             cost=290,
         ),
         Job(
             "segmentation_mast",
             "instance segmentation of MAST (embedded-mrcnn; skips recorded runs)",
             detection("embedded-mrcnn", "segmentation", ["--ckpt", ckpt[MAST]]),
-            ("pretrain_mast_and_target",),
+            ("pretrain_mast_and_target", "data"),
             cost=365,
         ),
         Job(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from core.data.__main__ import PrepareConfig
 from scripts import run_all
 from scripts.run_all import Job
 
@@ -14,17 +15,25 @@ from scripts.run_all import Job
 def test_every_evaluation_waits_only_on_what_it_reads():
     graph = {job.name: job for job in run_all.jobs(Path("r"), force=False, python="py")}
     after = {name: set(job.after) for name, job in graph.items()}
-    assert after["data"] == {"check"}
-    for name in ("pretrain_mast_and_target", "pretrain_vicreg", "classification_references"):
-        assert after[name] == {"data"}
+    assert after["data"] == after["data_pretrain"] == {"check"}
+    # the two data jobs generate every split once between them, the pretraining one alone first
+    splits = [
+        graph[n].argv[-1].removeprefix("splits=[").rstrip("]").split(",")
+        for n in ("data", "data_pretrain")
+    ]
+    assert splits[1] == ["pretrain"] and not set(splits[0]) & set(splits[1])
+    assert sorted(splits[0] + splits[1]) == sorted(PrepareConfig().splits)
+    for name in ("pretrain_mast_and_target", "pretrain_vicreg"):
+        assert after[name] == {"data_pretrain"}
+    assert after["classification_references"] == {"data"}
     for name in ("detection_floor", "segmentation_floor"):
         assert after[name] == {"data"}
         assert "--floor" in graph[name].argv and "--ckpt" not in graph[name].argv
     for name in ("classification_mast_and_target", "detection_mast", "segmentation_mast"):
-        assert after[name] == {"pretrain_mast_and_target"}
+        assert after[name] == {"pretrain_mast_and_target", "data"}
         ckpt = graph[name].argv[graph[name].argv.index("--ckpt") + 1]
         assert ckpt == "r/runs/mast_and_target_r18w16_b128_16e_shapes_s0/last.pt"
-    assert after["classification_vicreg"] == {"pretrain_vicreg"}
+    assert after["classification_vicreg"] == {"pretrain_vicreg", "data"}
     assert after["analysis"] == set(graph) - {"analysis"}
     run_all.check_graph(list(graph.values()))
     # the longest chain goes first: MAST's pretraining and its evaluations

@@ -844,6 +844,17 @@ def subspace_controls(names: list[str]) -> list[tuple[str, str, str]]:
         fixed = f"combine/{variant.replace('and', 'and_fixed', 1)}"
         if fixed in names:
             pairs.append((name, fixed, f"`{name}`: learned assignment against a fixed random one"))
+        width = re.search(r"_h(\d+)$", variant)
+        base = f"combine/{variant[: width.start()]}" if width else None
+        if base in names:  # the target heads at another width (loss.target_hidden)
+            pairs.append(
+                (
+                    name,
+                    base,
+                    f"`{name}`: target heads {width.group(1)} wide against AugSelf's 512 "
+                    f"(`{base}`)",
+                )
+            )
         if "target" in variant:
             if "combine/and" in names:
                 pairs.append((name, "combine/and", f"`{name}`: the subspace target against none"))

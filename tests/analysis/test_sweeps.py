@@ -317,6 +317,13 @@ def test_the_best_subspace_row_is_checked_and_compared_with_its_controls(tmp_pat
         (*hue, f"`{hue[0]}`: the subspace target against AugSelf predicting the same differences "
          "from the backbone at the same weight")
     ]  # fmt: skip
+    width = report.subspace_controls(["combine/and_target_w5", "combine/and_target_w5_h128"])
+    assert (
+        "combine/and_target_w5_h128",
+        "combine/and_target_w5",
+        "`combine/and_target_w5_h128`: target heads 128 wide against AugSelf's 512 "
+        "(`combine/and_target_w5`)",
+    ) in width
     assert report.subspace_controls(["combine/and", "combine/and_fixed", "augself"]) == [
         (
             "combine/and",

@@ -14,6 +14,12 @@ embedded config's: crop scale 0.25-1, VICReg's jitter, grayscale, blur and solar
 
 Images come from FactorShapes, in memory before timing (decoding is no pipeline's work here), at the
 embedded 64 px and at 224 px. Pipelines are interleaved within every repeat; figures are medians.
+
+Render parity: the views the loader renders (``views.render: loader``) against those the training
+step renders on each device from the raw images and the same recorded parameters (``views.render:
+device``), for the embedded pair views and MAST's factorized ones: absolute differences in grey
+levels (mean, 99.9th percentile, largest) and the share of pixels that differ, on the CPU (where the
+paths share every op) and on CUDA when there is one (``core.augment.DEVICE_RENDER_TOLERANCE``).
 """
 
 from __future__ import annotations
@@ -29,15 +35,21 @@ from torchvision.transforms import v2
 
 from bench.timing import ROOT, Options, interleaved, paired_ratio, summary
 from core import markdown as md
-from core.augment import AugmentConfig, blur_kernel_size
+from core.augment import DEVICE_RENDER_TOLERANCE, AugmentConfig, blur_kernel_size
 from core.config import DataConfig, load_config
 from core.data import build_dataset
 from core.seeding import sample_generator
 from core.views import ViewMaker
 from pretrain.config import PretrainConfig
+from pretrain.data import ViewDataset
 
 TITLE = "Data pipeline (views/s per worker)"
 CONFIG = "configs/pretrain/vicreg_r18w16_b128_16e_shapes.yaml"
+#: The views the render parity check compares: the embedded pair views, MAST's factorized ones.
+PARITY_CONFIGS = {
+    "pair": CONFIG,
+    "factorized": "configs/pretrain/mast_factorized_r18w16_b128_16e_shapes.yaml",
+}
 RECORDING_TARGET = (
     0.10  # acceptance: recording costs at most 10 % of the views/s of the same ops without it
 )
@@ -122,13 +134,18 @@ def v2_pipelines(cfg: AugmentConfig, size: int) -> list[v2.Compose]:
     ]
 
 
-def load_images(size: int, count: int, data_root: str | None, n: int | None) -> list[torch.Tensor]:
-    """The first ``count`` of ``n`` FactorShapes pretrain images at ``size`` px, uint8 [3, S, S]
-    tensors."""
+def pretrain_images(size: int, data_root: str | None, n: int | None):
+    """The FactorShapes pretrain part (``n`` images, null: all) at ``size`` px."""
     data = DataConfig(
         dataset="factorshapes", root=data_root, split="pretrain", image_size=size, n=n
     )
-    dataset = build_dataset(data, progress=False)
+    return build_dataset(data, progress=False)
+
+
+def load_images(size: int, count: int, data_root: str | None, n: int | None) -> list[torch.Tensor]:
+    """The first ``count`` of ``n`` FactorShapes pretrain images at ``size`` px, uint8 [3, S, S]
+    tensors."""
+    dataset = pretrain_images(size, data_root, n)
     return [dataset[i][0] for i in range(count)]
 
 
@@ -184,6 +201,40 @@ def measure(
     }
 
 
+def render_parity(
+    config: str, size: int, count: int, data_root: str | None, n: int | None
+) -> list[dict[str, object]]:
+    """Views of ``count`` images rendered by the loader against the device path, per device."""
+    cfg = load_config(PretrainConfig, ROOT / config, [])
+    images = pretrain_images(size, data_root, n)
+    maker = ViewMaker(cfg.augment, cfg.views, size)
+    keys = list(range(count))
+    loader, params = ViewDataset(images, maker, cfg.seed).__getitems__(keys)
+    raw, raw_params = ViewDataset(images, maker, cfg.seed, render=False).__getitems__(keys)
+    if not torch.equal(params, raw_params):
+        raise RuntimeError("the two loader paths drew different view parameters")
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    rows = []
+    for device in devices:
+        rendered = maker.render(raw.to(device), params).cpu()
+        diff = (loader.int() - rendered.int()).abs().float().flatten()
+        q999 = float(torch.quantile(diff[:: max(1, diff.numel() // 2_000_000)], 0.999))
+        limit = DEVICE_RENDER_TOLERANCE
+        rows.append(
+            {
+                "device": device,
+                "views": int(params.shape[0] * params.shape[1]),
+                "size": size,
+                "mean_abs": float(diff.mean()),
+                "q999_abs": q999,
+                "max_abs": float(diff.max()),
+                "differing_share": float((diff > 0).float().mean()),
+                "within_tolerance": float(diff.mean()) <= limit["mean"] and q999 <= limit["q999"],
+            }
+        )
+    return rows
+
+
 def run(opts: Options) -> dict[str, object]:
     cfg = load_config(PretrainConfig, ROOT / CONFIG, [])
     # size -> (images per call, images in the cache part read); 64 px full: the part pretraining
@@ -201,11 +252,18 @@ def run(opts: Options) -> dict[str, object]:
         ]
     finally:
         torch.set_num_threads(threads)
+    count = 16 if opts.quick else 128
+    parity = {
+        views: render_parity(config, 64, count, opts.data_root, None if not opts.quick else 16)
+        for views, config in PARITY_CONFIGS.items()
+    }
     return {
         "repeats": repeats,
         "threads": 1,
         "recording_target": RECORDING_TARGET,
         "by_size": by_size,
+        "render_parity": parity,
+        "render_tolerance": DEVICE_RENDER_TOLERANCE,
     }
 
 
@@ -245,4 +303,35 @@ def markdown(result: dict[str, object]) -> str:
         ]
         for row in result["by_size"]
     ]
-    return "\n".join([*lines, *md.table(header, rows)])
+    return "\n".join([*lines, *md.table(header, rows), *_parity_lines(result)])
+
+
+def _parity_lines(result: dict[str, object]) -> list[str]:
+    parity = result.get("render_parity")
+    if not parity:
+        return []
+    limit = result["render_tolerance"]
+    lines = [
+        "",
+        "Render parity: views rendered by the loader against the same recorded parameters rendered "
+        "by the training step on each device (`views.render: device`), in grey levels; tolerance "
+        f"on an accelerator: mean <= {limit['mean']}, 99.9th percentile <= {limit['q999']:.0f} "
+        "(`core.augment.DEVICE_RENDER_TOLERANCE`). No CUDA device: the CPU row alone.",
+        "",
+    ]
+    header = ["views", "device", "views compared", "mean", "99.9th pct", "max", "differing", "ok"]
+    rows = [
+        [
+            kind,
+            row["device"],
+            f"{row['views']} x {row['size']} px",
+            f"{row['mean_abs']:.3f}",
+            f"{row['q999_abs']:.0f}",
+            f"{row['max_abs']:.0f}",
+            f"{row['differing_share']:.2%}",
+            "yes" if row["within_tolerance"] else "**no**",
+        ]
+        for kind, rows_of in parity.items()
+        for row in rows_of
+    ]
+    return [*lines, *md.table(header, rows)]

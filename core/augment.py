@@ -87,6 +87,10 @@ DEFAULT_INTERPOLATION = "bicubic"
 #: Views rendered together at most (in pixels per channel): a 224 px chunk of 20 views keeps its
 #: float copies (12 MB each) small enough for the cache and below the allocator's mmap threshold.
 RENDER_CHUNK_PIXELS = 2**20
+#: How far views rendered on an accelerator may be from the CPU's (uint8 grey levels): the mean
+#: absolute difference and its 99.9th percentile; CUDA's antialiased resize and float ops round
+#: differently (docs/reliability.md). On the CPU both paths give the same pixels.
+DEVICE_RENDER_TOLERANCE = {"mean": 0.5, "q999": 8.0}
 
 
 # ------------------------------------------------------------------------------------------------

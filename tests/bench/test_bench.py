@@ -79,6 +79,11 @@ def test_cheap_sections_write_their_files_and_the_readme(tmp_path, data_root):
         assert all(positive(p["views_per_s"]) for p in row["pipelines"].values())
         assert math.isfinite(row["recording_cost"]) and positive(row["recording_vs_pil"])
         assert positive(row["sampling_share"])
+    # on the CPU the loader and the device path render the same pixels
+    assert set(data["render_parity"]) == {"pair", "factorized"}
+    for rows in data["render_parity"].values():
+        cpu = next(row for row in rows if row["device"] == "cpu")
+        assert cpu["views"] > 0 and cpu["max_abs"] == 0 and cpu["within_tolerance"]
 
     timed = read(out, "stages")
     rows = [(s["stage"], s["seconds"], s["runs"]) for s in timed["stages"]]
@@ -91,6 +96,7 @@ def test_cheap_sections_write_their_files_and_the_readme(tmp_path, data_root):
     for name in ("loss_scaling", "data", "stages", "gpu"):
         assert f"## {SECTIONS[name].TITLE}" in readme
     assert "pretrain mast" in readme and "Quick mode" in readme
+    assert "Render parity" in readme and "| pair | cpu | 32 x 64 px | 0.000 |" in readme
 
 
 def test_stages_side_by_side_report_the_run_s_wall_total(tmp_path):

@@ -132,11 +132,24 @@ def method_runs(cfg: StudyConfig, seeds: list[int]) -> list[Run]:
     ]
 
 
+def _trained_with(folder: Path, known: dict) -> str | None:
+    """The config hash of the run in ``folder``, or of the one the ledger ``known`` (runs.json)
+    remembers there when the folder was not kept (None: nothing trained there)."""
+    on_disk = folder / "config.yaml"
+    if on_disk.is_file():
+        return config_hash(read_yaml(on_disk))
+    remembered = known.get(str(folder), {}).get("resolved")
+    return config_hash(remembered) if remembered else None
+
+
 def sweep_runs(cfg: StudyConfig) -> dict[tuple[str, str], list[Run]]:
     """The runs of every (sweep, variant). A variant whose resolved config equals a method run's
     (the base config itself, or e.g. ``method=mast_nounc``) is that run, so nothing is trained
-    twice."""
+    twice; unless the method's folder still holds a run of another config (the method's default
+    changed to this variant's, the method run waits to be retrained) while the variant's own
+    folder holds this config: its records are then the variant's."""
     by_config = {config_hash(resolved_config(r)): r for r in method_runs(cfg, cfg.seeds)}
+    known = Ledger(Path(cfg.results) / "study").runs
     plan = {}
     for name, sweep in cfg.sweeps.items():
         for variant, overrides in sweep.variants.items():
@@ -149,7 +162,14 @@ def sweep_runs(cfg: StudyConfig) -> dict[tuple[str, str], list[Run]]:
                     seed,
                     name,
                 )
-                runs.append(by_config.get(config_hash(resolved_config(run)), run))
+                chash = config_hash(resolved_config(run))
+                method = by_config.get(chash)
+                if method is not None and not (
+                    _trained_with(method.folder, known) not in (None, chash)
+                    and _trained_with(run.folder, known) == chash
+                ):
+                    run = method
+                runs.append(run)
             plan[name, variant] = runs
     return plan
 

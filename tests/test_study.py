@@ -10,6 +10,7 @@ import yaml
 from core.checkpoints import FLOOR_INIT
 from core.config import load_config, to_dict
 from core.records import append_record, make_record
+from pretrain.config import PretrainConfig
 from scripts import study
 
 MAST = "configs/pretrain/mast_r18w16_b128_16e_shapes.yaml"
@@ -76,6 +77,32 @@ def test_plan_orders_runs_and_reuses_method_runs_for_equal_sweep_variants(tmp_pa
         str(tmp_path / "runs" / "mast_nounc_r18w16_b128_16e_shapes_s0")
     ]
     assert index["rho"]["0.25"]["overrides"] == ["loss.rho=0.25"]
+
+
+def test_a_variant_that_became_a_method_default_keeps_its_own_trained_runs(tmp_path):
+    cfg = make_config(tmp_path, seeds=[0])
+    own = tmp_path / "runs" / "sweeps" / "uncertainty" / "off_s0"
+    method = tmp_path / "runs" / "mast_nounc_r18w16_b128_16e_shapes_s0"
+
+    def runs():
+        return study.sweep_index(cfg)["sweeps"]["uncertainty"]["off"]["runs"]
+
+    assert runs() == [str(method)]  # nothing trained yet: the method run
+    for folder, rho in ((own, 0.5), (method, 0.25)):  # the method run holds an older default
+        folder.mkdir(parents=True)
+        nounc = load_config(PretrainConfig, Path(NOUNC), ["seed=0", f"loss.rho={rho}"])
+        (folder / "config.yaml").write_text(yaml.safe_dump(to_dict(nounc)))
+    assert runs() == [str(own)]
+    (own / "config.yaml").unlink()  # no run of its own: the method run, to be retrained
+    assert runs() == [str(method)]
+    # folders not kept: the ledger remembers what was trained in them
+    (method / "config.yaml").unlink()
+    ledger = study.Ledger(tmp_path / "results" / "study")
+    for folder, rho in ((own, 0.5), (method, 0.25)):
+        nounc = load_config(PretrainConfig, Path(NOUNC), ["seed=0", f"loss.rho={rho}"])
+        run = study.Run(folder, NOUNC, [], 0)
+        ledger.remember(run, "sha", to_dict(nounc))
+    assert runs() == [str(own)]
 
 
 def test_a_typo_in_a_sweep_or_method_stops_before_any_work(tmp_path, capsys):

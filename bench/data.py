@@ -218,6 +218,7 @@ def render_parity(
     for device in devices:
         rendered = maker.render(raw.to(device), params).cpu()
         diff = (loader.int() - rendered.int()).abs().float().flatten()
+        mean = float(diff.mean())
         q999 = float(torch.quantile(diff[:: max(1, diff.numel() // 2_000_000)], 0.999))
         limit = DEVICE_RENDER_TOLERANCE
         rows.append(
@@ -225,11 +226,11 @@ def render_parity(
                 "device": device,
                 "views": int(params.shape[0] * params.shape[1]),
                 "size": size,
-                "mean_abs": float(diff.mean()),
+                "mean_abs": mean,
                 "q999_abs": q999,
                 "max_abs": float(diff.max()),
                 "differing_share": float((diff > 0).float().mean()),
-                "within_tolerance": float(diff.mean()) <= limit["mean"] and q999 <= limit["q999"],
+                "within_tolerance": mean <= limit["mean"] and q999 <= limit["q999"],
             }
         )
     return rows
@@ -254,7 +255,7 @@ def run(opts: Options) -> dict[str, object]:
         torch.set_num_threads(threads)
     count = 16 if opts.quick else 128
     parity = {
-        views: render_parity(config, 64, count, opts.data_root, None if not opts.quick else 16)
+        views: render_parity(config, 64, count, opts.data_root, 16 if opts.quick else None)
         for views, config in PARITY_CONFIGS.items()
     }
     return {

@@ -164,9 +164,10 @@ def sweep_runs(cfg: StudyConfig) -> dict[tuple[str, str], list[Run]]:
                 )
                 chash = config_hash(resolved_config(run))
                 method = by_config.get(chash)
+                # the variant's own run first: most variants have none, and it spares the read
                 if method is not None and not (
-                    _trained_with(method.folder, known) not in (None, chash)
-                    and _trained_with(run.folder, known) == chash
+                    _trained_with(run.folder, known) == chash
+                    and _trained_with(method.folder, known) not in (None, chash)
                 ):
                     run = method
                 runs.append(run)

@@ -473,9 +473,8 @@ class Evaluator:
                 base = self._base(bb, task, "supervised", config, checkpoint_ref(ckpt))
                 if self._pending(base):
                     stored = stored or load_checkpoint(ckpt)
-                    top1 = stored[
-                        "test_top1"
-                    ]  # per task (checkpoints before 2026-12-06: one value)
+                    # per task (checkpoints before 2026-12-06: one value)
+                    top1 = stored["test_top1"]
                     value = top1[task.label] if isinstance(top1, dict) else top1
                     self._write(base, value, stored["n_train"], stored["n_test"])
             bb.ckpt, bb.model = ckpt, _load_ceiling(ckpt, arch, base_width)

@@ -19,6 +19,8 @@ from mmdet.models.roi_heads.shared_heads import ResLayer as SharedHead
 from mmdet.registry import MODELS
 from mmengine.config import Config, ConfigDict
 
+from downstream.detection.roi_align import FastRoIAlign
+
 Head = Literal["fpn", "c4"]
 DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
 #: The suite's backbones see ImageNet-normalised RGB (core.data.transforms.to_float), in 0-255 units
@@ -162,10 +164,11 @@ def detector_config(
     for key in ("bbox_roi_extractor", "mask_roi_extractor"):
         layer = (roi.get(key) or {}).get("roi_layer", {})
         if layer.get("type") == "RoIAlign":
-            # torchvision's kernel: the same samples summed in the same order as mmcv's (bitwise
-            # equal outputs and gradients on CPU, tests/downstream/test_roi_align.py) and 3-5x
-            # faster there, where mmcv's backward was a quarter of a CPU training step
-            layer["use_torchvision"] = True
+            # torchvision's kernels, the CPU backward pass in numba: the same samples summed in the
+            # same order as mmcv's (bitwise equal outputs and gradients on CPU,
+            # tests/downstream/test_roi_align.py), where mmcv's backward, then torchvision's, were
+            # a quarter to 40% of a CPU training step
+            layer["type"] = FastRoIAlign.__name__
     return model
 
 

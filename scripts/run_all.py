@@ -154,28 +154,28 @@ def jobs(results: Path, force: bool, python: str = sys.executable) -> list[Job]:
             "detection of MAST (embedded-frcnn; skips recorded runs)",
             detection("embedded-frcnn", "detection", ["--ckpt", ckpt[MAST]]),
             ("pretrain_mast_and_target", "data"),
-            cost=290,
+            cost=180,
         ),
         Job(
             "segmentation_mast",
             "instance segmentation of MAST (embedded-mrcnn; skips recorded runs)",
             detection("embedded-mrcnn", "segmentation", ["--ckpt", ckpt[MAST]]),
             ("pretrain_mast_and_target", "data"),
-            cost=365,
+            cost=250,
         ),
         Job(
             "detection_floor",
             "detection floor (embedded-frcnn, random init; skips recorded runs)",
             detection("embedded-frcnn", "detection", floor),
             ("data",),
-            cost=290,
+            cost=180,
         ),
         Job(
             "segmentation_floor",
             "instance segmentation floor (embedded-mrcnn, random init; skips recorded runs)",
             detection("embedded-mrcnn", "segmentation", floor),
             ("data",),
-            cost=365,
+            cost=250,
         ),
     ]
     out.append(

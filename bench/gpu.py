@@ -14,6 +14,11 @@
   batches copied to the device (non-blocking) and, for ``device``, rendered there; img/s of the
   second epoch (persistent workers skip its start-up) against the bf16 vicreg step's img/s: a
   setting keeps the GPU fed when it delivers at least that.
+- End to end: real pretraining runs (``Trainer.fit``: loader, views rendered on the device, step,
+  logs) in bf16 + channels_last with the fewest workers that keep up, VICReg eager and compiled
+  (``train.compile``) and MAST eager: img/s over the steps after a warm-up (which holds the
+  compile), and MFU from the step's FLOPs. Targets: ResNet-50 at batch 256 MFU >= 35%, the embedded
+  config >= 20,000 img/s.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from core.seeding import worker_init_fn
 from core.views import ViewMaker
 from pretrain.config import PretrainConfig
 from pretrain.data import EpochSampler, ViewDataset, collate_rendered
+from pretrain.train import Trainer
 
 TITLE = "GPU"
 #: Dense bf16 tensor-core peaks in TFLOP/s (vendor data sheets, SXM parts); matched longest name
@@ -52,10 +58,23 @@ PEAK_BF16_TFLOPS = {
     "RTX 3090": 71.0,
 }
 #: Whole batches per worker in one epoch of the loader sweep (the step benchmark's few images would
-#: leave most workers idle: 4 batches of 64 at 224 px gave 16 workers the rate of 4).
-LOADER_BATCHES_PER_WORKER = 3
+#: leave most workers idle: 4 batches of 64 at 224 px gave 16 workers the rate of 4). At batch 256
+#: and 16 workers that is 8,192 images, the end-to-end ResNet-50 run's epoch too (one data set).
+LOADER_BATCHES_PER_WORKER = 2
 #: Where views are rendered (``views.render``), in the loader sweep's order.
 RENDERS = ("loader", "device")
+#: End-to-end runs: name -> (method of the setting's configs, torch.compile); compiled runs only on
+#: CUDA (inductor's CPU compile of a step takes minutes and says nothing about GPUs).
+END_TO_END = {
+    "vicreg": ("vicreg", False),
+    "vicreg_compiled": ("vicreg", True),
+    "mast": ("mast", False),
+}
+#: Untimed steps before the end-to-end clock starts: workers start, kernels are picked or compiled.
+WARMUP_STEPS = 8
+#: The issue's bars: model FLOP utilisation of ResNet-50 pretraining, img/s of the embedded config.
+MFU_TARGET = 0.35
+EMBEDDED_IMG_PER_S_TARGET = 20_000
 MODES = {
     "fp32": ["train.amp=none", "train.channels_last=false"],
     "bf16_channels_last": ["train.amp=bf16", "train.channels_last=true"],
@@ -76,6 +95,8 @@ def settings(opts: Options) -> dict[str, dict[str, object]]:
                 "configs": EMBEDDED,
                 "overrides": ["train.batch_size=8", "data.n=16"],
                 "steps": 1,
+                "end_to_end_steps": 2,
+                "target": ("img_per_s", EMBEDDED_IMG_PER_S_TARGET),
             },
             "resnet50_224": {
                 "configs": RESNET50,
@@ -87,6 +108,8 @@ def settings(opts: Options) -> dict[str, dict[str, object]]:
                     "model.expander=64-64",
                 ],
                 "steps": 1,
+                "end_to_end_steps": 2,
+                "target": ("mfu", MFU_TARGET),
             },
         }
     return {
@@ -94,11 +117,15 @@ def settings(opts: Options) -> dict[str, dict[str, object]]:
             "configs": EMBEDDED,
             "overrides": ["data.n=1024", "data.num_workers=0"],
             "steps": 10,
+            "end_to_end_steps": 120,
+            "target": ("img_per_s", EMBEDDED_IMG_PER_S_TARGET),
         },
         "resnet50_224": {
             "configs": RESNET50,
-            "overrides": [*R50_DATA, "data.n=256", "train.batch_size=64"],
-            "steps": 5,
+            "overrides": [*R50_DATA, "data.n=512", "train.batch_size=256"],
+            "steps": 3,
+            "end_to_end_steps": 24,  # + the warm-up: 32 batches of 256, the loader sweep's images
+            "target": ("mfu", MFU_TARGET),
         },
     }
 
@@ -138,21 +165,27 @@ def measure_mode(
     """Every method of one precision mode: built one after another (memory), then timed
     interleaved."""
     with tempfile.TemporaryDirectory() as tmp:
-        built, memory = {}, {}
+        built, memory, failed = {}, {}, {}
         for name, (config, extra) in specs.items():
 
             def make(name=name, config=config, extra=extra) -> None:
                 built[name] = build(config, extra, Path(tmp) / name)
                 run_steps(*built[name], steps)  # warm-up; allocates gradients and optimiser state
 
-            memory[name] = _memory_mb(device, make)
+            try:
+                memory[name] = _memory_mb(device, make)
+            # e.g. seven views of ResNet-50 at batch 256: the other methods keep their figures
+            except torch.cuda.OutOfMemoryError as exc:
+                built.pop(name, None)
+                failed[name] = {"error": f"out of memory: {str(exc).splitlines()[0]}"}
+                torch.cuda.empty_cache()
         samples = interleaved(
             {n: (lambda t=t, b=b: run_steps(t, b, steps)) for n, (t, b) in built.items()},
             repeats,
             warmup=0,
             device=device,
         )
-        rows = {}
+        rows: dict[str, dict[str, object]] = {}
         for name, (trainer, batch) in built.items():
             stats = summary(samples[name], per=steps)
             flops = step_flops(trainer, batch)
@@ -170,6 +203,7 @@ def measure_mode(
             }
         for row in rows.values():
             row["step_time_vs_vicreg"] = paired_ratio(row["samples_s"], rows["vicreg"]["samples_s"])
+        rows.update(failed)
         built.clear()  # frees the models before the cache is emptied
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -177,17 +211,16 @@ def measure_mode(
 
 
 def loader_grid(quick: bool) -> list[tuple[int, bool, bool]]:
-    """(num_workers, pin_memory, persistent_workers) to try; persistence only matters with workers.
+    """(num_workers, pin_memory, persistent_workers) to try: none, then the two largest worker
+    counts that fit, pinned and persistent as pretraining's own loader is on a GPU.
 
-    Pinned memory only, apart from the no-worker baseline: on an H200 it changed no rate by more
-    than the noise between repeats (first GPU run, 2026-11-30), and it halves the sweep.
+    Pinned memory changed no rate by more than the noise between repeats on an H200 (first GPU
+    run, 2026-11-30); at batch 256 of 224 px every setting costs tens of seconds of device time.
     """
     if quick:
         return [(0, False, False), (1, False, False), (1, False, True)]
-    # the three largest that fit
-    workers = [w for w in (2, 4, 8, 16) if w <= (os.cpu_count() or 1)][-3:]
-    pinned = [(w, True, persistent) for w in workers for persistent in (False, True)]
-    return [(0, False, False), (0, True, False), *pinned]
+    workers = [w for w in (4, 8, 16) if w <= (os.cpu_count() or 1)][-2:]
+    return [(0, True, False), *[(w, True, True) for w in workers]]
 
 
 def time_loader(
@@ -254,6 +287,9 @@ def loader_sweep(
         time_loader(cfg, ViewDataset(images, maker, cfg.seed, render=render), device, *setting)
         for render in (True, False)
         for setting in grid
+        # rendering in the main process alone was the slowest setting by far (~100 img/s at 224
+        # px on the H200's host) and would take minutes of device time here
+        if quick or setting[0] > 0 or not render
     ]
     for row in rows:
         row["keeps_up"] = row["img_per_s"] >= step_img_per_s
@@ -275,6 +311,96 @@ def loader_sweep(
     }
 
 
+def end_to_end(
+    config: str,
+    overrides: list[str],
+    device: torch.device,
+    steps: int,
+    workers: int,
+    step_gflop: float,
+    peak: float | None,
+) -> dict[str, object]:
+    """A pretraining run (``Trainer.fit``) of ``WARMUP_STEPS + steps`` steps, one epoch, views
+    rendered on ``device`` by a loader of ``workers`` workers: img/s and MFU over the last
+    ``steps`` (each step's end taken after the device finished it)."""
+    total = WARMUP_STEPS + steps
+    cfg = load_config(
+        PretrainConfig,
+        ROOT / config,
+        [
+            *overrides,
+            "views.render=device",
+            f"data.num_workers={workers}",
+            f"train.max_steps={total}",
+        ],
+    )
+    # one epoch: its end (checkpoint, masks) comes after the last timed step
+    cfg = dataclasses.replace(
+        cfg, data=dataclasses.replace(cfg.data, n=cfg.train.batch_size * total)
+    )
+    stamps: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, Path(tmp))
+        step = trainer.train_step
+
+        def timed(views, params):
+            stats = step(views, params)
+            sync(trainer.device)
+            stamps.append(time.perf_counter())
+            return stats
+
+        trainer.train_step = timed  # type: ignore[method-assign]
+        trainer.fit()
+    step_s = (stamps[-1] - stamps[WARMUP_STEPS - 1]) / (len(stamps) - WARMUP_STEPS)
+    achieved = step_gflop * 1e9 / step_s
+    return {
+        "compile": cfg.train.compile,
+        "num_workers": workers,
+        "batch_size": cfg.train.batch_size,
+        "steps": len(stamps) - WARMUP_STEPS,
+        "warmup_s": stamps[WARMUP_STEPS - 1] - stamps[0],
+        "step_s": step_s,
+        "img_per_s": cfg.train.batch_size / step_s,
+        "achieved_tflops": achieved / 1e12,
+        "mfu": achieved / (peak * 1e12) if peak else None,
+    }
+
+
+def end_to_end_runs(
+    setting: dict[str, object],
+    specs: dict[str, dict[str, tuple[str, list[str]]]],
+    modes: dict[str, dict[str, dict[str, object]]],
+    workers: int,
+    device: torch.device,
+    peak: float | None,
+) -> dict[str, object]:
+    """``END_TO_END`` in bf16 + channels_last, each against the setting's target."""
+    bf16, metric, bar = modes["bf16_channels_last"], *setting["target"]
+    runs: dict[str, dict[str, object]] = {}
+    for name, (method, compiled) in END_TO_END.items():
+        key = "vicreg" if method == "vicreg" else "mast_pair"
+        if (compiled and device.type != "cuda") or "error" in bf16[key]:
+            continue
+        config, overrides = specs["bf16_channels_last"][key]
+        try:
+            runs[name] = end_to_end(
+                config,
+                [*overrides, f"train.compile={str(compiled).lower()}"],
+                device,
+                setting["end_to_end_steps"],
+                workers,
+                bf16[key]["step_gflop"],
+                peak,
+            )
+        except torch.cuda.OutOfMemoryError as exc:
+            runs[name] = {"error": f"out of memory: {str(exc).splitlines()[0]}"}
+            torch.cuda.empty_cache()
+            continue
+        value = runs[name][metric]
+        runs[name]["meets_target"] = None if value is None else value >= bar
+    return {"target": {"metric": metric, "value": bar}, "runs": runs}
+
+
 def measure_setting(
     setting: dict[str, object],
     opts: Options,
@@ -291,7 +417,15 @@ def measure_setting(
     }
     fed_by = modes["bf16_channels_last"]["vicreg"]["img_per_s"]
     sweep = loader_sweep(*specs["bf16_channels_last"]["vicreg"], device, opts.quick, fed_by)
-    return {"steps_per_repeat": setting["steps"], "modes": modes, "loader": sweep}
+    # the fewest workers that keep up with views rendered on the device, else the most tried
+    best = sweep["fewest_workers_that_keep_up"]["device"]
+    workers = best["num_workers"] if best else max(w for w, _, _ in loader_grid(opts.quick))
+    return {
+        "steps_per_repeat": setting["steps"],
+        "modes": modes,
+        "loader": sweep,
+        "end_to_end": end_to_end_runs(setting, specs, modes, workers, device, peak),
+    }
 
 
 def measure(opts: Options, device: str = "cuda") -> dict[str, object]:
@@ -338,7 +472,9 @@ def _modes_table(entry: dict[str, object]) -> list[str]:
         "MFU",
     ]
     rows = [
-        [
+        [mode, method, row["error"], "", "", "", "", ""]
+        if "error" in row
+        else [
             mode,
             method,
             f"{row['step_s']:.4f}",
@@ -395,6 +531,53 @@ def _loader_table(loader: dict[str, object]) -> list[str]:
     return lines
 
 
+def _end_to_end_table(e2e: dict[str, object]) -> list[str]:
+    metric, bar = e2e["target"]["metric"], e2e["target"]["value"]
+    target = f"MFU >= {bar:.0%}" if metric == "mfu" else f"at least {bar:,} img/s"
+    lines = [
+        "End to end: pretraining runs, views rendered on the device, bf16 + channels_last, after "
+        f"{WARMUP_STEPS} warm-up steps (they hold the compile); target {target}:",
+        "",
+    ]
+    header = [
+        "run",
+        "torch.compile",
+        "workers",
+        "timed steps",
+        "step (s)",
+        "img/s",
+        "MFU",
+        "target",
+    ]
+    rows = []
+    for name, row in e2e["runs"].items():
+        if "error" in row:
+            rows.append([name, "", "", "", "", row["error"], "", ""])
+            continue
+        met = row["meets_target"]
+        rows.append(
+            [
+                name,
+                "yes" if row["compile"] else "no",
+                str(row["num_workers"]),
+                str(row["steps"]),
+                f"{row['step_s']:.4f}",
+                f"{row['img_per_s']:.0f}",
+                _opt(row["mfu"], ".1%"),
+                "n/a" if met is None else ("met" if met else "not met"),
+            ]
+        )
+    lines += md.table(header, rows)
+    eager, compiled = (e2e["runs"].get(k, {}) for k in ("vicreg", "vicreg_compiled"))
+    if "img_per_s" in eager and "img_per_s" in compiled:
+        lines.append(
+            f"\ntorch.compile gave {compiled['img_per_s'] / eager['img_per_s']:.2f} x eager's "
+            f"img/s (its warm-up, the compile included: {compiled['warmup_s']:.0f} s against "
+            f"{eager['warmup_s']:.0f} s)."
+        )
+    return lines
+
+
 def markdown(result: dict[str, object]) -> str:
     if "skipped" in result:
         return f"skipped: {result['skipped']}"
@@ -414,5 +597,7 @@ def markdown(result: dict[str, object]) -> str:
             *_modes_table(entry),
             "",
             *_loader_table(entry["loader"]),
+            "",
+            *_end_to_end_table(entry["end_to_end"]),
         ]
     return "\n".join(lines)

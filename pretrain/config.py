@@ -101,6 +101,9 @@ class PretrainTrainConfig(TrainConfig):
     amp: Literal["none", "bf16", "fp16"] = "bf16"
     channels_last: bool = True
     sync_bn: bool = True
+    #: CUDA only: torch.compile the network's forward (inductor); the first steps compile (a minute
+    #: or so), later ones run fused kernels, and floats differ from eager in the last bits.
+    compile: bool = False
 
 
 @dataclasses.dataclass

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -267,13 +268,20 @@ class Trainer:
         }
         if self.cuda and world > 1 and cfg.train.sync_bn:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        self.net = (
+        net: torch.nn.Module = (
             DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.cuda else None
             )
             if world > 1
             else self.model
         )
+        # compiled: the network only; the losses and the step's bookkeeping stay eager. Not on the
+        # CPU: inductor lays convolutions out channels_last there, which reaches oneDNN's AVX2
+        # kernel that corrupts memory at narrow widths (docs/reliability.md; it aborted a test)
+        compiled = cfg.train.compile and self.cuda
+        if cfg.train.compile and not self.cuda and self.info.is_main:
+            log.info("train.compile: ignored on %s (CUDA only)", self.device)
+        self.net: Callable[..., Any] = torch.compile(net) if compiled else net
 
     def _setup_optimization(self, cfg: PretrainConfig) -> None:
         """The loss, the optimizer (lr scaled by batch / 256), AMP and the step schedule."""

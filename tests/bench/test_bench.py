@@ -238,8 +238,19 @@ def test_gpu_figures_run_on_the_cpu(data_root):
         assert [row["render"] for row in rows[:: len(gpu.loader_grid(True))]] == list(gpu.RENDERS)
         assert all(positive(row["img_per_s"]) for row in rows)
         assert set(entry["loader"]["fewest_workers_that_keep_up"]) == set(gpu.RENDERS)
+        e2e = entry["end_to_end"]
+        # compiled runs only on CUDA
+        assert set(e2e["runs"]) == {"vicreg", "mast"}
+        for run in e2e["runs"].values():
+            assert run["steps"] == 2 and not run["compile"]
+            assert positive(run["img_per_s"]) and run["mfu"] is None  # no peak on a CPU
+            assert run["img_per_s"] == pytest.approx(run["batch_size"] / run["step_s"])
+            metric, bar = e2e["target"]["metric"], e2e["target"]["value"]
+            expected = None if metric == "mfu" else run["img_per_s"] >= bar
+            assert run["meets_target"] is expected
     text = gpu.markdown(result)
     assert "views rendered by the loader" in text and "views rendered by the device" in text
+    assert "End to end" in text and "at least 20,000 img/s" in text and "MFU >= 35%" in text
 
 
 @pytest.mark.slow

@@ -161,6 +161,31 @@ def test_same_seed_same_weights_other_seed_differs(tmp_path, data_cache):
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+def test_compile_is_ignored_on_the_cpu(tmp_path, data_cache):
+    # inductor's CPU convolutions reach the oneDNN kernel docs/reliability.md describes (an abort)
+    trainer = fit(tiny("train.max_steps=1", "train.compile=true"), tmp_path / "run")
+    assert trainer.net is trainer.model
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["config"]["train"]["compile"] is True
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_compiled_network_trains_like_eager_and_saves_plain_keys(tmp_path, data_cache):
+    cuda = ["device=cuda", "train.amp=none"]
+    fit(tiny("train.max_steps=2", *cuda), tmp_path / "eager")
+    compiled = fit(tiny("train.max_steps=2", "train.compile=true", *cuda), tmp_path / "compiled")
+    assert compiled.net is not compiled.model  # the wrapper trains, the module is saved
+    a, b = (load_checkpoint(tmp_path / n / "last.pt") for n in ("eager", "compiled"))
+    for part in ("backbone", "expander"):
+        assert a[part].keys() == b[part].keys()  # no "_orig_mod." prefix
+        for key, value in a[part].items():  # fused kernels: the last bits differ, no more
+            torch.testing.assert_close(b[part][key], value, rtol=1e-3, atol=1e-4)
+    losses = [
+        json.loads((tmp_path / n / "log.jsonl").read_text().splitlines()[-1])["loss"]
+        for n in ("eager", "compiled")
+    ]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-3)
+
+
 def test_nan_stops_with_step_and_term_and_keeps_checkpoint(tmp_path, data_cache, monkeypatch):
     real = MASTLoss.forward
     calls = {"n": 0}

@@ -5,7 +5,9 @@
 # status goes to OUT/status.txt, and the logs are packed after every step, so a failure or a cut-off leaves
 # what ran before it.
 #
-#   scripts/gpu_check.sh OUT_DIR    (PYTHON=python3, WORK=/tmp/gpu_check, WORKERS=8, EPOCHS=16, BENCH_ARGS=)
+#   scripts/gpu_check.sh OUT_DIR    (PYTHON=python3, WORK=/tmp/gpu_check, WORKERS=8, EPOCHS=16, BENCH_ARGS=,
+#                                    PART=all | bench | checks: the bench alone, or everything but it, so
+#                                    that each fits one device call of 10 minutes)
 #   DEVICE=cpu SMOKE=1 scripts/gpu_check.sh OUT_DIR   (checks this script on a CPU: tiny runs, bench skipped)
 #
 # OUT_DIR receives machine.txt, status.txt, logs.tgz (logs, metrics, records, configs) and bench/ (gpu.json,
@@ -44,7 +46,11 @@ pack_logs() {  # small files only: no checkpoints, no data, no feature caches
 torch.version.cuda, torch.cuda.is_available() and torch.cuda.get_device_name(0), torch.backends.cudnn.version())"
   nproc; } >"$out/machine.txt" 2>&1
 
-[ -z "${SMOKE:-}" ] && step bench_gpu "${BENCH_LIMIT:-330}" "$py" -m bench --only gpu --out "$out/bench" ${BENCH_ARGS:-}
+part=${PART:-all}
+# the section at ResNet-50 batch 256 with end-to-end runs (one compiled) takes about 5-7 minutes (estimate)
+[ -z "${SMOKE:-}" ] && [ "$part" != checks ] && \
+    step bench_gpu "${BENCH_LIMIT:-540}" "$py" -m bench --only gpu --out "$out/bench" ${BENCH_ARGS:-}
+[ "$part" = bench ] && exit 0
 for method in vicreg mast; do
     step "pretrain_$method" 150 "$py" -m pretrain --config "$embedded/${method}_r18w16_b128_16e_shapes.yaml" \
         --out "$work/runs/$method" --set device="$device" data.num_workers="$workers" "${smoke[@]}"

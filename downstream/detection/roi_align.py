@@ -153,6 +153,15 @@ def _forward_kernel(image, rois, scale, sampling_ratio, aligned, out):  # pragma
                     target[c] = total[c] / count
 
 
+def _check_images(rois: torch.Tensor, batch: int) -> None:
+    """The kernels index without bounds checks: a RoI's image must exist."""
+    if len(rois) and not (0 <= rois[:, 0].min() and rois[:, 0].max() < batch):
+        raise ValueError(
+            f"RoIAlign: RoI image indices span {rois[:, 0].min().item():g} to "
+            f"{rois[:, 0].max().item():g}, outside the batch of {batch} images"
+        )
+
+
 def roi_align_backward(
     grad: torch.Tensor,
     rois: torch.Tensor,
@@ -164,6 +173,7 @@ def roi_align_backward(
     """The gradient of ``torchvision.ops.roi_align`` for its input (CPU, float32): ``grad`` [R, C,
     PH, PW] of the output, ``rois`` [R, 5]; returns [B, C, H, W] (``input_shape``), contiguous."""
     batch, channels, height, width = input_shape
+    _check_images(rois, batch)
     out = np.zeros((batch, height, width, channels), np.float32)
     _backward_kernel(
         grad.detach().permute(0, 2, 3, 1).contiguous().numpy(),
@@ -186,6 +196,7 @@ def roi_align_forward(
 ) -> torch.Tensor:
     """``torchvision.ops.roi_align`` of ``input`` [B, C, H, W] (CPU, float32) at ``rois`` [R, 5]:
     [R, C, *output_size], contiguous."""
+    _check_images(rois, input.shape[0])
     out = np.zeros((len(rois), *output_size, input.shape[1]), np.float32)
     _forward_kernel(
         input.detach().permute(0, 2, 3, 1).contiguous().numpy(),

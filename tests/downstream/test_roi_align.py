@@ -120,3 +120,13 @@ def test_fast_roi_align_layer_equals_torchvision_layer(output):
         results.append((y.detach(), x.grad, y_eval))
     for a, b in zip(*results):
         assert torch.equal(a, b)
+
+
+def test_roi_outside_the_batch_is_an_error():
+    # the compiled kernels do not check bounds: a bad image index must stop before them
+    features = torch.zeros(2, 4, 8, 8)
+    rois = torch.tensor([[2.0, 0, 0, 16, 16]])
+    with pytest.raises(ValueError, match="outside the batch of 2 images"):
+        roi_align_forward(features, rois, (7, 7), 0.25, 0, True)
+    with pytest.raises(ValueError, match="outside the batch of 2 images"):
+        roi_align_backward(torch.zeros(1, 4, 7, 7), rois, 0.25, (2, 4, 8, 8), 0, True)

@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import tempfile
 import time
@@ -178,12 +179,17 @@ def measure_mode(
             except torch.cuda.OutOfMemoryError as exc:
                 built.pop(name, None)
                 failed[name] = {"error": f"out of memory: {str(exc).splitlines()[0]}"}
+            if name in failed and device.type == "cuda":  # the traceback's tensors are gone now
                 torch.cuda.empty_cache()
-        samples = interleaved(
-            {n: (lambda t=t, b=b: run_steps(t, b, steps)) for n, (t, b) in built.items()},
-            repeats,
-            warmup=0,
-            device=device,
+        samples = (
+            interleaved(
+                {n: (lambda t=t, b=b: run_steps(t, b, steps)) for n, (t, b) in built.items()},
+                repeats,
+                warmup=0,
+                device=device,
+            )
+            if built
+            else {}
         )
         rows: dict[str, dict[str, object]] = {}
         for name, (trainer, batch) in built.items():
@@ -202,7 +208,11 @@ def measure_mode(
                 **stats,
             }
         for row in rows.values():
-            row["step_time_vs_vicreg"] = paired_ratio(row["samples_s"], rows["vicreg"]["samples_s"])
+            row["step_time_vs_vicreg"] = (
+                paired_ratio(row["samples_s"], rows["vicreg"]["samples_s"])
+                if "vicreg" in rows
+                else None
+            )
         rows.update(failed)
         built.clear()  # frees the models before the cache is emptied
     if device.type == "cuda":
@@ -345,12 +355,18 @@ def end_to_end(
 
         def timed(views, params):
             stats = step(views, params)
-            sync(trainer.device)
+            sync(device)
             stamps.append(time.perf_counter())
             return stats
 
         trainer.train_step = timed  # type: ignore[method-assign]
-        trainer.fit()
+        start = time.perf_counter()  # the first step holds the compile
+        try:
+            trainer.fit()
+        finally:
+            # the wrapper refers to the trainer: a cycle that would keep the model, its optimiser
+            # state and the loader's workers alive into the next run (end_to_end_runs collects)
+            del trainer.train_step
     step_s = (stamps[-1] - stamps[WARMUP_STEPS - 1]) / (len(stamps) - WARMUP_STEPS)
     achieved = step_gflop * 1e9 / step_s
     return {
@@ -358,7 +374,7 @@ def end_to_end(
         "num_workers": workers,
         "batch_size": cfg.train.batch_size,
         "steps": len(stamps) - WARMUP_STEPS,
-        "warmup_s": stamps[WARMUP_STEPS - 1] - stamps[0],
+        "warmup_s": stamps[WARMUP_STEPS - 1] - start,
         "step_s": step_s,
         "img_per_s": cfg.train.batch_size / step_s,
         "achieved_tflops": achieved / 1e12,
@@ -379,7 +395,10 @@ def end_to_end_runs(
     runs: dict[str, dict[str, object]] = {}
     for name, (method, compiled) in END_TO_END.items():
         key = "vicreg" if method == "vicreg" else "mast_pair"
-        if (compiled and device.type != "cuda") or "error" in bf16[key]:
+        if compiled and device.type != "cuda":
+            continue
+        if "error" in bf16[key]:
+            runs[name] = {"error": f"skipped: its bf16 step failed ({bf16[key]['error']})"}
             continue
         config, overrides = specs["bf16_channels_last"][key]
         try:
@@ -392,10 +411,17 @@ def end_to_end_runs(
                 bf16[key]["step_gflop"],
                 peak,
             )
-        except torch.cuda.OutOfMemoryError as exc:
-            runs[name] = {"error": f"out of memory: {str(exc).splitlines()[0]}"}
-            torch.cuda.empty_cache()
+        # a failed run (out of memory, an inductor or cuDNN error) keeps the others' figures
+        except Exception as exc:  # noqa: BLE001
+            first = (str(exc).splitlines() or [""])[0][:200]
+            runs[name] = {"error": f"{type(exc).__name__}: {first}"}
             continue
+        finally:  # this run's trainer and workers, and a compiled graph, gone before the next
+            gc.collect()
+            if compiled:
+                torch._dynamo.reset()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
         value = runs[name][metric]
         runs[name]["meets_target"] = None if value is None else value >= bar
     return {"target": {"metric": metric, "value": bar}, "runs": runs}
@@ -415,17 +441,28 @@ def measure_setting(
     modes = {
         mode: measure_mode(specs[mode], setting["steps"], repeats, peak, device) for mode in MODES
     }
-    fed_by = modes["bf16_channels_last"]["vicreg"]["img_per_s"]
-    sweep = loader_sweep(*specs["bf16_channels_last"]["vicreg"], device, opts.quick, fed_by)
-    # the fewest workers that keep up with views rendered on the device, else the most tried
-    best = sweep["fewest_workers_that_keep_up"]["device"]
-    workers = best["num_workers"] if best else max(w for w, _, _ in loader_grid(opts.quick))
-    return {
-        "steps_per_repeat": setting["steps"],
-        "modes": modes,
-        "loader": sweep,
-        "end_to_end": end_to_end_runs(setting, specs, modes, workers, device, peak),
-    }
+    entry = {"steps_per_repeat": setting["steps"], "modes": modes}
+    vicreg = modes["bf16_channels_last"]["vicreg"]
+    if "error" in vicreg:  # the loader is measured against this step's rate
+        entry["error"] = (
+            f"bf16 vicreg step failed ({vicreg['error']}): no loader or end-to-end figures"
+        )
+        return entry
+    entry["loader"] = sweep = loader_sweep(
+        *specs["bf16_channels_last"]["vicreg"], device, opts.quick, vicreg["img_per_s"]
+    )
+    # Workers for the end-to-end runs: the fewest (at least one, so that loading overlaps the
+    # step, which waits on the device every step) that kept up with views rendered on the device,
+    # else the most tried.
+    tried = sorted({w for w, _, _ in loader_grid(opts.quick)})
+    fed = [
+        row["num_workers"]
+        for row in sweep["settings"]
+        if row["render"] == "device" and row["keeps_up"] and row["num_workers"] > 0
+    ]
+    workers = min(fed) if fed else tried[-1]
+    entry["end_to_end"] = end_to_end_runs(setting, specs, modes, workers, device, peak)
+    return entry
 
 
 def measure(opts: Options, device: str = "cuda") -> dict[str, object]:
@@ -479,7 +516,7 @@ def _modes_table(entry: dict[str, object]) -> list[str]:
             method,
             f"{row['step_s']:.4f}",
             f"{row['img_per_s']:.0f}",
-            f"{row['step_time_vs_vicreg']:.3f}",
+            _opt(row["step_time_vs_vicreg"], ".3f"),
             _opt(row["peak_memory_mb"], ".0f"),
             f"{row['achieved_tflops']:.2f}",
             _opt(row["mfu"], ".1%"),
@@ -586,18 +623,19 @@ def markdown(result: dict[str, object]) -> str:
         f"TFLOP/s); medians of {result['repeats']} repeats; MFU against that peak in both modes."
     ]
     for name, entry in result["settings"].items():
-        if "error" in entry:
+        if "modes" not in entry:  # the setting failed as a whole
             lines += ["", f"**{name}**: {entry['error']}"]
             continue
-        batch = entry["modes"]["fp32"]["vicreg"]["batch_size"]
-        lines += [
-            "",
-            f"**{name}** (batch {batch})",
-            "",
-            *_modes_table(entry),
-            "",
-            *_loader_table(entry["loader"]),
-            "",
-            *_end_to_end_table(entry["end_to_end"]),
+        batches = [
+            row["batch_size"]
+            for rows in entry["modes"].values()
+            for row in rows.values()
+            if "batch_size" in row
         ]
+        batch = batches[0] if batches else "n/a"
+        lines += ["", f"**{name}** (batch {batch})", "", *_modes_table(entry)]
+        if "error" in entry:
+            lines += ["", entry["error"]]
+            continue
+        lines += ["", *_loader_table(entry["loader"]), "", *_end_to_end_table(entry["end_to_end"])]
     return "\n".join(lines)

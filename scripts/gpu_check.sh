@@ -47,6 +47,7 @@ torch.version.cuda, torch.cuda.is_available() and torch.cuda.get_device_name(0),
   nproc; } >"$out/machine.txt" 2>&1
 
 part=${PART:-all}
+case $part in all | bench | checks) ;; *) echo "PART must be all, bench or checks, got '$part'" >&2; exit 2 ;; esac
 # the section at ResNet-50 batch 256 with end-to-end runs (one compiled) takes about 5-7 minutes (estimate)
 [ -z "${SMOKE:-}" ] && [ "$part" != checks ] && \
     step bench_gpu "${BENCH_LIMIT:-540}" "$py" -m bench --only gpu --out "$out/bench" ${BENCH_ARGS:-}
@@ -57,6 +58,8 @@ for method in vicreg mast; do
 done
 # views rendered on the GPU (issue 23): parity with the CPU's views, then a run that trains on them
 step render_parity 120 "$py" -m pytest -q -p no:cacheprovider tests/pretrain/test_views.py -k cuda
+# train.compile on CUDA: trains like eager, saves plain keys
+step compile_parity 240 "$py" -m pytest -q -p no:cacheprovider tests/pretrain/test_train.py -k compiled
 # JPEGs decoded by nvJPEG (data.decode: device) against PIL's pixels
 step nvjpeg_parity 120 "$py" -m pytest -q -p no:cacheprovider tests/core/test_data_sources.py -k nvjpeg
 step pretrain_render_device 150 "$py" -m pretrain --config "$embedded/vicreg_r18w16_b128_16e_shapes.yaml" \

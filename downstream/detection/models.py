@@ -164,8 +164,8 @@ def detector_config(
     for key in ("bbox_roi_extractor", "mask_roi_extractor"):
         layer = (roi.get(key) or {}).get("roi_layer", {})
         if layer.get("type") == "RoIAlign":
-            # torchvision's kernels, the CPU backward pass in numba: the same samples summed in the
-            # same order as mmcv's (bitwise equal outputs and gradients on CPU,
+            # torchvision's kernels, on CPU compiled by numba: the same samples summed in the same
+            # order as mmcv's (bitwise equal outputs and gradients on CPU,
             # tests/downstream/test_roi_align.py), where mmcv's backward, then torchvision's, were
             # a quarter to 40% of a CPU training step
             layer["type"] = FastRoIAlign.__name__

@@ -153,8 +153,11 @@ def _forward_kernel(image, rois, scale, sampling_ratio, aligned, out):  # pragma
                     target[c] = total[c] / count
 
 
-def _check_images(rois: torch.Tensor, batch: int) -> None:
-    """The kernels index without bounds checks: a RoI's image must exist."""
+def _check_shapes(rois: torch.Tensor, batch: int) -> None:
+    """The kernels index without bounds checks: RoIs are (image, x1, y1, x2, y2) rows, each of an
+    image of the batch."""
+    if rois.dim() != 2 or rois.shape[1] != 5:
+        raise ValueError(f"RoIAlign: rois must be [R, 5], got {list(rois.shape)}")
     if len(rois) and not (0 <= rois[:, 0].min() and rois[:, 0].max() < batch):
         raise ValueError(
             f"RoIAlign: RoI image indices span {rois[:, 0].min().item():g} to "
@@ -173,8 +176,14 @@ def roi_align_backward(
     """The gradient of ``torchvision.ops.roi_align`` for its input (CPU, float32): ``grad`` [R, C,
     PH, PW] of the output, ``rois`` [R, 5]; returns [B, C, H, W] (``input_shape``), contiguous."""
     batch, channels, height, width = input_shape
-    _check_images(rois, batch)
+    _check_shapes(rois, batch)
+    if grad.shape[:2] != (len(rois), channels):
+        raise ValueError(
+            f"RoIAlign: a gradient {list(grad.shape)} for {len(rois)} RoIs of {channels} channels"
+        )
     out = np.zeros((batch, height, width, channels), np.float32)
+    if height * width == 0:  # an empty map: nothing to sample
+        return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
     _backward_kernel(
         grad.detach().permute(0, 2, 3, 1).contiguous().numpy(),
         rois.detach().contiguous().numpy(),
@@ -196,8 +205,10 @@ def roi_align_forward(
 ) -> torch.Tensor:
     """``torchvision.ops.roi_align`` of ``input`` [B, C, H, W] (CPU, float32) at ``rois`` [R, 5]:
     [R, C, *output_size], contiguous."""
-    _check_images(rois, input.shape[0])
+    _check_shapes(rois, input.shape[0])
     out = np.zeros((len(rois), *output_size, input.shape[1]), np.float32)
+    if input.shape[2] * input.shape[3] == 0:  # an empty map pools to zeros
+        return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
     _forward_kernel(
         input.detach().permute(0, 2, 3, 1).contiguous().numpy(),
         rois.detach().contiguous().numpy(),

@@ -267,3 +267,23 @@ def test_memory_format_section(tmp_path, data_root):
             row["channels_last_vs_contiguous"]
         )
     assert result["kernels"]["avx2"]["chosen"]["memory_format"] == "contiguous"
+
+
+def test_gpu_section_survives_a_vicreg_step_out_of_memory(monkeypatch):
+    """The loader and end-to-end figures hang on the bf16 VICReg step: when it ran out of memory
+    the setting says so and the rest of the section still renders."""
+    row = {"batch_size": 256, "step_s": 0.5, "img_per_s": 512.0, "step_time_vs_vicreg": None}
+    row |= {"peak_memory_mb": 1.0, "achieved_tflops": 1.0, "mfu": None}
+    monkeypatch.setattr(
+        gpu,
+        "measure_mode",
+        lambda *a, **k: {"vicreg": {"error": "out of memory: x"}, "mast_pair": dict(row)},
+    )
+    monkeypatch.setattr(gpu, "loader_sweep", lambda *a, **k: pytest.fail("no sweep without vicreg"))
+    setting = gpu.settings(Options(quick=True))["resnet50_224"]
+    entry = gpu.measure_setting(setting, Options(quick=True), torch.device("cpu"), 1, None)
+    assert "bf16 vicreg step failed" in entry["error"] and "loader" not in entry
+    text = gpu.markdown(
+        {"device": "x", "peak_bf16_tflops": None, "repeats": 1, "settings": {"r": entry}}
+    )
+    assert "**r** (batch 256)" in text and "out of memory: x" in text and "n/a" in text

@@ -1,6 +1,6 @@
-"""The detectors pool RoIs with torchvision's RoIAlign (through mmcv's ``use_torchvision``), its CPU
-backward pass in numba (``FastRoIAlign``): on CPU each gives the numbers of the one it replaced
-bitwise, outputs and gradients, at a fraction of the time."""
+"""The detectors pool RoIs with ``FastRoIAlign``: torchvision's RoIAlign (mmcv's
+``use_torchvision``), on CPU its forward and backward compiled by numba. On CPU each gives the
+numbers of the one it replaced bitwise, outputs and gradients, at a fraction of the time."""
 
 import pytest
 import torch
@@ -115,18 +115,24 @@ def test_fast_roi_align_layer_equals_torchvision_layer(output):
         x = features.clone().requires_grad_(True)
         y = layer(x, rois)
         y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(7)))
-        with torch.no_grad():  # inference takes torchvision's path
+        with torch.no_grad():  # inference: the forward alone
             y_eval = layer(x, rois)
         results.append((y.detach(), x.grad, y_eval))
     for a, b in zip(*results):
         assert torch.equal(a, b)
 
 
-def test_roi_outside_the_batch_is_an_error():
-    # the compiled kernels do not check bounds: a bad image index must stop before them
-    features = torch.zeros(2, 4, 8, 8)
+def test_bad_shapes_are_errors_before_the_kernels():
+    # the compiled kernels do not check bounds: what would take them outside must stop before
+    features, grad = torch.zeros(2, 4, 8, 8), torch.zeros(1, 4, 7, 7)
     rois = torch.tensor([[2.0, 0, 0, 16, 16]])
     with pytest.raises(ValueError, match="outside the batch of 2 images"):
         roi_align_forward(features, rois, (7, 7), 0.25, 0, True)
     with pytest.raises(ValueError, match="outside the batch of 2 images"):
-        roi_align_backward(torch.zeros(1, 4, 7, 7), rois, 0.25, (2, 4, 8, 8), 0, True)
+        roi_align_backward(grad, rois, 0.25, (2, 4, 8, 8), 0, True)
+    with pytest.raises(ValueError, match=r"rois must be \[R, 5\]"):
+        roi_align_forward(features, rois[:, :4], (7, 7), 0.25, 0, True)
+    with pytest.raises(ValueError, match="a gradient"):
+        roi_align_backward(torch.zeros(1, 6, 7, 7), rois * 0, 0.25, (2, 4, 8, 8), 0, True)
+    empty = roi_align_forward(torch.zeros(2, 4, 0, 8), rois * 0, (7, 7), 0.25, 0, True)
+    assert empty.shape == (1, 4, 7, 7) and not empty.any()

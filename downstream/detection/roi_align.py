@@ -19,60 +19,82 @@ import numpy as np
 import torch
 
 
+@numba.njit(cache=True, inline="always")
+def _roi_grid(roi, scale, aligned, pooled_h, pooled_w, sampling_ratio):  # pragma: no cover
+    # torchvision's per-RoI set-up, float32 throughout and each expression grouped as its C++
+    # evaluates it: the corner, the bin size and the samples per bin
+    offset = np.float32(0.5) if aligned else np.float32(0.0)
+    one = np.float32(1.0)
+    start_w = roi[1] * scale - offset
+    start_h = roi[2] * scale - offset
+    roi_w = (roi[3] * scale - offset) - start_w
+    roi_h = (roi[4] * scale - offset) - start_h
+    if not aligned:  # malformed RoIs count as 1x1
+        if roi_w < one:
+            roi_w = one
+        if roi_h < one:
+            roi_h = one
+    f_ph, f_pw = np.float32(pooled_h), np.float32(pooled_w)
+    grid_h = sampling_ratio if sampling_ratio > 0 else int(math.ceil(roi_h / f_ph))
+    grid_w = sampling_ratio if sampling_ratio > 0 else int(math.ceil(roi_w / f_pw))
+    return start_h, start_w, roi_h / f_ph, roi_w / f_pw, grid_h, grid_w
+
+
+@numba.njit(cache=True, inline="always")
+def _sample(start, index, size, sub, grid):  # pragma: no cover
+    # the coordinate of sample ``sub`` of bin ``index``
+    return (start + np.float32(index) * size) + (np.float32(sub + 0.5) * size / np.float32(grid))
+
+
+@numba.njit(cache=True, inline="always")
+def _corners(y, x, height, width):  # pragma: no cover
+    # the sample's four pixels and bilinear weights; False off the map (or NaN)
+    zero = np.float32(0.0)
+    if not (y >= -1.0 and y <= height and x >= -1.0 and x <= width):
+        return False, 0, 0, 0, 0, zero, zero, zero, zero
+    y = y if y > 0 else zero
+    x = x if x > 0 else zero
+    y_low, x_low = int(y), int(x)
+    if y_low >= height - 1:
+        y_low = y_high = height - 1
+        y = np.float32(y_low)
+    else:
+        y_high = y_low + 1
+    if x_low >= width - 1:
+        x_low = x_high = width - 1
+        x = np.float32(x_low)
+    else:
+        x_high = x_low + 1
+    ly, lx = y - np.float32(y_low), x - np.float32(x_low)
+    # C++ `1. - ly` is a double subtraction
+    hy, hx = np.float32(1.0 - np.float64(ly)), np.float32(1.0 - np.float64(lx))
+    return True, y_low, x_low, y_high, x_high, hy * hx, hy * lx, ly * hx, ly * lx
+
+
 @numba.njit(cache=True, nogil=True)
 def _backward_kernel(grad, rois, scale, sampling_ratio, aligned, out):  # pragma: no cover
-    # grad [R, PH, PW, C], rois [R, 5], out [B, H, W, C] (zeros); float32 throughout, each
-    # expression grouped as torchvision's C++ evaluates it
+    # grad [R, PH, PW, C], rois [R, 5], out [B, H, W, C] (zeros); every element receives its
+    # terms in torchvision's order: RoI, bin row, bin column, sample row and column, corner
     n_rois, pooled_h, pooled_w, channels = grad.shape
     height, width = out.shape[1], out.shape[2]
-    offset = np.float32(0.5) if aligned else np.float32(0.0)
-    f_ph, f_pw, one = np.float32(pooled_h), np.float32(pooled_w), np.float32(1.0)
     for n in range(n_rois):
         b = int(rois[n, 0])
-        start_w = rois[n, 1] * scale - offset
-        start_h = rois[n, 2] * scale - offset
-        roi_w = (rois[n, 3] * scale - offset) - start_w
-        roi_h = (rois[n, 4] * scale - offset) - start_h
-        if not aligned:  # malformed RoIs count as 1x1
-            if roi_w < one:
-                roi_w = one
-            if roi_h < one:
-                roi_h = one
-        bin_h, bin_w = roi_h / f_ph, roi_w / f_pw
-        grid_h = sampling_ratio if sampling_ratio > 0 else int(math.ceil(roi_h / f_ph))
-        grid_w = sampling_ratio if sampling_ratio > 0 else int(math.ceil(roi_w / f_pw))
+        start_h, start_w, bin_h, bin_w, grid_h, grid_w = _roi_grid(
+            rois[n], scale, aligned, pooled_h, pooled_w, sampling_ratio
+        )
         count = np.float32(grid_h * grid_w)
         for ph in range(pooled_h):
             for pw in range(pooled_w):
                 g = grad[n, ph, pw]
                 for iy in range(grid_h):
-                    y = (start_h + np.float32(ph) * bin_h) + (
-                        np.float32(iy + 0.5) * bin_h / np.float32(grid_h)
-                    )
+                    y = _sample(start_h, ph, bin_h, iy, grid_h)
                     for ix in range(grid_w):
-                        x = (start_w + np.float32(pw) * bin_w) + (
-                            np.float32(ix + 0.5) * bin_w / np.float32(grid_w)
+                        x = _sample(start_w, pw, bin_w, ix, grid_w)
+                        inside, y_low, x_low, y_high, x_high, w1, w2, w3, w4 = _corners(
+                            y, x, height, width
                         )
-                        if not (y >= -1.0 and y <= height and x >= -1.0 and x <= width):
-                            continue  # outside the map (or NaN): no gradient
-                        yy = y if y > 0 else np.float32(0.0)
-                        xx = x if x > 0 else np.float32(0.0)
-                        y_low, x_low = int(yy), int(xx)
-                        if y_low >= height - 1:
-                            y_low = y_high = height - 1
-                            yy = np.float32(y_low)
-                        else:
-                            y_high = y_low + 1
-                        if x_low >= width - 1:
-                            x_low = x_high = width - 1
-                            xx = np.float32(x_low)
-                        else:
-                            x_high = x_low + 1
-                        ly, lx = yy - np.float32(y_low), xx - np.float32(x_low)
-                        # C++ `1. - ly` is a double subtraction
-                        hy = np.float32(1.0 - np.float64(ly))
-                        hx = np.float32(1.0 - np.float64(lx))
-                        w1, w2, w3, w4 = hy * hx, hy * lx, ly * hx, ly * lx
+                        if not inside:  # no gradient
+                            continue
                         target = out[b, y_low, x_low]
                         for c in range(channels):
                             target[c] += g[c] * w1 / count
@@ -92,58 +114,24 @@ def _forward_kernel(image, rois, scale, sampling_ratio, aligned, out):  # pragma
     # image [B, H, W, C], rois [R, 5], out [R, PH, PW, C]; torchvision's forward per channel
     n_rois, pooled_h, pooled_w, channels = out.shape
     height, width = image.shape[1], image.shape[2]
-    offset = np.float32(0.5) if aligned else np.float32(0.0)
-    f_ph, f_pw, one = np.float32(pooled_h), np.float32(pooled_w), np.float32(1.0)
-    zero = np.float32(0.0)
     total = np.zeros(channels, np.float32)
     for n in range(n_rois):
         b = int(rois[n, 0])
-        start_w = rois[n, 1] * scale - offset
-        start_h = rois[n, 2] * scale - offset
-        roi_w = (rois[n, 3] * scale - offset) - start_w
-        roi_h = (rois[n, 4] * scale - offset) - start_h
-        if not aligned:
-            if roi_w < one:
-                roi_w = one
-            if roi_h < one:
-                roi_h = one
-        bin_h, bin_w = roi_h / f_ph, roi_w / f_pw
-        grid_h = sampling_ratio if sampling_ratio > 0 else int(math.ceil(roi_h / f_ph))
-        grid_w = sampling_ratio if sampling_ratio > 0 else int(math.ceil(roi_w / f_pw))
+        start_h, start_w, bin_h, bin_w, grid_h, grid_w = _roi_grid(
+            rois[n], scale, aligned, pooled_h, pooled_w, sampling_ratio
+        )
         count = np.float32(max(grid_h * grid_w, 1))  # an empty grid pools to zero
         for ph in range(pooled_h):
             for pw in range(pooled_w):
-                total[:] = zero
+                total[:] = np.float32(0.0)
                 for iy in range(grid_h):
-                    y = (start_h + np.float32(ph) * bin_h) + (
-                        np.float32(iy + 0.5) * bin_h / np.float32(grid_h)
-                    )
+                    y = _sample(start_h, ph, bin_h, iy, grid_h)
                     for ix in range(grid_w):
-                        x = (start_w + np.float32(pw) * bin_w) + (
-                            np.float32(ix + 0.5) * bin_w / np.float32(grid_w)
+                        x = _sample(start_w, pw, bin_w, ix, grid_w)
+                        # off the map torchvision still adds 0 x the map's first pixel
+                        _, y_low, x_low, y_high, x_high, w1, w2, w3, w4 = _corners(
+                            y, x, height, width
                         )
-                        if not (y >= -1.0 and y <= height and x >= -1.0 and x <= width):
-                            # torchvision still adds 0 x the map's first pixel
-                            y_low = x_low = y_high = x_high = 0
-                            w1 = w2 = w3 = w4 = zero
-                        else:
-                            yy = y if y > 0 else zero
-                            xx = x if x > 0 else zero
-                            y_low, x_low = int(yy), int(xx)
-                            if y_low >= height - 1:
-                                y_low = y_high = height - 1
-                                yy = np.float32(y_low)
-                            else:
-                                y_high = y_low + 1
-                            if x_low >= width - 1:
-                                x_low = x_high = width - 1
-                                xx = np.float32(x_low)
-                            else:
-                                x_high = x_low + 1
-                            ly, lx = yy - np.float32(y_low), xx - np.float32(x_low)
-                            hy = np.float32(1.0 - np.float64(ly))
-                            hx = np.float32(1.0 - np.float64(lx))
-                            w1, w2, w3, w4 = hy * hx, hy * lx, ly * hx, ly * lx
                         v1, v2 = image[b, y_low, x_low], image[b, y_low, x_high]
                         v3, v4 = image[b, y_high, x_low], image[b, y_high, x_high]
                         for c in range(channels):

@@ -64,12 +64,12 @@ PEAK_BF16_TFLOPS = {
 LOADER_BATCHES_PER_WORKER = 2
 #: Where views are rendered (``views.render``), in the loader sweep's order.
 RENDERS = ("loader", "device")
-#: End-to-end runs: name -> (method of the setting's configs, torch.compile); compiled runs only on
-#: CUDA (inductor's CPU compile of a step takes minutes and says nothing about GPUs).
+#: End-to-end runs: name -> (method of the step table, torch.compile); compiled runs only on CUDA
+#: (inductor's CPU compile of a step takes minutes and says nothing about GPUs).
 END_TO_END = {
     "vicreg": ("vicreg", False),
     "vicreg_compiled": ("vicreg", True),
-    "mast": ("mast", False),
+    "mast": ("mast_pair", False),
 }
 #: Untimed steps before the end-to-end clock starts: workers start, kernels are picked or compiled.
 WARMUP_STEPS = 8
@@ -393,8 +393,7 @@ def end_to_end_runs(
     """``END_TO_END`` in bf16 + channels_last, each against the setting's target."""
     bf16, metric, bar = modes["bf16_channels_last"], *setting["target"]
     runs: dict[str, dict[str, object]] = {}
-    for name, (method, compiled) in END_TO_END.items():
-        key = "vicreg" if method == "vicreg" else "mast_pair"
+    for name, (key, compiled) in END_TO_END.items():
         if compiled and device.type != "cuda":
             continue
         if "error" in bf16[key]:

@@ -153,6 +153,21 @@ def _check_shapes(rois: torch.Tensor, batch: int) -> None:
         )
 
 
+def _channels_last_call(kernel, source, rois, spatial_scale, sampling_ratio, aligned, out):
+    """``kernel`` over ``source`` [N, C, H, W] laid out channels-last, into ``out`` (channels-last
+    zeros), returned channels-first and contiguous; an empty map or batch has nothing to sample."""
+    if source.numel() and out.size:
+        kernel(
+            source.detach().permute(0, 2, 3, 1).contiguous().numpy(),
+            rois.detach().contiguous().numpy(),
+            np.float32(spatial_scale),  # torchvision's kernels take it as float
+            int(sampling_ratio),
+            bool(aligned),
+            out,
+        )
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
 def roi_align_backward(
     grad: torch.Tensor,
     rois: torch.Tensor,
@@ -170,17 +185,9 @@ def roi_align_backward(
             f"RoIAlign: a gradient {list(grad.shape)} for {len(rois)} RoIs of {channels} channels"
         )
     out = np.zeros((batch, height, width, channels), np.float32)
-    if height * width == 0:  # an empty map: nothing to sample
-        return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
-    _backward_kernel(
-        grad.detach().permute(0, 2, 3, 1).contiguous().numpy(),
-        rois.detach().contiguous().numpy(),
-        np.float32(spatial_scale),  # torchvision's kernel takes it as float
-        int(sampling_ratio),
-        bool(aligned),
-        out,
+    return _channels_last_call(
+        _backward_kernel, grad, rois, spatial_scale, sampling_ratio, aligned, out
     )
-    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
 def roi_align_forward(
@@ -195,17 +202,9 @@ def roi_align_forward(
     [R, C, *output_size], contiguous."""
     _check_shapes(rois, input.shape[0])
     out = np.zeros((len(rois), *output_size, input.shape[1]), np.float32)
-    if input.shape[2] * input.shape[3] == 0:  # an empty map pools to zeros
-        return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
-    _forward_kernel(
-        input.detach().permute(0, 2, 3, 1).contiguous().numpy(),
-        rois.detach().contiguous().numpy(),
-        np.float32(spatial_scale),
-        int(sampling_ratio),
-        bool(aligned),
-        out,
+    return _channels_last_call(
+        _forward_kernel, input, rois, spatial_scale, sampling_ratio, aligned, out
     )
-    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
 class _RoIAlignFunction(torch.autograd.Function):

@@ -496,14 +496,40 @@ def summary_section(
     ]
 
 
-def best_per_task(summary: pd.DataFrame, labels: list[str]) -> list[str]:
-    """A table: per factor task and the mean, the pretrained row with the highest score and the rows
-    it does not beat by more than twice the standard error of the difference (ties); references
-    (random-init, supervised) aside."""
+def transfer_scores(measured: pd.DataFrame) -> pd.DataFrame:
+    """Box AP and mask AP of the summary (``SUMMARY_METRICS``) per measurement (rows: label,
+    checkpoint, seed), one column each, named as in the summary."""
+    columns = []
+    for name, (stage, dataset, protocol, task, metric) in SUMMARY_METRICS:
+        part = measured[
+            (measured["stage"] == stage)
+            & (measured["dataset"] == dataset)
+            & (measured["protocol"] == protocol)
+            & (measured["task"] == task)
+            & (measured["metric"] == metric)
+        ]
+        if not part.empty:
+            values = part.groupby(["label", "checkpoint", "seed"])["value"].first()
+            columns.append(values.rename(name))
+    if not columns:
+        return pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=["label", "seed"]))
+    return pd.concat(columns, axis=1)
+
+
+def best_per_task(
+    summary: pd.DataFrame, labels: list[str], columns: list[str] | None = None
+) -> list[str]:
+    """A table: per column of ``summary`` (default: its tasks, then the mean), the pretrained row
+    with the highest score and the rows it does not beat by more than twice the standard error of
+    the difference (ties); references (random-init, supervised) aside."""
     rows = []
-    candidates = [label for label in row_order(labels) if label not in REFERENCES]
+    candidates = [
+        label for label in row_order(labels) if label not in REFERENCES and label in summary.index
+    ]
     means = summary["mean"].loc[candidates]
-    for column in [c for c in means.columns if c != "mean"] + ["mean"]:
+    if columns is None:
+        columns = [c for c in means.columns if c != "mean"] + ["mean"]
+    for column in columns:
         scores = means[column].dropna()
         if scores.empty:
             continue
@@ -516,7 +542,7 @@ def best_per_task(summary: pd.DataFrame, labels: list[str]) -> list[str]:
         rows.append(
             [column, f"`{best}`", _cell(summary, best, column), ", ".join(ties) or "none: clear"]
         )
-    return markdown.table(["task", "best", "top-1", "within 2 SE of the best"], rows)
+    return markdown.table(["task", "best", "score", "within 2 SE of the best"], rows)
 
 
 def claim_invariances(measured: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -571,12 +597,20 @@ def claim_invariances(measured: pd.DataFrame) -> tuple[list[str], list[str]]:
         f"- {_difference_text('MAST' if label == mast else f'`{label}`', diff)}"
         for label, diff in diffs.items()
     ]
+    transfer = transfer_scores(measured)
+    winners = best_per_task(summary, labels)
+    if not transfer.empty:
+        # box and mask AP in the same table, each compared over the seeds that measured it
+        transfer_summary = seed_summary(transfer)
+        names = [n for n, _ in SUMMARY_METRICS if n in transfer.columns]
+        winners += best_per_task(transfer_summary, list(transfer_summary.index), names)[2:]
     lines += [
         "",
-        "Best pretrained row per factor task and on the mean (every method and MAST configuration "
-        "above; references aside), and the rows it does not beat beyond two standard errors:",
+        "Best pretrained row per factor task (linear-probe top-1), on their mean, and on box AP "
+        "and mask AP (every method and MAST configuration above; references aside), and the rows "
+        "it does not beat beyond two standard errors:",
         "",
-        *best_per_task(summary, labels),
+        *winners,
     ]
     lines += [
         "",

@@ -223,6 +223,36 @@ def test_best_per_task_marks_a_clear_winner_and_ties():
     assert "| mean | `b` | 66.0 ± 1.5 | `a` (65.0) |" in text  # c: 3 points, 2 SE = 2.0
 
 
+def test_best_table_adds_box_and_mask_ap_compared_over_their_own_seeds():
+    def ap(stage, method, value, seed):
+        protocol, metric = (
+            ("embedded-frcnn", "box_AP") if stage == "detection" else ("embedded-mrcnn", "mask_AP")
+        )
+        return _cls(
+            method,
+            "shape",
+            value,
+            seed=seed,
+            stage=stage,
+            dataset="factorshapes/det",
+            protocol=protocol,
+            metric=metric,
+        )
+
+    records = [_cls(m, "hue", 80.0 + s, seed=s) for m in ("mast", "vicreg") for s in range(3)]
+    # box AP: vicreg clearly ahead (+3 points, spread 1); mask AP: within the spread
+    records += [ap("detection", "vicreg", 9.0 + s, s) for s in range(3)]
+    records += [ap("detection", "mast", 6.0 + s, s) for s in range(3)]
+    records += [ap("segmentation", "vicreg", v, s) for s, v in enumerate([10.0, 12.0, 14.0])]
+    records += [ap("segmentation", "mast", v, s) for s, v in enumerate([9.0, 11.0, 13.0])]
+    lines, _ = report.claim_invariances(tables.measurements(pd.DataFrame(records)))
+    text = "\n".join(lines)
+    assert "| box AP (Faster R-CNN) | `vicreg` | 10.0 ± 1.0 | none: clear |" in text
+    assert "| mask AP (Mask R-CNN) | `vicreg` | 12.0 ± 2.0 | `mast` (11.0) |" in text
+    # one table: the AP rows follow the probe rows without a second header
+    assert text.count("| task | best | score | within 2 SE of the best |") == 1
+
+
 def test_readme_summary_block_is_rewritten_between_its_markers_only(tmp_path):
     _write_records(tmp_path)
     readme = tmp_path / "README.md"

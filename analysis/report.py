@@ -404,16 +404,17 @@ SUMMARY_METRICS = [
 ]
 
 
+def _of_metric(frame: pd.DataFrame, key: tuple[str, ...]) -> pd.DataFrame:
+    """The rows of ``frame`` measuring one summary metric, ``key`` as in ``SUMMARY_METRICS``."""
+    keep = pd.Series(True, index=frame.index)
+    for column, value in zip(("stage", "dataset", "protocol", "task", "metric"), key):
+        keep &= frame[column] == value
+    return frame[keep]
+
+
 def _metric_cell(aggregated: pd.DataFrame, label: str, key: tuple[str, ...]) -> str:
-    stage, dataset, protocol, task, metric = key
-    row = aggregated[
-        (aggregated["label"] == label)
-        & (aggregated["stage"] == stage)
-        & (aggregated["dataset"] == dataset)
-        & (aggregated["protocol"] == protocol)
-        & (aggregated["task"] == task)
-        & (aggregated["metric"] == metric)
-    ]
+    part = _of_metric(aggregated, key)
+    row = part[part["label"] == label]
     if row.empty:
         return "–"
     mean, std, n = row.iloc[0][["mean", "std", "n"]]
@@ -500,14 +501,8 @@ def transfer_scores(measured: pd.DataFrame) -> pd.DataFrame:
     """Box AP and mask AP of the summary (``SUMMARY_METRICS``) per measurement (rows: label,
     checkpoint, seed), one column each, named as in the summary."""
     columns = []
-    for name, (stage, dataset, protocol, task, metric) in SUMMARY_METRICS:
-        part = measured[
-            (measured["stage"] == stage)
-            & (measured["dataset"] == dataset)
-            & (measured["protocol"] == protocol)
-            & (measured["task"] == task)
-            & (measured["metric"] == metric)
-        ]
+    for name, key in SUMMARY_METRICS:
+        part = _of_metric(measured, key)
         if not part.empty:
             values = part.groupby(["label", "checkpoint", "seed"])["value"].first()
             columns.append(values.rename(name))

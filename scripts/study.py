@@ -10,7 +10,7 @@ analysis``), so what passes between steps are files. The study resumes where it 
 pretraining run is left as it is, an interrupted one resumes, and a step whose records exist is
 skipped by the stage itself. A run whose checkpoint is gone (run folders are not committed) but
 whose records are all there, for the same resolved config, is skipped too:
-``results/study/runs.json`` keeps each run's resolved config and checkpoint digest,
+``results/study/runs.json`` keeps each run's resolved config, checkpoint digest and machine,
 ``results/study/times.jsonl`` the wall time of every step, and the study prints its total time. A
 run folder whose config differs from the study's (the defaults changed) is moved aside and trained
 again.
@@ -199,8 +199,17 @@ def sweep_index(cfg: StudyConfig, sweeps: dict | None = None) -> dict:
 
 # -----------------------------------------------------------------------------------------------
 # state
+def run_machine(folder: Path) -> dict | None:
+    """The ``machine`` (CPU, threads) a pretraining run's ``run.json`` names, or None."""
+    try:
+        machine = json.loads((folder / "run.json").read_text()).get("machine")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return machine if isinstance(machine, dict) else None
+
+
 class Ledger:
-    """``results/study/runs.json`` (config hash and checkpoint digest per run) and
+    """``results/study/runs.json`` (config, checkpoint digest and machine per run) and
     ``times.jsonl``."""
 
     def __init__(self, folder: Path):
@@ -209,12 +218,19 @@ class Ledger:
         self.runs = json.loads(self.runs_file.read_text()) if self.runs_file.is_file() else {}
 
     def remember(self, run: Run, digest: str, config: dict, numerics: int = NUMERICS) -> None:
+        before = self.runs.get(str(run.folder), {})
+        # the machine that last trained the run (its run.json); a folder gone since keeps the one
+        # remembered with the same checkpoint. The same seed gives the same weights on one CPU only.
+        machine = run_machine(run.folder)
+        if machine is None and before.get("ckpt_sha256") == digest:
+            machine = before.get("machine")
         self.runs[str(run.folder)] = {
             "ckpt_sha256": digest,
             "resolved": config,
             "config": run.config,
             "overrides": run.overrides,
             "numerics": numerics,
+            **({"machine": machine} if machine else {}),
         }
         atomic_write_text(self.runs_file, json.dumps(self.runs, indent=2, sort_keys=True) + "\n")
 

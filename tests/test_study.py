@@ -105,6 +105,28 @@ def test_a_variant_that_became_a_method_default_keeps_its_own_trained_runs(tmp_p
     assert runs() == [str(own)]
 
 
+def test_the_ledger_keeps_the_machine_that_trained_a_run(tmp_path):
+    folder = tmp_path / "runs" / "mast_s0"
+    folder.mkdir(parents=True)
+    run = study.Run(folder, MAST, [], 0)
+    ledger = study.Ledger(tmp_path / "study")
+    ledger.remember(run, "sha", {})  # no run.json yet: no machine
+    assert "machine" not in ledger.runs[str(folder)]
+    cpu = {"cpu": "AMD EPYC", "torch_threads": 2}
+    (folder / "run.json").write_text(json.dumps({"stage": "pretrain", "machine": cpu}))
+    ledger.remember(run, "sha", {})
+    # the folder is gone: the same checkpoint keeps its machine, a new one does not inherit it
+    (folder / "run.json").unlink()
+    ledger = study.Ledger(tmp_path / "study")
+    ledger.remember(run, "sha", {})
+    assert ledger.runs[str(folder)]["machine"] == cpu
+    ledger.remember(run, "other", {})
+    assert "machine" not in ledger.runs[str(folder)]
+    (folder / "run.json").write_text("{not json")
+    ledger.remember(run, "other", {})
+    assert "machine" not in ledger.runs[str(folder)]
+
+
 def test_a_typo_in_a_sweep_or_method_stops_before_any_work(tmp_path, capsys):
     config = tmp_path / "study.yaml"
     config.write_text(

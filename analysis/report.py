@@ -507,7 +507,9 @@ def transfer_scores(measured: pd.DataFrame) -> pd.DataFrame:
             values = part.groupby(["label", "checkpoint", "seed"])["value"].first()
             columns.append(values.rename(name))
     if not columns:
-        return pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=["label", "seed"]))
+        return pd.DataFrame(
+            index=pd.MultiIndex.from_tuples([], names=["label", "checkpoint", "seed"])
+        )
     return pd.concat(columns, axis=1)
 
 
@@ -518,9 +520,7 @@ def best_per_task(
     with the highest score and the rows it does not beat by more than twice the standard error of
     the difference (ties); references (random-init, supervised) aside."""
     rows = []
-    candidates = [
-        label for label in row_order(labels) if label not in REFERENCES and label in summary.index
-    ]
+    candidates = [label for label in row_order(labels) if label not in REFERENCES]
     means = summary["mean"].loc[candidates]
     if columns is None:
         columns = [c for c in means.columns if c != "mean"] + ["mean"]
@@ -597,7 +597,7 @@ def claim_invariances(measured: pd.DataFrame) -> tuple[list[str], list[str]]:
     if not transfer.empty:
         # box and mask AP in the same table, each compared over the seeds that measured it
         transfer_summary = seed_summary(transfer)
-        names = [n for n, _ in SUMMARY_METRICS if n in transfer.columns]
+        names = list(transfer.columns)  # SUMMARY_METRICS' order, those with records
         winners += best_per_task(transfer_summary, list(transfer_summary.index), names)[2:]
     lines += [
         "",

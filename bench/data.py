@@ -19,7 +19,9 @@ Render parity: the views the loader renders (``views.render: loader``) against t
 step renders on each device from the raw images and the same recorded parameters (``views.render:
 device``), for the embedded pair views and MAST's factorized ones: absolute differences in grey
 levels (mean, 99.9th percentile, largest) and the share of pixels that differ, on the CPU (where the
-paths share every op) and on CUDA when there is one (``core.augment.DEVICE_RENDER_TOLERANCE``).
+paths share every op), on the CPU with the crops batched as an accelerator batches them (matrix
+products in float, against the CPU's uint8 resize), and on CUDA when there is one
+(``core.augment.DEVICE_RENDER_TOLERANCE``).
 """
 
 from __future__ import annotations
@@ -35,7 +37,12 @@ from torchvision.transforms import v2
 
 from bench.timing import ROOT, Options, interleaved, paired_ratio, summary
 from core import markdown as md
-from core.augment import DEVICE_RENDER_TOLERANCE, AugmentConfig, blur_kernel_size
+from core.augment import (
+    DEVICE_RENDER_TOLERANCE,
+    AugmentConfig,
+    blur_kernel_size,
+    render_views,
+)
 from core.config import DataConfig, load_config
 from core.data import build_dataset
 from core.seeding import sample_generator
@@ -213,17 +220,26 @@ def render_parity(
     raw, raw_params = ViewDataset(images, maker, cfg.seed, render=False).__getitems__(keys)
     if not torch.equal(params, raw_params):
         raise RuntimeError("the two loader paths drew different view parameters")
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    # (device, crops batched as an accelerator batches them: None picks by device)
+    paths = [("cpu", None), ("cpu", True)] + ([("cuda", None)] if torch.cuda.is_available() else [])
+    views = params.shape[1]
     rows = []
-    for device in devices:
-        rendered = maker.render(raw.to(device), params).cpu()
+    for device, batched in paths:
+        if batched:
+            sources = [image for image in raw for _ in range(views)]
+            augment = maker.augment
+            rendered = render_views(
+                sources, params.flatten(0, 1), augment.out_size, augment.interpolation, True
+            ).unflatten(0, params.shape[:2])
+        else:
+            rendered = maker.render(raw.to(device), params).cpu()
         diff = (loader.int() - rendered.int()).abs().float().flatten()
         mean = float(diff.mean())
         q999 = float(torch.quantile(diff[:: max(1, diff.numel() // 2_000_000)], 0.999))
         limit = DEVICE_RENDER_TOLERANCE
         rows.append(
             {
-                "device": device,
+                "device": f"{device}, batched crops" if batched else device,
                 "views": int(params.shape[0] * params.shape[1]),
                 "size": size,
                 "mean_abs": mean,
@@ -317,7 +333,9 @@ def _parity_lines(result: dict[str, object]) -> list[str]:
         "Render parity: views rendered by the loader against the same recorded parameters rendered "
         "by the training step on each device (`views.render: device`), in grey levels; tolerance "
         f"on an accelerator: mean <= {limit['mean']}, 99.9th percentile <= {limit['q999']:.0f} "
-        "(`core.augment.DEVICE_RENDER_TOLERANCE`). No CUDA device: the CPU row alone.",
+        '(`core.augment.DEVICE_RENDER_TOLERANCE`). "cpu, batched crops": the CPU renders the '
+        "crops as an accelerator does (batched matrix products in float). No CUDA device: the CPU "
+        "rows alone.",
         "",
     ]
     header = ["views", "device", "views compared", "mean", "99.9th pct", "max", "differing", "ok"]

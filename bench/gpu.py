@@ -156,6 +156,11 @@ def _memory_mb(device: torch.device, fn) -> float | None:
     return (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
+def _out_of_memory(exc: torch.cuda.OutOfMemoryError) -> dict[str, str]:
+    """A run that did not fit, as its figures' place holder: the first line of the error."""
+    return {"error": f"out of memory: {(str(exc).splitlines() or [''])[0]}"}
+
+
 def measure_mode(
     specs: dict[str, tuple[str, list[str]]],
     steps: int,
@@ -178,7 +183,7 @@ def measure_mode(
             # e.g. seven views of ResNet-50 at batch 256: the other methods keep their figures
             except torch.cuda.OutOfMemoryError as exc:
                 built.pop(name, None)
-                failed[name] = {"error": f"out of memory: {str(exc).splitlines()[0]}"}
+                failed[name] = _out_of_memory(exc)
             if name in failed and device.type == "cuda":  # the traceback's tensors are gone now
                 torch.cuda.empty_cache()
         samples = (
@@ -476,7 +481,7 @@ def measure(opts: Options, device: str = "cuda") -> dict[str, object]:
             results[setting_name] = measure_setting(setting, opts, device, repeats, peak)
         # a smaller GPU: keep the other setting's figures
         except torch.cuda.OutOfMemoryError as exc:
-            results[setting_name] = {"error": f"out of memory: {str(exc).splitlines()[0]}"}
+            results[setting_name] = _out_of_memory(exc)
             torch.cuda.empty_cache()
     return {
         "device": name or device.type,

@@ -88,8 +88,9 @@ DEFAULT_INTERPOLATION = "bicubic"
 #: float copies (12 MB each) small enough for the cache and below the allocator's mmap threshold.
 RENDER_CHUNK_PIXELS = 2**20
 #: How far views rendered on an accelerator may be from the CPU's (uint8 grey levels): the mean
-#: absolute difference and its 99.9th percentile; CUDA's antialiased resize and float ops round
-#: differently (docs/reliability.md). On the CPU both paths give the same pixels.
+#: absolute difference and its 99.9th percentile; the accelerator resizes crops in float (the CPU in
+#: uint8, rounding within its passes) and its float ops round differently (docs/reliability.md). On
+#: the CPU both paths give the same pixels.
 DEVICE_RENDER_TOLERANCE = {"mean": 0.5, "q999": 8.0}
 
 
@@ -367,28 +368,113 @@ def _check_batch(
     return p
 
 
+def _crop_box(crop: Sequence[float], height: int, width: int) -> tuple[int, int, int, int]:
+    """A recorded box (fractions of the image) in whole pixels: (top, left, height, width)."""
+    top, left, h, w = crop
+    ch = min(max(int(round(h * height)), 1), height)
+    cw = min(max(int(round(w * width)), 1), width)
+    ct = min(max(int(round(top * height)), 0), height - ch)
+    cl = min(max(int(round(left * width)), 0), width - cw)
+    return ct, cl, ch, cw
+
+
 def _crops(
     images: Sequence[torch.Tensor] | torch.Tensor,
     p: torch.Tensor,
     out_size: int,
     interpolation: str,
+    batched: bool | None = None,
 ) -> torch.Tensor:
     """Each image's recorded box, resized to ``out_size`` (antialiased, on uint8): [N, 3, S, S]
-    uint8."""
+    uint8. On the CPU one image at a time; on an accelerator in batched products
+    (``_crops_batched``), since a call per image costs more to launch there than to run."""
+    boxes = [
+        _crop_box(crop, *image.shape[-2:])
+        for image, crop in zip(images, p[:, PARAM_SLICES["crop"]].double().tolist())
+    ]
+    if batched is None:
+        batched = len(images) > 0 and images[0].device.type != "cpu"
+    if batched and interpolation in _AA_HALF_SUPPORT:
+        return _crops_batched(images, boxes, out_size, interpolation)
     mode = InterpolationMode(interpolation)  # torchvision < 0.27 takes no plain strings here
-    out = []
-    for image, (top, left, h, w) in zip(images, p[:, PARAM_SLICES["crop"]].double().tolist()):
-        height, width = image.shape[-2:]
-        ch = min(max(int(round(h * height)), 1), height)
-        cw = min(max(int(round(w * width)), 1), width)
-        ct = min(max(int(round(top * height)), 0), height - ch)
-        cl = min(max(int(round(left * width)), 0), width - cw)
-        out.append(
-            F.resized_crop(
-                image, ct, cl, ch, cw, [out_size, out_size], interpolation=mode, antialias=True
-            )
-        )
-    return torch.stack(out)
+    return torch.stack(
+        [
+            F.resized_crop(image, *box, [out_size, out_size], interpolation=mode, antialias=True)
+            for image, box in zip(images, boxes)
+        ]
+    )
+
+
+#: Half the support, at scale 1, of the filters torch's antialiased interpolate resamples with.
+_AA_HALF_SUPPORT = {"bilinear": 1.0, "bicubic": 2.0}
+#: Source pixels (per channel) converted to float at once by ``_crops_batched``: about 0.8 GB.
+BATCHED_CROP_PIXELS = 2**26
+
+
+def _aa_filter(x: torch.Tensor, interpolation: str) -> torch.Tensor:
+    """Torch's antialiasing filters: the triangle, or the cubic of a = -0.5 (PIL's)."""
+    x = x.abs()
+    if interpolation == "bilinear":
+        return (1.0 - x).clamp_(min=0.0)
+    a = -0.5
+    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    far = (((x - 5.0) * x + 8.0) * x - 4.0) * a
+    return torch.where(x < 1.0, near, torch.where(x < 2.0, far, torch.zeros_like(x)))
+
+
+def _resize_weights(
+    start: torch.Tensor, length: torch.Tensor, size: int, out_size: int, interpolation: str
+) -> torch.Tensor:
+    """[n, out_size, size]: the weights by which output pixel i of image k takes the source pixels
+    ``start[k] .. start[k] + length[k] - 1`` along one axis of ``size`` pixels, computed as torch's
+    antialiased interpolate computes them (zero outside the box, each row summing to 1)."""
+    device = start.device
+    scale = length / out_size
+    stretch = scale.clamp(min=1.0)  # a downscale widens the filter by its factor
+    support = (_AA_HALF_SUPPORT[interpolation] * stretch)[:, None]
+    center = scale[:, None] * (torch.arange(out_size, device=device) + 0.5)  # [n, S]
+    first = (center - support + 0.5).floor().clamp_(min=0.0)
+    end = torch.minimum((center + support + 0.5).floor(), length[:, None])
+    at = torch.arange(size, device=device)[None, None] - start[:, None, None]  # in the box
+    weights = _aa_filter((at - center[..., None] + 0.5) / stretch[:, None, None], interpolation)
+    weights = weights * ((at >= first[..., None]) & (at < end[..., None]))
+    return weights / weights.sum(-1, keepdim=True)
+
+
+def _crops_batched(
+    images: Sequence[torch.Tensor] | torch.Tensor,
+    boxes: list[tuple[int, int, int, int]],
+    out_size: int,
+    interpolation: str,
+) -> torch.Tensor:
+    """``_crops`` as two batched matrix products per group of images of one size: a view is
+    (rows' weights) @ image @ (columns' weights)^T, the separable antialiased resize of its box. The
+    views equal torchvision's within float rounding (tested on the CPU)."""
+    device = images[0].device
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault(tuple(image.shape[-2:]), []).append(i)
+    parts, order = [], []
+    # float32 products whatever autocast the caller runs in: bf16 would move pixels by a level
+    with torch.autocast(device.type, enabled=False):
+        for (height, width), members in groups.items():
+            step = max(1, BATCHED_CROP_PIXELS // (height * width))
+            for i in range(0, len(members), step):
+                chunk = members[i : i + step]
+                x = torch.stack([images[k] for k in chunk]).float()
+                box = torch.tensor([boxes[k] for k in chunk], dtype=torch.float32)
+                box = box.to(device, non_blocking=True)
+                rows = _resize_weights(box[:, 0], box[:, 2], height, out_size, interpolation)
+                cols = _resize_weights(box[:, 1], box[:, 3], width, out_size, interpolation)
+                y = rows[:, None] @ x @ cols[:, None].transpose(-1, -2)
+                parts.append(y.clamp_(0.0, 255.0).round_().to(torch.uint8))
+                order.extend(chunk)
+    views = torch.cat(parts)
+    if order == sorted(order):
+        return views
+    inverse = torch.empty(len(order), dtype=torch.long)
+    inverse[torch.tensor(order)] = torch.arange(len(order))
+    return views[inverse.to(device, non_blocking=True)]
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
@@ -429,7 +515,8 @@ def _shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 
 
 def _jitter_subop(x: torch.Tensor, sub: int, factor: torch.Tensor) -> torch.Tensor:
-    factor = factor.to(x.device)  # the recorded parameters stay on the CPU; pixels may not
+    # the parameters stay on the CPU, the pixels may not: copied without waiting on the device
+    factor = factor.to(x.device, non_blocking=True)
     if sub == 0:  # brightness: blend with black
         return (x * factor.view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
     if sub == 1:  # contrast: blend with the mean luma of each image
@@ -459,7 +546,7 @@ def _color_jitter(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
                 .flatten()
             )
             if len(rows):
-                at = rows.to(x.device)
+                at = rows.to(x.device, non_blocking=True)
                 x[at] = _jitter_subop(x[at], sub, factors[rows, sub])
     return x
 
@@ -474,7 +561,7 @@ def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, radius: torch.Tensor) -
     for reach in radius.unique().tolist():
         if reach > 0:
             rows = (radius == reach).nonzero().flatten()
-            at = rows.to(x.device)
+            at = rows.to(x.device, non_blocking=True)
             x[at] = _separable_blur(x[at], sigma[rows], int(reach))
     return x
 
@@ -489,7 +576,8 @@ def _separable_blur(x: torch.Tensor, sigma: torch.Tensor, reach: int) -> torch.T
         total = total + column
     n, channels, height, width = x.shape
     # the taps are computed on the CPU whatever the device, so both render the same kernel
-    kernel = (kernel / total[:, None]).repeat_interleave(channels, 0).to(x.device)  # [n * C, taps]
+    kernel = (kernel / total[:, None]).repeat_interleave(channels, 0)  # [n * C, taps]
+    kernel = kernel.to(x.device, non_blocking=True)
     y = x.reshape(1, n * channels, height, width)
     y = torch.nn.functional.pad(y, (reach, reach, 0, 0), mode="reflect")
     y = torch.nn.functional.conv2d(y, kernel.view(n * channels, 1, 1, -1), groups=n * channels)
@@ -513,27 +601,30 @@ def render_views(
     params: torch.Tensor,
     out_size: int,
     interpolation: str = DEFAULT_INTERPOLATION,
+    batched_crops: bool | None = None,
 ) -> torch.Tensor:
-    """Render a batch of views: ``images[i]`` uint8 [3, H, W] (sizes may differ) and ``params`` [N,
-    P]
-    -> uint8 [N, 3, out_size, out_size].
+    """Render a batch of views: ``images[i]`` uint8 [3, H, W] (sizes may differ) and ``params``
+    [N, P] -> uint8 [N, 3, out_size, out_size].
 
-    Crops are resized per image (antialiased, uint8); flip, colour jitter, grayscale and blur then
-    run on the whole batch in float with per-image parameters, and one rounding back to uint8
-    precedes solarize. Every step treats an image on its own, so a view's pixels are the same
-    whatever batch renders it; large batches are rendered in chunks of about ``RENDER_CHUNK_PIXELS``
-    pixels, whose float copies stay in cache. The images may sit on any device (an accelerator under
-    ``views.render: device``): the views are rendered there, from parameters read on the CPU.
+    Crops are resized (antialiased) per image on the CPU and in batched matrix products on an
+    accelerator (``batched_crops``: None picks by device; True on the CPU shows what an accelerator
+    renders); flip, colour jitter, grayscale and blur then run on the whole batch in float with
+    per-image parameters, and one rounding back to uint8 precedes solarize. Every step treats an
+    image on its own, so on the CPU a view's pixels are the same whatever batch renders it (on an
+    accelerator, to the rounding of its batched products). Large batches are rendered in chunks of
+    about ``RENDER_CHUNK_PIXELS`` pixels, whose float copies stay in cache. The images may sit on
+    any device (an accelerator under ``views.render: device``): the views are rendered there, from
+    parameters read on the CPU.
     """
     p = _check_batch(images, params, out_size)
     on_cpu = len(images) == 0 or images[0].device.type == "cpu"
     # an accelerator renders the batch at once: chunks only pay on the CPU, for its cache
     chunk = max(1, RENDER_CHUNK_PIXELS // (out_size * out_size)) if on_cpu else len(p)
     if len(p) <= chunk:
-        return _render(images, p, out_size, interpolation)
+        return _render(images, p, out_size, interpolation, batched_crops)
     return torch.cat(
         [
-            _render(images[i : i + chunk], p[i : i + chunk], out_size, interpolation)
+            _render(images[i : i + chunk], p[i : i + chunk], out_size, interpolation, batched_crops)
             for i in range(0, len(p), chunk)
         ]
     )
@@ -544,12 +635,13 @@ def _render(
     p: torch.Tensor,
     out_size: int,
     interpolation: str,
+    batched_crops: bool | None = None,
 ) -> torch.Tensor:
     s = PARAM_SLICES
-    views = _crops(images, p, out_size, interpolation)
+    views = _crops(images, p, out_size, interpolation, batched_crops)
 
     def rows(op: str) -> torch.Tensor:  # the images op is applied to, as indices on their device
-        return (p[:, s[op]][:, 0] >= 0.5).nonzero().flatten().to(views.device)
+        return (p[:, s[op]][:, 0] >= 0.5).nonzero().flatten().to(views.device, non_blocking=True)
 
     flip = rows("flip")
     views[flip] = views[flip].flip(-1)

@@ -483,3 +483,82 @@ def test_config_errors_through_from_dict_and_bad_arguments():
         sample_op(AugmentConfig(), _gen(0), "rotate", 0, 64, 64)
     with pytest.raises(ValueError, match="out_size"):
         Augment(AugmentConfig(), 0)
+
+
+def _random_boxes(gen: torch.Generator, n: int, height: int, width: int) -> list[tuple]:
+    boxes = [(0, 0, height, width)]  # the neutral crop: a plain resize
+    while len(boxes) < n:
+        h = int(torch.randint(1, height + 1, (1,), generator=gen))
+        w = int(torch.randint(1, width + 1, (1,), generator=gen))
+        top = int(torch.randint(0, height - h + 1, (1,), generator=gen))
+        left = int(torch.randint(0, width - w + 1, (1,), generator=gen))
+        boxes.append((top, left, h, w))
+    return boxes
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
+@pytest.mark.parametrize("size", [(64, 64, 64), (300, 200, 64), (40, 50, 96)])
+def test_batched_crop_weights_resize_as_torchvision_does(interpolation, size):
+    """The accelerator's crops (two matrix products) against torchvision's antialiased resize, in
+    float: the same filter, support and normalisation, so equal to float rounding when shrinking,
+    enlarging or keeping the size."""
+    height, width, out = size
+    gen = _gen(0)
+    images = torch.randint(0, 256, (12, 3, height, width), generator=gen).float()
+    boxes = _random_boxes(gen, len(images), height, width)
+    mode = F.InterpolationMode(interpolation)
+    expected = torch.stack(
+        [
+            F.resized_crop(image, *box, [out, out], interpolation=mode, antialias=True)
+            for image, box in zip(images, boxes)
+        ]
+    )
+    box = torch.tensor(boxes, dtype=torch.float32)
+    rows = A._resize_weights(box[:, 0], box[:, 2], height, out, interpolation)
+    cols = A._resize_weights(box[:, 1], box[:, 3], width, out, interpolation)
+    assert torch.allclose(rows.sum(-1), torch.ones(len(boxes), out))
+    got = rows[:, None] @ images @ cols[:, None].transpose(-1, -2)
+    assert (got - expected).abs().max() < 1e-3  # grey levels
+
+
+def test_batched_crops_keep_each_view_in_place_and_near_the_cpus(monkeypatch):
+    """Images of several sizes are grouped by size for the products; every view comes back in its
+    own place, rounded to uint8 as torchvision rounds a float resize, and within the accelerator's
+    tolerance of the CPU's uint8 path. Chunks of one image give the same views as whole groups."""
+    gen = _gen(1)
+    sizes = [(48, 40), (30, 60), (48, 40), (64, 64), (30, 60), (48, 40)]
+    images = [torch.randint(0, 256, (3, h, w), generator=gen, dtype=torch.uint8) for h, w in sizes]
+    boxes = [_random_boxes(gen, 2, h, w)[1] for h, w in sizes]
+    got = A._crops_batched(images, boxes, 32, "bicubic")
+    assert got.shape == (len(images), 3, 32, 32) and got.dtype == torch.uint8
+    mode = F.InterpolationMode.BICUBIC
+    for view, image, box in zip(got, images, boxes):
+        single = A._crops_batched([image], [box], 32, "bicubic")[0]
+        assert torch.equal(view, single)
+        float_path = F.resized_crop(
+            image.float(), *box, [32, 32], interpolation=mode, antialias=True
+        )
+        assert (view.float() - float_path.clamp(0, 255).round()).abs().max() <= 1
+    cpu = torch.stack(
+        [
+            F.resized_crop(image, *box, [32, 32], interpolation=mode, antialias=True)
+            for image, box in zip(images, boxes)
+        ]
+    )
+    assert (got.float() - cpu.float()).abs().mean() <= A.DEVICE_RENDER_TOLERANCE["mean"]
+    monkeypatch.setattr(A, "BATCHED_CROP_PIXELS", 1)  # one image per product
+    assert torch.equal(A._crops_batched(images, boxes, 32, "bicubic"), got)
+
+
+def test_crops_use_torchvision_per_image_on_the_cpu(monkeypatch):
+    """On the CPU the per-image path stays (the loader's views, bitwise); the batched one is for
+    accelerators only."""
+    monkeypatch.setattr(A, "_crops_batched", lambda *a: pytest.fail("batched on the CPU"))
+    image = torch.randint(0, 256, (3, 40, 36), generator=_gen(2), dtype=torch.uint8)
+    params = neutral_params()
+    params[PARAM_SLICES["crop"]] = torch.tensor([0.1, 0.2, 0.6, 0.7])
+    expected = F.resized_crop(
+        image, 4, 7, 24, 25, [24, 24], interpolation=F.InterpolationMode.BICUBIC, antialias=True
+    )
+    assert A._crop_box(params[PARAM_SLICES["crop"]].double().tolist(), 40, 36) == (4, 7, 24, 25)
+    assert torch.equal(apply_params(image, params, 24), expected)

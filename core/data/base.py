@@ -8,18 +8,29 @@ name.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_jpeg
 
 log = logging.getLogger("core.data")
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+#: What PIL raises on a file it cannot decode (not an image, truncated, or too large).
+DECODE_ERRORS = (
+    OSError,
+    UnidentifiedImageError,
+    ValueError,
+    SyntaxError,
+    Image.DecompressionBombError,
+)
 
 
 class DataError(ValueError):
@@ -77,24 +88,41 @@ class ImageDataset(torch.utils.data.Dataset):
 def decode_on(device: torch.device, images: list[torch.Tensor]) -> list[torch.Tensor]:
     """``images`` on ``device`` as uint8 [3, H, W], the undecoded JPEGs among them (uint8 [N] from
     ``ImageDataset.encoded``) decoded there in one batched call (nvJPEG on CUDA); grey JPEGs are
-    repeated to three channels, as PIL's RGB conversion does."""
+    repeated to three channels, as PIL's RGB conversion does. A batch the call rejects is decoded
+    one file at a time, and a file the device cannot decode is decoded by PIL, as the loader would
+    have: a run stops only on a file that PIL cannot read either."""
     where = [i for i, image in enumerate(images) if image.dim() == 1]
     out = list(images)
     if where:
+        encoded = [images[i].cpu() for i in where]
         try:
-            decoded = decode_jpeg(
-                [images[i].cpu() for i in where], mode=ImageReadMode.UNCHANGED, device=device
-            )
-        except RuntimeError as exc:
-            reason = str(exc).splitlines()[0].rsplit(", ", 1)[-1]  # past torchvision's source line
-            raise DataError(
-                f"a JPEG of this batch does not decode on {device} ({reason}): "
-                "find it with data.verify_images: true (or python -m core.data check), or set "
-                "data.decode: loader"
-            ) from None
+            decoded = decode_jpeg(encoded, mode=ImageReadMode.UNCHANGED, device=device)
+        except RuntimeError:
+            decoded = [_decode_one(data, device) for data in encoded]
         for i, image in zip(where, decoded):
             out[i] = image.expand(3, -1, -1) if image.shape[0] == 1 else image
     return [image.to(device, non_blocking=True) for image in out]
+
+
+def _decode_one(data: torch.Tensor, device: torch.device) -> torch.Tensor:
+    try:
+        return decode_jpeg(data, mode=ImageReadMode.UNCHANGED, device=device)
+    except RuntimeError as exc:
+        reason = str(exc).splitlines()[0].rsplit(", ", 1)[-1]  # past torchvision's source line
+    try:
+        with Image.open(io.BytesIO(data.numpy().tobytes())) as image:
+            image.load()
+            decoded = pil_to_tensor(image)
+    except DECODE_ERRORS:
+        raise DataError(
+            f"a JPEG of this batch does not decode on {device} ({reason}), nor with PIL: find it "
+            "with data.verify_images: true (or python -m core.data check), or set "
+            "data.decode: loader"
+        ) from None
+    log.warning(
+        "a JPEG did not decode on %s (%s); PIL decoded it, as the loader would", device, reason
+    )
+    return decoded
 
 
 def require_path(

@@ -15,9 +15,16 @@ from typing import Literal, TypeVar
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from core.data.base import DataError, ImageDataset, Transform, pil_to_tensor, require_path
+from core.data.base import (
+    DECODE_ERRORS,
+    DataError,
+    ImageDataset,
+    Transform,
+    pil_to_tensor,
+    require_path,
+)
 from core.logs import progress
 
 log = logging.getLogger("core.data")
@@ -25,13 +32,6 @@ T = TypeVar("T")
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-)
-_DECODE_ERRORS = (
-    OSError,
-    UnidentifiedImageError,
-    ValueError,
-    SyntaxError,
-    Image.DecompressionBombError,
 )
 
 
@@ -122,7 +122,7 @@ class ImageFolderDataset(ImageDataset):
                 with Image.open(path) as image:
                     image.load()
                 good.append((path, label))
-            except _DECODE_ERRORS as exc:
+            except DECODE_ERRORS as exc:
                 self._bad(path, exc)
         if not good:
             raise DataError(f"no readable images under {self.root}")
@@ -159,6 +159,6 @@ class ImageFolderDataset(ImageDataset):
             path, label = self.samples[(index + offset) % len(self.samples)]
             try:
                 return read(path), label
-            except _DECODE_ERRORS as exc:
+            except DECODE_ERRORS as exc:
                 self._bad(path, exc)
         raise DataError(f"no readable images under {self.root}")

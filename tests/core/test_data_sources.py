@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from core.config import DataConfig
-from core.data import DataError, build_dataset
+from core.data import DataError, base, build_dataset
 from core.data.base import decode_on
 from core.data.folder import ImageFolderDataset
 from core.data.stl10 import IMAGE_BYTES, STL10Dataset
@@ -115,8 +115,36 @@ def test_jpegs_left_for_the_device_decode_as_pil_does(photo_folder):
     # a body that does not decode: one line naming the cure
     body = (SAMPLES / "grace_hopper.jpg").read_bytes()
     broken = torch.frombuffer(bytearray(body[:2000] + bytes(4000)), dtype=torch.uint8)
-    with pytest.raises(DataError, match=r"does not decode on cpu \(.*\): .*data.decode: loader"):
+    with pytest.raises(DataError, match=r"does not decode on cpu \(.*\), nor with PIL: .*loader"):
         decode_on(torch.device("cpu"), [broken])
+
+
+def test_a_jpeg_the_device_refuses_is_decoded_by_pil_as_the_loader_would(
+    photo_folder, monkeypatch, caplog
+):
+    """nvJPEG refuses some files libjpeg reads (e.g. unusual chroma subsampling): the batch is then
+    decoded file by file, and PIL decodes the refused one instead of stopping the run."""
+    a = photo_folder / "train" / "class_a"
+    Image.open(SAMPLES / "grace_hopper.jpg").convert("L").resize((90, 77)).save(a / "grey.jpg")
+    dataset = ImageFolderDataset(photo_folder, part="train")
+    index = {p.name: i for i, (p, _) in enumerate(dataset.samples)}
+    refused, grey = (dataset.encoded(index[name])[0] for name in ("rgb.jpg", "grey.jpg"))
+    real = base.decode_jpeg
+    calls = []
+
+    def picky(data, **kwargs):
+        calls.append("batch" if isinstance(data, list) else "one")
+        if isinstance(data, list) or torch.equal(data, refused):
+            raise RuntimeError("nvjpeg: unsupported chroma subsampling")
+        return real(data, **kwargs)
+
+    monkeypatch.setattr(base, "decode_jpeg", picky)
+    with caplog.at_level(logging.WARNING, logger="core.data"):
+        out = decode_on(torch.device("cpu"), [refused, grey])
+    assert calls == ["batch", "one", "one"]
+    assert torch.equal(out[0], dataset[index["rgb.jpg"]][0])
+    assert torch.equal(out[1], dataset[index["grey.jpg"]][0]) and out[1].shape[0] == 3
+    assert "unsupported chroma subsampling" in caplog.text and "PIL decoded it" in caplog.text
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

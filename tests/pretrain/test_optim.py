@@ -68,12 +68,16 @@ def reference_lars_step(model, state, lr, mask_lr, weight_decay, momentum=0.9, e
             w.sub_((mask_lr if special else lr) * mu)
 
 
-def test_lars_matches_official_update_over_three_steps():
+@pytest.mark.parametrize("foreach", [False, True])
+def test_lars_matches_official_update_over_three_steps(foreach):
+    """Both ways of updating: tensor by tensor (the CPU's) and a group at once (fused kernels, an
+    accelerator's default), a zero weight and an unused tensor among them."""
     model = tiny()
     ref = copy.deepcopy(model)
     lr, mask_lr, wd = 0.8, 0.05, 0.1  # large weight decay so that its term matters
     opt = build_optimizer(model, "lars", lr=lr, weight_decay=wd, mask_lr=mask_lr)
-    assert isinstance(opt, LARS)
+    assert isinstance(opt, LARS) and opt.foreach is None
+    opt.foreach = foreach
     ref_state = {}
     gen = torch.Generator().manual_seed(3)
     for step, factor in enumerate([1.0, 0.5, 0.25]):
@@ -101,7 +105,8 @@ def test_lars_matches_official_update_over_three_steps():
     assert model.zero.weight.abs().sum() > 0
 
 
-def test_lars_trust_ratio_scales_weight_update():
+@pytest.mark.parametrize("foreach", [False, True])
+def test_lars_trust_ratio_scales_weight_update(foreach):
     """One step from zero momentum: a weight moves by lr * eta * ||w|| / ||g + wd w|| * (g + wd
     w)."""
     w = nn.Parameter(torch.tensor([[3.0, 4.0]], dtype=torch.float64))  # ||w|| = 5
@@ -113,6 +118,7 @@ def test_lars_trust_ratio_scales_weight_update():
         ],
         lr=2.0,
         eta=0.01,
+        foreach=foreach,
     )
     w.grad = torch.tensor([[1.0, -2.0]], dtype=torch.float64)
     b.grad = torch.tensor([0.5, -0.5], dtype=torch.float64)
@@ -131,6 +137,32 @@ def test_lars_trust_ratio_scales_weight_update():
     g2 = 0.5 * w_before
     q2 = 0.01 * w_before.norm() / g2.norm()
     torch.testing.assert_close(w.detach(), w_before - 2.0 * (0.9 * q * g + q2 * g2))
+
+
+def test_lars_updates_a_group_at_once_as_it_updates_each_tensor():
+    """float32, as training runs it: the fused update gives the per-tensor one's weights and
+    momentum to float rounding, and their states load into each other."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    twin = copy.deepcopy(model)
+    opts = [
+        build_optimizer(m, "lars", lr=0.5, weight_decay=1e-2, mask_lr=0.1) for m in (model, twin)
+    ]
+    opts[1].foreach = True
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        x = torch.randn(32, 6, generator=gen)
+        for m, opt in zip((model, twin), opts):
+            opt.zero_grad(set_to_none=True)
+            m(x).pow(2).mean().backward()
+            opt.step()
+    for (name, p), q in zip(model.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-7, msg=name)
+        torch.testing.assert_close(
+            opts[1].state[q]["momentum_buffer"], opts[0].state[p]["momentum_buffer"]
+        )
+    opts[0].load_state_dict(opts[1].state_dict())  # one format: no flag in the saved groups
+    assert "foreach" not in opts[1].state_dict()["param_groups"][0]
 
 
 # -------------------------------------------------------------------------------------------------

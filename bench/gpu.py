@@ -17,7 +17,8 @@
 - End to end: real pretraining runs (``Trainer.fit``: loader, views rendered on the device, step,
   logs) in bf16 + channels_last with the fewest workers that keep up, VICReg eager and compiled
   (``train.compile``) and MAST eager: img/s over the steps after a warm-up (which holds the
-  compile), and MFU from the step's FLOPs. Targets: ResNet-50 at batch 256 MFU >= 35%, the embedded
+  compile), the share of that time spent waiting for the next batch, and MFU from the step's
+  FLOPs. Targets: ResNet-50 at batch 256 MFU >= 35%, the embedded
   config >= 20,000 img/s.
 """
 
@@ -354,11 +355,13 @@ def end_to_end(
         cfg, data=dataclasses.replace(cfg.data, n=cfg.train.batch_size * total)
     )
     stamps: list[float] = []
+    starts: list[float] = []  # when each step was handed its batch: the time before is the loader's
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, Path(tmp))
         step = trainer.train_step
 
         def timed(views, params):
+            starts.append(time.perf_counter())
             stats = step(views, params)
             sync(device)
             stamps.append(time.perf_counter())
@@ -373,6 +376,8 @@ def end_to_end(
             # state and the loader's workers alive into the next run (end_to_end_runs collects)
             del trainer.train_step
     step_s = (stamps[-1] - stamps[WARMUP_STEPS - 1]) / (len(stamps) - WARMUP_STEPS)
+    # between a step's end and the next one's batch: the loader (and the trainer's logging)
+    waited = sum(starts[i] - stamps[i - 1] for i in range(WARMUP_STEPS, len(stamps)))
     achieved = step_gflop * 1e9 / step_s
     return {
         "compile": cfg.train.compile,
@@ -382,6 +387,7 @@ def end_to_end(
         "warmup_s": stamps[WARMUP_STEPS - 1] - start,
         "step_s": step_s,
         "img_per_s": cfg.train.batch_size / step_s,
+        "waiting_share": waited / (stamps[-1] - stamps[WARMUP_STEPS - 1]),
         "achieved_tflops": achieved / 1e12,
         "mfu": achieved / (peak * 1e12) if peak else None,
     }
@@ -577,7 +583,9 @@ def _end_to_end_table(e2e: dict[str, object]) -> list[str]:
     target = f"MFU >= {bar:.0%}" if metric == "mfu" else f"at least {bar:,} img/s"
     lines = [
         "End to end: pretraining runs, views rendered on the device, bf16 + channels_last, after "
-        f"{WARMUP_STEPS} warm-up steps (they hold the compile); target {target}:",
+        f"{WARMUP_STEPS} warm-up steps (they hold the compile); target {target}. Waiting for "
+        "data: the share of the timed steps' wall time between a step's end and the next batch "
+        "(the loader, and the trainer's logging); near 0 when the loader keeps up:",
         "",
     ]
     header = [
@@ -587,13 +595,14 @@ def _end_to_end_table(e2e: dict[str, object]) -> list[str]:
         "timed steps",
         "step (s)",
         "img/s",
+        "waiting for data",
         "MFU",
         "target",
     ]
     rows = []
     for name, row in e2e["runs"].items():
         if "error" in row:
-            rows.append([name, "", "", "", "", row["error"], "", ""])
+            rows.append([name, "", "", "", "", row["error"], "", "", ""])
             continue
         met = row["meets_target"]
         rows.append(
@@ -604,6 +613,7 @@ def _end_to_end_table(e2e: dict[str, object]) -> list[str]:
                 str(row["steps"]),
                 f"{row['step_s']:.4f}",
                 f"{row['img_per_s']:.0f}",
+                _opt(row.get("waiting_share"), ".0%"),
                 _opt(row["mfu"], ".1%"),
                 "n/a" if met is None else ("met" if met else "not met"),
             ]

@@ -249,6 +249,7 @@ def test_gpu_figures_run_on_the_cpu(data_root):
             assert run["steps"] == 2 and not run["compile"]
             assert positive(run["img_per_s"]) and run["mfu"] is None  # no peak on a CPU
             assert run["img_per_s"] == pytest.approx(run["batch_size"] / run["step_s"])
+            assert 0 <= run["waiting_share"] < 1
             metric, bar = e2e["target"]["metric"], e2e["target"]["value"]
             expected = None if metric == "mfu" else run["img_per_s"] >= bar
             assert run["meets_target"] is expected

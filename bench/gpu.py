@@ -18,8 +18,7 @@
   logs) in bf16 + channels_last with the fewest workers that keep up, VICReg eager and compiled
   (``train.compile``) and MAST eager: img/s over the steps after a warm-up (which holds the
   compile), the share of that time spent waiting for the next batch, and MFU from the step's
-  FLOPs. Targets: ResNet-50 at batch 256 MFU >= 35%, the embedded
-  config >= 20,000 img/s.
+  FLOPs. Targets: ResNet-50 at batch 256 MFU >= 35%, the embedded config >= 20,000 img/s.
 """
 
 from __future__ import annotations

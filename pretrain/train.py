@@ -386,7 +386,11 @@ class Trainer:
             enabled=self.amp_dtype is not None,
         ):
             # a list of V tensors [B, 3, S, S]; the parameters reach a method's prediction heads
-            recorded = params.to(self.device).float() if self.model.heads is not None else None
+            recorded = (
+                params.to(self.device, non_blocking=True).float()
+                if self.model.heads is not None
+                else None
+            )
             out = self.net(images, recorded)
         z = out["z"].float()
         strengths = None
@@ -397,19 +401,16 @@ class Trainer:
         if not self.cfg.uses_masks:  # one embedding: the loss compares the two views
             total, terms = self.loss(z[0], z[1], **extra)
         else:
-            strengths = pair_strengths(params.float(), self.pairs, self.cfg.augment, self.ops).to(
-                self.device
-            )
+            strengths = pair_strengths(params.float(), self.pairs, self.cfg.augment, self.ops)
+            # copies to the device never wait for it (a blocking one would sync the stream)
+            strengths = strengths.to(self.device, non_blocking=True)
+            pairs = self.pairs.to(self.device, non_blocking=True)
             gates = gates_from(strengths, self.cfg.loss.gate)
             if self.cfg.loss.combine == "and":
-                total, terms = self.loss(
-                    z, self.pairs.to(self.device), gates, out["masks"].float(), strengths, **extra
-                )
+                total, terms = self.loss(z, pairs, gates, out["masks"].float(), strengths, **extra)
             else:
                 log_var = out["log_var"].float() if "log_var" in out else None
-                total, terms = self.loss(
-                    z, self.pairs.to(self.device), gates, out["masks"].float(), log_var
-                )
+                total, terms = self.loss(z, pairs, gates, out["masks"].float(), log_var)
         _check_finite(total, terms, self.step + 1)  # 1-based, as in the log
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()

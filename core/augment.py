@@ -407,8 +407,9 @@ def _crops(
 
 #: Half the support, at scale 1, of the filters torch's antialiased interpolate resamples with.
 _AA_HALF_SUPPORT = {"bilinear": 1.0, "bicubic": 2.0}
-#: Source pixels (per channel) converted to float at once by ``_crops_batched``: about 0.8 GB.
-BATCHED_CROP_PIXELS = 2**26
+#: Source pixels (per channel) converted to float at once by ``_crops_batched``: 0.4 GB, and about
+#: as much again for the products' operands and results.
+BATCHED_CROP_PIXELS = 2**25
 
 
 def _aa_filter(x: torch.Tensor, interpolation: str) -> torch.Tensor:

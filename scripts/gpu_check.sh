@@ -58,6 +58,8 @@ for method in vicreg mast; do
 done
 # views rendered on the GPU (issue 23): parity with the CPU's views, then a run that trains on them
 step render_parity 120 "$py" -m pytest -q -p no:cacheprovider tests/pretrain/test_views.py -k cuda
+# LARS's fused update (an accelerator's default) against its per-tensor one
+step lars_foreach 60 "$py" -m pytest -q -p no:cacheprovider tests/pretrain/test_optim.py -k cuda
 # train.compile on CUDA: trains like eager, saves plain keys
 step compile_parity 240 "$py" -m pytest -q -p no:cacheprovider tests/pretrain/test_train.py -k compiled
 # JPEGs decoded by nvJPEG (data.decode: device) against PIL's pixels

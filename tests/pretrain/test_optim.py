@@ -139,19 +139,31 @@ def test_lars_trust_ratio_scales_weight_update(foreach):
     torch.testing.assert_close(w.detach(), w_before - 2.0 * (0.9 * q * g + q2 * g2))
 
 
-def test_lars_updates_a_group_at_once_as_it_updates_each_tensor():
-    """float32, as training runs it: the fused update gives the per-tensor one's weights and
-    momentum to float rounding, and their states load into each other."""
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+        ),
+    ],
+)
+def test_lars_updates_a_group_at_once_as_it_updates_each_tensor(device):
+    """float32, as training runs it: the fused update (an accelerator's default) gives the
+    per-tensor one's weights and momentum to float rounding, and their states load into each
+    other."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    model = model.to(device)
     twin = copy.deepcopy(model)
     opts = [
         build_optimizer(m, "lars", lr=0.5, weight_decay=1e-2, mask_lr=0.1) for m in (model, twin)
     ]
-    opts[1].foreach = True
+    opts[0].foreach, opts[1].foreach = False, True
     gen = torch.Generator().manual_seed(1)
     for _ in range(4):
-        x = torch.randn(32, 6, generator=gen)
+        x = torch.randn(32, 6, generator=gen).to(device)
         for m, opt in zip((model, twin), opts):
             opt.zero_grad(set_to_none=True)
             m(x).pow(2).mean().backward()

@@ -12,6 +12,9 @@ History:
   3  pretraining: the uncertainty head reads detached backbone features (its fit trained the
      backbone before). Changes only runs with the head (``uses_head``); others keep version 2's
      numbers.
+  (no new version) 2026-12-07: factorized MAST sums the anchor view's gradient in a fixed order
+     (before, atomic adds in no fixed order at 2+ threads): its runs had no fixed numbers, so none
+     is stale (docs/reliability.md).
 """
 
 from __future__ import annotations

@@ -402,15 +402,16 @@ class Trainer:
             total, terms = self.loss(z[0], z[1], **extra)
         else:
             strengths = pair_strengths(params.float(), self.pairs, self.cfg.augment, self.ops)
-            # copies to the device never wait for it (a blocking one would sync the stream)
+            # copies to the device never wait for it (a blocking one would sync the stream); the
+            # pairs stay on the CPU, where the losses read them without waiting on the device
             strengths = strengths.to(self.device, non_blocking=True)
-            pairs = self.pairs.to(self.device, non_blocking=True)
             gates = gates_from(strengths, self.cfg.loss.gate)
+            masks = out["masks"].float()
             if self.cfg.loss.combine == "and":
-                total, terms = self.loss(z, pairs, gates, out["masks"].float(), strengths, **extra)
+                total, terms = self.loss(z, self.pairs, gates, masks, strengths, **extra)
             else:
                 log_var = out["log_var"].float() if "log_var" in out else None
-                total, terms = self.loss(z, pairs, gates, out["masks"].float(), log_var)
+                total, terms = self.loss(z, self.pairs, gates, masks, log_var)
         _check_finite(total, terms, self.step + 1)  # 1-based, as in the log
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()

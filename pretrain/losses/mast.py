@@ -135,10 +135,16 @@ class MASTLoss(nn.Module):
     def pair_errors(z: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
         """e_ij of the compared views: [B, d] in pair mode (one matrix for every op), else [K, B,
         d]."""
+        # read where the pairs are: the trainer keeps them on the CPU, so no wait on the device
         if bool((pairs == pairs[0]).all()):
             a, b = pairs[0].tolist()
             return (z[a] - z[b]).pow(2)
-        return (z[pairs[:, 0]] - z[pairs[:, 1]]).pow(2)
+        # view by view, not z[index]: a view compared K times (the anchor) would get its gradient
+        # summed by atomic adds on the CPU, in no fixed order, and a seed would not give one run
+        views, compared = z.unbind(0), pairs.tolist()
+        first = torch.stack([views[a] for a, _ in compared])
+        second = torch.stack([views[b] for _, b in compared])
+        return (first - second).pow(2)
 
     @staticmethod
     def masked_mean(errors: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -196,7 +202,8 @@ class MASTLoss(nn.Module):
             log_var = log_var.clamp(*LOG_VAR_RANGE)
             ops = torch.arange(num_ops, device=z.device)
             # [B, K]
-            s = (log_var[pairs[:, 0], :, ops].exp() + log_var[pairs[:, 1], :, ops].exp()).T / 2
+            at = pairs.to(log_var.device, non_blocking=True)
+            s = (log_var[at[:, 0], :, ops].exp() + log_var[at[:, 1], :, ops].exp()).T / 2
             log_s = s.log()
             stats["s_mean"] = s.detach().mean(0)  # the head's raw scale, logged before any centring
             if self.uncertainty_norm == "detach":

@@ -188,6 +188,29 @@ def test_mast_matches_loops(mode, uncertainty, norm):
     assert terms["mask_density"].shape == (k_ops,) and terms["gate_rate"][0] <= 1
 
 
+def test_factorized_gradients_are_the_same_every_time():
+    """The anchor view is compared K times: its gradient must be summed in a fixed order (indexing
+    z with a repeated view sums it by atomic adds on the CPU, which varied from call to call at
+    this size), so that a seed gives one run."""
+    torch.manual_seed(3)
+    k_ops, batch, d = 6, 128, 512
+    z, pairs = views_and_pairs("factorized", k_ops, batch, d)
+    z = z.detach().float().requires_grad_(True)
+    gates = (torch.rand(batch, k_ops) > 0.3).float()
+    masks = torch.sigmoid(torch.randn(k_ops, d))
+    log_var = torch.randn(k_ops + 1, batch, k_ops)
+    grads = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the suite runs on one thread, where the adds happen in order
+    try:
+        for _ in range(5):
+            total, _ = MASTLoss()(z, pairs, gates, masks, log_var)
+            grads.append(torch.autograd.grad(total, z)[0])
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(grads[0], g) for g in grads[1:])
+
+
 def test_fixed_partition_masks():
     masks = random_partition(6, 64, torch.Generator().manual_seed(0))
     assert masks.shape == (6, 64) and torch.equal(masks.sum(0), torch.ones(64))

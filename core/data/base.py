@@ -12,6 +12,7 @@ import io
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -110,9 +111,7 @@ def _decode_one(data: torch.Tensor, device: torch.device) -> torch.Tensor:
     except RuntimeError as exc:
         reason = str(exc).splitlines()[0].rsplit(", ", 1)[-1]  # past torchvision's source line
     try:
-        with Image.open(io.BytesIO(data.numpy().tobytes())) as image:
-            image.load()
-            decoded = pil_to_tensor(image)
+        decoded = read_image(io.BytesIO(data.numpy().tobytes()))
     except DECODE_ERRORS:
         raise DataError(
             f"a JPEG of this batch does not decode on {device} ({reason}), nor with PIL: find it "
@@ -134,6 +133,14 @@ def require_path(
     if not path.exists():
         raise MissingPathError(f"{what} not found: {path} ({hint})")
     return path
+
+
+def read_image(source: Path | BinaryIO) -> torch.Tensor:
+    """Decode one file (a path, or its bytes in a file object) with PIL to a ``[3, H, W]`` uint8 RGB
+    tensor; raises one of ``DECODE_ERRORS`` on an unreadable one."""
+    with Image.open(source) as image:
+        image.load()
+        return pil_to_tensor(image)
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:

@@ -22,7 +22,7 @@ from core.data.base import (
     DataError,
     ImageDataset,
     Transform,
-    pil_to_tensor,
+    read_image,
     require_path,
 )
 from core.logs import progress
@@ -39,13 +39,6 @@ def _images_under(folder: Path) -> list[Path]:
     return sorted(
         p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
     )
-
-
-def read_image(path: Path) -> torch.Tensor:
-    """Decode one file to a ``[3, H, W]`` uint8 RGB tensor (raises on unreadable files)."""
-    with Image.open(path) as image:
-        image.load()
-        return pil_to_tensor(image)
 
 
 def jpeg_header(path: Path) -> tuple[int, int] | None:

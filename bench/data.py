@@ -37,12 +37,7 @@ from torchvision.transforms import v2
 
 from bench.timing import ROOT, Options, interleaved, paired_ratio, summary
 from core import markdown as md
-from core.augment import (
-    DEVICE_RENDER_TOLERANCE,
-    AugmentConfig,
-    blur_kernel_size,
-    render_views,
-)
+from core.augment import DEVICE_RENDER_TOLERANCE, AugmentConfig, blur_kernel_size
 from core.config import DataConfig, load_config
 from core.data import build_dataset
 from core.seeding import sample_generator
@@ -222,17 +217,9 @@ def render_parity(
         raise RuntimeError("the two loader paths drew different view parameters")
     # (device, crops batched as an accelerator batches them: None picks by device)
     paths = [("cpu", None), ("cpu", True)] + ([("cuda", None)] if torch.cuda.is_available() else [])
-    views = params.shape[1]
     rows = []
     for device, batched in paths:
-        if batched:
-            sources = [image for image in raw for _ in range(views)]
-            augment = maker.augment
-            rendered = render_views(
-                sources, params.flatten(0, 1), augment.out_size, augment.interpolation, True
-            ).unflatten(0, params.shape[:2])
-        else:
-            rendered = maker.render(raw.to(device), params).cpu()
+        rendered = maker.render(raw.to(device), params, batched_crops=batched).cpu()
         diff = (loader.int() - rendered.int()).abs().float().flatten()
         mean = float(diff.mean())
         q999 = float(torch.quantile(diff[:: max(1, diff.numel() // 2_000_000)], 0.999))

@@ -737,10 +737,15 @@ class Augment:
     def __call__(self, image: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         return apply_params(image, params, self.out_size, self.interpolation)
 
-    def render(self, images: Sequence[torch.Tensor], params: torch.Tensor) -> torch.Tensor:
+    def render(
+        self,
+        images: Sequence[torch.Tensor],
+        params: torch.Tensor,
+        batched_crops: bool | None = None,
+    ) -> torch.Tensor:
         """Many views at once: ``images[i]`` with ``params[i]`` -> uint8 [N, 3, S, S] (same pixels
-        as ``__call__``)."""
-        return render_views(images, params, self.out_size, self.interpolation)
+        as ``__call__``; ``batched_crops`` as in ``render_views``)."""
+        return render_views(images, params, self.out_size, self.interpolation, batched_crops)
 
     def __repr__(self) -> str:
         return (

@@ -131,15 +131,19 @@ class ViewMaker:
         return torch.stack([self.sample(g, h, w) for (h, w), g in zip(sizes, generators)])
 
     def render(
-        self, images: list[torch.Tensor] | torch.Tensor, params: torch.Tensor
+        self,
+        images: list[torch.Tensor] | torch.Tensor,
+        params: torch.Tensor,
+        batched_crops: bool | None = None,
     ) -> torch.Tensor:
         """The views [B, V, 3, S, S] uint8 of ``images`` (uint8 [3, H, W] each, on any device) under
-        ``params`` [B, V, P], rendered where the images are."""
+        ``params`` [B, V, P], rendered where the images are (``batched_crops``: as in
+        ``core.augment.render_views``)."""
         count, views = params.shape[:2]
         if len(images) != count:
             raise ValueError(f"{len(images)} images but parameters for {count}")
         sources = [image for image in images for _ in range(views)]
-        rendered = self.augment.render(sources, params.flatten(0, 1))
+        rendered = self.augment.render(sources, params.flatten(0, 1), batched_crops)
         return rendered.unflatten(0, (count, views))
 
 

@@ -66,9 +66,11 @@ def _trust_ratio(p_norm: torch.Tensor, u_norm: torch.Tensor, eta: float) -> torc
     return torch.where((p_norm > 0) & (u_norm > 0), eta * p_norm / u_norm, torch.ones_like(p_norm))
 
 
-def _update_each(group: dict[str, Any], params: list[torch.Tensor], buffers: list[torch.Tensor]):
+def _update_each(
+    group: dict[str, Any], params: list[torch.Tensor], buffers: list[torch.Tensor]
+) -> None:
+    wd = group["weight_decay"]
     for p, buf in zip(params, buffers):
-        wd = group["weight_decay"]
         grad = cast(torch.Tensor, p.grad)
         update = grad.add(p, alpha=wd) if wd else grad.clone()
         if group["lars"]:
@@ -80,7 +82,7 @@ def _update_each(group: dict[str, Any], params: list[torch.Tensor], buffers: lis
 
 def _update_together(
     group: dict[str, Any], params: list[torch.Tensor], buffers: list[torch.Tensor]
-):
+) -> None:
     grads = [cast(torch.Tensor, p.grad) for p in params]
     wd = group["weight_decay"]
     updates = torch._foreach_add(grads, params, alpha=wd) if wd else torch._foreach_mul(grads, 1.0)

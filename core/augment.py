@@ -455,7 +455,7 @@ def _crops_batched(
     groups: dict[tuple[int, int], list[int]] = {}
     for i, image in enumerate(images):
         groups.setdefault(tuple(image.shape[-2:]), []).append(i)
-    parts, order = [], []
+    views = torch.empty((len(boxes), 3, out_size, out_size), dtype=torch.uint8, device=device)
     # float32 products whatever autocast the caller runs in: bf16 would move pixels by a level
     with torch.autocast(device.type, enabled=False):
         for (height, width), members in groups.items():
@@ -468,14 +468,9 @@ def _crops_batched(
                 rows = _resize_weights(box[:, 0], box[:, 2], height, out_size, interpolation)
                 cols = _resize_weights(box[:, 1], box[:, 3], width, out_size, interpolation)
                 y = rows[:, None] @ x @ cols[:, None].transpose(-1, -2)
-                parts.append(y.clamp_(0.0, 255.0).round_().to(torch.uint8))
-                order.extend(chunk)
-    views = torch.cat(parts)
-    if order == sorted(order):
-        return views
-    inverse = torch.empty(len(order), dtype=torch.long)
-    inverse[torch.tensor(order)] = torch.arange(len(order))
-    return views[inverse.to(device, non_blocking=True)]
+                at = torch.tensor(chunk).to(device, non_blocking=True)
+                views[at] = y.clamp_(0.0, 255.0).round_().to(torch.uint8)
+    return views
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:

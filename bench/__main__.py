@@ -10,12 +10,15 @@ loader settings; skipped without CUDA), stages (`make all`'s time per stage, fro
 memory_format (the embedded step in channels_last vs contiguous, on this CPU's oneDNN kernels and on
 its AVX2 ones). Figures are medians over repeats after warm-up, with the machine described.
 README.md is rebuilt from every section file in the folder, so `--only` refreshes some sections and
-keeps the others. Benchmarks are not tests: they assert nothing.
+keeps the others. A long section (gpu) writes its figures so far to <section>.json.partial as it
+goes, so a run that is cut off keeps them; README.md shows them (`--readme-only` rebuilds it
+without measuring). Benchmarks are not tests: they assert nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -34,6 +37,8 @@ SECTIONS = {
     for module in (pretrain, loss_scaling, data, downstream, gpu, stages, memory_format)
 }
 log = logging.getLogger("bench")
+#: Suffix of the file a section's figures so far go to while it runs (``Options.checkpoint``).
+PARTIAL = ".json.partial"
 
 
 def run_section(name: str, opts: Options, out: Path) -> dict[str, object]:
@@ -48,19 +53,28 @@ def run_section(name: str, opts: Options, out: Path) -> dict[str, object]:
             machine["cores"],
         )
     start = time.perf_counter()
+    partial = out / f"{name}{PARTIAL}"
+
+    def record_of(result: dict[str, object]) -> dict[str, object]:
+        return {
+            "benchmark": name,
+            "time": timestamp(),
+            "machine": machine,
+            "quick": opts.quick,
+            "section_s": time.perf_counter() - start,
+            **result,
+        }
+
+    def checkpoint(result: dict[str, object]) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(partial, json.dumps(record_of(result) | {"partial": True}, indent=2))
+
     try:
-        result = SECTIONS[name].run(opts)
+        result = SECTIONS[name].run(dataclasses.replace(opts, checkpoint=checkpoint))
     except Exception as exc:  # noqa: BLE001 - one failing section must not cost the others' figures
         log.exception("%s failed", name)
         result = {"error": f"{type(exc).__name__}: {exc}"}
-    record = {
-        "benchmark": name,
-        "time": timestamp(),
-        "machine": machine,
-        "quick": opts.quick,
-        "section_s": time.perf_counter() - start,
-        **result,
-    }
+    record = record_of(result)
     kept = _measured_record(out / f"{name}.json")
     # e.g. the GPU section on a CPU machine: keep the GPU's figures
     if "skipped" in result and kept is not None:
@@ -72,6 +86,8 @@ def run_section(name: str, opts: Options, out: Path) -> dict[str, object]:
         )
         return kept
     atomic_write_text(out / f"{name}.json", json.dumps(record, indent=2) + "\n")
+    if "error" not in record:  # after an error the partial figures are what it measured
+        partial.unlink(missing_ok=True)
     log.info("%s done in %.0f s", name, record["section_s"])
     return record
 
@@ -106,20 +122,43 @@ def section_block(name: str, record: dict[str, object]) -> str:
     except (KeyError, TypeError, IndexError):  # a file from an older version of the benchmark
         body = f"(`{name}.json` has an older layout: rerun `python -m bench --only {name}`)"
     quick = " **Quick mode: tiny sizes, not a measurement.**" if record.get("quick") else ""
+    title = module.TITLE
+    if record.get("partial"):
+        title += " (cut off)"
+        quick += (
+            f" **Cut off or failed after this time: the figures measured before it, from "
+            f"`{name}{PARTIAL}`.**"
+        )
     took = f" in {record['section_s']:.0f} s" if "section_s" in record else ""
     return (
-        f"## {module.TITLE}\n\n_Measured {record.get('time', '?')}{took} on "
+        f"## {title}\n\n_Measured {record.get('time', '?')}{took} on "
         f"{machine_line(record['machine'])}._{quick}\n\n{body}"
     )
 
 
+def _partial_is_news(partial: Path, full: Path) -> bool:
+    """Whether the figures a cut-off run left in ``partial`` belong in the README: no section
+    file, one that holds an error, or one older than them (a run killed after an earlier one had
+    finished)."""
+    if not partial.is_file():
+        return False
+    if not full.is_file():
+        return True
+    record = json.loads(full.read_text())
+    return "error" in record or partial.stat().st_mtime > full.stat().st_mtime
+
+
 def write_readme(out: Path) -> str:
-    """README.md from every section file present in ``out``, in section order."""
+    """README.md from every section file present in ``out``, in section order, with the figures of
+    a run that was cut off after the section's last whole figures."""
     blocks = []
     for name in SECTIONS:
         path = out / f"{name}.json"
         if path.is_file():
             blocks.append(section_block(name, json.loads(path.read_text())))
+        partial = out / f"{name}{PARTIAL}"
+        if _partial_is_news(partial, path):
+            blocks.append(section_block(name, json.loads(partial.read_text())))
     text = (
         "# Benchmarks\n\nGenerated by `make bench` (`python -m bench`); each section's numbers are "
         "in `<section>.json` beside this file. Figures are medians over repeated runs after "
@@ -166,7 +205,16 @@ def main(argv: list[str] | None = None) -> int:
         help="make all's stage log (default: %(default)s)",
     )
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    parser.add_argument(
+        "--readme-only",
+        action="store_true",
+        help="measure nothing: rebuild README.md from the section files in --out (e.g. after a "
+        "run was cut off: its figures so far are in <section>.json.partial)",
+    )
     args = parser.parse_args(argv)
+    if args.readme_only:
+        print(write_readme(args.out))
+        return 0
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be at least 1")
     opts = Options(

@@ -28,6 +28,7 @@ import gc
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -399,11 +400,15 @@ def end_to_end_runs(
     workers: int,
     device: torch.device,
     peak: float | None,
+    report: Callable[[dict[str, object]], None] = lambda e2e: None,
 ) -> dict[str, object]:
-    """``END_TO_END`` in bf16 + channels_last, each against the setting's target."""
+    """``END_TO_END`` in bf16 + channels_last, each against the setting's target; ``report`` gets
+    the runs so far after each one."""
     bf16, metric, bar = modes["bf16_channels_last"], *setting["target"]
     runs: dict[str, dict[str, object]] = {}
+    e2e = {"target": {"metric": metric, "value": bar}, "runs": runs}
     for name, (key, compiled) in END_TO_END.items():
+        report(e2e)
         if compiled and device.type != "cuda":
             continue
         if "error" in bf16[key]:
@@ -433,7 +438,7 @@ def end_to_end_runs(
                 torch.cuda.empty_cache()
         value = runs[name][metric]
         runs[name]["meets_target"] = None if value is None else value >= bar
-    return {"target": {"metric": metric, "value": bar}, "runs": runs}
+    return e2e
 
 
 def measure_setting(
@@ -442,15 +447,21 @@ def measure_setting(
     device: torch.device,
     repeats: int,
     peak: float | None,
+    entry: dict[str, object] | None = None,
+    report: Callable[[], None] = lambda: None,
 ) -> dict[str, object]:
+    """One setting's figures, filled into ``entry`` (a new dict by default); ``report`` is called
+    after every part, so that a run cut off keeps the parts before."""
     specs = {
         mode: variants({**setting, "overrides": [*setting["overrides"], *extra]}, opts, str(device))
         for mode, extra in MODES.items()
     }
-    modes = {
-        mode: measure_mode(specs[mode], setting["steps"], repeats, peak, device) for mode in MODES
-    }
-    entry = {"steps_per_repeat": setting["steps"], "modes": modes}
+    entry = {} if entry is None else entry
+    modes: dict[str, dict[str, dict[str, object]]] = {}
+    entry.update(steps_per_repeat=setting["steps"], modes=modes)
+    for mode in MODES:
+        modes[mode] = measure_mode(specs[mode], setting["steps"], repeats, peak, device)
+        report()
     vicreg = modes["bf16_channels_last"]["vicreg"]
     if "error" in vicreg:  # the loader is measured against this step's rate
         entry["error"] = (
@@ -460,6 +471,7 @@ def measure_setting(
     entry["loader"] = sweep = loader_sweep(
         *specs["bf16_channels_last"]["vicreg"], device, opts.quick, vicreg["img_per_s"]
     )
+    report()
     # Workers for the end-to-end runs: the fewest (at least one, so that loading overlaps the
     # step, which waits on the device every step) that kept up with views rendered on the device,
     # else the most tried.
@@ -470,30 +482,48 @@ def measure_setting(
         if row["render"] == "device" and row["keeps_up"] and row["num_workers"] > 0
     ]
     workers = min(fed) if fed else tried[-1]
-    entry["end_to_end"] = end_to_end_runs(setting, specs, modes, workers, device, peak)
+
+    def runs_so_far(e2e: dict[str, object]) -> None:
+        entry["end_to_end"] = e2e
+        report()
+
+    entry["end_to_end"] = end_to_end_runs(setting, specs, modes, workers, device, peak, runs_so_far)
+    report()
     return entry
 
 
 def measure(opts: Options, device: str = "cuda") -> dict[str, object]:
-    """The section's figures on ``device`` (the tests run it on the CPU to check that it works)."""
+    """The section's figures on ``device`` (the tests run it on the CPU to check that it works),
+    handed to ``opts.save`` after every part."""
     device = torch.device(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     peak = peak_tflops(name)
     repeats = opts.reps(5)
-    results = {}
-    for setting_name, setting in settings(opts).items():
-        try:
-            results[setting_name] = measure_setting(setting, opts, device, repeats, peak)
-        # a smaller GPU: keep the other setting's figures
-        except torch.cuda.OutOfMemoryError as exc:
-            results[setting_name] = _out_of_memory(exc)
-            torch.cuda.empty_cache()
-    return {
+    results: dict[str, dict[str, object]] = {}
+    record = {
         "device": name or device.type,
         "peak_bf16_tflops": peak,
         "repeats": repeats,
         "settings": results,
     }
+    for setting_name, setting in settings(opts).items():
+        results[setting_name] = {}
+        try:
+            measure_setting(
+                setting,
+                opts,
+                device,
+                repeats,
+                peak,
+                results[setting_name],
+                lambda: opts.save(record),
+            )
+        # a smaller GPU: keep the other setting's figures
+        except torch.cuda.OutOfMemoryError as exc:
+            results[setting_name] = _out_of_memory(exc)
+            torch.cuda.empty_cache()
+        opts.save(record)
+    return record
 
 
 def run(opts: Options) -> dict[str, object]:
@@ -636,8 +666,8 @@ def markdown(result: dict[str, object]) -> str:
         f"TFLOP/s); medians of {result['repeats']} repeats; MFU against that peak in both modes."
     ]
     for name, entry in result["settings"].items():
-        if "modes" not in entry:  # the setting failed as a whole
-            lines += ["", f"**{name}**: {entry['error']}"]
+        if "modes" not in entry:  # the setting failed as a whole, or was not reached
+            lines += ["", f"**{name}**: {entry.get('error', 'not measured (cut off before it)')}"]
             continue
         batches = [
             row["batch_size"]
@@ -650,5 +680,9 @@ def markdown(result: dict[str, object]) -> str:
         if "error" in entry:
             lines += ["", entry["error"]]
             continue
-        lines += ["", *_loader_table(entry["loader"]), "", *_end_to_end_table(entry["end_to_end"])]
+        # a run cut off (``Options.checkpoint``) has the parts before the cut alone
+        if "loader" in entry:
+            lines += ["", *_loader_table(entry["loader"])]
+        if "end_to_end" in entry:
+            lines += ["", *_end_to_end_table(entry["end_to_end"])]
     return "\n".join(lines)

@@ -30,9 +30,18 @@ class Options:
     data_root: str | None = None
     #: ``make all``'s stage log.
     make_log: Path = Path("results/runs/make_all.jsonl")
+    #: Called by a long section with what it has measured so far, so that a run cut off (a
+    #: device call's time limit) keeps those figures; ``python -m bench`` writes them to
+    #: ``<section>.json.partial``.
+    checkpoint: Callable[[dict[str, object]], None] | None = None
 
     def reps(self, default: int) -> int:
         return self.repeats or (2 if self.quick else default)
+
+    def save(self, partial: dict[str, object]) -> None:
+        """Hand ``partial`` (the section's result so far) to ``checkpoint``, if there is one."""
+        if self.checkpoint is not None:
+            self.checkpoint(partial)
 
 
 def sync(device: torch.device | str | None) -> None:

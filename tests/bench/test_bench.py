@@ -3,6 +3,9 @@ tests: nothing here asserts a time, only that every figure is there, positive an
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -165,6 +168,74 @@ def test_readme_marks_failed_and_outdated_section_files(tmp_path):
     assert "older layout" in readme and "--only data" in readme
 
 
+class _CutOffSection:
+    """A section that reports its first figure, then stops as ``how`` says."""
+
+    TITLE = "Cut"
+
+    def __init__(self, how):
+        self.how = how
+
+    def run(self, opts):
+        opts.save({"rows": [1.5]})
+        if self.how == "killed":  # what a time limit's SIGTERM looks like to Python
+            raise KeyboardInterrupt
+        if self.how == "failed":
+            raise RuntimeError("boom")
+        return {"rows": [1.5, 2.5]}
+
+    @staticmethod
+    def markdown(record):
+        return "rows: " + ", ".join(map(str, record["rows"]))
+
+
+@pytest.mark.parametrize("how", ["killed", "failed", "finished"])
+def test_a_section_cut_off_keeps_the_figures_it_reported(tmp_path, monkeypatch, how):
+    """The GPU section runs under a device call's time limit: what it measured before a kill or an
+    error stays in <section>.json.partial and shows in the README; a finished run removes it."""
+    monkeypatch.setitem(SECTIONS, "cut", _CutOffSection(how))
+    earlier = {"benchmark": "cut", "machine": describe_machine(), "rows": [9.0], "time": "t0"}
+    (tmp_path / "cut.json").write_text(json.dumps(earlier))
+    partial = tmp_path / "cut.json.partial"
+    if how == "killed":
+        with pytest.raises(KeyboardInterrupt):
+            main(["--only", "cut", "--out", str(tmp_path)])
+        assert (tmp_path / "cut.json").read_text() == json.dumps(earlier)  # nothing lost
+        assert main(["--readme-only", "--out", str(tmp_path)]) == 0
+    else:
+        assert main(["--only", "cut", "--out", str(tmp_path)]) == (1 if how == "failed" else 0)
+    readme = (tmp_path / "README.md").read_text()
+    if how == "finished":
+        assert not partial.exists() and "cut off" not in readme
+        assert "rows: 1.5, 2.5" in readme and "rows: 9.0" not in readme
+        return
+    kept = json.loads(partial.read_text())
+    assert kept["partial"] is True and kept["rows"] == [1.5] and kept["section_s"] >= 0
+    assert "## Cut (cut off)" in readme and "rows: 1.5" in readme
+    assert ("rows: 9.0" in readme) == (how == "killed")
+    assert ("failed: RuntimeError: boom" in readme) == (how == "failed")
+
+
+def test_gpu_markdown_of_a_run_cut_off_shows_the_parts_before_the_cut():
+    row = {"batch_size": 256, "step_s": 0.5, "img_per_s": 512.0, "step_time_vs_vicreg": 1.0}
+    row |= {"peak_memory_mb": 1.0, "achieved_tflops": 1.0, "mfu": 0.4}
+    e2e = {"target": {"metric": "mfu", "value": 0.35}, "runs": {}}
+    result = {
+        "device": "NVIDIA H200",
+        "peak_bf16_tflops": 989.0,
+        "repeats": 5,
+        "settings": {
+            "embedded": {"steps_per_repeat": 10, "modes": {"fp32": {"vicreg": row}}},
+            "resnet50_224": {"steps_per_repeat": 3, "modes": {}, "end_to_end": e2e},
+            "later": {},
+        },
+    }
+    text = gpu.markdown(result)
+    assert "| fp32 | vicreg | 0.5000 | 512 | 1.000 | 1 | 1.00 | 40.0% |" in text
+    assert "Data loader" not in text and "MFU >= 35%" in text
+    assert "**later**: not measured (cut off before it)" in text
+
+
 def test_memory_probe_of_one_method(data_root):
     opts = Options(quick=True, data_root=data_root)
     config, overrides = pretrain.variants(pretrain.settings(opts)["embedded"], opts)["vicreg"]
@@ -229,8 +300,15 @@ def test_downstream_section(tmp_path, data_root):
 def test_gpu_figures_run_on_the_cpu(data_root):
     """The GPU section's code on the CPU (no bf16 there, no peak, no CUDA memory): every figure
     present."""
-    result = gpu.measure(Options(quick=True, data_root=data_root), "cpu")
+    saved = []
+    opts = Options(
+        quick=True, data_root=data_root, checkpoint=lambda r: saved.append(json.dumps(r))
+    )
+    result = gpu.measure(opts, "cpu")
     assert result["peak_bf16_tflops"] is None
+    # after each mode, the loader sweep and each end-to-end run, and each setting's end
+    assert len(saved) >= 2 * (len(gpu.MODES) + 1 + 2) and json.loads(saved[-1]) == result
+    assert "loader" not in json.loads(saved[0])["settings"]["embedded"]
     for entry in result["settings"].values():
         assert set(entry["modes"]) == set(gpu.MODES)
         for rows in entry["modes"].values():
@@ -306,3 +384,36 @@ def test_a_method_that_runs_out_of_memory_keeps_the_first_line_of_its_error(monk
     rows = gpu.measure_mode(specs, 1, 1, None, torch.device("cpu"))
     expected = {"error": "out of memory: CUDA out of memory. Tried to allocate 2.00 GiB"}
     assert rows == {"vicreg": expected, "mast_pair": expected}
+
+
+def test_gpu_check_skips_the_steps_its_budget_has_no_time_for(tmp_path):
+    """scripts/gpu_check.sh must end inside one device call: a step with under 20 s of BUDGET left
+    is not started, and says so in status.txt, in the order the steps would have run."""
+    out = tmp_path / "out"
+    env = os.environ | {"BUDGET": "1", "DEVICE": "cpu", "SMOKE": "1", "PYTHON": sys.executable}
+    env["WORK"] = str(tmp_path / "work")
+    done = subprocess.run(
+        ["bash", "scripts/gpu_check.sh", str(out)],
+        cwd=gpu.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = (out / "status.txt").read_text().splitlines()
+    names = [line.split()[0] for line in lines]
+    assert names == [
+        "render_parity",
+        "lars_foreach",
+        "nvjpeg_parity",
+        "compile_parity",
+        "pretrain_vicreg",
+        "pretrain_mast",
+        "pretrain_render_device",
+        "resume_first",
+        "resume_second",
+        "classification",
+    ]
+    assert all("skipped" in line and "of BUDGET=1 left" in line for line in lines)
+    assert torch.__version__ in (out / "machine.txt").read_text()

@@ -236,6 +236,32 @@ def test_gpu_markdown_of_a_run_cut_off_shows_the_parts_before_the_cut():
     assert "**later**: not measured (cut off before it)" in text
 
 
+def test_a_run_that_misses_its_bar_profiles_the_default_mast_step(data_root):
+    """The end-to-end bar is on the default MAST config (AND + subspace targets), not on mast
+    (pair): its miss records where that config's step spends more than vicreg's."""
+    opts = Options(quick=True, data_root=data_root)
+    overrides = [*pretrain.settings(opts)["embedded"]["overrides"], f"data.root={data_root}"]
+    specs = {name: (config, overrides) for name, config in pretrain.RUNS.items()}
+    profile = pretrain.profile_pair(specs, "mast")
+    assert set(profile) == {"vicreg", "mast", "extra_in_mast", "total_self_ms"}
+    assert all(positive(v) for v in profile["total_self_ms"].values())
+    extra = [row["extra_ms"] for row in profile["extra_in_mast"]]
+    assert extra == sorted(extra, reverse=True) and len(extra) == 8
+    assert all(row["calls"] >= 1 for row in profile["extra_in_mast"])
+    runs = {
+        "configs": pretrain.RUNS,
+        "steps": 2,
+        "repeats": 1,
+        "wall_s": {name: {"median_s": 1.0} for name in pretrain.RUNS},
+        "mast_vs_vicreg": 1.2,
+        "within_target": False,
+        "profile": profile,
+    }
+    text = "\n".join(pretrain._runs_lines(runs, 1.05))
+    assert "(within 1.05: **no** (profile below))" in text
+    assert "- where the MAST run's step spends more than vicreg's (one step's self time:" in text
+
+
 def test_memory_probe_of_one_method(data_root):
     opts = Options(quick=True, data_root=data_root)
     config, overrides = pretrain.variants(pretrain.settings(opts)["embedded"], opts)["vicreg"]
@@ -278,6 +304,7 @@ def test_pretrain_section(tmp_path, data_root):
     ratios = [m / v for m, v in zip(walls["mast"], walls["vicreg"])]
     assert runs["mast_vs_vicreg"] == pytest.approx(sum(ratios) / 2)
     assert runs["within_target"] == (runs["mast_vs_vicreg"] <= 1.05)
+    assert ("profile" in runs) == (not runs["within_target"])
     assert "MAST run / VICReg run wall time" in (out / "README.md").read_text()
     assert "resnet50_224" not in {k for k, v in result["settings"].items() if "runs" in v}
 

@@ -284,9 +284,10 @@ def test_pretrain_section(tmp_path, data_root):
     assert main(["--quick", "--only", "pretrain", "--out", str(out), "--data-root", data_root]) == 0
     result = read(out, "pretrain")
     assert set(result["settings"]) == {"embedded", "resnet50_224"}
-    for entry in result["settings"].values():
+    for name, entry in result["settings"].items():
         rows = entry["methods"]
-        assert set(rows) == {"vicreg", "mast_pair", "mast_factorized"}
+        default = {"mast_default"} if name == "embedded" else set()  # the make all config
+        assert set(rows) == {"vicreg", "mast_pair", "mast_factorized", *default}
         assert rows["vicreg"]["step_time_vs_vicreg"] == 1.0
         assert rows["mast_factorized"]["views"] == 7
         for row in rows.values():

@@ -213,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.readme_only:
+        if not args.out.is_dir():
+            parser.error(f"--out {args.out} is not a folder: nothing to rebuild README.md from")
         print(write_readme(args.out))
         return 0
     if args.repeats is not None and args.repeats < 1:

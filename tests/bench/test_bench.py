@@ -205,6 +205,8 @@ def test_a_section_cut_off_keeps_the_figures_it_reported(tmp_path, monkeypatch, 
     else:
         assert main(["--only", "cut", "--out", str(tmp_path)]) == (1 if how == "failed" else 0)
     readme = (tmp_path / "README.md").read_text()
+    with pytest.raises(SystemExit):  # argparse's one-line error, exit status 2
+        main(["--readme-only", "--out", str(tmp_path / "missing")])
     if how == "finished":
         assert not partial.exists() and "cut off" not in readme
         assert "rows: 1.5, 2.5" in readme and "rows: 9.0" not in readme

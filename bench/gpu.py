@@ -404,41 +404,55 @@ def end_to_end_runs(
 ) -> dict[str, object]:
     """``END_TO_END`` in bf16 + channels_last, each against the setting's target; ``report`` gets
     the runs so far after each one."""
-    bf16, metric, bar = modes["bf16_channels_last"], *setting["target"]
+    metric, bar = setting["target"]
     runs: dict[str, dict[str, object]] = {}
     e2e = {"target": {"metric": metric, "value": bar}, "runs": runs}
     for name, (key, compiled) in END_TO_END.items():
-        report(e2e)
         if compiled and device.type != "cuda":
             continue
-        if "error" in bf16[key]:
-            runs[name] = {"error": f"skipped: its bf16 step failed ({bf16[key]['error']})"}
-            continue
-        config, overrides = specs["bf16_channels_last"][key]
-        try:
-            runs[name] = end_to_end(
-                config,
-                [*overrides, f"train.compile={str(compiled).lower()}"],
-                device,
-                setting["end_to_end_steps"],
-                workers,
-                bf16[key]["step_gflop"],
-                peak,
-            )
-        # a failed run (out of memory, an inductor or cuDNN error) keeps the others' figures
-        except Exception as exc:  # noqa: BLE001
-            first = (str(exc).splitlines() or [""])[0][:200]
-            runs[name] = {"error": f"{type(exc).__name__}: {first}"}
-            continue
-        finally:  # this run's trainer and workers, and a compiled graph, gone before the next
-            gc.collect()
-            if compiled:
-                torch._dynamo.reset()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-        value = runs[name][metric]
-        runs[name]["meets_target"] = None if value is None else value >= bar
+        runs[name] = _end_to_end_row(setting, specs, modes, key, compiled, workers, device, peak)
+        report(e2e)
     return e2e
+
+
+def _end_to_end_row(
+    setting: dict[str, object],
+    specs: dict[str, dict[str, tuple[str, list[str]]]],
+    modes: dict[str, dict[str, dict[str, object]]],
+    key: str,
+    compiled: bool,
+    workers: int,
+    device: torch.device,
+    peak: float | None,
+) -> dict[str, object]:
+    """One run of ``END_TO_END`` (method ``key``): its figures against the target, or an error."""
+    bf16, (metric, bar) = modes["bf16_channels_last"], setting["target"]
+    if "error" in bf16[key]:
+        return {"error": f"skipped: its bf16 step failed ({bf16[key]['error']})"}
+    config, overrides = specs["bf16_channels_last"][key]
+    try:
+        row = end_to_end(
+            config,
+            [*overrides, f"train.compile={str(compiled).lower()}"],
+            device,
+            setting["end_to_end_steps"],
+            workers,
+            bf16[key]["step_gflop"],
+            peak,
+        )
+    # a failed run (out of memory, an inductor or cuDNN error) keeps the others' figures
+    except Exception as exc:  # noqa: BLE001
+        first = (str(exc).splitlines() or [""])[0][:200]
+        return {"error": f"{type(exc).__name__}: {first}"}
+    finally:  # this run's trainer and workers, and a compiled graph, gone before the next
+        gc.collect()
+        if compiled:
+            torch._dynamo.reset()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    value = row[metric]
+    row["meets_target"] = None if value is None else value >= bar
+    return row
 
 
 def measure_setting(
@@ -488,7 +502,6 @@ def measure_setting(
         report()
 
     entry["end_to_end"] = end_to_end_runs(setting, specs, modes, workers, device, peak, runs_so_far)
-    report()
     return entry
 
 

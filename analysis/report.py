@@ -437,9 +437,30 @@ def pretrain_seconds(results: Path) -> dict[str, float]:
     return seconds
 
 
-def _compute_cell(measured: pd.DataFrame, label: str, seconds: dict[str, float]) -> str:
+def pretrain_cpus(results: Path) -> dict[str, str]:
+    """The CPU each pretraining run of the study's ledger (``study/runs.json``) was trained on,
+    where it was recorded, by run folder under the runs folder, the name shortened."""
+    path = results / "study" / "runs.json"
+    if not path.is_file():
+        return {}
+    cpus = {}
+    for run, entry in json.loads(path.read_text()).items():
+        cpu = ((entry or {}).get("machine") or {}).get("cpu")
+        if cpu and str(run).startswith("results/runs/"):
+            short = re.sub(r"\((R|TM)\)| Processor| CPU", "", str(cpu))
+            cpus[str(PurePath(run).relative_to("results/runs"))] = " ".join(short.split())
+    return cpus
+
+
+def _compute_cell(
+    measured: pd.DataFrame,
+    label: str,
+    seconds: dict[str, float],
+    cpus: dict[str, str] | None = None,
+) -> str:
     """Median pretraining wall time of the runs behind ``label``'s records, or – if the ledger has
-    none of them."""
+    none of them; where the study's runs were trained on more than one CPU (``cpus``:
+    ``pretrain_cpus``), the CPUs of these runs that were recorded."""
     ckpts = measured.loc[measured["label"] == label, "pretrain_ckpt"]
     paths = {str(ckpt_field(c, "path") or "") for c in ckpts}
     # the ledger names run folders relative to the study's runs folder (results/runs)
@@ -451,7 +472,10 @@ def _compute_cell(measured: pd.DataFrame, label: str, seconds: dict[str, float])
     times = [seconds[f] for f in folders if f in seconds]
     if not times:
         return "–"
-    return f"{statistics.median(times) / 60:.1f} min (n={len(times)})"
+    cpus = cpus or {}
+    mine = sorted({cpus[f] for f in folders if f in seconds and f in cpus})
+    where = f"; {', '.join(mine)}" if mine and len(set(cpus.values())) > 1 else ""
+    return f"{statistics.median(times) / 60:.1f} min (n={len(times)}{where})"
 
 
 def summary_section(
@@ -459,10 +483,12 @@ def summary_section(
     aggregated: pd.DataFrame,
     details: str = "`results/README.md`",
     seconds: dict[str, float] | None = None,
+    cpus: dict[str, str] | None = None,
 ) -> list[str]:
     """One row per method: the nine-task linear-probe mean, detection box AP and mask AP, mean ± std
     over seeds, and with ``seconds`` (``pretrain_seconds``) the median pretraining wall time of its
-    runs; ``details`` says where the per-task tables are (the report itself says "below")."""
+    runs, naming their CPU where ``cpus`` (``pretrain_cpus``) holds several; ``details`` says where
+    the per-task tables are (the report itself says "below")."""
     scores = factor_scores(measured) if not measured.empty else pd.DataFrame()
     if scores.empty:
         return [
@@ -480,12 +506,13 @@ def summary_section(
         probe = f"{_cell(summary, label, 'mean')} (n={n})"
         metrics = [_metric_cell(aggregated, label, key) for _, key in SUMMARY_METRICS]
         if seconds is not None:
-            metrics.append(_compute_cell(measured, label, seconds))
+            metrics.append(_compute_cell(measured, label, seconds, cpus))
         rows.append([label, probe, *metrics])
     compute = (
         " Pretraining wall time: the median over the label's runs of each run's latest whole "
         "pretraining step in the study's ledger (`study/times.jsonl`; 2 CPU cores, at times shared "
-        "with other work)."
+        "with other work), with the CPU of the runs where the study's runs were trained on several "
+        "and it was recorded (`study/runs.json`): wall times compare only on one CPU."
         if seconds is not None
         else ""
     )
@@ -884,6 +911,18 @@ def subspace_controls(names: list[str]) -> list[tuple[str, str, str]]:
                     f"(`{base}`)",
                 )
             )
+        if width:  # and against every wider one of the same variant
+            for other in names:
+                wider = re.fullmatch(re.escape(f"{base}_h") + r"(\d+)", other)
+                if wider and int(wider.group(1)) > int(width.group(1)):
+                    pairs.append(
+                        (
+                            name,
+                            other,
+                            f"`{name}`: target heads {width.group(1)} wide against "
+                            f"{wider.group(1)} (`{other}`)",
+                        )
+                    )
         if "target" in variant:
             if "combine/and" in names:
                 pairs.append((name, "combine/and", f"`{name}`: the subspace target against none"))
@@ -1046,7 +1085,9 @@ def build_report(results: Path, runs_dir: Path, runs: pd.DataFrame | None = None
     measured = tables.measurements(records) if not records.empty else pd.DataFrame()
     aggregated = tables.aggregate(records) if not records.empty else pd.DataFrame()
     claim1, miss1 = claim_invariances(measured)
-    summary = summary_section(measured, aggregated, "below", pretrain_seconds(results))
+    summary = summary_section(
+        measured, aggregated, "below", pretrain_seconds(results), pretrain_cpus(results)
+    )
     claim2, miss2 = claim_masks(results / "figures")
     claim3, miss3 = claim_uncertainty(results / "figures")
     runs = pretraining_runs(runs_dir, results) if runs is None else runs
@@ -1162,7 +1203,9 @@ def readme_summary(results: Path) -> list[str]:
     claim1, _ = claim_invariances(measured)
     comparisons = [line for line in claim1 if line.startswith("- ")]
     verdict = [line for line in claim1 if line.startswith("On these results")]
-    summary = summary_section(measured, aggregated, seconds=pretrain_seconds(results))
+    summary = summary_section(
+        measured, aggregated, seconds=pretrain_seconds(results), cpus=pretrain_cpus(results)
+    )
     return [*summary, "", *comparisons, "", *verdict]
 
 

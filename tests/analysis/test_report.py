@@ -316,6 +316,24 @@ def test_summary_shows_each_methods_pretraining_wall_time_from_the_ledger(tmp_pa
     text = "\n".join(lines)
     assert "| mast | 81.0 ± 1.0 (n=3) | – | – | 6.0 min (n=3) |" in text
     assert "| vicreg | 81.0 ± 1.0 (n=3) | – | – | 10.0 min (n=1) |" in text
+    # runs trained on two CPUs: each cell names those of its own runs, as the ledger recorded them
+    machines = {"mast_x_s0": "Intel(R) Xeon(R) Processor", "vicreg_x_s0": "AMD EPYC", "other": None}
+    (tmp_path / "study" / "runs.json").write_text(
+        json.dumps({f"results/runs/{f}": {"machine": {"cpu": c}} for f, c in machines.items()})
+    )
+    cpus = report.pretrain_cpus(tmp_path)
+    assert cpus == {"mast_x_s0": "Intel Xeon", "vicreg_x_s0": "AMD EPYC"}
+    lines = report.summary_section(
+        tables.measurements(records), tables.aggregate(records), seconds=seconds, cpus=cpus
+    )
+    text = "\n".join(lines)
+    assert "| mast | 81.0 ± 1.0 (n=3) | – | – | 6.0 min (n=3; Intel Xeon) |" in text
+    assert "| vicreg | 81.0 ± 1.0 (n=3) | – | – | 10.0 min (n=1; AMD EPYC) |" in text
+    one = {"mast_x_s0": "AMD EPYC", "vicreg_x_s0": "AMD EPYC"}  # one CPU: nothing to say
+    lines = report.summary_section(
+        tables.measurements(records), tables.aggregate(records), seconds=seconds, cpus=one
+    )
+    assert "| mast | 81.0 ± 1.0 (n=3) | – | – | 6.0 min (n=3) |" in "\n".join(lines)
 
 
 def test_real_data_section_marks_what_beats_pixels_and_random_init():

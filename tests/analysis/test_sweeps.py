@@ -324,6 +324,16 @@ def test_the_best_subspace_row_is_checked_and_compared_with_its_controls(tmp_pat
         "`combine/and_target_w5_h128`: target heads 128 wide against AugSelf's 512 "
         "(`combine/and_target_w5`)",
     ) in width
+    widths = ["combine/and_target_w5", "combine/and_target_w5_h128", "combine/and_target_w5_h32"]
+    narrow = [pair for pair in report.subspace_controls(widths) if pair[0] == widths[2]]
+    assert [control for _, control, _ in narrow] == [widths[0], widths[1]]
+    assert narrow[1][2] == (
+        "`combine/and_target_w5_h32`: target heads 32 wide against 128 "
+        "(`combine/and_target_w5_h128`)"
+    )
+    assert all(
+        pair[0] != widths[1] or pair[1] != widths[2] for pair in report.subspace_controls(widths)
+    )
     assert report.subspace_controls(["combine/and", "combine/and_fixed", "augself"]) == [
         (
             "combine/and",

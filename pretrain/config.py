@@ -60,6 +60,9 @@ class LossConfig:
     #: and: hidden width of each subspace target head (AugSelf's heads: 512); the heads are most of
     #: the extra cost of a MAST step over VICReg's (docs/method.md, "Cost of the subspace targets").
     target_hidden: int = 512
+    #: and: compute the target heads together, one batched product per layer (the same heads; their
+    #: numbers differ from separate heads' by float rounding, their step has fewer operators).
+    target_grouped: bool = False
     #: The uncertainty head on or off (null: the method's default: on for mast and mast_fixed).
     uncertainty: bool | None = None
     #: detach mode: the 1/s weights are tempered (w ~ s^-t, t <= 1 the largest that keeps it) so

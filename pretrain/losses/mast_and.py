@@ -93,6 +93,80 @@ class SubspaceTargetHeads(nn.Module):
         return out
 
 
+class GroupedTargetHeads(nn.Module):
+    """``SubspaceTargetHeads`` computed together (``loss.target_grouped``): each layer's K' weight
+    matrices in one tensor and one batched product, the batch norms as one over K' x hidden
+    channels, the last layer padded to the widest output. The same function as separate heads
+    (``from_separate`` copies their weights); its numbers differ by float rounding, its step has
+    about a fifth of the operators."""
+
+    def __init__(self, embed_dim: int, owned: list[str], hidden: int = TARGET_HIDDEN):
+        super().__init__()
+        self.names = [TARGETS[op] for op in owned]
+        self.widths = [OBJECTIVES[name][1] for name in self.names]
+        heads, n_out = len(self.names), max(self.widths)
+        self.hidden = hidden
+        self.w1 = nn.Parameter(torch.empty(heads, 2 * embed_dim, hidden))
+        self.w2 = nn.Parameter(torch.empty(heads, hidden, hidden))
+        self.w3 = nn.Parameter(torch.empty(heads, hidden, n_out))
+        self.b3 = nn.Parameter(torch.empty(heads, 1, n_out))
+        self.bn1, self.bn2 = nn.BatchNorm1d(heads * hidden), nn.BatchNorm1d(heads * hidden)
+        for w in (self.w1, self.w2, self.w3):  # nn.Linear's initialisation, per head
+            bound = 1.0 / w.shape[1] ** 0.5
+            nn.init.uniform_(w, -bound, bound)
+        nn.init.uniform_(self.b3, -1.0 / hidden**0.5, 1.0 / hidden**0.5)
+
+    @torch.no_grad()
+    def from_separate(self, separate: SubspaceTargetHeads) -> GroupedTargetHeads:
+        """Take the weights (and batch-norm statistics) of separate heads of the same shapes."""
+        for k, head in enumerate(separate.heads):
+            # mlp()'s layers: Linear, BatchNorm1d, ReLU, Linear, BatchNorm1d, ReLU, Linear
+            layers = list(head.children())
+            first, second, last = [m for m in layers if isinstance(m, nn.Linear)]
+            norm1, norm2 = [m for m in layers if isinstance(m, nn.BatchNorm1d)]
+            n = self.widths[k]
+            self.w1[k].copy_(first.weight.T)
+            self.w2[k].copy_(second.weight.T)
+            self.w3[k, :, :n].copy_(last.weight.T)
+            self.b3[k, 0, :n].copy_(last.bias)
+            rows = slice(k * self.hidden, (k + 1) * self.hidden)
+            for mine, theirs in ((self.bn1, norm1), (self.bn2, norm2)):
+                for key, value in theirs.state_dict().items():
+                    if key != "num_batches_tracked":
+                        getattr(mine, key)[rows].copy_(value)
+                mine.load_state_dict(
+                    {
+                        **mine.state_dict(),
+                        "num_batches_tracked": theirs.state_dict()["num_batches_tracked"],
+                    }
+                )
+        return self
+
+    def _norm(self, x: torch.Tensor, bn: nn.BatchNorm1d) -> torch.Tensor:
+        """[K', N, h] through one batch norm over the K' x h channels, then ReLU."""
+        heads, rows, hidden = x.shape
+        y = bn(x.transpose(0, 1).reshape(rows, heads * hidden))
+        return torch.relu(y).reshape(rows, heads, hidden).transpose(0, 1)
+
+    def forward(
+        self,
+        features: torch.Tensor,
+        z: torch.Tensor,
+        masks: torch.Tensor | None = None,
+        params: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """As ``SubspaceTargetHeads.forward``."""
+        if masks is None:
+            raise ValueError("the subspace targets need the AND assignment")
+        masked = z[:, None] * masks[1:, None, :]  # [2, K', B, d]
+        a, b = masked[0], masked[1]
+        x = torch.cat([torch.cat([a, b], 2), torch.cat([b, a], 2)], 1)  # [K', 2B, 2d]
+        x = self._norm(torch.bmm(x, self.w1), self.bn1)
+        x = self._norm(torch.bmm(x, self.w2), self.bn2)
+        out = torch.baddbmm(self.b3, x, self.w3)  # [K', 2B, n_max]
+        return {name: out[k, :, :n] for k, (name, n) in enumerate(zip(self.names, self.widths))}
+
+
 class MASTAndLoss(nn.Module):
     def __init__(
         self,
@@ -197,12 +271,16 @@ def check_combination(cfg) -> None:
         )
 
 
-def heads(cfg, feature_dim: int, embed_dim: int, ops: list[str]) -> SubspaceTargetHeads | None:
-    """The subspace target heads (``loss.target_weight`` > 0), or None."""
+def heads(
+    cfg, feature_dim: int, embed_dim: int, ops: list[str]
+) -> SubspaceTargetHeads | GroupedTargetHeads | None:
+    """The subspace target heads (``loss.target_weight`` > 0; grouped with
+    ``loss.target_grouped``), or None."""
     if cfg.loss.target_weight <= 0:
         return None
     owned = [ops[k] for k in owned_ops(cfg, ops)]
-    return SubspaceTargetHeads(embed_dim, owned, cfg.loss.target_hidden)
+    kind = GroupedTargetHeads if cfg.loss.target_grouped else SubspaceTargetHeads
+    return kind(embed_dim, owned, cfg.loss.target_hidden)
 
 
 def build(cfg, ops: list[str] | None = None) -> MASTAndLoss:

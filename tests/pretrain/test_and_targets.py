@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from core.config import ConfigError, load_config
 from pretrain.config import PretrainConfig
-from pretrain.losses.mast_and import MASTAndLoss, SubspaceTargetHeads
+from pretrain.losses.mast_and import GroupedTargetHeads, MASTAndLoss, SubspaceTargetHeads
 from pretrain.train import build_model
 from tests.pretrain.test_augself import SMALL, sampled_params
 
@@ -68,3 +68,57 @@ def test_the_target_heads_take_their_hidden_width_from_the_config():
     assert first.out_features == 24 and first.in_features == 2 * model.embed_dim
     with pytest.raises(ConfigError, match="loss.target_hidden"):
         load_config(PretrainConfig, None, [*over, "loss.target_hidden=0"])
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_grouped_target_heads_compute_the_separate_heads_function(train):
+    """Same weights: same predictions, same gradients for z, the assignment and every weight, same
+    batch-norm statistics after the step, up to float rounding."""
+    torch.manual_seed(0)
+    owned = ["flip", "color_jitter", "grayscale", "blur", "solarize"]
+    separate = SubspaceTargetHeads(12, owned, hidden=16)
+    grouped = GroupedTargetHeads(12, owned, hidden=16).from_separate(separate)
+    assert grouped.names == separate.names
+    z = torch.randn(2, 32, 12, requires_grad=True)
+    assignment = torch.softmax(torch.randn(6, 12), 0).requires_grad_()
+    params = sampled_params(32)
+    loss = MASTAndLoss(list(range(1, 6)), target_weight=1.0)
+    pairs, gates = torch.tensor([[0, 1]] * 6), torch.ones(32, 6)
+    grads, outputs = [], []
+    for heads in (separate, grouped):
+        heads.train(train)
+        predictions = heads(None, z, assignment)
+        total, _ = loss(z, pairs, gates, assignment, None, predictions, params)
+        weights = list(heads.parameters())
+        grads.append(torch.autograd.grad(total, [z, assignment, *weights]))
+        outputs.append(predictions)
+    for name in separate.names:
+        assert outputs[1][name].shape == outputs[0][name].shape
+        torch.testing.assert_close(outputs[1][name], outputs[0][name], rtol=1e-5, atol=1e-5)
+    for mine, theirs in zip(grads[1][:2], grads[0][:2]):  # z and the assignment
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
+    # the weights' gradients, taken back to each separate head's layout
+    w1, w2, w3, b3, bn1w, bn1b, bn2w, bn2b = grads[1][2:]
+    for k in range(5):
+        # one head's: Linear, BatchNorm (weight, bias), Linear, BatchNorm, Linear (weight, bias)
+        theirs = grads[0][2 + 8 * k : 2 + 8 * (k + 1)]
+        n, rows = grouped.widths[k], slice(k * 16, (k + 1) * 16)
+        mine = [w1[k].T, bn1w[rows], bn1b[rows], w2[k].T, bn2w[rows], bn2b[rows], w3[k, :, :n].T]
+        for a, b in zip([*mine, b3[k, 0, :n]], theirs):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        assert not w3[k, :, n:].any() and not b3[k, 0, n:].any()  # padding: no gradient
+    if train:  # the running statistics moved alike
+        for k, head in enumerate(separate.heads):
+            rows = slice(k * 16, (k + 1) * 16)
+            torch.testing.assert_close(grouped.bn1.running_mean[rows], head[1].running_mean)
+            torch.testing.assert_close(grouped.bn2.running_var[rows], head[4].running_var)
+
+
+def test_the_config_picks_grouped_target_heads():
+    over = [*SMALL, "method=mast_nounc", "loss.combine=and", "views.resample=all"]
+    cfg = load_config(
+        PretrainConfig, None, [*over, "loss.target_weight=1", "loss.target_grouped=true"]
+    )
+    model = build_model(cfg, 6, cfg.augment.ops)
+    assert isinstance(model.heads, GroupedTargetHeads)
+    assert model.heads.w1.shape == (5, 2 * model.embed_dim, cfg.loss.target_hidden)

@@ -288,8 +288,8 @@ def test_pretrain_section(tmp_path, data_root):
     assert set(result["settings"]) == {"embedded", "resnet50_224"}
     for name, entry in result["settings"].items():
         rows = entry["methods"]
-        # the make all config, and it with its target heads at their former width
-        default = {"mast_default", "mast_default_h128"} if name == "embedded" else set()
+        # the make all config, with separate heads, and the default before (separate, 128 wide)
+        default = set(pretrain.DEFAULTS) if name == "embedded" else set()
         assert set(rows) == {"vicreg", "mast_pair", "mast_factorized", *default}
         assert rows["vicreg"]["step_time_vs_vicreg"] == 1.0
         assert rows["mast_factorized"]["views"] == 7

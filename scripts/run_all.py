@@ -59,18 +59,21 @@ def jobs(results: Path, force: bool, python: str = sys.executable) -> list[Job]:
     py = [python, "-m"]
     again = ["--force"] if force else []
     ckpt = {m: str(runs / f"{m}_s0" / "last.pt") for m in (MAST, VICREG)}
-    cls = [
-        *py,
-        "downstream.classification",
-        "--config",
-        "configs/classification/linear_knn_shapes.yaml",
-        "--records",
-        str(records / "classification.jsonl"),
-        "--out",
-        str(runs / "classification"),
-        "--set",
-        f"cache={runs / 'cache' / 'features'}",
-    ]
+
+    def cls(name: str) -> list[str]:
+        # a folder per job: a classification run locks its --out, and these jobs may run together
+        return [
+            *py,
+            "downstream.classification",
+            "--config",
+            "configs/classification/linear_knn_shapes.yaml",
+            "--records",
+            str(records / "classification.jsonl"),
+            "--out",
+            str(runs / "classification" / name),
+            "--set",
+            f"cache={runs / 'cache' / 'features'}",
+        ]
 
     def detection(protocol: str, kind: str, source: list[str]) -> list[str]:
         return [
@@ -136,7 +139,7 @@ def jobs(results: Path, force: bool, python: str = sys.executable) -> list[Job]:
             Job(
                 f"classification_{short}",
                 f"classification of {short} (9 FactorShapes tasks, linear-lbfgs + knn)",
-                [*cls, "--ckpt", ckpt[method]],
+                [*cls(short), "--ckpt", ckpt[method]],
                 (f"pretrain_{short}", "data"),
                 cost=50,
             )
@@ -145,7 +148,7 @@ def jobs(results: Path, force: bool, python: str = sys.executable) -> list[Job]:
         Job(
             "classification_references",
             "classification floor and ceiling (random init; supervised, a network per image part)",
-            [*cls, *floor, "--ceiling", "--ceiling-dir", str(runs / "ceiling")],
+            [*cls("references"), *floor, "--ceiling", "--ceiling-dir", str(runs / "ceiling")],
             ("data",),
             cost=550,
         ),

@@ -42,6 +42,19 @@ def test_every_evaluation_waits_only_on_what_it_reads():
     assert max(ready, key=chains.get) == "pretrain_mast_and_target"
 
 
+def test_classification_jobs_that_may_run_together_have_their_own_folders():
+    # a classification run locks its --out: two jobs on one folder failed a make all when MAST's
+    # probes and VICReg's overlapped
+    graph = run_all.jobs(Path("r"), force=False, python="py")
+    outs = {
+        job.name: job.argv[job.argv.index("--out") + 1]
+        for job in graph
+        if "downstream.classification" in job.argv
+    }
+    assert len(outs) == 3 and len(set(outs.values())) == 3
+    assert outs["classification_vicreg"] == "r/runs/classification/vicreg"
+
+
 def test_force_reaches_every_stage_that_skips_finished_work():
     graph = {job.name: job for job in run_all.jobs(Path("r"), force=True, python="py")}
     for name in ("data", "pretrain_vicreg", "detection_mast", "segmentation_floor"):

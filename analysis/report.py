@@ -20,7 +20,7 @@ from pathlib import Path, PurePath
 import pandas as pd
 
 from analysis import sweeps, tables
-from analysis.timings import WHOLE_RUN_S, timing_lines
+from analysis.timings import WHOLE_RUN_S, study_runs, timing_lines
 from core import markdown
 from core.cli import git_commit
 from core.config import read_yaml
@@ -440,15 +440,12 @@ def pretrain_seconds(results: Path) -> dict[str, float]:
 def pretrain_cpus(results: Path) -> dict[str, str]:
     """The CPU each pretraining run of the study's ledger (``study/runs.json``) was trained on,
     where it was recorded, by run folder under the runs folder, the name shortened."""
-    path = results / "study" / "runs.json"
-    if not path.is_file():
-        return {}
     cpus = {}
-    for run, entry in json.loads(path.read_text()).items():
-        cpu = ((entry or {}).get("machine") or {}).get("cpu")
-        if cpu and str(run).startswith("results/runs/"):
+    for folder, entry in study_runs(results).items():
+        cpu = (entry.get("machine") or {}).get("cpu")
+        if cpu:
             short = re.sub(r"\((R|TM)\)| Processor| CPU", "", str(cpu))
-            cpus[str(PurePath(run).relative_to("results/runs"))] = " ".join(short.split())
+            cpus[folder] = " ".join(short.split())
     return cpus
 
 

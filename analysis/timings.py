@@ -63,15 +63,23 @@ def _spread(seconds: list[float]) -> str:
     return f"{_minutes(statistics.median(seconds))} (median; {_minutes(low)} to {_minutes(high)})"
 
 
+def study_runs(results: Path) -> dict[str, dict]:
+    """The study's record of every run (``study/runs.json``: resolved config, checkpoint digest,
+    machine), by run folder below results/runs, as the study's time ledger names them."""
+    runs = _read_json(results / "study" / "runs.json") or {}
+    return {
+        folder.removeprefix("results/runs/"): entry or {}
+        for folder, entry in runs.items()
+        if folder.startswith("results/runs/")
+    }
+
+
 def study_rows(results: Path) -> list[list[str]]:
     """Median wall time per kind of study step: pretraining by view mode at the study's full
     length, one classification, one detection and one segmentation run."""
     ledger = _ledger(results)
-    runs = _read_json(results / "study" / "runs.json") or {}
-    resolved_of = {  # the ledger names a run by its folder below results/runs
-        folder.removeprefix("results/runs/"): entry.get("resolved", {})
-        for folder, entry in runs.items()
-        if folder.startswith("results/runs/")
+    resolved_of = {
+        folder: entry.get("resolved", {}) for folder, entry in study_runs(results).items()
     }
     groups: dict[str, list[float]] = {}
     for entry in ledger:

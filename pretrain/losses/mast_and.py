@@ -105,7 +105,6 @@ class GroupedTargetHeads(nn.Module):
         self.names = [TARGETS[op] for op in owned]
         self.widths = [OBJECTIVES[name][1] for name in self.names]
         heads, n_out = len(self.names), max(self.widths)
-        self.hidden = hidden
         self.w1 = nn.Parameter(torch.empty(heads, 2 * embed_dim, hidden))
         self.w2 = nn.Parameter(torch.empty(heads, hidden, hidden))
         self.w3 = nn.Parameter(torch.empty(heads, hidden, n_out))
@@ -119,6 +118,7 @@ class GroupedTargetHeads(nn.Module):
     @torch.no_grad()
     def from_separate(self, separate: SubspaceTargetHeads) -> GroupedTargetHeads:
         """Take the weights (and batch-norm statistics) of separate heads of the same shapes."""
+        hidden = self.w2.shape[1]
         for k, head in enumerate(separate.heads):
             # mlp()'s layers: Linear, BatchNorm1d, ReLU, Linear, BatchNorm1d, ReLU, Linear
             layers = list(head.children())
@@ -129,17 +129,12 @@ class GroupedTargetHeads(nn.Module):
             self.w2[k].copy_(second.weight.T)
             self.w3[k, :, :n].copy_(last.weight.T)
             self.b3[k, 0, :n].copy_(last.bias)
-            rows = slice(k * self.hidden, (k + 1) * self.hidden)
+            rows = slice(k * hidden, (k + 1) * hidden)
             for mine, theirs in ((self.bn1, norm1), (self.bn2, norm2)):
+                # state_dict's tensors share storage with the module's: copied into in place
+                into = mine.state_dict()
                 for key, value in theirs.state_dict().items():
-                    if key != "num_batches_tracked":
-                        getattr(mine, key)[rows].copy_(value)
-                mine.load_state_dict(
-                    {
-                        **mine.state_dict(),
-                        "num_batches_tracked": theirs.state_dict()["num_batches_tracked"],
-                    }
-                )
+                    (into[key] if key == "num_batches_tracked" else into[key][rows]).copy_(value)
         return self
 
     def _norm(self, x: torch.Tensor, bn: nn.BatchNorm1d) -> torch.Tensor:

@@ -160,8 +160,9 @@ def variants(
     """method name -> (config path, overrides), the user's overrides last."""
     root = [f"data.root={opts.data_root}"] if opts.data_root else []
     out = {}
+    only = setting.get("methods")  # a setting may time fewer of METHODS (the GPU section's)
     for name, (method, extra) in METHODS.items():
-        if method not in setting["configs"]:
+        if method not in setting["configs"] or (only is not None and name not in only):
             continue
         out[name] = (
             setting["configs"][method],

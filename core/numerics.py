@@ -12,6 +12,10 @@ History:
   3  pretraining: the uncertainty head reads detached backbone features (its fit trained the
      backbone before). Changes only runs with the head (``uses_head``); others keep version 2's
      numbers.
+  4  grouped target heads (``loss.target_grouped``): their last biases, stacked one row per head,
+     are optimised as biases (no weight decay; before, AdamW decayed them as weights), LARS takes
+     one trust ratio per head's matrix (before, one per layer), and the last layer's padding is
+     zero. Changes only runs with grouped heads (``uses_grouped_heads``).
   (no new version) 2026-12-07: factorized MAST sums the anchor view's gradient in a fixed order
      (before, atomic adds in no fixed order at 2+ threads): its runs had no fixed numbers, so none
      is stale (docs/reliability.md).
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 from core.methods import METHODS, uses_uncertainty
 
-NUMERICS = 3
+NUMERICS = 4
 
 
 def uses_head(config: dict) -> bool:
@@ -33,9 +37,15 @@ def uses_head(config: dict) -> bool:
     return uses_uncertainty(name, (config.get("loss") or {}).get("uncertainty"))
 
 
+def uses_grouped_heads(config: dict) -> bool:
+    """Whether a resolved pretraining config trains grouped subspace-target heads."""
+    loss = config.get("loss") or {}
+    return bool(loss.get("target_grouped")) and (loss.get("target_weight") or 0) > 0
+
+
 #: version -> which resolved configs it changed (a run computed before it, of such a config, is
 #: stale).
-CHANGED = {2: lambda config: True, 3: uses_head}
+CHANGED = {2: lambda config: True, 3: uses_head, 4: uses_grouped_heads}
 
 
 def is_current(version: int, config: dict) -> bool:

@@ -3,8 +3,11 @@
 LARS (momentum 0.9, eta 0.001) with weight decay and the trust ratio skipped for biases and norm
 parameters (every 1-d tensor), as the official code excludes them. lr = base_lr x batch / 256;
 linear warm-up, then cosine to 0.001 x lr. MAST's masks and uncertainty head form their own group,
-without weight decay or LARS adaptation, at ``mask_lr`` (scaled by the same schedule). SGD and AdamW
-are there for small CPU runs.
+without weight decay or LARS adaptation, at ``mask_lr`` (scaled by the same schedule). A module
+that stacks independent weight matrices in one tensor (``stacked_weights``: the leading dimension
+indexes them; ``stacked_biases``: biases kept in such tensors) is optimised as if they were apart:
+LARS takes one trust ratio per matrix, and the biases go with the 1-d tensors. SGD and AdamW are
+there for small CPU runs.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ class LARS(torch.optim.Optimizer):
     """SGD with momentum whose update is scaled per tensor by eta * ||w|| / ||g + wd w|| (the trust
     ratio).
 
-    Groups carry ``lars`` (apply the trust ratio) and ``weight_decay``; plain flags, so the
+    Groups carry ``lars`` (apply the trust ratio), ``stacked`` (one ratio per slice of the leading
+    dimension) and ``weight_decay``; plain flags, so the
     optimizer state saves and loads with ``weights_only=True``. ``foreach`` updates a group's
     tensors together (a few fused kernels instead of about a dozen per tensor); None: on
     accelerators only, so that CPU runs keep their numbers.
@@ -57,7 +61,9 @@ class LARS(torch.optim.Optimizer):
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(p)
                 buffers.append(state["momentum_buffer"])
-            (_update_together if foreach else _update_each)(group, params, buffers)
+            # stacked tensors are few (grouped heads): their per-slice norms go one by one
+            together = foreach and not group.get("stacked", False)
+            (_update_together if together else _update_each)(group, params, buffers)
         return loss
 
 
@@ -74,7 +80,12 @@ def _update_each(
         grad = cast(torch.Tensor, p.grad)
         update = grad.add(p, alpha=wd) if wd else grad.clone()
         if group["lars"]:
-            p_norm, u_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(update)
+            if group.get("stacked", False):  # a norm per slice of the leading dimension
+                dims = tuple(range(1, p.ndim))
+                p_norm = torch.linalg.vector_norm(p, dim=dims, keepdim=True)
+                u_norm = torch.linalg.vector_norm(update, dim=dims, keepdim=True)
+            else:
+                p_norm, u_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(update)
             update.mul_(_trust_ratio(p_norm, u_norm, group["eta"]))
         buf.mul_(group["momentum"]).add_(update)
         p.add_(buf, alpha=-group["lr"])
@@ -99,22 +110,35 @@ def _update_together(
 def param_groups(
     model: nn.Module, weight_decay: float, lr: float, mask_lr: float
 ) -> list[dict[str, Any]]:
-    """Three groups: weights (decay + LARS), biases and norms (neither), masks + uncertainty head
-    (own lr)."""
+    """Up to four groups: weights (decay + LARS), stacked weights (decay + LARS per matrix),
+    biases and norms (neither), masks + uncertainty head (own lr); empty ones left out."""
     special = set()
     for name in ("masks", "uncertainty_head"):
         module = getattr(model, name, None)
         if module is not None:
             special |= {id(p) for p in module.parameters()}
+    stacked, biases = set(), set()
+    for module in model.modules():
+        stacked |= {id(getattr(module, n)) for n in getattr(module, "stacked_weights", ())}
+        biases |= {id(getattr(module, n)) for n in getattr(module, "stacked_biases", ())}
     weights: list[nn.Parameter] = []
+    blocks: list[nn.Parameter] = []
     flat: list[nn.Parameter] = []
     extra: list[nn.Parameter] = []
     for p in model.parameters():
         if not p.requires_grad:
             continue
-        (extra if id(p) in special else flat if p.ndim == 1 else weights).append(p)
+        if id(p) in special:
+            extra.append(p)
+        elif id(p) in stacked:
+            blocks.append(p)
+        elif p.ndim == 1 or id(p) in biases:
+            flat.append(p)
+        else:
+            weights.append(p)
     groups = [
         dict(params=weights, weight_decay=weight_decay, lars=True, lr=lr, base_lr=lr),
+        dict(params=blocks, weight_decay=weight_decay, lars=True, stacked=True, lr=lr, base_lr=lr),
         dict(params=flat, weight_decay=0.0, lars=False, lr=lr, base_lr=lr),
         dict(params=extra, weight_decay=0.0, lars=False, lr=mask_lr, base_lr=mask_lr),
     ]
@@ -133,8 +157,9 @@ def build_optimizer(
     groups = param_groups(model, weight_decay, lr, mask_lr)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum, eta=eta)
-    for group in groups:
+    for group in groups:  # elementwise optimisers: a stacked tensor is its matrices already
         group.pop("lars")
+        group.pop("stacked", None)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum)
     if name == "adamw":

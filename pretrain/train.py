@@ -28,7 +28,7 @@ from core.logs import JsonlLogger, progress_bar
 from core.memory_format import choose
 from core.methods import METHODS
 from core.model import PretrainModel
-from core.numerics import NUMERICS
+from core.numerics import NUMERICS, is_current
 from core.seeding import rng_state, seed_everything, set_rng_state, worker_init_fn
 from core.views import ViewMaker, gates_from, pair_strengths
 from pretrain.config import PretrainConfig
@@ -353,6 +353,14 @@ class Trainer:
             raise ResumeError(
                 f"{path} holds method {state['method']} with ops {state['aug_names']}, the config "
                 f"asks for {self.cfg.method} with {self.ops}"
+            )
+        numerics = int(state.get("numerics", 1))
+        if not is_current(numerics, to_dict(self.cfg)):
+            raise ResumeError(
+                f"{path} was computed with numerics version {numerics}, and this code computes "
+                f"this config with version {NUMERICS} (core/numerics.py says what changed): start "
+                "over with --force (the folder is moved aside), or finish the run at the commit "
+                "that started it"
             )
         restore(state, self.model, self.optimizer, self.scaler)
         self.step = int(state["step"])

@@ -267,7 +267,7 @@ def test_a_checkpoint_of_older_numerics_is_set_aside_and_retrained(tmp_path):
         run, study.config_hash(study.resolved_config(run)), study.resolved_config(run)
     )
     assert run.folder.exists() and len(recorder.commands) == 2
-    fake_checkpoint(run, "old arithmetic", numerics=study.NUMERICS - 1)
+    fake_checkpoint(run, "old arithmetic", numerics=1)
     recorder.pretrain(
         run, study.config_hash(study.resolved_config(run)), study.resolved_config(run)
     )
@@ -275,9 +275,7 @@ def test_a_checkpoint_of_older_numerics_is_set_aside_and_retrained(tmp_path):
     assert len(moved) == 1 and not run.folder.exists() and recorder.commands[-1][2] == "pretrain"
     # a run whose checkpoint is gone is skipped only if its records came from today's numerics
     sweep = study.plan_runs(cfg, [0])[3]
-    recorder.ledger.remember(
-        sweep, "abc123", study.resolved_config(sweep), numerics=study.NUMERICS - 1
-    )
+    recorder.ledger.remember(sweep, "abc123", study.resolved_config(sweep), numerics=1)
     append_record(
         tmp_path / "results" / "records" / "sweeps.jsonl",
         make_record(
@@ -542,3 +540,22 @@ def test_numerics_head_rule_is_the_configs_own(method, flag):
     )
     cfg = load_config(PretrainConfig, None, overrides)
     assert uses_head(to_dict(cfg)) == cfg.uses_uncertainty
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+@pytest.mark.parametrize("target", [0.0, 5.0])
+def test_numerics_4_changed_only_runs_with_grouped_target_heads(grouped, target):
+    """Version 4 (grouped heads optimised as separate ones) makes a version-3 run stale only where
+    the config trains grouped heads."""
+    from core.numerics import NUMERICS, is_current, uses_grouped_heads
+
+    overrides = ["method=mast_nounc", "loss.combine=and", "views.resample=all"]
+    overrides += [f"loss.target_weight={target}", f"loss.target_grouped={str(grouped).lower()}"]
+    resolved = to_dict(load_config(PretrainConfig, None, overrides))
+    trains_grouped = grouped and target > 0
+    assert uses_grouped_heads(resolved) == trains_grouped
+    assert is_current(3, resolved) == (not trains_grouped) and is_current(NUMERICS, resolved)
+    default = (
+        Path(__file__).parents[1] / "configs/pretrain/mast_and_target_r18w16_b128_16e_shapes.yaml"
+    )
+    assert uses_grouped_heads(to_dict(load_config(PretrainConfig, default)))  # make all's MAST

@@ -98,7 +98,13 @@ class GroupedTargetHeads(nn.Module):
     matrices in one tensor and one batched product, the batch norms as one over K' x hidden
     channels, the last layer padded to the widest output. The same function as separate heads
     (``from_separate`` copies their weights); its numbers differ by float rounding, its step has
-    about a fifth of the operators."""
+    about a fifth of the operators. The optimiser treats each head's matrices as separate heads'
+    (``pretrain.optim``: LARS per matrix, the last biases as biases), and the padding is zero, so
+    that the heads train as separate ones do too."""
+
+    #: what ``pretrain.optim.param_groups`` reads: tensors holding one matrix (bias) per head
+    stacked_weights = ("w1", "w2", "w3")
+    stacked_biases = ("b3",)
 
     def __init__(self, embed_dim: int, owned: list[str], hidden: int = TARGET_HIDDEN):
         super().__init__()
@@ -114,6 +120,10 @@ class GroupedTargetHeads(nn.Module):
             bound = 1.0 / w.shape[1] ** 0.5
             nn.init.uniform_(w, -bound, bound)
         nn.init.uniform_(self.b3, -1.0 / hidden**0.5, 1.0 / hidden**0.5)
+        with torch.no_grad():  # the padding: its outputs are dropped; zero, it is out of the norms
+            for k, n in enumerate(self.widths):
+                self.w3[k, :, n:] = 0.0
+                self.b3[k, :, n:] = 0.0
 
     @torch.no_grad()
     def from_separate(self, separate: SubspaceTargetHeads) -> GroupedTargetHeads:

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from core.config import ConfigError, load_config
 from pretrain.config import PretrainConfig
 from pretrain.losses.mast_and import GroupedTargetHeads, MASTAndLoss, SubspaceTargetHeads
+from pretrain.optim import build_optimizer, param_groups
 from pretrain.train import build_model
 from tests.pretrain.test_augself import SMALL, sampled_params
 
@@ -122,3 +123,62 @@ def test_the_config_picks_grouped_target_heads():
     model = build_model(cfg, 6, cfg.augment.ops)
     assert isinstance(model.heads, GroupedTargetHeads)
     assert model.heads.w1.shape == (5, 2 * model.embed_dim, cfg.loss.target_hidden)
+
+
+@pytest.mark.parametrize("optimizer", ["lars", "adamw", "sgd"])
+@pytest.mark.parametrize("foreach", [False, True])
+def test_grouped_target_heads_train_as_separate_heads_do(optimizer, foreach):
+    """Same weights, same batches: after three steps of each optimiser the grouped heads hold the
+    separate heads' weights, to float rounding. LARS takes one trust ratio per head's matrix and
+    leaves the last biases alone (as it leaves the separate heads' 1-d biases); AdamW decays no
+    bias; the padding stays zero."""
+    if foreach and optimizer != "lars":
+        pytest.skip("foreach is LARS's flag")
+    torch.manual_seed(0)
+    owned = ["flip", "color_jitter", "grayscale", "blur", "solarize"]
+    separate = SubspaceTargetHeads(12, owned, hidden=16)
+    grouped = GroupedTargetHeads(12, owned, hidden=16).from_separate(separate)
+    start = grouped.w1.detach().clone()
+    opts = [
+        build_optimizer(h, optimizer, lr=0.5, weight_decay=0.1, mask_lr=0.5)
+        for h in (separate, grouped)
+    ]
+    for opt in opts:
+        opt.foreach = foreach
+    loss = MASTAndLoss(list(range(1, 6)), target_weight=1.0)
+    pairs, gates = torch.tensor([[0, 1]] * 6), torch.ones(32, 6)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        z = torch.randn(2, 32, 12, generator=gen)
+        assignment = torch.softmax(torch.randn(6, 12, generator=gen), 0)
+        params = sampled_params(32)
+        for heads, opt in zip((separate, grouped), opts):
+            opt.zero_grad(set_to_none=True)
+            total, _ = loss(z, pairs, gates, assignment, None, heads(None, z, assignment), params)
+            total.backward()
+            opt.step()
+    for k, head in enumerate(separate.heads):
+        first, second, last = [m for m in head if isinstance(m, torch.nn.Linear)]
+        n = grouped.widths[k]
+        for mine, theirs in (
+            (grouped.w1[k].T, first.weight),
+            (grouped.w2[k].T, second.weight),
+            (grouped.w3[k, :, :n].T, last.weight),
+            (grouped.b3[k, 0, :n], last.bias),
+        ):
+            torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
+        assert not grouped.w3[k, :, n:].any() and not grouped.b3[k, 0, n:].any()
+    # the steps moved the weights by far more than the tolerance: not a trivial pass
+    assert (grouped.w1 - start).abs().max() > 1e-3
+    groups = param_groups(grouped, weight_decay=0.1, lr=0.5, mask_lr=0.5)
+    stacked = {id(grouped.w1), id(grouped.w2), id(grouped.w3)}
+    assert [({id(p) for p in g["params"]} == stacked) for g in groups] == [True, False]
+    assert id(grouped.b3) in {id(p) for p in groups[1]["params"]}  # with the biases and norms
+
+
+def test_grouped_heads_start_with_zero_padding():
+    torch.manual_seed(0)
+    heads = GroupedTargetHeads(8, ["flip", "color_jitter", "blur"], hidden=4)
+    for k, n in enumerate(heads.widths):
+        assert heads.w3[k, :, :n].abs().sum() > 0 and not heads.w3[k, :, n:].any()
+        assert not heads.b3[k, :, n:].any()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.checkpoints import load_checkpoint
+from core.checkpoints import load_checkpoint, save_checkpoint
 from core.io import sha256_file
 from core.runlock import FolderInUse, RunLock
 from downstream.classification.__main__ import main as classification_main
@@ -182,6 +182,26 @@ def test_unfinished_run_asks_for_resume(tmp_path, env, pretrain):
         "it with --resume (or --auto-resume), or start over with --force (make: FORCE=1), "
         "which moves it to stale/ beside the folder"
     )
+
+
+def test_a_run_of_older_arithmetic_is_not_resumed(tmp_path, env, pretrain):
+    """A checkpoint whose numerics version this code computes differently (core/numerics.py) would
+    continue with other arithmetic, or fail on the optimiser's groups: one line says so, and
+    nothing is written."""
+    out = tmp_path / "run"
+    assert pretrain(out, "train.max_steps=6").returncode == 0
+    state = load_checkpoint(out / "last.pt")
+    state["numerics"] = 1  # older than the change every config took (version 2)
+    save_checkpoint(state, out / "last.pt")
+    digest = sha256_file(out / "last.pt")
+    result = pretrain(out, flags=["--resume"])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert last_line(result).startswith(
+        f"error: {out / 'last.pt'} was computed with numerics version 1, and this code computes "
+        "this config with version"
+    )
+    assert "start over with --force" in last_line(result)
+    assert sha256_file(out / "last.pt") == digest
 
 
 def test_corrupt_last_checkpoint_offers_the_newest_readable_epoch(tmp_path, env, pretrain):

@@ -109,6 +109,13 @@ def test_claims_two_and_three_read_the_analysis_outputs(tmp_path):
         and "mean off-diagonal IoU 0.00 against 0.33" in lines[0]
         and "separate the ops" in lines[0]
     )
+    # the same sets from an AND assignment: disjoint by construction, so no pass on their overlap
+    summary = json.loads((figures / "masks" / "run" / "masks.json").read_text())
+    summary |= {"mask_kind": "assign", "change_rho": {"crop": 0.7, "flip": 0.2}}
+    (figures / "masks" / "run" / "masks.json").write_text(json.dumps(summary))
+    (line,), _ = report.claim_masks(figures)
+    assert "separate the ops" not in line and "disjoint by construction" in line
+    assert line.endswith("crop +0.70, flip +0.20; 1 of 2 ops reach 0.5.")
     lines, missing = report.claim_uncertainty(figures)
     assert not missing and "crop +0.60, flip n/a" in lines[0] and "tracks difficulty" in lines[0]
     assert "rho > 0.1 for 1 of 1" in lines[0]

@@ -80,12 +80,11 @@ def _update_each(
         grad = cast(torch.Tensor, p.grad)
         update = grad.add(p, alpha=wd) if wd else grad.clone()
         if group["lars"]:
-            if group.get("stacked", False):  # a norm per slice of the leading dimension
-                dims = tuple(range(1, p.ndim))
-                p_norm = torch.linalg.vector_norm(p, dim=dims, keepdim=True)
-                u_norm = torch.linalg.vector_norm(update, dim=dims, keepdim=True)
-            else:
-                p_norm, u_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(update)
+            # stacked: a norm per slice of the leading dimension; otherwise one for the tensor
+            dims = tuple(range(1, p.ndim)) if group.get("stacked", False) else None
+            keep = dims is not None
+            p_norm = torch.linalg.vector_norm(p, dim=dims, keepdim=keep)
+            u_norm = torch.linalg.vector_norm(update, dim=dims, keepdim=keep)
             update.mul_(_trust_ratio(p_norm, u_norm, group["eta"]))
         buf.mul_(group["momentum"]).add_(update)
         p.add_(buf, alpha=-group["lr"])
